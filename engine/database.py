@@ -1,0 +1,52 @@
+"""The one SQLite database under `storage.root` (users, tasks, catalog, DAV locks and properties).
+
+Web threads and download workers share a single connection in WAL mode; every access goes
+through `Database.lock`, so writes are serialised in one place and a `kill -9` at any moment
+leaves the last committed state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+
+class Database:
+    """A sqlite-utils database guarded by one re-entrant lock."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: statements autocommit; `write()` opens explicit transactions.
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a process crash (kill -9); only a power cut may lose
+        # the last transactions, never corrupt the file.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self.lock = threading.RLock()
+        self.db = sqlite_utils.Database(self._conn)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        with self.lock:
+            yield self.db
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One transaction; nested calls become savepoints of the outer one."""
+        with self.lock, self.db.atomic():
+            yield self.db
+
+    def integrity_ok(self) -> bool:
+        with self.lock:
+            return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()

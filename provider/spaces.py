@@ -1,0 +1,155 @@
+"""The WsgiDAV provider: every request is rooted at the authenticated user's own space.
+
+`storage.root/spaces/<user>/` is what `/dav/` shows to `<user>`. Paths are mapped with
+`_loc_to_file_path` (WsgiDAV's hook for per-user roots), refusing `.`/`..` segments, NUL
+bytes and anything whose real path leaves the space (symlinks). The Destination header of
+COPY/MOVE goes through the same mapping, so it can only name the same user's space.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from urllib.parse import unquote
+
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_REQUEST_URI_TOO_LONG, DAVError
+from wsgidav.fs_dav_provider import FilesystemProvider
+
+from engine.triggers import is_trigger_name
+from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
+from provider.quota import Quota
+from provider.resources import SpaceFile, SpaceFolder, user_ref_url
+
+DOWNLOADS = "downloads"
+_PROTECTED = {"", f"/{DOWNLOADS}"}
+
+
+class SpacesProvider(FilesystemProvider):
+    """Serves `spaces/<user>/` of whoever authenticated."""
+
+    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota) -> None:
+        spaces_root.mkdir(parents=True, exist_ok=True)
+        super().__init__(str(spaces_root), readonly=False, fs_opts={"follow_symlinks": False})
+        self.spaces_root = Path(os.path.realpath(spaces_root))
+        self.upload_temp_dir = temp_root / "uploads"
+        self.upload_temp_dir.mkdir(parents=True, exist_ok=True)
+        self.quota = quota
+        self.hooks: DownloadsHooks | None = None
+        self._prepared: set[str] = set()
+
+    # --- spaces and paths -------------------------------------------------
+
+    def space_root(self, user: str) -> Path:
+        """The user's folder, created with its `downloads/` on first use."""
+        root = self.spaces_root / user
+        if user not in self._prepared:
+            (root / DOWNLOADS).mkdir(parents=True, exist_ok=True)
+            self._prepared.add(user)
+        return root
+
+    def forget_space(self, user: str) -> None:
+        self._prepared.discard(user)
+
+    def _loc_to_file_path(self, path: str, environ: dict | None = None) -> str:
+        user = (environ or {}).get("wsgidav.auth.user_name")
+        if not user:
+            raise DAVError(HTTP_FORBIDDEN, "no authenticated user")
+        parts = [part for part in path.split("/") if part]
+        for part in parts:
+            if part in (".", "..") or "\0" in part:
+                raise DAVError(HTTP_BAD_REQUEST, f"path segment {part!r} is not allowed")
+        root = self.space_root(user)
+        file_path = os.path.join(root, *parts)
+        real = os.path.realpath(file_path)
+        if real != str(root) and not real.startswith(str(root) + os.sep):
+            raise DAVError(HTTP_FORBIDDEN, "path leaves the user's space")
+        return file_path
+
+    def get_resource_inst(self, path: str, environ: dict):
+        self._count_get_resource_inst += 1
+        file_path = self._loc_to_file_path(path, environ)
+        try:
+            info = os.lstat(file_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return self._placeholder_resource(path, environ)
+        except OSError as error:
+            if error.errno == errno.ENAMETOOLONG:
+                raise DAVError(HTTP_REQUEST_URI_TOO_LONG, "file name too long (at most 255 bytes)") from None
+            raise
+        if stat.S_ISDIR(info.st_mode):
+            return SpaceFolder(path, environ, file_path)
+        if stat.S_ISREG(info.st_mode):
+            return SpaceFile(path, environ, file_path)
+        return None  # symlinks, sockets, devices: not part of a space
+
+    # --- the downloads folder ---------------------------------------------
+
+    @staticmethod
+    def is_protected(path: str) -> bool:
+        return path.rstrip("/") in _PROTECTED
+
+    @staticmethod
+    def in_downloads(path: str) -> bool:
+        trimmed = path.rstrip("/")
+        return trimmed == f"/{DOWNLOADS}" or trimmed.startswith(f"/{DOWNLOADS}/")
+
+    def placeholders(self, folder_path: str, environ: dict) -> list[Placeholder]:
+        if self.hooks is None:
+            return []
+        return self.hooks.placeholders(environ["wsgidav.auth.user_name"], folder_path.strip("/"))
+
+    def _placeholder_resource(self, path: str, environ: dict) -> PartResource | None:
+        folder, _, name = path.rstrip("/").rpartition("/")
+        if not name.endswith(".part") or not self.in_downloads(folder):
+            return None
+        for placeholder in self.placeholders(folder, environ):
+            if placeholder.name == name:
+                return PartResource(path, environ, placeholder)
+        return None
+
+    def file_arrived(self, path: str, environ: dict) -> None:
+        """Tell the engine about a trigger once it is complete, unlocked and non-empty."""
+        name = path.rstrip("/").rpartition("/")[2]
+        if self.hooks is None or not self.in_downloads(path) or not is_trigger_name(name):
+            return
+        user = environ["wsgidav.auth.user_name"]
+        try:
+            if os.stat(self._loc_to_file_path(path, environ)).st_size == 0:
+                return  # Finder and Explorer create an empty file first, then PUT the content
+        except FileNotFoundError:
+            return
+        if self.lock_manager and self.lock_manager.is_url_locked(user_ref_url(self.share_path, user, path)):
+            return  # acted on at UNLOCK
+        self.hooks.trigger_ready(user, path.strip("/"))
+
+    def tree_arrived(self, path: str, environ: dict) -> None:
+        if not self.in_downloads(path):
+            return
+        root = self._loc_to_file_path(path, environ)
+        for folder, _dirs, files in os.walk(root):
+            relative = os.path.relpath(folder, root)
+            for name in files:
+                sub = path.rstrip("/") + ("" if relative == "." else "/" + relative.replace(os.sep, "/"))
+                self.file_arrived(f"{sub}/{name}", environ)
+
+    def path_left(self, path: str, environ: dict) -> None:
+        if self.hooks is not None and self.in_downloads(path):
+            self.hooks.path_removed(environ["wsgidav.auth.user_name"], path.strip("/"))
+
+    def _split_ref_url(self, ref_url: str) -> tuple[str, str]:
+        """Invert `user_ref_url`: (user, path in the space)."""
+        key = unquote(ref_url)
+        prefix = self.share_path + "/"
+        user, _, rest = key[len(prefix) :].partition("/") if key.startswith(prefix) else ("", "", "")
+        return user, "/" + rest
+
+    def ref_url_to_path(self, ref_url: str) -> str:
+        return self._split_ref_url(ref_url)[1]
+
+    def lock_released(self, ref_url: str) -> None:
+        """Called by the lock manager after UNLOCK: a trigger that waited for it may now run."""
+        user, path = self._split_ref_url(ref_url)
+        if user:
+            self.file_arrived(path, {"wsgidav.auth.user_name": user})

@@ -1,0 +1,129 @@
+"""Assembles fetchdrive from its parts: database, accounts, quota, the WebDAV app and the engine.
+
+`FetchdriveApp` is the WSGI application cheroot serves: `/dav/` goes to WsgiDAV, `/api/v1/`
+to the JSON API, `/` to the web page. Nothing here parses arguments or opens sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from engine.database import Database
+from provider.accounts import Accounts
+from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
+from provider.domain import Authenticator, FetchdriveDomainController
+from provider.quota import Quota
+from provider.spaces import SpacesProvider
+from server.settings import Config
+
+DAV_PREFIX = "/dav"
+_log = logging.getLogger(__name__)
+
+
+class Storage:
+    """The data folder's layout and the objects that own its parts."""
+
+    def __init__(self, config: Config) -> None:
+        self.root: Path = config.storage_root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.database = Database(self.root / "fetchdrive.sqlite")
+        self.accounts = Accounts(self.database)
+        self.quota = Quota(self.accounts, self.root, config["storage.min_free"])
+        self.spaces_root = self.root / "spaces"
+        self.temp_root = self.root / "tmp"
+
+    def space(self, user: str) -> Path:
+        return self.spaces_root / user
+
+
+def _refuse_infinite_propfind(app):
+    """PROPFIND with Depth: infinity on a large tree is a denial of service: answer 403
+    with the RFC 4918 `propfind-finite-depth` precondition; a missing Depth means 1."""
+
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?>\n'
+        b'<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n'
+    )
+
+    def middleware(environ, start_response):
+        if environ.get("REQUEST_METHOD") == "PROPFIND":
+            depth = environ.get("HTTP_DEPTH", "").strip().lower()
+            if depth == "infinity":
+                start_response(
+                    "403 Forbidden",
+                    [("Content-Type", "application/xml; charset=utf-8"), ("Content-Length", str(len(body)))],
+                )
+                return [body]
+            if not depth:
+                environ["HTTP_DEPTH"] = "1"
+        return app(environ, start_response)
+
+    return middleware
+
+
+class FetchdriveApp:
+    """The WSGI application: routes by path prefix."""
+
+    def __init__(self, config: Config, storage: Storage | None = None) -> None:
+        self.config = config
+        self.storage = storage or Storage(config)
+        self.authenticator = Authenticator(self.storage.accounts)
+        self.provider = SpacesProvider(self.storage.spaces_root, self.storage.temp_root, self.storage.quota)
+        self.dav = WsgiDAVApp(self._dav_config())
+        lock_manager = NotifyingLockManager(SqliteLockStorage(self.storage.database), self.provider.lock_released)
+        self.dav.lock_manager = lock_manager
+        self.provider.set_lock_manager(lock_manager)
+        self._dav_entry = _refuse_infinite_propfind(self.dav)
+
+    def _dav_config(self) -> dict:
+        return {
+            "provider_mapping": {DAV_PREFIX: self.provider},
+            "http_authenticator": {
+                "domain_controller": FetchdriveDomainController,
+                "accept_basic": True,
+                "accept_digest": False,
+                "default_to_digest": False,
+                "trusted_auth_header": None,
+            },
+            "fetchdrive": {"authenticator": self.authenticator},
+            # Swapped for a NotifyingLockManager right after construction.
+            "lock_storage": False,
+            "property_manager": SqlitePropertyManager(self.storage.database),
+            "verbose": 2,
+            "logging": {"enable": False},
+            "suppress_version_info": True,
+            "hotfixes": {"emulate_win32_lastmod": True},
+            "dir_browser": {
+                "enable": True,
+                "ignore": [".DS_Store", "._*", "Thumbs.db", "desktop.ini"],
+                "response_trailer": "fetchdrive",
+                "davmount": True,
+                "ms_sharepoint_support": False,
+                "libre_office_support": False,
+            },
+        }
+
+    def start_background_work(self) -> None:
+        """Recount every user's used bytes (a crash may have left a delta unapplied)."""
+        for user in self.storage.accounts.list():
+            space = self.storage.space(user.name)
+            if space.is_dir():
+                self.storage.quota.recount(user.name, space)
+
+    def stop_background_work(self) -> None:
+        """Nothing runs in the background yet besides request threads."""
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
+            return self._dav_entry(environ, start_response)
+        return _not_found(start_response)
+
+
+def _not_found(start_response):
+    body = b"Not found. The drive is served under /dav/.\n"
+    start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]

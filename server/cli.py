@@ -1,0 +1,171 @@
+"""The `fetchdrive` command: parses arguments and calls the code that does the work.
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn
+
+from provider.accounts import AccountError
+from server.settings import Config, ConfigError, load_config
+from server.sizes import SizeError, format_size, parse_size
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+class CommandError(Exception):
+    """A user-facing failure; printed as one line."""
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    print(f"fetchdrive: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see `{self.prog} --help`)")
+
+
+def _read_password(args: argparse.Namespace, *, prompt: str) -> str:
+    if getattr(args, "password", None) is not None:
+        return args.password
+    if getattr(args, "password_stdin", False):
+        line = sys.stdin.readline()
+        if not line:
+            raise CommandError("--password-stdin: no password on standard input")
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise CommandError("no password given: use --password PW, --password-stdin, or run in a terminal")
+    first = getpass.getpass(prompt)
+    if getpass.getpass("Repeat it: ") != first:
+        raise CommandError("the two passwords differ; nothing changed")
+    return first
+
+
+def _size_arg(text: str) -> int | None:
+    try:
+        return parse_size(text)
+    except SizeError as error:
+        raise CommandError(str(error)) from None
+
+
+def _storage(config: Config):
+    from server.app import Storage
+
+    return Storage(config)
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> None:
+    from server.serve import serve
+
+    serve(config)
+
+
+def cmd_user_add(config: Config, args: argparse.Namespace) -> None:
+    storage = _storage(config)
+    quota = _size_arg(args.quota) if args.quota is not None else config["storage.default_quota"]
+    password = _read_password(args, prompt=f"Password for {args.name}: ")
+    storage.accounts.add(args.name, password, quota)
+    storage.space(args.name).joinpath("downloads").mkdir(parents=True, exist_ok=True)
+    print(f"added user {args.name} (quota {format_size(quota)})")
+
+
+def cmd_user_list(config: Config, args: argparse.Namespace) -> None:
+    users = _storage(config).accounts.list()
+    print(f"{'NAME':<32} {'USED':>10} {'QUOTA':>10}")
+    for user in users:
+        print(f"{user.name:<32} {format_size(user.used_bytes):>10} {format_size(user.quota_bytes):>10}")
+
+
+def cmd_user_passwd(config: Config, args: argparse.Namespace) -> None:
+    storage = _storage(config)
+    storage.accounts.require(args.name)
+    storage.accounts.set_password(args.name, _read_password(args, prompt=f"New password for {args.name}: "))
+    print(f"changed the password of {args.name}")
+
+
+def cmd_user_quota(config: Config, args: argparse.Namespace) -> None:
+    quota = _size_arg(args.size)
+    _storage(config).accounts.set_quota(args.name, quota)
+    print(f"quota of {args.name} is now {format_size(quota)}")
+
+
+def cmd_user_remove(config: Config, args: argparse.Namespace) -> None:
+    storage = _storage(config)
+    storage.accounts.remove(args.name)
+    if not args.keep_files:
+        shutil.rmtree(storage.space(args.name), ignore_errors=True)
+    kept = f"; files kept in {storage.space(args.name)}" if args.keep_files else " and their files"
+    print(f"removed user {args.name}{kept}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fetchdrive", description="A self-hosted cloud drive that downloads for you.")
+    parser.add_argument("--config", metavar="FILE", help=f"configuration file (default: ./{DEFAULT_CONFIG})")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    commands.add_parser("serve", help="run the server").set_defaults(run=cmd_serve)
+
+    user = commands.add_parser("user", help="manage accounts")
+    user_commands = user.add_subparsers(dest="user_command", required=True, parser_class=_Parser, metavar="ACTION")
+
+    def with_password(sub: argparse.ArgumentParser) -> None:
+        group = sub.add_mutually_exclusive_group()
+        group.add_argument("--password", metavar="PW", help="the password (visible to other local users; prefer --password-stdin)")
+        group.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+
+    add = user_commands.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument("--quota", metavar="SIZE", help="e.g. 500M, 10G, 1.5T, bytes or none (default: storage.default_quota)")
+    with_password(add)
+    add.set_defaults(run=cmd_user_add)
+
+    user_commands.add_parser("list", help="list users").set_defaults(run=cmd_user_list)
+
+    passwd = user_commands.add_parser("passwd", help="change a password")
+    passwd.add_argument("name")
+    with_password(passwd)
+    passwd.set_defaults(run=cmd_user_passwd)
+
+    quota = user_commands.add_parser("quota", help="set a user's quota")
+    quota.add_argument("name")
+    quota.add_argument("size", metavar="SIZE", help="e.g. 500M, 10G, 1.5T, bytes or none")
+    quota.set_defaults(run=cmd_user_quota)
+
+    remove = user_commands.add_parser("remove", help="delete a user and their files")
+    remove.add_argument("name")
+    remove.add_argument("--keep-files", action="store_true", help="keep the user's folder on disk")
+    remove.set_defaults(run=cmd_user_remove)
+    return parser
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    run: Callable[[Config, argparse.Namespace], None] = args.run
+    try:
+        if args.config is None:
+            config = load_config(DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+        else:
+            config = load_config(args.config)
+        run(config, args)
+    except (ConfigError, AccountError, CommandError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("interrupted", status=130)
+
+
+if __name__ == "__main__":
+    main()

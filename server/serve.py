@@ -1,0 +1,91 @@
+"""Runs the app on cheroot: TLS when configured, the first admin, clean shutdown on signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import ssl
+import sys
+import threading
+
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from server.app import FetchdriveApp, Storage
+from server.settings import Config, ConfigError
+
+_log = logging.getLogger("fetchdrive")
+ADMIN_PASSWORD_ENV = "FETCHDRIVE_ADMIN_PASSWORD"
+
+
+def ensure_first_admin(storage: Storage, default_quota: int | None) -> None:
+    """On a first start with no users, create `admin` (password from the environment or random)."""
+    if storage.accounts.count():
+        return
+    password = os.environ.get(ADMIN_PASSWORD_ENV)
+    generated = password is None
+    if generated:
+        password = secrets.token_urlsafe(12)
+    storage.accounts.add("admin", password, default_quota)
+    if generated:
+        # Printed once to the terminal, never to the log.
+        print(f"Created user 'admin' with password: {password}", file=sys.stderr, flush=True)
+    else:
+        print(f"Created user 'admin' with the password from {ADMIN_PASSWORD_ENV}", file=sys.stderr, flush=True)
+
+
+def _tls_adapter(config: Config) -> BuiltinSSLAdapter | None:
+    cert, key = config.path("server.tls.cert"), config.path("server.tls.key")
+    if cert is None or key is None:
+        return None
+    for setting, file in (("server.tls.cert", cert), ("server.tls.key", key)):
+        if not file.is_file():
+            raise ConfigError(f"{setting}: file {file} not found")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(f"server.tls: cannot load {cert} / {key} ({error}); check both are PEM files that match")
+    adapter = BuiltinSSLAdapter(str(cert), str(key))
+    adapter.context = context
+    return adapter
+
+
+def serve(config: Config) -> None:
+    """Start the server and block until SIGINT or SIGTERM."""
+    storage = Storage(config)
+    ensure_first_admin(storage, config["storage.default_quota"])
+    app = FetchdriveApp(config, storage)
+    app.start_background_work()
+    host, port = config["server.host"], config["server.port"]
+    server = wsgi.Server(
+        (host, port),
+        app,
+        numthreads=config["server.threads"],
+        timeout=int(config["server.timeout"]),
+        server_name="fetchdrive",
+    )
+    server.ssl_adapter = _tls_adapter(config)
+    try:
+        server.prepare()
+    except OSError as error:
+        raise ConfigError(f"server.host/server.port: cannot listen on {host}:{port} ({error.strerror or error})")
+    scheme = "https" if server.ssl_adapter else "http"
+    bound_port = server.bind_addr[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    _log.info("fetchdrive is serving; map the drive at %s://%s:%s/dav/", scheme, shown_host, bound_port)
+
+    def stop(signum, _frame):
+        _log.info("received %s, shutting down", signal.Signals(signum).name)
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve()
+    finally:
+        app.stop_background_work()
+        storage.database.close()
+        _log.info("stopped")

@@ -1,0 +1,195 @@
+"""The settings table: every `config.yaml` key with its default, type and meaning.
+
+Validation, defaults and the documentation test all follow from `SETTINGS`. `load_config`
+reads a YAML file, rejects unknown keys and bad values with one line naming the key, and
+returns a `Config` whose values are already parsed (sizes in bytes, paths absolute).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from server.sizes import SizeError, parse_size
+
+
+class ConfigError(Exception):
+    """A configuration problem; str(e) is one line naming the key and the fix."""
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ValueError(f"must be at least {minimum}{upper}, got {value}")
+        return value
+
+    return check
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _size(value: Any) -> int | None:
+    try:
+        return parse_size(value)
+    except SizeError as error:
+        raise ValueError(str(error)) from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _optional_file(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _mirrors(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("must be a list of URL templates such as https://m.example/{sha256}")
+    for template in value:
+        if "{sha256}" not in template or not re.match(r"^https?://", template):
+            raise ValueError(f"{template!r} must be an http(s) URL containing {{sha256}}")
+    return value
+
+
+def _catalog(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of entries with id, url and optional sha256, filename")
+    entries = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict) or not {"id", "url"} <= entry.keys():
+            raise ValueError(f"entry {index + 1} needs at least `id` and `url`")
+        unknown = entry.keys() - {"id", "url", "sha256", "filename"}
+        if unknown:
+            raise ValueError(f"entry {index + 1} has unknown key(s) {', '.join(sorted(unknown))}")
+        entries.append({key: str(val) for key, val in entry.items()})
+    return entries
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: dotted name, default (as written in YAML), parser, meaning."""
+
+    key: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server.host", "127.0.0.1", _text, "Address to listen on; 0.0.0.0 for every interface."),
+    Setting("server.port", 8080, _integer(0, 65535), "TCP port to listen on (0 picks a free one)."),
+    Setting("server.tls.cert", None, _optional_file, "PEM certificate; with server.tls.key set, serve HTTPS."),
+    Setting("server.tls.key", None, _optional_file, "PEM private key for server.tls.cert."),
+    Setting("server.threads", 50, _integer(1, 1000), "HTTP worker threads (Windows Explorer opens many connections)."),
+    Setting("server.timeout", 300, _seconds, "Socket time-out in seconds; long enough for slow uploads."),
+    Setting("storage.root", "./data", _text, "Data folder: database, user spaces, temporary area (relative to the config file)."),
+    Setting("storage.default_quota", "10G", _size, "Quota of a new user: 500M, 10G, 1.5T, bytes, or none."),
+    Setting("storage.min_free", "1G", _size, "Free disk below which uploads get 507 and downloads pause."),
+    Setting("engine.workers", 4, _integer(1, 256), "Downloads that run at once, server-wide."),
+    Setting("engine.per_user", 2, _integer(1, 256), "Downloads that run at once for one user."),
+    Setting("engine.allow_private_networks", False, _flag, "May the server fetch from loopback, private and link-local addresses."),
+    Setting("engine.retry.initial", 1, _seconds, "First back-off between tries, in seconds."),
+    Setting("engine.retry.max_wait", 300, _seconds, "Longest back-off between tries, in seconds."),
+    Setting("engine.retry.give_up_after", 86400, _seconds, "Seconds of failing tries before a task fails."),
+    Setting("engine.connections_per_task", 4, _integer(1, 32), "Parallel ranges for one large download (1 disables)."),
+    Setting("engine.rate_limit", "none", _size, "Server-wide download bandwidth cap per second (10M = 10 MiB/s), or none."),
+    Setting("engine.per_user_rate_limit", "none", _size, "Download bandwidth cap per second for each user, or none."),
+    Setting("engine.mirrors", [], _mirrors, "URL templates tried for sha256: IDs, e.g. https://m.example/{sha256}."),
+    Setting("engine.cache_ttl", 86400, _seconds, "Seconds a finished URL may be delivered again without a transfer."),
+    Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),
+)
+
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Parsed settings by dotted key, plus where they came from."""
+
+    values: dict[str, Any]
+    base_dir: Path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def storage_root(self) -> Path:
+        return (self.base_dir / self.values["storage.root"]).resolve()
+
+    def path(self, key: str) -> Path | None:
+        """A file-valued setting resolved against the config file's folder."""
+        value = self.values[key]
+        return None if value is None else (self.base_dir / value).resolve()
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {type(tree).__name__}")
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if key in _BY_KEY:
+            flat[key] = value
+        elif isinstance(value, dict) and any(known.startswith(key + ".") for known in _BY_KEY):
+            flat.update(_flatten(value, key + "."))
+        elif value is None and any(known.startswith(key + ".") for known in _BY_KEY):
+            continue  # an empty section such as `tls:` with every key commented out
+        else:
+            raise ConfigError(f"{key}: unknown configuration key; see config.yaml for the keys that exist")
+    return flat
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `path` (None or missing default file: defaults only) and validate every key."""
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        file = Path(path)
+        base_dir = file.resolve().parent
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: config file not found; pass --config FILE or create it") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{file}: cannot read config file ({error})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{file}: not valid YAML{where}; check the indentation and quoting") from None
+        raw = _flatten(loaded) if loaded is not None else {}
+    raw.update(overrides or {})
+    values = {}
+    for setting in SETTINGS:
+        value = raw.get(setting.key, setting.default)
+        try:
+            values[setting.key] = setting.parse(value)
+        except ValueError as error:
+            raise ConfigError(f"{setting.key}: {error}") from None
+    if (values["server.tls.cert"] is None) != (values["server.tls.key"] is None):
+        raise ConfigError("server.tls: set both cert and key for HTTPS, or neither for HTTP")
+    if values["engine.retry.max_wait"] < values["engine.retry.initial"]:
+        raise ConfigError("engine.retry.max_wait: must not be smaller than engine.retry.initial")
+    return Config(values, base_dir)
