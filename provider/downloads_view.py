@@ -7,23 +7,13 @@ how a download is cancelled. `DownloadsHooks` is what the provider needs from th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVNonCollection
 
+from engine.engine import Placeholder
 from provider.resources import user_ref_url
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    """An unfinished download as the folder lists it."""
-
-    name: str
-    size: int
-    modified: float
-    temp_path: str | None
 
 
 class DownloadsHooks(Protocol):

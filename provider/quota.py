@@ -52,12 +52,16 @@ class Quota:
 
     def available(self, user: str) -> int | None:
         """Bytes the user may still add, or None when neither quota nor disk limits them."""
+        disk_room = max(0, self.disk_free() - self._min_free)
+        room = self.quota_room(user)
+        return disk_room if room is None else min(room, disk_room)
+
+    def quota_room(self, user: str) -> int | None:
+        """Bytes the user's quota still allows, or None without a quota."""
         found = self._accounts.get(user)
-        limits = []
-        if found and found.quota_bytes is not None:
-            limits.append(max(0, found.quota_bytes - found.used_bytes))
-        limits.append(max(0, self.disk_free() - self._min_free))
-        return min(limits)
+        if found is None or found.quota_bytes is None:
+            return None
+        return max(0, found.quota_bytes - found.used_bytes)
 
     def disk_free(self) -> int:
         return shutil.disk_usage(self._storage_root).free

@@ -11,16 +11,53 @@ from pathlib import Path
 
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from engine.catalog import CatalogError
 from engine.database import Database
+from engine.engine import DownloadEngine, EngineSettings
+from engine.retry import RetryPolicy
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController
 from provider.quota import Quota
 from provider.spaces import SpacesProvider
-from server.settings import Config
+from server.settings import Config, ConfigError
 
 DAV_PREFIX = "/dav"
 _log = logging.getLogger(__name__)
+
+
+class EngineSpaces:
+    """The drive as the engine sees it (engine.engine.SpaceAccess)."""
+
+    def __init__(self, provider: SpacesProvider, quota: Quota, min_free: int | None) -> None:
+        self._provider = provider
+        self._quota = quota
+        self._min_free = min_free or 0
+
+    def root(self, user: str) -> Path:
+        return self._provider.space_root(user)
+
+    def room(self, user: str) -> int | None:
+        return self._quota.quota_room(user)
+
+    def disk_room(self) -> int:
+        return self._quota.disk_free() - self._min_free
+
+    def charge(self, user: str, delta: int) -> None:
+        self._quota.charge(user, delta)
+
+
+def engine_settings(config: Config) -> EngineSettings:
+    return EngineSettings(
+        workers=config["engine.workers"],
+        per_user=config["engine.per_user"],
+        allow_private_networks=config["engine.allow_private_networks"],
+        retry=RetryPolicy(config["engine.retry.initial"], config["engine.retry.max_wait"], config["engine.retry.give_up_after"]),
+        connect_timeout=config["engine.connect_timeout"],
+        read_timeout=config["engine.read_timeout"],
+        mirrors=tuple(config["engine.mirrors"]),
+        cache_ttl=config["engine.cache_ttl"],
+    )
 
 
 class Storage:
@@ -76,6 +113,13 @@ class FetchdriveApp:
         lock_manager = NotifyingLockManager(SqliteLockStorage(self.storage.database), self.provider.lock_released)
         self.dav.lock_manager = lock_manager
         self.provider.set_lock_manager(lock_manager)
+        self.engine = DownloadEngine(
+            self.storage.database,
+            self.storage.root,
+            EngineSpaces(self.provider, self.storage.quota, config["storage.min_free"]),
+            engine_settings(config),
+        )
+        self.provider.hooks = self.engine
         self._dav_entry = _refuse_infinite_propfind(self.dav)
 
     def _dav_config(self) -> dict:
@@ -107,14 +151,19 @@ class FetchdriveApp:
         }
 
     def start_background_work(self) -> None:
-        """Recount every user's used bytes (a crash may have left a delta unapplied)."""
-        for user in self.storage.accounts.list():
-            space = self.storage.space(user.name)
-            if space.is_dir():
-                self.storage.quota.recount(user.name, space)
+        """Recount used bytes (a crash may have left a delta unapplied), load the config's
+        catalog, and start the download workers, which resume unfinished tasks."""
+        users = [user.name for user in self.storage.accounts.list()]
+        for user in users:
+            self.storage.quota.recount(user, self.provider.space_root(user))
+        try:
+            self.engine.catalog.load_config_entries(self.config["catalog"])
+        except CatalogError as error:
+            raise ConfigError(f"catalog: {error}") from None
+        self.engine.start(users)
 
     def stop_background_work(self) -> None:
-        """Nothing runs in the background yet besides request threads."""
+        self.engine.stop()
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")

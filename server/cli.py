@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from engine.catalog import CatalogError
 from provider.accounts import AccountError
 from server.settings import Config, ConfigError, load_config
 from server.sizes import SizeError, format_size, parse_size
@@ -99,12 +100,46 @@ def cmd_user_quota(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_user_remove(config: Config, args: argparse.Namespace) -> None:
+    from engine.tasks import TaskStore
+
     storage = _storage(config)
     storage.accounts.remove(args.name)
+    TaskStore(storage.database).delete_user(args.name)
     if not args.keep_files:
         shutil.rmtree(storage.space(args.name), ignore_errors=True)
     kept = f"; files kept in {storage.space(args.name)}" if args.keep_files else " and their files"
     print(f"removed user {args.name}{kept}")
+
+
+def cmd_catalog_add(config: Config, args: argparse.Namespace) -> None:
+    entry = _catalog(config).add(args.id, args.url, args.sha256, args.filename)
+    print(f"added {entry.id} -> {entry.url}")
+
+
+def cmd_catalog_list(config: Config, args: argparse.Namespace) -> None:
+    for entry in _catalog(config).list():
+        extras = "".join(
+            f"  {label}={value}" for label, value in (("sha256", entry.sha256), ("filename", entry.filename)) if value
+        )
+        print(f"{entry.id}  {entry.url}{extras}  ({entry.origin})")
+
+
+def cmd_catalog_remove(config: Config, args: argparse.Namespace) -> None:
+    _catalog(config).remove(args.id)
+    print(f"removed {args.id}")
+
+
+def cmd_gc(config: Config, args: argparse.Namespace) -> None:
+    from engine.content_store import ContentStore
+
+    removed, freed = ContentStore(config.storage_root / "store").gc()
+    print(f"removed {removed} unused stored object(s), freed {format_size(freed)}")
+
+
+def _catalog(config: Config):
+    from engine.catalog import Catalog
+
+    return Catalog(_storage(config).database)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     remove.add_argument("--keep-files", action="store_true", help="keep the user's folder on disk")
     remove.set_defaults(run=cmd_user_remove)
+
+    catalog = commands.add_parser("catalog", help="map content IDs to sources")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True, parser_class=_Parser, metavar="ACTION")
+    catalog_add = catalog_commands.add_parser("add", help="add or replace an entry")
+    catalog_add.add_argument("id")
+    catalog_add.add_argument("url")
+    catalog_add.add_argument("--sha256", metavar="HEX", help="expected checksum of the content")
+    catalog_add.add_argument("--filename", metavar="NAME", help="name to save under")
+    catalog_add.set_defaults(run=cmd_catalog_add)
+    catalog_commands.add_parser("list", help="list entries").set_defaults(run=cmd_catalog_list)
+    catalog_remove = catalog_commands.add_parser("remove", help="remove an entry")
+    catalog_remove.add_argument("id")
+    catalog_remove.set_defaults(run=cmd_catalog_remove)
+
+    commands.add_parser("gc", help="remove stored content no file refers to any more").set_defaults(run=cmd_gc)
     return parser
 
 
@@ -161,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             config = load_config(args.config)
         run(config, args)
-    except (ConfigError, AccountError, CommandError) as error:
+    except (ConfigError, AccountError, CatalogError, CommandError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted", status=130)

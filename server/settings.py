@@ -115,6 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.connections_per_task", 4, _integer(1, 32), "Parallel ranges for one large download (1 disables)."),
     Setting("engine.rate_limit", "none", _size, "Server-wide download bandwidth cap per second (10M = 10 MiB/s), or none."),
     Setting("engine.per_user_rate_limit", "none", _size, "Download bandwidth cap per second for each user, or none."),
+    Setting("engine.connect_timeout", 15, _seconds, "Seconds to wait for an origin to accept a connection."),
+    Setting("engine.read_timeout", 60, _seconds, "Seconds an origin may stay silent mid-download before the try counts as failed."),
     Setting("engine.mirrors", [], _mirrors, "URL templates tried for sha256: IDs, e.g. https://m.example/{sha256}."),
     Setting("engine.cache_ttl", 86400, _seconds, "Seconds a finished URL may be delivered again without a transfer."),
     Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),

@@ -1,0 +1,78 @@
+"""A content-addressed store: every finished download is kept once, under its SHA-256.
+
+A user's copy is a hard link to the store object, so identical content costs its size
+once on disk while each user's quota counts it in full. A later PUT replaces the user's
+file atomically (a new inode), which breaks the link and leaves every other copy alone.
+An object whose link count drops to 1 is referenced by nobody and is removed by `gc`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from engine.naming import unique_name
+
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ContentStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def object_path(self, sha256: str) -> Path:
+        if not _HEX.match(sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.object_path(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        return self.object_path(sha256).stat().st_size
+
+    def absorb(self, temp_file: Path, sha256: str) -> Path:
+        """Move a finished download into the store (or drop it if the content is already there)."""
+        target = self.object_path(sha256)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            temp_file.unlink()
+        else:
+            os.replace(temp_file, target)
+        return target
+
+    def link_into(self, sha256: str, folder: Path, name: str) -> Path:
+        """Hard-link the object into `folder` as `name`, or `name (1)`... if taken.
+        os.link never replaces an existing file, so a race cannot clobber one."""
+        source = self.object_path(sha256)
+        folder.mkdir(parents=True, exist_ok=True)
+        taken: set[str] = set()
+        while True:
+            candidate = unique_name(name, lambda n: n in taken or (folder / n).exists())
+            try:
+                os.link(source, folder / candidate)
+                return folder / candidate
+            except FileExistsError:
+                taken.add(candidate)
+
+    def gc(self) -> tuple[int, int]:
+        """Remove objects nobody links to; returns (objects removed, bytes freed)."""
+        removed = freed = 0
+        for shard in self.root.iterdir() if self.root.exists() else ():
+            for item in shard.iterdir() if shard.is_dir() else ():
+                info = item.stat()
+                if info.st_nlink <= 1:
+                    item.unlink()
+                    removed += 1
+                    freed += info.st_size
+        return removed, freed
+
+    def release_if_unused(self, sha256: str) -> None:
+        path = self.object_path(sha256)
+        try:
+            if path.stat().st_nlink <= 1:
+                path.unlink()
+        except FileNotFoundError:
+            pass

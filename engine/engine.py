@@ -1,0 +1,577 @@
+"""The downloads engine: turns triggers into tasks, runs them on worker threads, delivers files.
+
+`DownloadEngine` is what the drive and the API talk to. It owns the task store, the
+content store and the worker pool; it reaches the users' spaces only through `SpaceAccess`,
+so it imports nothing from the drive. Scheduling: at most `workers` downloads at once and
+`per_user` per user, the next one going to the user with the fewest running (oldest task
+first); two tasks for the same source never run together, so the second one is delivered
+from the store without a second transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from engine.catalog import Catalog
+from engine.content_store import ContentStore
+from engine.database import Database
+from engine.errors import Cancelled, FetchError, PermanentError, TransientError
+from engine.fetcher import Download, Fetcher
+from engine.naming import choose_filename, sanitize_filename
+from engine.retry import RetryPolicy
+from engine.safe_http import make_session
+from engine.tasks import (
+    CANCELLED, DONE, DOWNLOADING, FAILED, QUEUED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore,
+)
+from engine.triggers import MAX_TRIGGER_BYTES, Trigger, TriggerError, is_trigger_name, parse_trigger
+
+_log = logging.getLogger(__name__)
+ERROR_SUFFIX = ".error.txt"
+
+
+class SpaceAccess(Protocol):
+    """What the engine needs from the drive."""
+
+    def root(self, user: str) -> Path:
+        """The user's space folder."""
+
+    def room(self, user: str) -> int | None:
+        """Bytes the user's quota still allows (None: unlimited)."""
+
+    def disk_room(self) -> int:
+        """Bytes free on disk above the configured reserve."""
+
+    def charge(self, user: str, delta: int) -> None:
+        """Book `delta` bytes against the user's quota."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    workers: int = 4
+    per_user: int = 2
+    allow_private_networks: bool = False
+    retry: RetryPolicy = RetryPolicy(1, 300, 86400)
+    connect_timeout: float = 15
+    read_timeout: float = 60
+    mirrors: tuple[str, ...] = ()
+    cache_ttl: float = 86400
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    name: str
+    size: int
+    modified: float
+    temp_path: str | None
+
+
+@dataclass
+class _Running:
+    task_id: int
+    user: str
+    source: str
+    cancel: threading.Event
+    download: Download | None = None
+    started: float = 0.0
+
+
+class DownloadEngine:
+    def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings) -> None:
+        self.tasks = TaskStore(database)
+        self.catalog = Catalog(database)
+        self.store = ContentStore(data_root / "store")
+        self.temp_root = data_root / "tmp" / "downloads"
+        self.temp_root.mkdir(parents=True, exist_ok=True)
+        self._spaces = spaces
+        self.settings = settings
+        self._fetcher = Fetcher(
+            make_session(allow_private=settings.allow_private_networks),
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
+        self._cond = threading.Condition()
+        self._running: dict[int, _Running] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._trigger_lock = threading.RLock()
+
+    # --- life cycle -------------------------------------------------------
+
+    def start(self, users: list[str]) -> None:
+        resumed = self.tasks.reset_interrupted()
+        if resumed:
+            _log.info("resuming %d interrupted download(s)", resumed)
+        self._remove_orphan_temp_files()
+        for user in users:
+            self._pick_up_waiting_triggers(user)
+        for number in range(self.settings.workers):
+            thread = threading.Thread(target=self._work, name=f"download-worker-{number + 1}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Interrupt running downloads; they stay resumable and continue at the next start."""
+        self._stopping.set()
+        with self._cond:
+            for running in self._running.values():
+                running.cancel.set()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # --- triggers (called by the drive) -----------------------------------
+
+    def trigger_ready(self, user: str, rel_path: str) -> None:
+        """A complete trigger file is at `rel_path`: create, keep or cancel its tasks."""
+        with self._trigger_lock:
+            trigger_file = self._spaces.root(user) / rel_path
+            try:
+                with open(trigger_file, "rb") as handle:
+                    data = handle.read(MAX_TRIGGER_BYTES + 1)
+            except FileNotFoundError:
+                return
+            name = PurePosixPath(rel_path).name
+            try:
+                trigger = parse_trigger(name, data)
+            except TriggerError as error:
+                for task in self.tasks.for_trigger(user, rel_path):
+                    self._cancel(task)
+                self._write_error_file(user, rel_path, f"{name} cannot be used: {error}")
+                return
+            self._submit(user, rel_path, trigger)
+
+    def _submit(self, user: str, rel_path: str, trigger: Trigger) -> None:
+        unfinished = [t for t in self.tasks.for_trigger(user, rel_path) if t.unfinished]
+        wanted = set(trigger.sources)
+        for task in unfinished:
+            if task.source not in wanted:
+                self._cancel(task)
+        kept = {task.source for task in unfinished if task.source in wanted}
+        self._remove_error_file(user, rel_path)
+        path = PurePosixPath(rel_path)
+        for source in trigger.sources:
+            if source not in kept:
+                self._add_task(
+                    user,
+                    source=source,
+                    kind="id" if trigger.is_content_id else "url",
+                    folder=str(path.parent),
+                    trigger_path=rel_path,
+                    sha256_expected=trigger.sha256,
+                    filename_hint=trigger.filename,
+                    stem=path.stem,
+                )
+
+    def path_removed(self, user: str, rel_path: str) -> None:
+        """A trigger (or a folder holding triggers) was deleted or moved away: cancel."""
+        for task in self.tasks.under_trigger_prefix(user, rel_path.rstrip("/")):
+            self._cancel(task)
+
+    def placeholders(self, user: str, folder: str) -> list[Placeholder]:
+        shown: list[Placeholder] = []
+        names: set[str] = set()
+        for task in self.tasks.unfinished_in_folder(user, folder):
+            running = self._running.get(task.id)
+            size = running.download.bytes_done if running and running.download else task.bytes_done
+            name = f"{task.display_name}.part"
+            if name in names:
+                name = f"{task.display_name} (task {task.id}).part"
+            names.add(name)
+            shown.append(Placeholder(name, size, task.updated_at, task.temp_path))
+        return shown
+
+    def _pick_up_waiting_triggers(self, user: str) -> None:
+        """Triggers that arrived just before a crash may have no task yet."""
+        downloads = self._spaces.root(user) / "downloads"
+        for folder, _dirs, files in os.walk(downloads):
+            for file_name in files:
+                if not is_trigger_name(file_name) or file_name + ERROR_SUFFIX in files:
+                    continue
+                rel = os.path.relpath(os.path.join(folder, file_name), self._spaces.root(user)).replace(os.sep, "/")
+                if not self.tasks.for_trigger(user, rel) and os.path.getsize(os.path.join(folder, file_name)):
+                    self.trigger_ready(user, rel)
+
+    # --- tasks (called by the API) ----------------------------------------
+
+    def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None, sha256: str | None = None) -> Task:
+        stem = sanitize_filename(PurePosixPath(source).name or "download")
+        return self._add_task(user, source=source, kind=kind, folder=folder, trigger_path=None,
+                              sha256_expected=sha256, filename_hint=filename, stem=stem)
+
+    def _add_task(self, user: str, *, source: str, kind: str, folder: str, trigger_path: str | None,
+                  sha256_expected: str | None, filename_hint: str | None, stem: str) -> Task:
+        if kind == "id":
+            display = sanitize_filename(filename_hint or stem)
+        else:
+            display = choose_filename(trigger_filename=filename_hint, content_disposition=None, final_url=source, trigger_stem=stem)
+        task = self.tasks.add(
+            user=user, source=source, kind=kind, folder=folder, trigger_path=trigger_path,
+            display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint,
+        )
+        self.tasks.update(task.id, temp_path=str(self.temp_root / f"{task.id}.part"))
+        self.wake()
+        return self.tasks.get(task.id)
+
+    def cancel(self, task_id: int) -> bool:
+        task = self.tasks.get(task_id)
+        return task is not None and self._cancel(task)
+
+    def retry(self, task_id: int) -> Task | None:
+        """Run a failed or cancelled task again (its trigger's error file goes away)."""
+        task = self.tasks.get(task_id)
+        if task is None or task.state not in (FAILED, CANCELLED):
+            return None
+        self.tasks.update(task.id, state=QUEUED, error=None, attempts=0, first_failure_at=None,
+                          next_attempt_at=None, finished_at=None, bytes_done=0)
+        if task.trigger_path:
+            self._remove_error_file(task.user, task.trigger_path)
+        self.wake()
+        return self.tasks.get(task.id)
+
+    def live_progress(self, task_id: int) -> tuple[int, float] | None:
+        """(bytes done, seconds running) of a running task, for speed and ETA."""
+        running = self._running.get(task_id)
+        if running is None or running.download is None:
+            return None
+        return running.download.bytes_done, time.monotonic() - running.started
+
+    def _cancel(self, task: Task) -> bool:
+        if not self.tasks.set_state_if(task.id, UNFINISHED, state=CANCELLED, finished_at=time.time()):
+            return False
+        with self._cond:
+            running = self._running.get(task.id)
+            if running:
+                running.cancel.set()  # the worker frees the temporary data
+                return True
+        self._discard_temp(task)
+        return True
+
+    # --- workers ----------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            claimed = self._claim()
+            if claimed is not None:
+                task, running = claimed
+                try:
+                    self._run(task, running)
+                finally:
+                    with self._cond:
+                        self._running.pop(task.id, None)
+                        self._cond.notify_all()
+
+    def _claim(self) -> tuple[Task, _Running] | None:
+        with self._cond:
+            while not self._stopping.is_set():
+                if len(self._running) < self.settings.workers:
+                    task = self._pick(self.tasks.runnable(time.time()))
+                    if task is not None and self.tasks.set_state_if(task.id, (QUEUED, WAITING), state=DOWNLOADING):
+                        running = _Running(task.id, task.user, task.source, threading.Event(), started=time.monotonic())
+                        self._running[task.id] = running
+                        return task, running
+                next_wake = self.tasks.next_wake()
+                timeout = 1.0 if next_wake is None else max(0.05, min(1.0, next_wake - time.time()))
+                self._cond.wait(timeout)
+        return None
+
+    def _pick(self, candidates: list[Task]) -> Task | None:
+        per_user: dict[str, int] = {}
+        for running in self._running.values():
+            per_user[running.user] = per_user.get(running.user, 0) + 1
+        busy_sources = {running.source for running in self._running.values()}
+        eligible = [
+            task for task in candidates
+            if per_user.get(task.user, 0) < self.settings.per_user and task.source not in busy_sources
+        ]
+        return min(eligible, key=lambda task: (per_user.get(task.user, 0), task.id), default=None)
+
+    def _run(self, task: Task, running: _Running) -> None:
+        try:
+            if self._spaces.disk_room() <= 0:
+                raise TransientError("the server's disk is almost full (storage.min_free); waiting for space")
+            if self._deliver_instantly(task, running):
+                return
+            download = self._transfer(task, running)
+            self._finish(task, running, download)
+        except Cancelled:
+            if not self._stopping.is_set():
+                self._discard_temp(task)
+        except TransientError as error:
+            self._retry_later(task, error)
+        except PermanentError as error:
+            self._fail(task, str(error))
+        except Exception:
+            _log.exception("task %d: unexpected error", task.id)
+            self._fail(task, "an internal error stopped this download; the server log has the details")
+
+    def _resolve(self, task: Task) -> list[tuple[str, str | None, str | None]]:
+        """(url, expected sha256, file name) candidates for the task's source, in order."""
+        if task.kind == "url":
+            return [(task.source, task.sha256_expected, task.filename_hint)]
+        content_id = task.source
+        if content_id.lower().startswith("sha256:"):
+            digest = content_id[7:].lower()
+            templates = self.settings.mirrors
+            if not templates:
+                raise PermanentError(
+                    f"content {content_id} is not on this server and no mirror is configured (engine.mirrors)"
+                )
+            return [(template.replace("{sha256}", digest), digest, task.filename_hint) for template in templates]
+        entry = self.catalog.get(content_id)
+        if entry is None:
+            raise PermanentError(
+                f"unknown content ID {content_id!r}: it is not in the catalog (`fetchdrive catalog add`)"
+            )
+        return [(entry.url, task.sha256_expected or entry.sha256, task.filename_hint or entry.filename)]
+
+    def _transfer(self, task: Task, running: _Running) -> Download:
+        candidates = self._resolve(task)
+        last_error: FetchError | None = None
+        for url, expected, filename in candidates:
+            download = Download(
+                url=url,
+                temp_path=Path(task.temp_path or self.temp_root / f"{task.id}.part"),
+                bytes_done=task.bytes_done,
+                bytes_total=task.bytes_total,
+                etag=task.etag,
+                last_modified=task.last_modified,
+            )
+            running.download = download
+            try:
+                self._fetcher.fetch(
+                    download,
+                    on_progress=lambda d: self._save_progress(task, d),
+                    is_cancelled=lambda: running.cancel.is_set(),
+                    room=lambda: self._spaces.room(task.user),
+                )
+            except PermanentError as error:
+                if len(candidates) == 1:
+                    raise
+                last_error = error
+                continue
+            self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+            digest = download.sha256()
+            if expected and digest != expected.lower():
+                self._discard_temp(task)
+                raise PermanentError(
+                    f"checksum mismatch: expected sha256 {expected.lower()}, got {digest}; "
+                    "the file was not saved"
+                )
+            task.filename_hint = filename
+            return download
+        raise PermanentError(f"no mirror had content {task.source}: {last_error}")
+
+    def _save_progress(self, task: Task, download: Download) -> None:
+        self.tasks.update(
+            task.id,
+            bytes_done=download.bytes_done,
+            bytes_total=download.bytes_total,
+            etag=download.etag,
+            last_modified=download.last_modified,
+            final_url=download.final_url,
+            display_name=self._final_name(task, download),
+        )
+
+    # --- outcomes ---------------------------------------------------------
+
+    def _final_name(self, task: Task, download: Download) -> str:
+        """SPEC 4.4: the trigger's name, else Content-Disposition, else the URL's last segment."""
+        if task.kind == "id":
+            return sanitize_filename(task.filename_hint or task.display_name)
+        return choose_filename(
+            trigger_filename=task.filename_hint,
+            content_disposition=download.content_disposition,
+            final_url=download.final_url or download.url,
+            trigger_stem=PurePosixPath(task.trigger_path).stem if task.trigger_path else "download",
+        )
+
+    def _finish(self, task: Task, running: _Running, download: Download) -> None:
+        if running.cancel.is_set():
+            raise Cancelled()
+        digest = download.sha256()
+        self.store.absorb(download.temp_path, digest)
+        self._publish(task, digest, self._final_name(task, download), instant=False,
+                      validators=(download.etag, download.last_modified, download.bytes_done))
+
+    def _publish(self, task: Task, digest: str, name: str, *, instant: bool, validators=(None, None, None)) -> None:
+        size = self.store.size(digest)
+        room = self._spaces.room(task.user)
+        if room is not None and size > room:
+            self.store.release_if_unused(digest)
+            raise PermanentError(
+                f"not enough space: the file is {size} bytes and the quota leaves {room} bytes; "
+                "free some space, then upload the trigger again"
+            )
+        folder = self._spaces.root(task.user) / task.folder
+        placed = self.store.link_into(digest, folder, name)
+        self._spaces.charge(task.user, size)
+        etag, last_modified, _ = validators
+        rel = f"{task.folder}/{placed.name}"
+        if not self.tasks.set_state_if(
+            task.id, (DOWNLOADING, VERIFYING), state=DONE, path=rel, sha256=digest, bytes_done=size,
+            bytes_total=size, error=None, finished_at=time.time(), instant=int(instant),
+            etag=etag or task.etag, last_modified=last_modified or task.last_modified,
+        ):
+            # Cancelled at the last moment: take the file back.
+            placed.unlink()
+            self._spaces.charge(task.user, -size)
+            self.store.release_if_unused(digest)
+            return
+        _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
+        self._trigger_finished(task)
+
+    def _deliver_instantly(self, task: Task, running: _Running) -> bool:
+        """Content this server already holds is delivered without a transfer."""
+        digest_and_name = self._held_content(task)
+        if digest_and_name is None:
+            return False
+        digest = digest_and_name[0]
+        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self._discard_temp(task)
+        self._publish(task, digest, digest_and_name[1], instant=True)
+        return True
+
+    def _held_content(self, task: Task) -> tuple[str, str] | None:
+        """(sha256, file name) of content the store already holds for this task, if any."""
+        own_name = sanitize_filename(task.filename_hint) if task.filename_hint else None
+        if task.kind == "id":
+            if task.source.lower().startswith("sha256:"):
+                digest = task.source[7:].lower()
+                name = own_name or sanitize_filename(task.display_name)
+            else:
+                entry = self.catalog.get(task.source)
+                if entry is None or not entry.sha256:
+                    return None
+                digest = entry.sha256
+                name = own_name or sanitize_filename(entry.filename or task.display_name)
+            return (digest, name) if self.store.has(digest) else None
+        if task.sha256_expected and self.store.has(task.sha256_expected.lower()):
+            return task.sha256_expected.lower(), own_name or task.display_name
+        for previous in self.tasks.finished_source(task.source, time.time() - self.settings.cache_ttl):
+            if previous.sha256 and self.store.has(previous.sha256) and self._unchanged(previous):
+                return previous.sha256, own_name or previous.display_name
+        return None
+
+    def _unchanged(self, previous: Task) -> bool:
+        """Ask the origin, with a conditional request, whether the content is still the same."""
+        if not previous.etag and not previous.last_modified:
+            return False
+        headers = {"Accept-Encoding": "identity"}
+        if previous.etag:
+            headers["If-None-Match"] = previous.etag
+        if previous.last_modified:
+            headers["If-Modified-Since"] = previous.last_modified
+        try:
+            with self._fetcher.session.get(previous.source, headers=headers, stream=True,
+                                           timeout=(self.settings.connect_timeout, self.settings.read_timeout)) as response:
+                return response.status_code == 304
+        except Exception:
+            return False
+
+    def _retry_later(self, task: Task, error: TransientError) -> None:
+        current = self.tasks.get(task.id)
+        if current is None or current.state not in (DOWNLOADING, VERIFYING):
+            return
+        now = time.time()
+        attempts = current.attempts + 1
+        first_failure = current.first_failure_at or now
+        if self.settings.retry.gives_up(first_failure, now):
+            self._fail(task, f"{error} (gave up after {attempts} tries over {int(now - first_failure)} s)")
+            return
+        wait = self.settings.retry.wait_before(attempts, error.retry_after)
+        self.tasks.set_state_if(
+            task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
+            next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",
+        )
+        _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
+
+    def _fail(self, task: Task, reason: str) -> None:
+        if not self.tasks.set_state_if(task.id, UNFINISHED, state=FAILED, error=reason, finished_at=time.time()):
+            return
+        _log.info("task %d failed: %s", task.id, reason)
+        self._discard_temp(task)
+        if task.trigger_path:
+            self._report_trigger_errors(task)
+
+    def _trigger_finished(self, task: Task) -> None:
+        """Remove the trigger once every task it started is done."""
+        if not task.trigger_path:
+            return
+        with self._trigger_lock:
+            siblings = self.tasks.for_trigger(task.user, task.trigger_path)
+            latest = {}
+            for sibling in siblings:
+                latest[sibling.source] = sibling
+            if all(t.state == DONE for t in latest.values()):
+                trigger_file = self._spaces.root(task.user) / task.trigger_path
+                try:
+                    size = trigger_file.stat().st_size
+                    trigger_file.unlink()
+                    self._spaces.charge(task.user, -size)
+                except FileNotFoundError:
+                    pass
+                self._remove_error_file(task.user, task.trigger_path)
+
+    def _report_trigger_errors(self, task: Task) -> None:
+        latest: dict[str, Task] = {}
+        for sibling in self.tasks.for_trigger(task.user, task.trigger_path):
+            latest[sibling.source] = sibling
+        failed = [t for t in latest.values() if t.state == FAILED]
+        name = PurePosixPath(task.trigger_path).name
+        lines = [f"{t.source}: {t.error}" for t in failed]
+        what = lines[0] if len(lines) == 1 else f"{len(lines)} downloads failed: " + "; ".join(lines)
+        self._write_error_file(
+            task.user, task.trigger_path,
+            f"fetchdrive could not download from {name}. {what}. "
+            f"To try again, upload {name} again; to give up, delete it.",
+        )
+
+    # --- files beside the trigger -----------------------------------------
+
+    def _error_file(self, user: str, rel_path: str) -> Path:
+        return self._spaces.root(user) / (rel_path + ERROR_SUFFIX)
+
+    def _write_error_file(self, user: str, rel_path: str, text: str) -> None:
+        target = self._error_file(user, rel_path)
+        if not target.parent.is_dir():
+            return
+        body = (text.rstrip() + "\n").encode()
+        try:
+            old_size = target.stat().st_size
+        except FileNotFoundError:
+            old_size = 0
+        temp = self.temp_root / f"error-{os.getpid()}-{threading.get_ident()}.tmp"
+        temp.write_bytes(body)
+        os.replace(temp, target)
+        self._spaces.charge(user, len(body) - old_size)
+
+    def _remove_error_file(self, user: str, rel_path: str) -> None:
+        target = self._error_file(user, rel_path)
+        try:
+            size = target.stat().st_size
+            target.unlink()
+            self._spaces.charge(user, -size)
+        except FileNotFoundError:
+            pass
+
+    def _discard_temp(self, task: Task) -> None:
+        path = Path(task.temp_path) if task.temp_path else self.temp_root / f"{task.id}.part"
+        path.unlink(missing_ok=True)
+        self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None)
+
+    def _remove_orphan_temp_files(self) -> None:
+        for item in self.temp_root.iterdir():
+            stem = item.name.split(".", 1)[0]
+            task = self.tasks.get(int(stem)) if stem.isdigit() else None
+            if task is None or not task.unfinished:
+                item.unlink(missing_ok=True)

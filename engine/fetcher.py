@@ -1,0 +1,240 @@
+"""Streams one URL into a temporary file, resuming where the bytes on disk end.
+
+The resume loop (after pip's download code): ask for `Range: bytes=N-` guarded by
+`If-Range` with the strong ETag or the Last-Modified date; a 206 that starts at N is
+appended; a 200, a 206 at another offset or a changed validator restart from zero, so
+a file is never stitched from two versions. A stream that drops after making progress is
+resumed at once; one that makes none becomes a TransientError for the retry policy.
+The SHA-256 is computed while streaming (the saved prefix is hashed once after a restart).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from engine.errors import Cancelled, PermanentError, TransientError
+from engine.retry import parse_retry_after
+from engine.safe_http import blocked_reason
+
+CHUNK = 256 * 1024
+PROGRESS_EVERY = 0.5
+MAX_RESUMES_PER_TRY = 10_000
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+@dataclass
+class Download:
+    """What is known about one transfer; survives between tries (and, via the task row, restarts)."""
+
+    url: str
+    temp_path: Path
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    final_url: str | None = None
+    content_disposition: str | None = None
+    hasher: "hashlib._Hash | None" = field(default=None, repr=False)
+
+    def sha256(self) -> str:
+        assert self.hasher is not None
+        return self.hasher.hexdigest()
+
+
+class _Restart(Exception):
+    """The saved bytes cannot be continued; start again from zero."""
+
+
+class _Dropped(Exception):
+    """The body ended early; resume from what was saved."""
+
+
+def _host(url: str) -> str:
+    return requests.utils.urlparse(url).hostname or url
+
+
+class Fetcher:
+    """Performs HTTP(S) transfers with an address-checked session."""
+
+    def __init__(self, session: requests.Session, *, connect_timeout: float, read_timeout: float) -> None:
+        self.session = session
+        self._timeouts = (connect_timeout, read_timeout)
+
+    def fetch(
+        self,
+        download: Download,
+        *,
+        on_progress: Callable[[Download], None],
+        is_cancelled: Callable[[], bool],
+        room: Callable[[], int | None],
+        throttle: Callable[[int], None] = lambda n: None,
+    ) -> Download:
+        """Bring `download` to completion or raise TransientError / PermanentError / Cancelled."""
+        self._prepare(download)
+        resumes = 0
+        while True:
+            before = download.bytes_done
+            try:
+                self._one_request(download, on_progress, is_cancelled, room, throttle)
+                return download
+            except _Restart:
+                self._reset(download)
+                resumes += 1
+            except _Dropped as dropped:
+                if download.bytes_done <= before:
+                    raise TransientError(f"connection to {_host(download.url)} dropped: {dropped}") from None
+                resumes += 1
+            if resumes > MAX_RESUMES_PER_TRY:
+                raise TransientError(f"{_host(download.url)} keeps dropping the connection")
+
+    # --- steps ------------------------------------------------------------
+
+    def _prepare(self, download: Download) -> None:
+        """Trust the bytes on disk (they may be more than the last progress figure saved)."""
+        download.temp_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            on_disk = os.path.getsize(download.temp_path)
+        except FileNotFoundError:
+            on_disk = 0
+        if download.hasher is not None and on_disk == download.bytes_done:
+            return
+        download.bytes_done = on_disk
+        download.hasher = hashlib.sha256()
+        with open(download.temp_path, "ab") as _created, open(download.temp_path, "rb") as saved:
+            while chunk := saved.read(1024 * 1024):
+                download.hasher.update(chunk)
+
+    def _reset(self, download: Download) -> None:
+        with open(download.temp_path, "wb"):
+            pass
+        download.bytes_done = 0
+        download.bytes_total = None
+        download.etag = download.last_modified = None
+        download.hasher = hashlib.sha256()
+
+    def _request_headers(self, download: Download) -> dict[str, str]:
+        headers = {"Accept-Encoding": "identity"}
+        if download.bytes_done:
+            validator = download.etag if download.etag and not download.etag.startswith("W/") else download.last_modified
+            if not validator:
+                raise _Restart()  # nothing to guard a resume with: the content may have changed
+            headers["Range"] = f"bytes={download.bytes_done}-"
+            headers["If-Range"] = validator
+        return headers
+
+    def _open(self, download: Download) -> requests.Response:
+        try:
+            return self.session.get(
+                download.url, headers=self._request_headers(download), stream=True, timeout=self._timeouts
+            )
+        except requests.exceptions.RequestException as error:
+            raise self._classify(download.url, error) from None
+
+    @staticmethod
+    def _classify(url: str, error: BaseException) -> Exception:
+        reason = blocked_reason(error)
+        if reason:
+            return PermanentError(reason)
+        host = _host(url)
+        if isinstance(error, requests.exceptions.TooManyRedirects):
+            return PermanentError(f"too many redirects starting at {url}")
+        if isinstance(error, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)):
+            return PermanentError(f"{url} is not a URL that can be fetched ({error})")
+        if isinstance(error, requests.exceptions.Timeout):
+            return TransientError(f"{host} did not answer in time")
+        if "Name or service not known" in str(error) or "getaddrinfo" in str(error):
+            return TransientError(f"cannot resolve {host} (DNS)")
+        return TransientError(f"cannot connect to {host}: {type(error).__name__}")
+
+    def _check_status(self, download: Download, response: requests.Response) -> None:
+        status = response.status_code
+        host = _host(download.url)
+        if status in (408, 429) or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            raise TransientError(f"{host} answered HTTP {status} {response.reason}", retry_after)
+        if status == 416 and download.bytes_done:
+            if download.bytes_total is not None and download.bytes_done >= download.bytes_total:
+                return
+            raise _Restart()
+        if status >= 400 or status not in (200, 206):
+            raise PermanentError(f"{host} answered HTTP {status} {response.reason} for {download.url}")
+
+    def _begin_body(self, download: Download, response: requests.Response) -> None:
+        """Decide from the headers whether the body continues the saved bytes or replaces them."""
+        etag = response.headers.get("ETag")
+        last_modified = response.headers.get("Last-Modified")
+        if response.status_code == 206:
+            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if not match or int(match.group(1)) != download.bytes_done:
+                raise _Restart()
+            if download.etag and etag and etag != download.etag:
+                raise _Restart()
+            if match.group(3) != "*":
+                download.bytes_total = int(match.group(3))
+        else:
+            if download.bytes_done:
+                self._reset(download)
+            download.etag, download.last_modified = etag, last_modified
+            length = response.headers.get("Content-Length")
+            download.bytes_total = int(length) if length and length.isdigit() else None
+        download.final_url = response.url
+        download.content_disposition = response.headers.get("Content-Disposition")
+
+    def _one_request(self, download, on_progress, is_cancelled, room, throttle) -> None:
+        response = self._open(download)
+        with response:
+            self._check_status(download, response)
+            if response.status_code == 416:
+                return
+            self._begin_body(download, response)
+            available = room()
+            if download.bytes_total is not None and available is not None:
+                if download.bytes_total - download.bytes_done > available:
+                    raise PermanentError(
+                        f"not enough space: the file is {download.bytes_total} bytes and the quota "
+                        f"leaves {available} bytes; free some space, then upload the trigger again"
+                    )
+            on_progress(download)
+            self._stream_body(download, response, on_progress, is_cancelled, room, throttle)
+
+    def _stream_body(self, download, response, on_progress, is_cancelled, room, throttle) -> None:
+        last_report = time.monotonic()
+        checked_room_at = download.bytes_done
+        try:
+            with open(download.temp_path, "r+b") as out:
+                out.seek(download.bytes_done)
+                out.truncate()
+                for chunk in response.iter_content(CHUNK):
+                    if is_cancelled():
+                        raise Cancelled()
+                    out.write(chunk)
+                    download.hasher.update(chunk)
+                    download.bytes_done += len(chunk)
+                    throttle(len(chunk))
+                    if download.bytes_done - checked_room_at >= 16 * CHUNK:
+                        checked_room_at = download.bytes_done
+                        available = room()
+                        if available is not None and download.bytes_done > available:
+                            raise PermanentError(
+                                f"not enough space: {download.bytes_done} bytes saved and the quota leaves "
+                                f"{available}; free some space, then upload the trigger again"
+                            )
+                    if time.monotonic() - last_report >= PROGRESS_EVERY:
+                        last_report = time.monotonic()
+                        out.flush()
+                        on_progress(download)
+        except requests.exceptions.RequestException as error:
+            if isinstance(error, requests.exceptions.ConnectionError) and blocked_reason(error):
+                raise PermanentError(blocked_reason(error)) from None
+            raise _Dropped(type(error).__name__) from None
+        if download.bytes_total is not None and download.bytes_done < download.bytes_total:
+            raise _Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
+        on_progress(download)

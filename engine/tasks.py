@@ -1,0 +1,190 @@
+"""The task table: one row per download, its state and everything needed to resume it.
+
+States (SPEC 6): queued -> downloading -> verifying -> done, with `waiting` between tries
+and `failed` / `cancelled` as the other ends. Every change is committed at once, so a
+`kill -9` loses at most the progress figure of the last half second, never a task.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Iterable
+
+from engine.database import Database
+
+QUEUED, DOWNLOADING, WAITING, VERIFYING = "queued", "downloading", "waiting", "verifying"
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
+STATES = (QUEUED, DOWNLOADING, WAITING, VERIFYING, DONE, FAILED, CANCELLED)
+UNFINISHED = (QUEUED, DOWNLOADING, WAITING, VERIFYING)
+FINISHED = (DONE, FAILED, CANCELLED)
+
+
+@dataclass
+class Task:
+    id: int
+    user: str
+    source: str
+    kind: str  # "url" or "id"
+    folder: str  # where the file lands, relative to the space, e.g. "downloads/music"
+    trigger_path: str | None  # e.g. "downloads/music/song.url"; None for API tasks
+    state: str
+    display_name: str
+    sha256_expected: str | None = None
+    filename_hint: str | None = None
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    final_url: str | None = None
+    temp_path: str | None = None
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    first_failure_at: float | None = None
+    error: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    instant: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+
+    @property
+    def unfinished(self) -> bool:
+        return self.state in UNFINISHED
+
+
+_COLUMNS = [f.name for f in fields(Task)]
+
+
+class TaskStore:
+    """All reads and writes of the `tasks` table."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        with database.write() as db:
+            if "tasks" not in db.table_names():
+                db["tasks"].create(
+                    {
+                        "id": int, "user": str, "source": str, "kind": str, "folder": str,
+                        "trigger_path": str, "state": str, "display_name": str,
+                        "sha256_expected": str, "filename_hint": str, "bytes_done": int,
+                        "bytes_total": int, "etag": str, "last_modified": str, "final_url": str,
+                        "temp_path": str, "attempts": int, "next_attempt_at": float,
+                        "first_failure_at": float, "error": str, "path": str, "sha256": str,
+                        "instant": int, "created_at": float, "updated_at": float, "finished_at": float,
+                    },
+                    pk="id",
+                    not_null={"user", "source", "kind", "folder", "state", "display_name"},
+                )
+                db["tasks"].create_index(["user", "state"])
+                db["tasks"].create_index(["state", "next_attempt_at"])
+                db["tasks"].create_index(["user", "trigger_path"])
+                db["tasks"].create_index(["user", "id"])
+
+    @staticmethod
+    def _task(row: dict[str, Any]) -> Task:
+        return Task(**{name: row[name] for name in _COLUMNS})
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Task]:
+        with self._database.read() as db:
+            return [self._task(row) for row in db.query(sql, list(params))]
+
+    def add(self, **values: Any) -> Task:
+        now = time.time()
+        values = {"state": QUEUED, "bytes_done": 0, "attempts": 0, "instant": 0, **values}
+        values.update(created_at=now, updated_at=now)
+        with self._database.write() as db:
+            task_id = db["tasks"].insert(values).last_pk
+        return self.get(task_id)
+
+    def get(self, task_id: int) -> Task | None:
+        found = self._query("select * from tasks where id = ?", [task_id])
+        return found[0] if found else None
+
+    def update(self, task_id: int, **values: Any) -> None:
+        values["updated_at"] = time.time()
+        assignments = ", ".join(f"[{name}] = ?" for name in values)
+        with self._database.write() as db:
+            db.execute(f"update tasks set {assignments} where id = ?", [*values.values(), task_id])
+
+    def set_state_if(self, task_id: int, expected: Iterable[str], **values: Any) -> bool:
+        """Update only while the task is still in one of `expected` (a cancel may have won)."""
+        expected = list(expected)
+        values["updated_at"] = time.time()
+        assignments = ", ".join(f"[{name}] = ?" for name in values)
+        marks = ", ".join("?" for _ in expected)
+        with self._database.write() as db:
+            cursor = db.execute(
+                f"update tasks set {assignments} where id = ? and state in ({marks})",
+                [*values.values(), task_id, *expected],
+            )
+            return cursor.rowcount == 1
+
+    def for_user(self, user: str, *, state: str | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
+        sql, params = "select * from tasks where user = ?", [user]
+        if state:
+            sql += " and state = ?"
+            params.append(state)
+        if before_id is not None:
+            sql += " and id < ?"
+            params.append(before_id)
+        sql += " order by id desc limit ?"
+        params.append(limit)
+        return self._query(sql, params)
+
+    def unfinished_for_user(self, user: str) -> list[Task]:
+        marks = ", ".join("?" for _ in UNFINISHED)
+        return self._query(f"select * from tasks where user = ? and state in ({marks}) order by id", [user, *UNFINISHED])
+
+    def unfinished_in_folder(self, user: str, folder: str) -> list[Task]:
+        marks = ", ".join("?" for _ in UNFINISHED)
+        return self._query(
+            f"select * from tasks where user = ? and folder = ? and state in ({marks}) order by id",
+            [user, folder, *UNFINISHED],
+        )
+
+    def for_trigger(self, user: str, trigger_path: str) -> list[Task]:
+        return self._query(
+            "select * from tasks where user = ? and trigger_path = ? order by id", [user, trigger_path]
+        )
+
+    def under_trigger_prefix(self, user: str, prefix: str) -> list[Task]:
+        """Unfinished tasks whose trigger is `prefix` or inside the folder `prefix`."""
+        marks = ", ".join("?" for _ in UNFINISHED)
+        return self._query(
+            f"select * from tasks where user = ? and state in ({marks}) and "
+            "(trigger_path = ? or substr(trigger_path, 1, ?) = ?)",
+            [user, *UNFINISHED, prefix, len(prefix) + 1, prefix + "/"],
+        )
+
+    def runnable(self, now: float, limit: int = 200) -> list[Task]:
+        """Tasks a worker may start now, oldest first."""
+        return self._query(
+            "select * from tasks where state = ? or (state = ? and next_attempt_at <= ?) order by id limit ?",
+            [QUEUED, WAITING, now, limit],
+        )
+
+    def next_wake(self) -> float | None:
+        with self._database.read() as db:
+            row = db.execute("select min(next_attempt_at) from tasks where state = ?", [WAITING]).fetchone()
+        return row[0] if row else None
+
+    def reset_interrupted(self) -> int:
+        """After a restart, tasks that were running go back to the queue."""
+        with self._database.write() as db:
+            return db.execute(
+                "update tasks set state = ?, updated_at = ? where state in (?, ?)",
+                [QUEUED, time.time(), DOWNLOADING, VERIFYING],
+            ).rowcount
+
+    def delete_user(self, user: str) -> None:
+        with self._database.write() as db:
+            db.execute("delete from tasks where user = ?", [user])
+
+    def finished_source(self, source: str, since: float) -> list[Task]:
+        return self._query(
+            "select * from tasks where source = ? and state = ? and finished_at >= ? and sha256 is not null "
+            "order by finished_at desc limit 5",
+            [source, DONE, since],
+        )

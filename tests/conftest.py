@@ -1,0 +1,56 @@
+"""Shared fixtures: a real server subprocess, two users, and a loopback origin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.server_process import ADMIN_PASSWORD, ServerProcess
+
+
+@dataclass
+class Account:
+    name: str
+    password: str
+    session: requests.Session
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator:
+    """Factory: make_server(**settings) starts a server with dotted-key config overrides."""
+    started: list[ServerProcess] = []
+
+    def factory(name: str = "server", **settings) -> ServerProcess:
+        server = ServerProcess(tmp_path / name, {key.replace("__", "."): value for key, value in settings.items()})
+        started.append(server.start())
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> ServerProcess:
+    return make_server()
+
+
+@pytest.fixture
+def alice(server: ServerProcess) -> Account:
+    server.add_user("alice", "alice-password", quota="10M")
+    return Account("alice", "alice-password", server.session("alice", "alice-password"))
+
+
+@pytest.fixture
+def bob(server: ServerProcess) -> Account:
+    server.add_user("bob", "bob-password-2", quota="10M")
+    return Account("bob", "bob-password-2", server.session("bob", "bob-password-2"))
+
+
+@pytest.fixture
+def admin(server: ServerProcess) -> Account:
+    return Account("admin", ADMIN_PASSWORD, server.session("admin", ADMIN_PASSWORD))

@@ -1,0 +1,139 @@
+"""Runs the real `fetchdrive serve` as a subprocess on a free loopback port, for tests.
+
+Nothing is mocked: the server reads a config file written here, listens on port 0 (the
+start line tells which port it got), and is stopped with SIGTERM or killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_PASSWORD = "admin-password-1"
+_STARTED = re.compile(r"map the drive at (https?)://([^/]+)/dav/")
+
+
+def run_cli(config: Path, *args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `fetchdrive --config CONFIG ARGS...` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "--config", str(config), *args],
+        cwd=REPO,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class ServerProcess:
+    """One fetchdrive server with its own data folder under `base`."""
+
+    def __init__(self, base: Path, settings: dict[str, Any] | None = None) -> None:
+        self.base = base
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.config_path = base / "config.yaml"
+        self.log_path = base / "server.log"
+        tree: dict[str, Any] = {
+            "server": {"host": "127.0.0.1", "port": 0, "threads": 20, "timeout": 30},
+            "storage": {"root": str(base / "data"), "min_free": "1M"},
+            "engine": {"allow_private_networks": True, "retry": {"initial": 0.2, "max_wait": 1}},
+        }
+        for key, value in (settings or {}).items():
+            node = tree
+            *parents, last = key.split(".")
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[last] = value
+        self.config_path.write_text(yaml.safe_dump(tree))
+        self.process: subprocess.Popen | None = None
+        self.base_url = ""
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    def space(self, user: str) -> Path:
+        return self.data / "spaces" / user
+
+    def start(self, timeout: float = 20) -> ServerProcess:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "--config", str(self.config_path), "serve"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "FETCHDRIVE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            match = _STARTED.search(text)
+            if match:
+                self.base_url = f"{match.group(1)}://{match.group(2)}"
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{text}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"server did not start in {timeout}s:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> ServerProcess:
+        self.stop()
+        return self.start()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return run_cli(self.config_path, *args, input=input)
+
+    def add_user(self, name: str, password: str, quota: str | None = None) -> None:
+        args = ["user", "add", name, "--password-stdin"] + (["--quota", quota] if quota else [])
+        result = self.cli(*args, input=password + "\n")
+        assert result.returncode == 0, result.stderr
+
+    def url(self, path: str = "/") -> str:
+        return self.base_url + path
+
+    def dav(self, path: str = "") -> str:
+        return self.base_url + "/dav/" + path.lstrip("/")
+
+    def session(self, user: str, password: str) -> requests.Session:
+        session = requests.Session()
+        session.auth = (user, password)
+        session.trust_env = False
+        return session
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
