@@ -56,6 +56,10 @@ class Quota:
         room = self.quota_room(user)
         return disk_room if room is None else min(room, disk_room)
 
+    def quota_bytes(self, user: str) -> int | None:
+        found = self._accounts.get(user)
+        return found.quota_bytes if found else None
+
     def quota_room(self, user: str) -> int | None:
         """Bytes the user's quota still allows, or None without a quota."""
         found = self._accounts.get(user)

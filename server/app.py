@@ -20,9 +20,11 @@ from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, Sqlite
 from provider.domain import Authenticator, FetchdriveDomainController
 from provider.quota import Quota
 from provider.spaces import SpacesProvider
+from server.api import Api
 from server.settings import Config, ConfigError
 
 DAV_PREFIX = "/dav"
+API_PREFIX = "/api/v1"
 _log = logging.getLogger(__name__)
 
 
@@ -120,6 +122,7 @@ class FetchdriveApp:
             engine_settings(config),
         )
         self.provider.hooks = self.engine
+        self.api = Api(self.engine, self.authenticator, self.storage.quota)
         self._dav_entry = _refuse_infinite_propfind(self.dav)
 
     def _dav_config(self) -> dict:
@@ -169,6 +172,8 @@ class FetchdriveApp:
         path = environ.get("PATH_INFO", "")
         if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
             return self._dav_entry(environ, start_response)
+        if path.startswith(API_PREFIX + "/"):
+            return self.api(environ, start_response)
         return _not_found(start_response)
 
 

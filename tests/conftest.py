@@ -21,11 +21,11 @@ class Account:
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator:
-    """Factory: make_server(**settings) starts a server with dotted-key config overrides."""
+    """Factory: make_server(settings={"engine.workers": 1}) starts a server with those config keys."""
     started: list[ServerProcess] = []
 
-    def factory(name: str = "server", **settings) -> ServerProcess:
-        server = ServerProcess(tmp_path / name, {key.replace("__", "."): value for key, value in settings.items()})
+    def factory(name: str = "server", settings: dict | None = None) -> ServerProcess:
+        server = ServerProcess(tmp_path / name, settings)
         started.append(server.start())
         return server
 

@@ -1,0 +1,98 @@
+"""The OpenAPI 3.1 description of /api/v1/, served at /api/v1/openapi.json (a test walks it)."""
+
+from __future__ import annotations
+
+_ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_TASK = {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}
+_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "fetchdrive API", "version": "1"},
+    "components": {
+        "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            "Task": {
+                "type": "object",
+                "required": ["id", "source", "state", "bytes_done", "bytes_total", "path", "error"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "source": {"type": "string", "description": "URL or content ID"},
+                    "kind": {"enum": ["url", "id"]},
+                    "state": {"enum": ["queued", "downloading", "waiting", "verifying", "done", "failed", "cancelled"]},
+                    "name": {"type": "string"},
+                    "folder": {"type": "string"},
+                    "trigger": {"type": ["string", "null"]},
+                    "bytes_done": {"type": "integer"},
+                    "bytes_total": {"type": ["integer", "null"]},
+                    "speed": {"type": ["number", "null"], "description": "bytes per second while downloading"},
+                    "eta": {"type": ["number", "null"], "description": "seconds left while downloading"},
+                    "path": {"type": ["string", "null"], "description": "the file in the drive once done"},
+                    "error": {"type": ["string", "null"]},
+                    "instant": {"type": "boolean", "description": "delivered from content the server held"},
+                    "sha256": {"type": ["string", "null"]},
+                    "attempts": {"type": "integer"},
+                    "created_at": {"type": "number"},
+                    "updated_at": {"type": "number"},
+                    "finished_at": {"type": ["number", "null"]},
+                },
+            },
+            "NewTask": {
+                "type": "object",
+                "properties": {
+                    "url": {"type": "string"},
+                    "id": {"type": "string"},
+                    "filename": {"type": "string"},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                    "folder": {"type": "string", "description": "a folder inside downloads/"},
+                },
+            },
+        },
+    },
+    "security": [{"basic": []}],
+    "paths": {
+        "/api/v1/tasks": {
+            "get": {
+                "summary": "The caller's tasks, newest first",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "integer"}},
+                ],
+                "responses": {
+                    "200": {"description": "Tasks; a Link header with rel=next points to the next page",
+                            "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}}}},
+                    "400": _ERROR, "401": _ERROR,
+                },
+            },
+            "post": {
+                "summary": "Add a download, as a trigger file would",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewTask"}}}},
+                "responses": {"201": _TASK, "400": _ERROR, "401": _ERROR, "507": _ERROR},
+            },
+        },
+        "/api/v1/tasks/{task_id}": {
+            "get": {"summary": "One task", "parameters": [_TASK_ID], "responses": {"200": _TASK, "401": _ERROR, "404": _ERROR}},
+            "delete": {"summary": "Cancel a task", "parameters": [_TASK_ID],
+                       "responses": {"200": _TASK, "401": _ERROR, "404": _ERROR, "409": _ERROR}},
+        },
+        "/api/v1/tasks/{task_id}/retry": {
+            "post": {"summary": "Retry a failed or cancelled task", "parameters": [_TASK_ID],
+                     "responses": {"200": _TASK, "401": _ERROR, "404": _ERROR, "409": _ERROR}},
+        },
+        "/api/v1/me": {
+            "get": {
+                "summary": "The caller and their quota",
+                "responses": {
+                    "200": {"description": "User and quota", "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "properties": {"user": {"type": "string"}, "used_bytes": {"type": "integer"},
+                                       "quota_bytes": {"type": ["integer", "null"]}, "available_bytes": {"type": ["integer", "null"]}},
+                    }}}},
+                    "401": _ERROR,
+                },
+            },
+        },
+    },
+}

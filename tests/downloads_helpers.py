@@ -1,0 +1,34 @@
+"""Small helpers for download tests: polling, trigger files and reading the downloads folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float = 20, message: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(0.05)
+
+
+def url_shortcut(url: str, **extra: str) -> bytes:
+    lines = ["[InternetShortcut]", f"URL={url}"] + [f"{key}={value}" for key, value in extra.items()]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder)) if folder.is_dir() else []
+
+
+def temp_downloads(data: Path) -> list[str]:
+    return files_in(data / "tmp" / "downloads")

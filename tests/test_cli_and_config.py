@@ -1,0 +1,132 @@
+"""The command line and the configuration: every mistake gets one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.settings import SETTINGS, ConfigError, load_config
+from server.sizes import SizeError, parse_size
+from tests.server_process import REPO, run_cli
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"storage": {"root": str(tmp_path / "data")}}))
+    return path
+
+
+def one_line_error(result) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_config_yaml_documents_every_setting_with_its_default():
+    text = (REPO / "config.yaml").read_text()
+    loaded = load_config(REPO / "config.yaml")
+    for setting in SETTINGS:
+        name = setting.key.rsplit(".", 1)[-1]
+        assert re.search(rf"#:.*\n\s*{re.escape(name)}:", text), f"{setting.key} lacks a #: comment in config.yaml"
+        assert loaded[setting.key] == setting.parse(setting.default), f"{setting.key} differs from its default"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("500M", 500 * 2**20), ("10G", 10 * 2**30), ("1.5T", int(1.5 * 2**40)), ("1048576", 1048576), ("none", None), (7, 7)],
+)
+def test_sizes_take_the_documented_forms(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["ten", "10X", "-5", "", "1.2.3G"])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(SizeError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    "tree, message",
+    [
+        ({"server": {"prot": 1}}, "server.prot: unknown configuration key"),
+        ({"engine": {"workers": "many"}}, "engine.workers: must be a whole number"),
+        ({"engine": {"workers": 0}}, "engine.workers: must be at least 1"),
+        ({"storage": {"default_quota": "lots"}}, "storage.default_quota:"),
+        ({"engine": {"allow_private_networks": "yes"}}, "engine.allow_private_networks: must be true or false"),
+        ({"engine": {"mirrors": ["ftp://x/{sha256}"]}}, "engine.mirrors:"),
+        ({"server": {"tls": {"cert": "a.pem"}}}, "server.tls: set both cert and key"),
+        ({"catalog": [{"id": "x"}]}, "catalog: entry 1 needs at least `id` and `url`"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path, tree, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_serve_with_a_bad_config_stops_with_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("server:\n  port: high\n")
+    assert "server.port" in one_line_error(run_cli(path, "serve"))
+
+
+def test_serve_with_broken_yaml_or_a_missing_file_says_so(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("server: [unclosed\n")
+    assert "not valid YAML" in one_line_error(run_cli(path, "serve"))
+    assert "config file not found" in one_line_error(run_cli(tmp_path / "missing.yaml", "serve"))
+
+
+def test_user_commands_round_trip(config):
+    assert run_cli(config, "user", "add", "carol", "--password", "carol-password", "--quota", "500M").returncode == 0
+    listing = run_cli(config, "user", "list").stdout
+    assert re.search(r"carol\s+0B\s+500M", listing)
+    assert run_cli(config, "user", "quota", "carol", "1.5T").returncode == 0
+    assert "1.5T" in run_cli(config, "user", "list").stdout
+    assert run_cli(config, "user", "quota", "carol", "none").returncode == 0
+    assert run_cli(config, "user", "passwd", "carol", "--password-stdin", input="another-password\n").returncode == 0
+    assert run_cli(config, "user", "remove", "carol").returncode == 0
+    assert "carol" not in run_cli(config, "user", "list").stdout
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["user", "add", "Bad Name", "--password", "long-enough"], None, "invalid user name"),
+        (["user", "add", "dave", "--password", "short"], None, "password too short"),
+        (["user", "add", "dave", "--password", "long-enough", "--quota", "lots"], None, "not a size"),
+        (["user", "add", "dave", "--password-stdin"], "", "no password on standard input"),
+        (["user", "passwd", "nobody", "--password", "long-enough"], None, "no user named 'nobody'"),
+        (["user", "quota", "nobody", "1G"], None, "no user named 'nobody'"),
+        (["user", "remove", "nobody"], None, "no user named 'nobody'"),
+        (["user", "frobnicate"], None, "invalid choice"),
+        (["catalog", "add", "id one", "https://example.com/x"], None, "invalid ID"),
+        (["catalog", "add", "debian", "javascript:alert(1)"], None, "URL of 'debian'"),
+        (["catalog", "add", "debian", "https://example.com/x", "--sha256", "abc"], None, "64 hex digits"),
+        (["catalog", "remove", "missing"], None, "no catalog entry 'missing'"),
+    ],
+)
+def test_cli_mistakes_get_one_line_and_a_non_zero_exit(config, args, stdin, message):
+    assert message in one_line_error(run_cli(config, *args, input=stdin))
+
+
+def test_adding_an_existing_user_is_refused_and_keeps_the_old_password(config):
+    assert run_cli(config, "user", "add", "erin", "--password", "first-password").returncode == 0
+    assert "already exists" in one_line_error(run_cli(config, "user", "add", "erin", "--password", "second-password"))
+
+
+def test_catalog_commands_round_trip(config):
+    digest = "ab" * 32
+    added = run_cli(config, "catalog", "add", "debian-iso", "https://example.com/d.iso", "--sha256", digest, "--filename", "d.iso")
+    assert added.returncode == 0, added.stderr
+    listing = run_cli(config, "catalog", "list").stdout
+    assert "debian-iso" in listing and digest in listing and "d.iso" in listing
+    assert run_cli(config, "catalog", "remove", "debian-iso").returncode == 0
+    assert "debian-iso" not in run_cli(config, "catalog", "list").stdout

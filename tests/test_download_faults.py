@@ -1,0 +1,126 @@
+"""Downloads against a misbehaving origin: drops, 5xx, 429, stalls, no Range, changed content,
+server crashes, and addresses the server must refuse."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait_for
+
+SIZE = 8 * 1024 * 1024
+BODY = hashlib.sha256(b"seed").digest() * (SIZE // 32)
+
+
+def delivered(server, name: str, timeout: float = 60) -> bytes:
+    path = server.space("alice") / "downloads" / name
+    wait_for(path.exists, timeout=timeout, message=name)
+    return path.read_bytes()
+
+
+def start(server, alice, origin, path: str, trigger: str = "get.url") -> None:
+    assert alice.session.put(server.dav(f"downloads/{trigger}"), data=url_shortcut(origin.url(path))).status_code == 201
+
+
+def test_a_connection_dropped_every_mib_resumes_with_little_overhead(server, alice, origin):
+    origin.add("/drops.bin", BODY, drop_after=1024 * 1024)
+    start(server, alice, origin, "/drops.bin")
+    assert delivered(server, "drops.bin") == BODY
+    assert origin.bytes_sent("/drops.bin") < 1.3 * SIZE
+    ranged = [r for r in origin.requests if r.path == "/drops.bin" and r.range]
+    assert ranged and all("If-Range" in r.headers or "if-range" in {k.lower() for k in r.headers} for r in ranged)
+
+
+@pytest.mark.parametrize("status", [503, 500, 502, 408])
+def test_transient_http_errors_are_retried(server, alice, origin, status):
+    origin.add("/flaky.bin", b"eventually", fail_first=3, fail_status=status)
+    start(server, alice, origin, "/flaky.bin")
+    assert delivered(server, "flaky.bin") == b"eventually"
+    assert origin.count("/flaky.bin") == 4
+
+
+def test_429_with_retry_after_is_honoured(server, alice, origin):
+    origin.add("/busy.bin", b"patience", fail_first=1, fail_status=429, retry_after="1")
+    start(server, alice, origin, "/busy.bin")
+    began = time.monotonic()
+    assert delivered(server, "busy.bin") == b"patience"
+    assert time.monotonic() - began >= 0.9
+    assert "busy.url.error.txt" not in files_in(server.space("alice") / "downloads")
+
+
+def test_an_origin_without_range_support_restarts_cleanly(server, alice, origin):
+    origin.add("/norange.bin", BODY, ranges=False, drop_after=3 * 1024 * 1024, drop_times=2)
+    start(server, alice, origin, "/norange.bin")
+    assert delivered(server, "norange.bin") == BODY
+
+
+def test_content_that_changes_mid_download_is_never_stitched(server, alice, origin):
+    first = b"A" * SIZE
+    second = b"B" * (SIZE // 2)
+    origin.add("/moving.bin", first, drop_after=2 * 1024 * 1024, drop_times=1)
+    original_count = origin.count
+    start(server, alice, origin, "/moving.bin")
+    wait_for(lambda: original_count("/moving.bin") >= 1, message="first request")
+    origin.change("/moving.bin", second)
+    data = delivered(server, "moving.bin")
+    assert data in (first, second)
+
+
+def test_a_stalled_origin_times_out_and_the_download_completes(make_server, origin, tmp_path):
+    server = make_server(settings={"engine.read_timeout": 1})
+    server.add_user("alice", "alice-password", quota="100M")
+    session = server.session("alice", "alice-password")
+    origin.add("/stall.bin", BODY, stall_after=1024 * 1024, stall_seconds=4, drop_times=None)
+    session.put(server.dav("downloads/stall.url"), data=url_shortcut(origin.url("/stall.bin")))
+    # Every response stalls after 1 MiB, so each try saves 1 MiB more and resumes.
+    assert delivered(server, "stall.bin", timeout=90) == BODY
+
+
+def test_kill_9_mid_download_loses_nothing_and_resumes(server, alice, origin):
+    origin.add("/big.bin", BODY, rate=2 * 1024 * 1024)
+    start(server, alice, origin, "/big.bin")
+    temp = server.data / "tmp" / "downloads"
+    wait_for(lambda: any((temp / n).stat().st_size > 2 * 1024 * 1024 for n in files_in(temp)), message="2 MiB saved")
+    server.kill()
+    assert not (server.space("alice") / "downloads" / "big.bin").exists()
+    origin.add("/big.bin", BODY)  # same content and validators, no throttle
+    server.start()
+    assert delivered(server, "big.bin") == BODY
+    assert origin.bytes_sent("/big.bin") < 1.3 * SIZE
+    wait_for(lambda: not temp_downloads(server.data), message="temporary data removed")
+
+
+def test_tasks_survive_a_restart_while_waiting_to_retry(server, alice, origin):
+    origin.add("/later.bin", b"after restart", fail_first=2)
+    start(server, alice, origin, "/later.bin")
+    wait_for(lambda: origin.count("/later.bin") >= 1, message="first try")
+    server.kill()
+    server.start()
+    assert delivered(server, "later.bin") == b"after restart"
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://127.0.0.1:{port}/x", "loopback"),
+        ("http://localhost:{port}/x", "loopback"),
+        ("http://[::1]:{port}/x", "loopback"),
+        ("http://2130706433:{port}/x", "loopback"),
+        ("http://0177.0.0.1:{port}/x", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.0.0.1/x", "private"),
+    ],
+)
+def test_private_addresses_are_refused_unless_allowed(make_server, origin, url, reason):
+    server = make_server(settings={"engine.allow_private_networks": False})
+    server.add_user("alice", "alice-password")
+    session = server.session("alice", "alice-password")
+    origin.add("/x", b"must not be fetched")
+    port = origin.base_url.rsplit(":", 1)[1]
+    session.put(server.dav("downloads/ssrf.url"), data=url_shortcut(url.format(port=port)))
+    error = server.space("alice") / "downloads" / "ssrf.url.error.txt"
+    wait_for(error.exists, message="error file")
+    assert reason in error.read_text()
+    assert origin.count("/x") == 0

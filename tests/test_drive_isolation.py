@@ -1,0 +1,118 @@
+"""Two users on one server: no request of one can read, list, lock, write or move into the other's space."""
+
+from __future__ import annotations
+
+import base64
+import socket
+
+import pytest
+
+SECRET = b"bob's secret"
+
+LOCK_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+    "<D:locktype><D:write/></D:locktype><D:owner>x</D:owner></D:lockinfo>"
+)
+
+
+@pytest.fixture
+def bob_has_a_secret(server, bob):
+    assert bob.session.request("MKCOL", server.dav("private")).status_code == 201
+    assert bob.session.put(server.dav("private/secret.txt"), data=SECRET).status_code == 201
+    return server.space("bob") / "private" / "secret.txt"
+
+
+def test_each_user_sees_only_their_own_space(server, alice, bob, bob_has_a_secret):
+    listing = alice.session.request("PROPFIND", server.dav(), headers={"Depth": "1"}).text
+    assert "private" not in listing and "downloads" in listing
+    assert alice.session.get(server.dav("private/secret.txt")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../bob/private/secret.txt",
+        "%2e%2e/bob/private/secret.txt",
+        "%2E%2E%2Fbob%2Fprivate%2Fsecret.txt",
+        "downloads/../../bob/private/secret.txt",
+        "..%2f..%2fbob/private/secret.txt",
+        "%252e%252e/bob/private/secret.txt",
+    ],
+)
+def test_traversal_in_any_spelling_never_reaches_another_space(server, alice, bob_has_a_secret, path):
+    # A raw socket, so no client library normalises the path first.
+    request = (
+        f"GET /dav/{path} HTTP/1.1\r\nHost: {server.base_url.split('//')[1]}\r\n"
+        f"Authorization: Basic {_basic('alice', alice.password)}\r\nConnection: close\r\n\r\n"
+    )
+    host, port = server.base_url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(request.encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert SECRET not in answer
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 403, 404)
+
+
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("method", ["COPY", "MOVE"])
+@pytest.mark.parametrize(
+    "destination",
+    [
+        "/dav/../bob/stolen.txt",
+        "/dav/%2e%2e/bob/stolen.txt",
+        "http://{host}/dav/../bob/stolen.txt",
+        "http://evil.example/dav/stolen.txt",
+        "/bob/stolen.txt",
+    ],
+)
+def test_hostile_destination_cannot_write_into_another_space(server, alice, bob, method, destination):
+    alice.session.put(server.dav("mine.txt"), data=b"alice data")
+    host = server.base_url.split("//")[1]
+    response = alice.session.request(
+        method, server.dav("mine.txt"), headers={"Destination": destination.format(host=host), "Overwrite": "T"}
+    )
+    assert response.status_code < 500
+    assert not (server.space("bob") / "stolen.txt").exists()
+    assert not any(server.space("bob").rglob("stolen.txt"))
+
+
+def test_a_lock_token_of_one_user_does_not_work_for_another(server, alice, bob):
+    alice.session.put(server.dav("same.txt"), data=b"alice")
+    bob.session.put(server.dav("same.txt"), data=b"bob")
+    locked = alice.session.request(
+        "LOCK", server.dav("same.txt"), data=LOCK_BODY, headers={"Content-Type": "application/xml", "Timeout": "Second-600"}
+    )
+    assert locked.status_code == 200
+    token = locked.headers["Lock-Token"]
+    # Bob's file of the same name is not locked by Alice's lock...
+    assert bob.session.put(server.dav("same.txt"), data=b"bob 2").status_code == 204
+    # ...and Bob cannot use or release Alice's token.
+    assert bob.session.request("UNLOCK", server.dav("same.txt"), headers={"Lock-Token": token}).status_code in (403, 409)
+    assert bob.session.put(server.dav("same.txt"), data=b"bob 3", headers={"If": f"({token})"}).status_code == 412
+    assert alice.session.put(server.dav("same.txt"), data=b"x").status_code == 423
+    assert (server.space("alice") / "same.txt").read_bytes() == b"alice"
+
+
+def test_dead_properties_are_per_user(server, alice, bob):
+    body = (
+        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'
+        "<Z:color>red</Z:color></D:prop></D:set></D:propertyupdate>"
+    )
+    for account in (alice, bob):
+        account.session.put(server.dav("p.txt"), data=b"x")
+    assert alice.session.request("PROPPATCH", server.dav("p.txt"), data=body).status_code == 207
+    query = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:x"><D:prop><Z:color/></D:prop></D:propfind>'
+    assert "red" in alice.session.request("PROPFIND", server.dav("p.txt"), data=query, headers={"Depth": "0"}).text
+    assert "red" not in bob.session.request("PROPFIND", server.dav("p.txt"), data=query, headers={"Depth": "0"}).text
+
+
+def test_a_symlink_planted_in_a_space_is_not_followed(server, alice, bob_has_a_secret):
+    (server.space("alice") / "link").symlink_to(server.space("bob"))
+    assert alice.session.get(server.dav("link/private/secret.txt")).status_code in (403, 404)
+    assert SECRET not in alice.session.request("PROPFIND", server.dav(), headers={"Depth": "1"}).content
