@@ -86,7 +86,7 @@ class Api:
             else:
                 request = Request(
                     environ["REQUEST_METHOD"], environ["PATH_INFO"],
-                    parse_qs(environ.get("QUERY_STRING", "")), self._authenticate(environ), environ,
+                    parse_qs(environ.get("QUERY_STRING", "")), self.authenticate(environ), environ,
                 )
                 status, payload = self._route(request, headers)
         except ApiError as error:
@@ -98,7 +98,7 @@ class Api:
         start_response(f"{status} {_REASONS.get(status, '')}", headers)
         return [body]
 
-    def _authenticate(self, environ) -> str:
+    def authenticate(self, environ) -> str:
         header = environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":

@@ -21,7 +21,9 @@ from provider.domain import Authenticator, FetchdriveDomainController
 from provider.quota import Quota
 from provider.spaces import SpacesProvider
 from server.api import Api
+from server.dav_guard import dav_guard
 from server.settings import Config, ConfigError
+from server.web import web_page
 
 DAV_PREFIX = "/dav"
 API_PREFIX = "/api/v1"
@@ -78,31 +80,6 @@ class Storage:
         return self.spaces_root / user
 
 
-def _refuse_infinite_propfind(app):
-    """PROPFIND with Depth: infinity on a large tree is a denial of service: answer 403
-    with the RFC 4918 `propfind-finite-depth` precondition; a missing Depth means 1."""
-
-    body = (
-        b'<?xml version="1.0" encoding="utf-8"?>\n'
-        b'<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n'
-    )
-
-    def middleware(environ, start_response):
-        if environ.get("REQUEST_METHOD") == "PROPFIND":
-            depth = environ.get("HTTP_DEPTH", "").strip().lower()
-            if depth == "infinity":
-                start_response(
-                    "403 Forbidden",
-                    [("Content-Type", "application/xml; charset=utf-8"), ("Content-Length", str(len(body)))],
-                )
-                return [body]
-            if not depth:
-                environ["HTTP_DEPTH"] = "1"
-        return app(environ, start_response)
-
-    return middleware
-
-
 class FetchdriveApp:
     """The WSGI application: routes by path prefix."""
 
@@ -123,7 +100,8 @@ class FetchdriveApp:
         )
         self.provider.hooks = self.engine
         self.api = Api(self.engine, self.authenticator, self.storage.quota)
-        self._dav_entry = _refuse_infinite_propfind(self.dav)
+        self.page = web_page(self.api)
+        self._dav_entry = dav_guard(self.dav, DAV_PREFIX)
 
     def _dav_config(self) -> dict:
         return {
@@ -174,6 +152,8 @@ class FetchdriveApp:
             return self._dav_entry(environ, start_response)
         if path.startswith(API_PREFIX + "/"):
             return self.api(environ, start_response)
+        if path in ("/", "/index.html"):
+            return self.page(environ, start_response)
         return _not_found(start_response)
 
 

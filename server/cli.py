@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
 from provider.accounts import AccountError
+from server.client import ClientError, add, server_from, sync
 from server.settings import Config, ConfigError, load_config
 from server.sizes import SizeError, format_size, parse_size
 
@@ -136,6 +138,22 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> None:
     print(f"removed {removed} unused stored object(s), freed {format_size(freed)}")
 
 
+def _client_password(args: argparse.Namespace) -> str | None:
+    if args.password is not None or args.password_stdin:
+        return _read_password(args, prompt="")
+    return os.environ.get("FETCHDRIVE_PASSWORD")
+
+
+def cmd_add(config: Config | None, args: argparse.Namespace) -> None:
+    server = server_from(args.server, args.user, _client_password(args))
+    raise SystemExit(add(server, args.sources, folder=args.folder, wait=args.wait))
+
+
+def cmd_sync(config: Config | None, args: argparse.Namespace) -> None:
+    server = server_from(args.server, args.user, _client_password(args))
+    raise SystemExit(sync(server, args.folder, Path(args.local_dir), delete=args.delete, watch=args.watch))
+
+
 def _catalog(config: Config):
     from engine.catalog import Catalog
 
@@ -194,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_remove.set_defaults(run=cmd_catalog_remove)
 
     commands.add_parser("gc", help="remove stored content no file refers to any more").set_defaults(run=cmd_gc)
+
+    def client_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--server", required=True, metavar="URL", help="e.g. https://drive.example:8080")
+        sub.add_argument("--user", required=True, metavar="U")
+        with_password(sub)
+
+    add = commands.add_parser("add", help="queue downloads on a server (uploads a trigger file)")
+    add.add_argument("sources", nargs="+", metavar="URL|ID")
+    client_options(add)
+    add.add_argument("--folder", default="downloads", help="folder inside downloads/ (default: downloads)")
+    add.add_argument("--wait", action="store_true", help="show progress until the downloads finish")
+    add.set_defaults(run=cmd_add, needs_config=False)
+
+    sync = commands.add_parser("sync", help="mirror a folder of the drive into a local folder")
+    sync.add_argument("local_dir", metavar="LOCAL_DIR")
+    client_options(sync)
+    sync.add_argument("--folder", default="", metavar="PATH", help="folder of the drive (default: all of it)")
+    sync.add_argument("--delete", action="store_true", help="delete local files removed from the drive")
+    sync.add_argument("--watch", type=float, metavar="SECONDS", help="keep syncing every SECONDS")
+    sync.set_defaults(run=cmd_sync, needs_config=False)
     return parser
 
 
@@ -204,14 +242,13 @@ def _configure_logging() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     _configure_logging()
-    run: Callable[[Config, argparse.Namespace], None] = args.run
+    run: Callable[[Config | None, argparse.Namespace], None] = args.run
     try:
-        if args.config is None:
-            config = load_config(DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
-        else:
-            config = load_config(args.config)
+        config = None
+        if getattr(args, "needs_config", True):
+            config = load_config(args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None))
         run(config, args)
-    except (ConfigError, AccountError, CatalogError, CommandError) as error:
+    except (ConfigError, AccountError, CatalogError, CommandError, ClientError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted", status=130)

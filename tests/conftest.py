@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.origin import Origin
 from tests.server_process import ADMIN_PASSWORD, ServerProcess
 
 
@@ -54,3 +55,10 @@ def bob(server: ServerProcess) -> Account:
 @pytest.fixture
 def admin(server: ServerProcess) -> Account:
     return Account("admin", ADMIN_PASSWORD, server.session("admin", ADMIN_PASSWORD))
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    """A real HTTP origin on loopback with fault injection."""
+    with Origin() as running:
+        yield running

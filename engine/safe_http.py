@@ -1,0 +1,90 @@
+"""A requests Session that connects only to addresses it has checked.
+
+Every new connection (the first request, each redirect, each retry) resolves its host once
+with `resolve_checked` and connects to exactly the address it checked, so there is no
+DNS-rebinding gap; Host, SNI and certificate checks still use the name. Proxies from the
+environment are ignored, since a proxy would bypass the check. A refused address surfaces
+as `BlockedAddressError` (possibly inside requests' exceptions): `blocked_reason` finds it.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection
+
+from engine.addresses import BlockedAddressError, resolve_checked
+
+
+def _checked_connection_class(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnection]:
+    class CheckedConnection(base):  # type: ignore[valid-type, misc]
+        def _new_conn(self) -> socket.socket:
+            try:
+                addresses = resolve_checked(self._dns_host, self.port, allow_private=allow_private)
+            except socket.gaierror as error:
+                raise NameResolutionError(self.host, self, error) from error
+            last_error: OSError | None = None
+            for _family, sockaddr in addresses:
+                try:
+                    return connection.create_connection(
+                        (sockaddr[0], self.port), self.timeout,
+                        source_address=self.source_address, socket_options=self.socket_options,
+                    )
+                except socket.timeout as error:
+                    raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error
+                except OSError as error:
+                    last_error = error
+            raise NewConnectionError(self, f"Failed to establish a new connection: {last_error}")
+
+    return CheckedConnection
+
+
+class CheckedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connection pools use address-checked connections."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        http_conn = _checked_connection_class(HTTPConnection, self._allow_private)
+        https_conn = _checked_connection_class(HTTPSConnection, self._allow_private)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("CheckedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("CheckedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        }
+
+
+def make_session(*, allow_private: bool, user_agent: str = "fetchdrive/0.1", max_redirects: int = 10) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    session.max_redirects = max_redirects
+    session.headers["User-Agent"] = user_agent
+    adapter = CheckedAdapter(allow_private=allow_private)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def blocked_reason(error: BaseException | None) -> str | None:
+    """The message of a BlockedAddressError inside `error`'s chain or arguments, if any."""
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, BlockedAddressError):
+            return str(current)
+        pending += [current.__cause__, current.__context__, *current.args]
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            pending.append(reason)
+    return None

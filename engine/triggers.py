@@ -1,0 +1,222 @@
+"""Trigger files: what a `.url`, `.webloc`, `.desktop` or `.id` file in downloads/ asks for.
+
+`parse_trigger` turns the bytes of one file into a `Trigger` or raises `TriggerError` with a
+sentence naming what is wrong; it never raises anything else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import plistlib
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".id"})
+MAX_TRIGGER_BYTES = 64 * 1024
+MAX_URLS = 1000
+MAX_URL_LENGTH = 8192
+_URL_SCHEMES = ("http", "https", "ftp")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_CONTENT_ID = re.compile(r"^[\x21-\x7e]{1,512}$")
+_JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+class TriggerError(ValueError):
+    """A trigger file that cannot be acted on; str(e) is a one-sentence, human-readable reason."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    sources: tuple[str, ...]
+    is_content_id: bool
+    sha256: str | None
+    filename: str | None
+
+
+def is_os_junk(name: str) -> bool:
+    lower = name.lower()
+    return lower.startswith("._") or lower.startswith("~$") or lower in _JUNK
+
+
+def is_trigger_name(name: str) -> bool:
+    lower = name.lower()
+    suffix = lower[lower.rfind(".") :] if "." in lower else ""
+    return suffix in TRIGGER_SUFFIXES and not is_os_junk(name) and not lower.endswith(".error.txt")
+
+
+def _shorten(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_url(url: str) -> str:
+    """The URL stripped, if it is an absolute http, https or ftp URL; else TriggerError."""
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise TriggerError(f"URL {_shorten(url)!r} is longer than {MAX_URL_LENGTH} characters")
+    if re.search(r"[\s\x00-\x1f\x7f]", url):
+        raise TriggerError(f"URL {_shorten(url)!r} contains spaces or control characters; percent-encode them")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise TriggerError(f"{_shorten(url)!r} is not a valid URL") from None
+    if parts.scheme.lower() not in _URL_SCHEMES:
+        shown = f"{parts.scheme}:" if parts.scheme else "no scheme"
+        raise TriggerError(
+            f"URL {_shorten(url)!r} uses {shown}; only http://, https:// and ftp:// links can be downloaded"
+        )
+    if not host:
+        raise TriggerError(f"URL {_shorten(url)!r} has no host name")
+    return url
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise TriggerError("the file is not valid UTF-16 text") from None
+    if b"\x00" in data:
+        raise TriggerError("the file is binary, not a text link file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise TriggerError("the file is binary or not UTF-8 text") from None
+
+
+def _ini_sections(text: str) -> dict[str, dict[str, str]]:
+    """A tolerant INI reader: last key wins, `;`/`#` comments, keys case-insensitive."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in ";#":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1].strip().lower(), {})
+        elif "=" in line and current is not None:
+            key, _, value = line.partition("=")
+            current[key.strip().lower()] = value.strip()
+    return sections
+
+
+def _options(values: dict[str, str | None], count: int) -> tuple[str | None, str | None]:
+    sha256, filename = values.get("sha256"), values.get("filename")
+    if sha256 is not None:
+        sha256 = str(sha256).strip()
+        if not _SHA256.match(sha256):
+            raise TriggerError(f"sha256={_shorten(sha256, 80)} is not 64 hexadecimal digits")
+        sha256 = sha256.lower()
+    if filename is not None:
+        filename = str(filename).strip()
+        if not filename:
+            raise TriggerError("filename= is empty")
+    if (sha256 or filename) and count > 1:
+        raise TriggerError("sha256= and filename= apply to one URL; put each URL in its own trigger file")
+    return sha256, filename
+
+
+def _parse_url_file(text: str) -> Trigger:
+    sections = _ini_sections(text)
+    if "internetshortcut" in sections:
+        section = sections["internetshortcut"]
+        if not section.get("url"):
+            raise TriggerError("the [InternetShortcut] section has no URL= line")
+        sha256, filename = _options(section, 1)
+        return Trigger((check_url(section["url"]),), False, sha256, filename)
+    urls: list[str] = []
+    options: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() in ("sha256", "filename"):
+            options[key.strip().lower()] = value
+            continue
+        url = check_url(line)
+        if url not in urls:
+            urls.append(url)
+        if len(urls) > MAX_URLS:
+            raise TriggerError(f"more than {MAX_URLS} URLs in one file; split it into several")
+    if not urls:
+        raise TriggerError("the file holds no URL")
+    sha256, filename = _options(options, len(urls))
+    return Trigger(tuple(urls), False, sha256, filename)
+
+
+def _parse_webloc(data: bytes) -> Trigger:
+    try:
+        plist = plistlib.loads(data)
+    except RecursionError:
+        raise TriggerError("the .webloc property list is nested too deeply") from None
+    except Exception:  # plistlib raises many types (InvalidFileException, ExpatError, ValueError...)
+        raise TriggerError("the .webloc file is not a valid property list (XML or binary)") from None
+    if not isinstance(plist, dict):
+        raise TriggerError("the .webloc property list holds no dictionary with a URL key")
+    url = plist.get("URL")
+    if not isinstance(url, str) or not url.strip():
+        raise TriggerError("the .webloc property list has no URL string")
+    sha256, filename = _options({k: v for k, v in plist.items() if k in ("sha256", "filename") and isinstance(v, str)}, 1)
+    return Trigger((check_url(url),), False, sha256, filename)
+
+
+def _parse_desktop(text: str) -> Trigger:
+    entry = _ini_sections(text).get("desktop entry")
+    if entry is None:
+        raise TriggerError("the .desktop file has no [Desktop Entry] group")
+    kind = entry.get("type", "")
+    if kind != "Link":
+        raise TriggerError(f"the .desktop file is Type={kind or '(missing)'}; only Type=Link files are downloads")
+    if not entry.get("url"):
+        raise TriggerError("the .desktop link has no URL= key")
+    sha256, filename = _options(entry, 1)
+    return Trigger((check_url(entry["url"]),), False, sha256, filename)
+
+
+def _parse_id(text: str) -> Trigger:
+    content_id = None
+    options: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if content_id is not None and sep and key.strip().lower() in ("sha256", "filename"):
+            options[key.strip().lower()] = value
+        elif content_id is None:
+            content_id = line
+        else:
+            raise TriggerError(f"an .id file holds one content ID; found a second line {_shorten(line, 60)!r}")
+    if content_id is None:
+        raise TriggerError("the file holds no content ID")
+    if not _CONTENT_ID.match(content_id):
+        raise TriggerError(f"content ID {_shorten(content_id, 60)!r} must be 1-512 printable ASCII characters without spaces")
+    if content_id.lower().startswith("sha256:"):
+        digest = content_id[7:]
+        if not _SHA256.match(digest):
+            raise TriggerError(f"{_shorten(content_id, 80)!r} is not sha256: followed by 64 hexadecimal digits")
+        content_id = "sha256:" + digest.lower()
+    sha256, filename = _options(options, 1)
+    return Trigger((content_id,), True, sha256, filename)
+
+
+def parse_trigger(name: str, data: bytes) -> Trigger:
+    """What the trigger file `name` with content `data` asks for."""
+    suffix = name.lower()[name.rfind(".") :] if "." in name else ""
+    if suffix not in TRIGGER_SUFFIXES:
+        raise TriggerError(f"{name!r} is not a trigger; use a .url, .webloc, .desktop or .id file")
+    if len(data) > MAX_TRIGGER_BYTES:
+        raise TriggerError(f"the file is too large ({len(data)} bytes; the limit is 64 KiB)")
+    if not data.strip():
+        raise TriggerError("the file is empty")
+    if suffix == ".webloc":
+        return _parse_webloc(data)
+    text = _decode(data)
+    if not text.strip():
+        raise TriggerError("the file is empty")
+    if suffix == ".url":
+        return _parse_url_file(text)
+    if suffix == ".desktop":
+        return _parse_desktop(text)
+    return _parse_id(text)

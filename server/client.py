@@ -1,0 +1,281 @@
+"""The client-side commands: `fetchdrive add` queues downloads by uploading a trigger over
+WebDAV (the path a file manager takes), and `fetchdrive sync` mirrors a drive folder locally.
+
+Sync keeps its state in `LOCAL_DIR/.fetchdrive-sync/state.json` (ETag, size and mtime of each
+file it wrote), resumes partial transfers with Range + If-Range from `.fetchdrive-sync/partial/`,
+and renames a file into place only when it is complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import posixpath
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+from tqdm import tqdm
+from webdav3.client import Client
+from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
+
+STATE_DIR = ".fetchdrive-sync"
+CHUNK = 1024 * 1024
+
+
+class ClientError(Exception):
+    """A failure the user can act on; printed as one line."""
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str  # e.g. http://127.0.0.1:8080
+    user: str
+    password: str
+
+    @property
+    def dav_root(self) -> str:
+        return self.url.rstrip("/") + "/dav/"
+
+    def webdav(self) -> Client:
+        return Client({"webdav_hostname": self.dav_root, "webdav_login": self.user, "webdav_password": self.password,
+                       "webdav_timeout": 60})
+
+    def http(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = (self.user, self.password)
+        return session
+
+
+def server_from(url: str, user: str, password: str | None) -> Server:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ClientError(f"--server {url!r} must be an http:// or https:// URL such as http://127.0.0.1:8080")
+    if not password:
+        raise ClientError("no password: use --password, --password-stdin or the FETCHDRIVE_PASSWORD variable")
+    return Server(f"{parts.scheme}://{parts.netloc}", user, password)
+
+
+def _explain(server: Server, error: Exception) -> ClientError:
+    if isinstance(error, ResponseErrorCode) and error.code == 401:
+        return ClientError(f"wrong user name or password for {server.dav_root}")
+    if isinstance(error, requests.HTTPError) and error.response is not None and error.response.status_code == 401:
+        return ClientError(f"wrong user name or password for {server.dav_root}")
+    if isinstance(error, (NoConnection, requests.ConnectionError)):
+        return ClientError(f"cannot reach {server.url}: is the server running and the address right?")
+    return ClientError(f"{server.url}: {error}")
+
+
+def _check_login(server: Server) -> None:
+    try:
+        response = server.http().request("PROPFIND", server.dav_root, headers={"Depth": "0"}, timeout=30)
+    except requests.RequestException as error:
+        raise _explain(server, error) from None
+    if response.status_code == 401:
+        raise ClientError(f"wrong user name or password for {server.dav_root}")
+    if response.status_code != 207:
+        raise ClientError(f"{server.dav_root} is not a fetchdrive drive (HTTP {response.status_code})")
+
+
+# --- add -------------------------------------------------------------------
+
+
+def _trigger_for(source: str) -> tuple[str, bytes]:
+    """A trigger file name and content for a URL or a content ID."""
+    tag = secrets.token_hex(3)
+    if "://" in source:
+        stem = posixpath.basename(urlsplit(source).path.rstrip("/")) or urlsplit(source).hostname or "link"
+        stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in unquote(stem))[:80]
+        return f"{stem}-{tag}.url", f"[InternetShortcut]\r\nURL={source}\r\n".encode()
+    stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in source)[:80]
+    return f"{stem}-{tag}.id", f"{source}\n".encode()
+
+
+def add(server: Server, sources: list[str], *, folder: str = "downloads", wait: bool = False) -> int:
+    _check_login(server)
+    client = server.webdav()
+    folder = folder.strip("/") or "downloads"
+    if folder != "downloads" and not folder.startswith("downloads/"):
+        raise ClientError(f"--folder {folder!r} must be downloads/ or a folder inside it")
+    triggers = []
+    for source in sources:
+        name, content = _trigger_for(source)
+        remote = f"{folder}/{name}"
+        try:
+            client.upload_to(content, remote)
+        except WebDavException as error:
+            raise _explain(server, error) from None
+        triggers.append(remote)
+        print(f"queued {source} as {remote}")
+    return _wait_for(server, triggers) if wait else 0
+
+
+def _wait_for(server: Server, triggers: list[str]) -> int:
+    """Show one progress bar per trigger until each is done or failed; 0 if all succeeded."""
+    session = server.http()
+    bars: dict[str, tqdm] = {}
+    finished: dict[str, str] = {}
+    while len(finished) < len(triggers):
+        try:
+            tasks = session.get(f"{server.url}/api/v1/tasks?limit=1000", timeout=30).json()
+        except (requests.RequestException, ValueError) as error:
+            raise _explain(server, error) from None
+        for task in tasks:
+            trigger = task.get("trigger")
+            if trigger not in triggers or trigger in finished:
+                continue
+            bar = bars.get(trigger)
+            if bar is None:
+                bar = bars[trigger] = tqdm(total=task["bytes_total"], unit="B", unit_scale=True, desc=task["name"], file=sys.stderr)
+            bar.total = task["bytes_total"]
+            bar.n = task["bytes_done"]
+            bar.refresh()
+            if task["state"] in ("done", "failed", "cancelled"):
+                finished[trigger] = task["state"]
+                bar.close()
+                print(f"{task['state']}: {task['path'] or task['source']}" + (f" ({task['error']})" if task["error"] else ""))
+        time.sleep(0.5)
+    return 0 if all(state == "done" for state in finished.values()) else 1
+
+
+# --- sync ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # relative to the synced folder, '/'-separated
+    size: int
+    etag: str | None
+    modified: str | None
+
+
+class Sync:
+    def __init__(self, server: Server, folder: str, local: Path, *, delete: bool) -> None:
+        self.server = server
+        self.folder = folder.strip("/")
+        self.local = local
+        self.delete = delete
+        self.state_dir = local / STATE_DIR
+        self.state_file = self.state_dir / "state.json"
+        self.partial_dir = self.state_dir / "partial"
+        self.client = server.webdav()
+        self.http = server.http()
+
+    def _load_state(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict[str, dict]) -> None:
+        temp = self.state_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        os.replace(temp, self.state_file)
+
+    def _remote_files(self) -> list[RemoteFile]:
+        found: list[RemoteFile] = []
+        pending = [self.folder]
+        while pending:
+            current = pending.pop()
+            try:
+                entries = self.client.list(current + "/" if current else "", get_info=True)
+            except WebDavException as error:
+                raise _explain(self.server, error) from None
+            for entry in entries:
+                full = unquote(urlsplit(entry["path"]).path)
+                relative = full.split("/dav/", 1)[1].strip("/")
+                if relative == current:
+                    continue
+                if entry.get("isdir"):
+                    pending.append(relative)
+                    continue
+                inside = relative[len(self.folder):].lstrip("/") if self.folder else relative
+                if inside.startswith(STATE_DIR) or (relative.startswith("downloads/") and inside.endswith(".part")):
+                    continue  # unfinished downloads are read-only placeholders
+                found.append(RemoteFile(inside, int(entry.get("size") or 0), entry.get("etag"), entry.get("modified")))
+        return found
+
+    def run(self) -> int:
+        _check_login(self.server)
+        self.local.mkdir(parents=True, exist_ok=True)
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        state = self._load_state()
+        remote = self._remote_files()
+        todo = [f for f in remote if not self._up_to_date(f, state.get(f.path))]
+        failures = 0
+        with tqdm(total=sum(f.size for f in todo), unit="B", unit_scale=True, desc="sync", file=sys.stderr,
+                  disable=not todo) as bar:
+            for item in todo:
+                try:
+                    self._fetch(item, bar)
+                except ClientError as error:
+                    print(f"fetchdrive: error: {error}", file=sys.stderr)
+                    failures += 1
+                    continue
+                state[item.path] = {"etag": item.etag, "size": item.size, "modified": item.modified}
+                self._save_state(state)
+        if self.delete:
+            present = {f.path for f in remote}
+            for path in sorted(set(state) - present):
+                (self.local / path).unlink(missing_ok=True)
+                del state[path]
+            self._save_state(state)
+        print(f"synced {len(todo) - failures} file(s), {len(remote) - len(todo)} already up to date" +
+              (f", {failures} failed" if failures else ""))
+        return 1 if failures else 0
+
+    def _up_to_date(self, item: RemoteFile, known: dict | None) -> bool:
+        target = self.local / item.path
+        if known is None or not target.is_file() or target.stat().st_size != item.size:
+            return False
+        if item.etag and known.get("etag"):
+            return item.etag == known["etag"]
+        return known.get("size") == item.size and known.get("modified") == item.modified
+
+    def _fetch(self, item: RemoteFile, bar: tqdm) -> None:
+        target = self.local / item.path
+        partial = self.partial_dir / (hashlib.sha256(item.path.encode()).hexdigest() + ".part")
+        have = partial.stat().st_size if partial.exists() else 0
+        headers = {}
+        if have and item.etag:
+            headers = {"Range": f"bytes={have}-", "If-Range": f'"{item.etag.strip(chr(34))}"'}
+        url = self.server.dav_root + quote(f"{self.folder}/{item.path}".strip("/"))
+        try:
+            with self.http.get(url, headers=headers, stream=True, timeout=60) as response:
+                if response.status_code == 401:
+                    raise ClientError(f"wrong user name or password for {self.server.dav_root}")
+                if response.status_code not in (200, 206):
+                    raise ClientError(f"{item.path}: HTTP {response.status_code}")
+                mode = "ab" if response.status_code == 206 else "wb"
+                if mode == "ab":
+                    bar.update(have)
+                with open(partial, mode) as out:
+                    for chunk in response.iter_content(CHUNK):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        except requests.RequestException as error:
+            raise ClientError(f"{item.path}: transfer interrupted ({type(error).__name__}); run sync again to resume") from None
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            if error.errno == errno.ENOSPC:
+                raise ClientError(f"local disk full while writing {item.path}; free space and run sync again") from None
+            raise ClientError(f"cannot write {target}: {error.strerror}") from None
+        if partial.stat().st_size != item.size:
+            raise ClientError(f"{item.path}: got {partial.stat().st_size} of {item.size} bytes; run sync again to resume")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, target)
+
+
+def sync(server: Server, folder: str, local: Path, *, delete: bool, watch: float | None) -> int:
+    job = Sync(server, folder, local, delete=delete)
+    while True:
+        status = job.run()
+        if watch is None:
+            return status
+        time.sleep(watch)
