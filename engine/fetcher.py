@@ -20,11 +20,12 @@ from typing import Callable
 
 import requests
 
+from engine.addresses import BlockedAddressError
 from engine.errors import Cancelled, PermanentError, TransientError
 from engine.retry import parse_retry_after
 from engine.safe_http import blocked_reason
 
-CHUNK = 256 * 1024
+CHUNK = 64 * 1024
 PROGRESS_EVERY = 0.5
 MAX_RESUMES_PER_TRY = 10_000
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -135,7 +136,7 @@ class Fetcher:
             return self.session.get(
                 download.url, headers=self._request_headers(download), stream=True, timeout=self._timeouts
             )
-        except requests.exceptions.RequestException as error:
+        except (requests.exceptions.RequestException, BlockedAddressError) as error:
             raise self._classify(download.url, error) from None
 
     @staticmethod
@@ -219,7 +220,7 @@ class Fetcher:
                     download.hasher.update(chunk)
                     download.bytes_done += len(chunk)
                     throttle(len(chunk))
-                    if download.bytes_done - checked_room_at >= 16 * CHUNK:
+                    if download.bytes_done - checked_room_at >= 64 * CHUNK:
                         checked_room_at = download.bytes_done
                         available = room()
                         if available is not None and download.bytes_done > available:

@@ -155,11 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _abort(self) -> None:
-        """Close the socket abruptly, mid-body."""
+        """Hang up mid-body: the client sees the connection end before Content-Length."""
         self.wfile.flush()
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         self.close_connection = True
-        self.connection.close()
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _simple(self, entry: RequestLog, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         entry.status = status

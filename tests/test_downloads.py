@@ -19,6 +19,10 @@ def delivered(server, user: str, name: str, folder: str = "downloads") -> bytes:
     return path.read_bytes()
 
 
+def listing(server, account, folder: str = "downloads/") -> str:
+    return account.session.request("PROPFIND", server.dav(folder), headers={"Depth": "1"}).text
+
+
 def error_text(server, user: str, trigger: str) -> str:
     path = server.space(user) / "downloads" / f"{trigger}.error.txt"
     wait_for(path.exists, message=f"{trigger}.error.txt")
@@ -63,18 +67,12 @@ def test_a_placeholder_shows_progress_while_downloading(server, alice, origin):
     origin.add("/slow.bin", BODY, rate=256 * 1024)
     alice.session.put(server.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin")))
     downloads = server.space("alice") / "downloads"
-    listing = wait_for(
-        lambda: (text := alice.session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"}).text)
-        if "slow.bin.part" in text else None,
-        timeout=2,
-        message="the .part placeholder within 2 s",
-    )
-    assert "slow.bin.part" in listing
+    wait_for(lambda: "slow.bin.part" in listing(server, alice), timeout=2, message="the .part placeholder within 2 s")
     assert alice.session.put(server.dav("downloads/slow.bin.part"), data=b"x").status_code == 403
     assert alice.session.delete(server.dav("downloads/slow.bin.part")).status_code == 403
     assert not (downloads / "slow.bin").exists()
     assert delivered(server, "alice", "slow.bin") == BODY
-    assert "slow.bin.part" not in alice.session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"}).text
+    assert "slow.bin.part" not in listing(server, alice)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +150,7 @@ def test_deleting_the_trigger_cancels_and_frees_temporary_data(server, alice, or
     wait_for(lambda: temp_downloads(server.data), message="a temporary file")
     assert alice.session.delete(server.dav("downloads/cancel.url")).status_code == 204
     wait_for(lambda: not temp_downloads(server.data), message="temporary data freed")
-    assert "endless.bin.part" not in alice.session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"}).text
+    assert "endless.bin.part" not in listing(server, alice)
     assert not (server.space("alice") / "downloads" / "endless.bin").exists()
 
 
