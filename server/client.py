@@ -44,7 +44,7 @@ class Server:
         return self.url.rstrip("/") + "/dav/"
 
     def webdav(self) -> Client:
-        return Client({"webdav_hostname": self.dav_root, "webdav_login": self.user, "webdav_password": self.password,
+        return Client({"webdav_hostname": self.url, "webdav_root": "/dav/", "webdav_login": self.user, "webdav_password": self.password,
                        "webdav_timeout": 60})
 
     def http(self) -> requests.Session:

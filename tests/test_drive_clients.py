@@ -28,7 +28,7 @@ def test_litmus_passes_every_group(server, alice, folder):
 
 
 def test_webdavclient3_uploads_lists_downloads_moves_and_deletes_a_tree(server, alice, tmp_path):
-    client = Client({"webdav_hostname": server.dav(), "webdav_login": alice.name, "webdav_password": alice.password})
+    client = Client({"webdav_hostname": server.base_url, "webdav_root": "/dav/", "webdav_login": alice.name, "webdav_password": alice.password})
     local = tmp_path / "tree"
     (local / "sub").mkdir(parents=True)
     (local / "a.txt").write_text("alpha")
