@@ -81,6 +81,10 @@ class _Running:
     started: float = 0.0
 
 
+def _is_content_hash(task: Task) -> bool:
+    return task.kind == "id" and task.source.lower().startswith("sha256:")
+
+
 class DownloadEngine:
     def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings) -> None:
         self.tasks = TaskStore(database)
@@ -319,7 +323,7 @@ class DownloadEngine:
         if task.kind == "url":
             return [(task.source, task.sha256_expected, task.filename_hint)]
         content_id = task.source
-        if content_id.lower().startswith("sha256:"):
+        if _is_content_hash(task):
             digest = content_id[7:].lower()
             templates = self.settings.mirrors
             if not templates:
@@ -355,7 +359,7 @@ class DownloadEngine:
                     room=lambda: self._spaces.room(task.user),
                 )
             except PermanentError as error:
-                if len(candidates) == 1:
+                if not _is_content_hash(task):
                     raise
                 last_error = error
                 continue
@@ -445,7 +449,7 @@ class DownloadEngine:
         """(sha256, file name) of content the store already holds for this task, if any."""
         own_name = sanitize_filename(task.filename_hint) if task.filename_hint else None
         if task.kind == "id":
-            if task.source.lower().startswith("sha256:"):
+            if _is_content_hash(task):
                 digest = task.source[7:].lower()
                 name = own_name or sanitize_filename(task.display_name)
             else:

@@ -1,0 +1,124 @@
+"""Content IDs and instant transfer: the catalog, sha256: IDs, mirrors, and the deduplicating store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from tests.downloads_helpers import files_in, url_shortcut, wait_for
+
+CONTENT = os.urandom(2 * 1024 * 1024)
+DIGEST = hashlib.sha256(CONTENT).hexdigest()
+
+
+def delivered(server, user: str, name: str) -> bytes:
+    path = server.space(user) / "downloads" / name
+    wait_for(path.exists, message=name)
+    return path.read_bytes()
+
+
+def error_text(server, user: str, trigger: str) -> str:
+    path = server.space(user) / "downloads" / f"{trigger}.error.txt"
+    wait_for(path.exists, message=f"{trigger}.error.txt")
+    return path.read_text()
+
+
+def task_list(account, server) -> list[dict]:
+    return account.session.get(server.url("/api/v1/tasks")).json()
+
+
+def store_objects(server) -> list:
+    return [p for p in (server.data / "store").rglob("*") if p.is_file()]
+
+
+def test_an_id_resolves_through_the_catalog_with_its_checksum_and_name(server, alice, origin):
+    origin.add("/iso", CONTENT)
+    added = server.cli("catalog", "add", "distro-1", origin.url("/iso"), "--sha256", DIGEST, "--filename", "distro.iso")
+    assert added.returncode == 0, added.stderr
+    alice.session.put(server.dav("downloads/get.id"), data=b"distro-1\n")
+    assert delivered(server, "alice", "distro.iso") == CONTENT
+
+
+def test_a_catalog_checksum_mismatch_fails_and_leaves_no_file(server, alice, origin):
+    origin.add("/tampered", CONTENT)
+    server.cli("catalog", "add", "tampered", origin.url("/tampered"), "--sha256", "1" * 64, "--filename", "t.bin")
+    alice.session.put(server.dav("downloads/t.id"), data=b"tampered\n")
+    assert "checksum mismatch" in error_text(server, "alice", "t.id")
+    assert not (server.space("alice") / "downloads" / "t.bin").exists()
+
+
+def test_the_config_catalog_is_loaded_at_start(make_server, origin):
+    origin.add("/from-config", b"configured")
+    server = make_server(settings={"catalog": [{"id": "cfg", "url": origin.url("/from-config"), "filename": "cfg.txt"}]})
+    server.add_user("alice", "alice-password")
+    server.session("alice", "alice-password").put(server.dav("downloads/c.id"), data=b"cfg")
+    assert delivered(server, "alice", "cfg.txt") == b"configured"
+
+
+def test_two_users_fetching_one_url_cost_one_transfer_and_one_copy_on_disk(server, alice, bob, origin):
+    origin.add("/shared.bin", CONTENT)
+    alice.session.put(server.dav("downloads/s.url"), data=url_shortcut(origin.url("/shared.bin")))
+    assert delivered(server, "alice", "shared.bin") == CONTENT
+    bob.session.put(server.dav("downloads/s.url"), data=url_shortcut(origin.url("/shared.bin")))
+    assert delivered(server, "bob", "shared.bin") == CONTENT
+    assert origin.bytes_sent("/shared.bin") == len(CONTENT)
+    alice_file = server.space("alice") / "downloads" / "shared.bin"
+    bob_file = server.space("bob") / "downloads" / "shared.bin"
+    assert alice_file.stat().st_ino == bob_file.stat().st_ino and alice_file.stat().st_nlink == 3
+    bob_task = wait_for(lambda: [t for t in task_list(bob, server) if t["state"] == "done"], message="bob's task")[0]
+    assert bob_task["instant"] is True
+    for account in (alice, bob):
+        assert account.session.get(server.url("/api/v1/me")).json()["used_bytes"] == len(CONTENT)
+    # One user overwrites their copy: the other's is unchanged.
+    assert alice.session.put(server.dav("downloads/shared.bin"), data=b"mine now").status_code == 204
+    assert bob_file.read_bytes() == CONTENT
+    assert alice.session.get(server.dav("downloads/shared.bin")).content == b"mine now"
+
+
+def test_a_changed_origin_is_downloaded_again_not_served_from_cache(server, alice, bob, origin):
+    origin.add("/changing", CONTENT)
+    alice.session.put(server.dav("downloads/a.url"), data=url_shortcut(origin.url("/changing")))
+    delivered(server, "alice", "changing")
+    origin.change("/changing", b"new version")
+    bob.session.put(server.dav("downloads/a.url"), data=url_shortcut(origin.url("/changing")))
+    assert delivered(server, "bob", "changing") == b"new version"
+
+
+def test_a_stored_sha256_id_completes_without_any_request(server, alice, bob, origin):
+    origin.add("/blob", CONTENT)
+    alice.session.put(server.dav("downloads/b.url"), data=url_shortcut(origin.url("/blob")))
+    delivered(server, "alice", "blob")
+    requests_before = len(origin.requests)
+    bob.session.put(server.dav("downloads/copy.id"), data=f"sha256:{DIGEST}\nfilename=copy.bin\n".encode())
+    assert delivered(server, "bob", "copy.bin") == CONTENT
+    assert len(origin.requests) == requests_before
+
+
+def test_an_absent_sha256_id_is_fetched_from_a_mirror_and_verified(make_server, origin):
+    origin.add(f"/mirror/{DIGEST}", CONTENT)
+    origin.add(f"/bad-mirror/{'2' * 64}", b"wrong bytes")
+    server = make_server(settings={"engine.mirrors": [origin.url("/mirror/{sha256}")]})
+    server.add_user("alice", "alice-password")
+    session = server.session("alice", "alice-password")
+    session.put(server.dav("downloads/m.id"), data=f"sha256:{DIGEST}\nfilename=m.bin\n".encode())
+    assert delivered(server, "alice", "m.bin") == CONTENT
+    session.put(server.dav("downloads/missing.id"), data=f"sha256:{'3' * 64}\n".encode())
+    assert "no mirror had content" in error_text(server, "alice", "missing.id")
+
+
+def test_a_sha256_id_without_store_or_mirror_fails_clearly(server, alice):
+    alice.session.put(server.dav("downloads/x.id"), data=f"sha256:{'4' * 64}\n".encode())
+    assert "no mirror is configured" in error_text(server, "alice", "x.id")
+
+
+def test_gc_removes_stored_content_nobody_uses(server, alice, origin):
+    origin.add("/temp.bin", CONTENT)
+    alice.session.put(server.dav("downloads/t.url"), data=url_shortcut(origin.url("/temp.bin")))
+    delivered(server, "alice", "temp.bin")
+    assert len(store_objects(server)) == 1
+    assert server.cli("gc").stdout.startswith("removed 0")
+    alice.session.delete(server.dav("downloads/temp.bin"))
+    result = server.cli("gc")
+    assert result.returncode == 0 and result.stdout.startswith("removed 1")
+    assert store_objects(server) == []
+    assert files_in(server.space("alice") / "downloads") == []
