@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import requests
+import urllib3
 
 from engine.addresses import BlockedAddressError
 from engine.errors import Cancelled, PermanentError, TransientError
 from engine.retry import parse_retry_after
 from engine.safe_http import blocked_reason
 
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024
+ROOM_CHECK_EVERY = 16 * CHUNK
 PROGRESS_EVERY = 0.5
 MAX_RESUMES_PER_TRY = 10_000
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -209,18 +213,19 @@ class Fetcher:
     def _stream_body(self, download, response, on_progress, is_cancelled, room, throttle) -> None:
         last_report = time.monotonic()
         checked_room_at = download.bytes_done
+        hasher = BackgroundHasher(download.hasher)
         try:
             with open(download.temp_path, "r+b") as out:
                 out.seek(download.bytes_done)
                 out.truncate()
-                for chunk in response.iter_content(CHUNK):
+                while chunk := response.raw.read1(CHUNK, decode_content=True):
                     if is_cancelled():
                         raise Cancelled()
                     out.write(chunk)
-                    download.hasher.update(chunk)
+                    hasher.update(chunk)
                     download.bytes_done += len(chunk)
                     throttle(len(chunk))
-                    if download.bytes_done - checked_room_at >= 64 * CHUNK:
+                    if download.bytes_done - checked_room_at >= ROOM_CHECK_EVERY:
                         checked_room_at = download.bytes_done
                         available = room()
                         if available is not None and download.bytes_done > available:
@@ -232,10 +237,32 @@ class Fetcher:
                         last_report = time.monotonic()
                         out.flush()
                         on_progress(download)
-        except requests.exceptions.RequestException as error:
-            if isinstance(error, requests.exceptions.ConnectionError) and blocked_reason(error):
-                raise PermanentError(blocked_reason(error)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _Dropped(type(error).__name__) from None
+        finally:
+            hasher.finish()
         if download.bytes_total is not None and download.bytes_done < download.bytes_total:
             raise _Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
         on_progress(download)
+
+
+class BackgroundHasher:
+    """Feeds chunks to a hashlib object on another thread (hashlib releases the GIL), so
+    hashing overlaps with network reads and disk writes; `finish()` waits until it caught up."""
+
+    def __init__(self, hasher) -> None:
+        self._hasher = hasher
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hasher.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()

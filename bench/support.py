@@ -1,0 +1,127 @@
+"""Shared pieces of the benchmarks: an nginx origin on loopback, a fetchdrive server, timing.
+
+Every benchmark runs the reference tool and fetchdrive side by side in one run on this
+machine and prints both figures with their ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.server_process import ServerProcess  # noqa: E402  (reused: starts the real server)
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def make_file(path: Path, size: int) -> Path:
+    """A file of `size` pseudo-random bytes (not compressible, not sparse)."""
+    block = os.urandom(1024 * 1024)
+    with open(path, "wb") as out:
+        written = 0
+        while written < size:
+            step = min(len(block), size - written)
+            out.write(block[:step])
+            written += step
+    return path
+
+
+@contextmanager
+def nginx(root: Path, extra_location: str = "") -> Iterator[str]:
+    """nginx serving `root` on a loopback port; yields its base URL."""
+    if not Path(NGINX).exists():
+        raise SystemExit("nginx is not installed: apt-get install nginx")
+    port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    # nginx workers drop to an unprivileged user: let them read what they serve.
+    for folder in [root, *root.parents]:
+        if folder != Path("/"):
+            folder.chmod(folder.stat().st_mode | 0o055)
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        {extra_location}
+    }}
+}}
+""")
+    process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(work)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def timed(action: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    action()
+    return time.perf_counter() - began
+
+
+def peak_rss(pid: int) -> int:
+    """Peak resident memory of a process (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def current_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def fetchdrive_server(base: Path, settings: dict | None = None) -> ServerProcess:
+    server = ServerProcess(base, {"engine.allow_private_networks": True, "storage.min_free": "100M", **(settings or {})})
+    server.start()
+    server.add_user("bench", "bench-password", quota="none")
+    return server
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 600, poll: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(poll)
