@@ -63,12 +63,18 @@ class EngineSettings:
     cache_ttl: float = 86400
 
 
+STATUS_FILE = "fetchdrive-status.txt"
+
+
 @dataclass(frozen=True)
 class Placeholder:
+    """A read-only entry of the downloads folder: partial data on disk, or generated text."""
+
     name: str
     size: int
     modified: float
     temp_path: str | None
+    content: bytes | None = None
 
 
 @dataclass
@@ -79,6 +85,16 @@ class _Running:
     cancel: threading.Event
     download: Download | None = None
     started: float = 0.0
+
+
+def _human(size: float | None) -> str:
+    if size is None:
+        return "unknown size"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def _is_content_hash(task: Task) -> bool:
@@ -192,7 +208,29 @@ class DownloadEngine:
                 name = f"{task.display_name} (task {task.id}).part"
             names.add(name)
             shown.append(Placeholder(name, size, task.updated_at, task.temp_path))
+        if folder == "downloads":
+            status = self.status_text(user)
+            if status:
+                data = status.encode()
+                shown.append(Placeholder(STATUS_FILE, len(data), time.time(), None, data))
         return shown
+
+    def status_text(self, user: str) -> str:
+        """Unfinished and failed downloads as plain text, one line each; empty when none."""
+        lines = []
+        for task in self.tasks.unfinished_for_user(user):
+            live = self.live_progress(task.id)
+            done = live[0] if live else task.bytes_done
+            percent = f"{100 * done // task.bytes_total} %" if task.bytes_total else "? %"
+            speed = f", {_human(done / live[1])}/s" if live and live[1] > 0 else ""
+            note = f" ({task.error})" if task.error else ""
+            lines.append(f"{task.display_name}: {task.state}, {percent} of {_human(task.bytes_total)}{speed}{note}")
+        for task in self.tasks.for_user(user, state=FAILED, limit=50):
+            lines.append(f"{task.display_name}: failed: {task.error}")
+        if not lines:
+            return ""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        return f"fetchdrive downloads, {stamp}\n\n" + "\n".join(lines) + "\n"
 
     def _pick_up_waiting_triggers(self, user: str) -> None:
         """Triggers that arrived just before a crash may have no task yet."""

@@ -1,12 +1,15 @@
-"""What the downloads folder shows besides real files: read-only `<name>.part` placeholders.
+"""What the downloads folder shows besides real files: read-only placeholders.
 
-A placeholder stands for an unfinished task; its size is the bytes saved so far and GET
-returns them. It cannot be written, deleted, moved or locked: deleting the trigger file is
-how a download is cancelled. `DownloadsHooks` is what the provider needs from the engine.
+A `<name>.part` placeholder stands for an unfinished task; its size is the bytes saved so
+far and GET returns them. The status file lists unfinished and failed tasks as plain text,
+for people who only have a file manager. Placeholders cannot be written, deleted, moved or
+locked: deleting the trigger file is how a download is cancelled. `DownloadsHooks` is what
+the provider needs from the engine.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Protocol
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
@@ -50,7 +53,7 @@ class _PartialContent:
 
 
 class PartResource(DAVNonCollection):
-    """A read-only placeholder for an unfinished download."""
+    """A read-only placeholder: an unfinished download, or the status file."""
 
     def __init__(self, path: str, environ: dict, placeholder: Placeholder) -> None:
         super().__init__(path, environ)
@@ -60,7 +63,7 @@ class PartResource(DAVNonCollection):
         return self._placeholder.size
 
     def get_content_type(self) -> str:
-        return "application/octet-stream"
+        return "text/plain; charset=utf-8" if self._placeholder.content is not None else "application/octet-stream"
 
     def get_creation_date(self) -> float:
         return self._placeholder.modified
@@ -83,14 +86,16 @@ class PartResource(DAVNonCollection):
     def prevent_locking(self) -> bool:
         return True
 
-    def get_content(self) -> _PartialContent:
+    def get_content(self):
+        if self._placeholder.content is not None:
+            return io.BytesIO(self._placeholder.content)
         try:
             return _PartialContent(self._placeholder.temp_path, self._placeholder.size)
         except FileNotFoundError:
             return _PartialContent(None, 0)
 
     def _refuse(self, *args, **kwargs):
-        raise DAVError(HTTP_FORBIDDEN, f"{self.name} is a read-only placeholder; delete the trigger file to cancel")
+        raise DAVError(HTTP_FORBIDDEN, f"{self.name} is read-only; delete the trigger file to cancel a download")
 
     begin_write = delete = copy_move_single = move_recursive = handle_delete = _refuse
 

@@ -102,7 +102,7 @@ class SpacesProvider(FilesystemProvider):
 
     def _placeholder_resource(self, path: str, environ: dict) -> PartResource | None:
         folder, _, name = path.rstrip("/").rpartition("/")
-        if not name.endswith(".part") or not self.in_downloads(folder):
+        if not self.in_downloads(folder):
             return None
         for placeholder in self.placeholders(folder, environ):
             if placeholder.name == name:

@@ -26,6 +26,7 @@ from webdav3.client import Client
 from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
 
 STATE_DIR = ".fetchdrive-sync"
+STATUS_FILE = "downloads/fetchdrive-status.txt"
 CHUNK = 1024 * 1024
 
 
@@ -196,8 +197,8 @@ class Sync:
                     pending.append(relative)
                     continue
                 inside = relative[len(self.folder):].lstrip("/") if self.folder else relative
-                if inside.startswith(STATE_DIR) or (relative.startswith("downloads/") and inside.endswith(".part")):
-                    continue  # unfinished downloads are read-only placeholders
+                if relative.startswith("downloads/") and (relative.endswith(".part") or relative == STATUS_FILE):
+                    continue  # read-only views of unfinished downloads, not files
                 found.append(RemoteFile(inside, int(entry.get("size") or 0), entry.get("etag"), entry.get("modified")))
         return found
 

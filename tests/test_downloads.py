@@ -71,6 +71,9 @@ def test_a_placeholder_shows_progress_while_downloading(server, alice, origin):
     assert alice.session.put(server.dav("downloads/slow.bin.part"), data=b"x").status_code == 403
     assert alice.session.delete(server.dav("downloads/slow.bin.part")).status_code == 403
     assert not (downloads / "slow.bin").exists()
+    status = alice.session.get(server.dav("downloads/fetchdrive-status.txt"))
+    assert status.status_code == 200 and "slow.bin: downloading" in status.text and "%" in status.text
+    assert alice.session.put(server.dav("downloads/fetchdrive-status.txt"), data=b"x").status_code == 403
     assert delivered(server, "alice", "slow.bin") == BODY
     assert "slow.bin.part" not in listing(server, alice)
 
@@ -132,6 +135,7 @@ def test_a_permanent_http_error_leaves_the_trigger_and_an_error_file(server, ali
     alice.session.put(server.dav("downloads/gone.url"), data=url_shortcut(origin.url("/gone")))
     assert f"HTTP {status}" in error_text(server, "alice", "gone.url")
     assert "gone.url" in files_in(server.space("alice") / "downloads")
+    assert f"HTTP {status}" in alice.session.get(server.dav("downloads/fetchdrive-status.txt")).text
 
 
 def test_uploading_the_trigger_again_retries_and_clears_the_error(server, alice, origin):
