@@ -256,6 +256,7 @@ class Sync:
                 mode = "ab" if response.status_code == 206 else "wb"
                 if mode == "ab":
                     bar.update(have)
+                    tqdm.write(f"resumed {item.path} at {have} bytes")
                 with open(partial, mode) as out:
                     for chunk in response.iter_content(CHUNK):
                         out.write(chunk)

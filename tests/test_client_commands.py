@@ -1,0 +1,140 @@
+"""`fetchdrive add` and `fetchdrive sync` as subprocesses against a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.downloads_helpers import wait_for
+from tests.server_process import REPO
+from tests.slow_proxy import SlowProxy
+
+
+def client(*args: str, password: str | None = None, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    if password is not None:
+        env["FETCHDRIVE_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=REPO, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and ".fetchdrive-sync" not in path.parts
+    }
+
+
+@pytest.fixture
+def filled(server, alice):
+    alice.session.request("MKCOL", server.dav("photos"))
+    alice.session.request("MKCOL", server.dav("photos/2026"))
+    alice.session.put(server.dav("photos/a.jpg"), data=b"A" * 1000)
+    alice.session.put(server.dav("photos/2026/b.jpg"), data=os.urandom(3 * 1024 * 1024))
+    alice.session.put(server.dav("notes.txt"), data=b"notes")
+    return server
+
+
+def sync(server, account, local: Path, *extra: str) -> subprocess.CompletedProcess:
+    return client("sync", "--server", server.base_url, "--user", account.name, *extra, str(local), password=account.password)
+
+
+def test_add_queues_a_download_and_wait_shows_it_finish(server, alice, origin):
+    origin.add("/cli.bin", b"from the terminal" * 1000)
+    result = client("add", origin.url("/cli.bin"), "--server", server.base_url, "--user", "alice", "--wait",
+                    password=alice.password)
+    assert result.returncode == 0, result.stderr
+    assert "done: downloads/cli.bin" in result.stdout
+    assert (server.space("alice") / "downloads" / "cli.bin").read_bytes() == b"from the terminal" * 1000
+
+
+def test_add_reads_the_password_from_stdin_and_reports_a_failed_download(server, alice, origin):
+    origin.add("/nope", b"", status=404)
+    result = client("add", origin.url("/nope"), "--server", server.base_url, "--user", "alice", "--password-stdin",
+                    "--wait", stdin=alice.password + "\n")
+    assert result.returncode == 1
+    assert "failed" in result.stdout and "404" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, password, message",
+    [
+        (["--server", "{url}", "--user", "alice"], "wrong-password", "wrong user name or password"),
+        (["--server", "http://127.0.0.1:9", "--user", "alice"], "whatever-pass", "cannot reach"),
+        (["--server", "not a url", "--user", "alice"], "whatever-pass", "must be an http:// or https:// URL"),
+        (["--server", "{url}", "--user", "alice"], None, "no password"),
+    ],
+)
+def test_client_mistakes_get_one_line_and_a_non_zero_exit(server, alice, tmp_path, args, password, message):
+    args = [a.format(url=server.base_url) for a in args]
+    for command in (["add", "https://example.com/x", *args], ["sync", *args, str(tmp_path / "local")]):
+        result = client(*command, password=password)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "local").exists() or tree(tmp_path / "local") == {}
+
+
+def test_first_sync_copies_everything_and_a_second_transfers_nothing(filled, alice, tmp_path):
+    server = filled
+    local = tmp_path / "mirror"
+    first = sync(server, alice, local)
+    assert first.returncode == 0, first.stderr
+    assert tree(local) == tree(server.space("alice"))
+    stamps = {p: p.stat().st_mtime_ns for p in local.rglob("*") if p.is_file()}
+    second = sync(server, alice, local)
+    assert second.returncode == 0
+    assert "synced 0 file(s)" in second.stdout
+    assert stamps == {p: p.stat().st_mtime_ns for p in local.rglob("*") if p.is_file()}
+
+
+def test_a_changed_file_is_updated_and_delete_mirrors_removals(filled, alice, tmp_path):
+    server = filled
+    local = tmp_path / "mirror"
+    assert sync(server, alice, local).returncode == 0
+    alice.session.put(server.dav("notes.txt"), data=b"edited notes")
+    alice.session.delete(server.dav("photos/a.jpg"))
+    updated = sync(server, alice, local)
+    assert "synced 1 file(s)" in updated.stdout
+    assert (local / "notes.txt").read_bytes() == b"edited notes"
+    assert (local / "photos" / "a.jpg").exists()
+    assert sync(server, alice, local, "--delete").returncode == 0
+    assert not (local / "photos" / "a.jpg").exists()
+    assert tree(local) == tree(server.space("alice"))
+
+
+def test_sync_of_one_folder(filled, alice, tmp_path):
+    local = tmp_path / "photos"
+    assert sync(filled, alice, local, "--folder", "photos").returncode == 0
+    assert sorted(tree(local)) == ["2026/b.jpg", "a.jpg"]
+
+
+def test_an_interrupted_sync_resumes_with_range(server, alice, tmp_path):
+    big = os.urandom(8 * 1024 * 1024)
+    assert alice.session.put(server.dav("big.bin"), data=big).status_code == 201
+    local = tmp_path / "mirror"
+    host, port = server.base_url.split("//")[1].split(":")
+    proxy = SlowProxy((host, int(port)), rate=2 * 1024 * 1024)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "sync", "--server", proxy.base_url, "--user", "alice", str(local)],
+        cwd=REPO, env={**os.environ, "FETCHDRIVE_PASSWORD": alice.password},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    partial_dir = local / ".fetchdrive-sync" / "partial"
+    wait_for(lambda: partial_dir.is_dir() and any(p.stat().st_size > 0 for p in partial_dir.iterdir()),
+             timeout=30, message="a partial transfer")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    proxy.close()
+    assert not (local / "big.bin").exists()
+    resumed = sync(server, alice, local)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (local / "big.bin").read_bytes() == big
+    assert "resumed big.bin at" in resumed.stdout
