@@ -13,6 +13,7 @@ import ipaddress
 import socket
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -64,10 +65,12 @@ def classify(ip: IPAddress) -> str | None:
     return None
 
 
-def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[tuple[int, tuple]]:
+def resolve_checked(
+    host: str, port: int, *, allow_private: bool, allowlist: tuple[Network, ...] = ()
+) -> list[tuple[int, tuple]]:
     """(family, sockaddr) pairs for `host`, every one of them allowed; raises
     BlockedAddressError if any is not (a mixed answer may be a rebinding trick) and
-    socket.gaierror when the name does not resolve."""
+    socket.gaierror when the name does not resolve. Addresses in `allowlist` pass."""
     answers = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     checked = []
     for family, _type, _proto, _name, sockaddr in answers:
@@ -75,6 +78,8 @@ def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[tuple[
             ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
             if isinstance(ip, ipaddress.IPv6Address) and (len(sockaddr) > 3 and sockaddr[3] or "%" in sockaddr[0]):
                 reason = "link-local"
+            elif any(ip.version == network.version and ip in network for network in allowlist):
+                reason = None
             else:
                 reason = classify(ip)
             if reason:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from engine.addresses import Network
 from engine.catalog import Catalog
 from engine.content_store import ContentStore
 from engine.database import Database
@@ -56,6 +57,7 @@ class EngineSettings:
     workers: int = 4
     per_user: int = 2
     allow_private_networks: bool = False
+    private_allowlist: tuple[Network, ...] = ()
     retry: RetryPolicy = RetryPolicy(1, 300, 86400)
     connect_timeout: float = 15
     read_timeout: float = 60
@@ -111,7 +113,7 @@ class DownloadEngine:
         self._spaces = spaces
         self.settings = settings
         self._fetcher = Fetcher(
-            make_session(allow_private=settings.allow_private_networks),
+            make_session(allow_private=settings.allow_private_networks, allowlist=settings.private_allowlist),
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
         )

@@ -18,14 +18,14 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection
 
-from engine.addresses import BlockedAddressError, resolve_checked
+from engine.addresses import BlockedAddressError, Network, resolve_checked
 
 
-def _checked_connection_class(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnection]:
+def _checked_connection_class(base: type[HTTPConnection], allow_private: bool, allowlist: tuple[Network, ...]) -> type[HTTPConnection]:
     class CheckedConnection(base):  # type: ignore[valid-type, misc]
         def _new_conn(self) -> socket.socket:
             try:
-                addresses = resolve_checked(self._dns_host, self.port, allow_private=allow_private)
+                addresses = resolve_checked(self._dns_host, self.port, allow_private=allow_private, allowlist=allowlist)
             except socket.gaierror as error:
                 raise NameResolutionError(self.host, self, error) from error
             last_error: OSError | None = None
@@ -47,26 +47,29 @@ def _checked_connection_class(base: type[HTTPConnection], allow_private: bool) -
 class CheckedAdapter(HTTPAdapter):
     """An HTTPAdapter whose connection pools use address-checked connections."""
 
-    def __init__(self, *, allow_private: bool) -> None:
+    def __init__(self, *, allow_private: bool, allowlist: tuple[Network, ...] = ()) -> None:
         self._allow_private = allow_private
+        self._allowlist = allowlist
         super().__init__()
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        http_conn = _checked_connection_class(HTTPConnection, self._allow_private)
-        https_conn = _checked_connection_class(HTTPSConnection, self._allow_private)
+        http_conn = _checked_connection_class(HTTPConnection, self._allow_private, self._allowlist)
+        https_conn = _checked_connection_class(HTTPSConnection, self._allow_private, self._allowlist)
         self.poolmanager.pool_classes_by_scheme = {
             "http": type("CheckedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
             "https": type("CheckedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
         }
 
 
-def make_session(*, allow_private: bool, user_agent: str = "fetchdrive/0.1", max_redirects: int = 10) -> requests.Session:
+def make_session(
+    *, allow_private: bool, allowlist: tuple[Network, ...] = (), user_agent: str = "fetchdrive/0.1", max_redirects: int = 10
+) -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     session.max_redirects = max_redirects
     session.headers["User-Agent"] = user_agent
-    adapter = CheckedAdapter(allow_private=allow_private)
+    adapter = CheckedAdapter(allow_private=allow_private, allowlist=allowlist)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -56,6 +56,7 @@ def engine_settings(config: Config) -> EngineSettings:
         workers=config["engine.workers"],
         per_user=config["engine.per_user"],
         allow_private_networks=config["engine.allow_private_networks"],
+        private_allowlist=tuple(config["engine.private_allowlist"]),
         retry=RetryPolicy(config["engine.retry.initial"], config["engine.retry.max_wait"], config["engine.retry.give_up_after"]),
         connect_timeout=config["engine.connect_timeout"],
         read_timeout=config["engine.read_timeout"],

@@ -7,6 +7,7 @@ returns a `Config` whose values are already parsed (sizes in bytes, paths absolu
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -63,6 +64,15 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _networks(value: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of addresses or networks such as 10.0.5.7 or 10.1.0.0/16")
+    try:
+        return [ipaddress.ip_network(str(item), strict=False) for item in value]
+    except ValueError as error:
+        raise ValueError(f"{error}; use addresses or networks such as 10.0.5.7 or 10.1.0.0/16") from None
+
+
 def _mirrors(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("must be a list of URL templates such as https://m.example/{sha256}")
@@ -109,6 +119,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.workers", 4, _integer(1, 256), "Downloads that run at once, server-wide."),
     Setting("engine.per_user", 2, _integer(1, 256), "Downloads that run at once for one user."),
     Setting("engine.allow_private_networks", False, _flag, "May the server fetch from loopback, private and link-local addresses."),
+    Setting("engine.private_allowlist", [], _networks, "Private addresses or networks fetched even so, e.g. [10.0.5.7, 10.1.0.0/16]."),
     Setting("engine.retry.initial", 1, _seconds, "First back-off between tries, in seconds."),
     Setting("engine.retry.max_wait", 300, _seconds, "Longest back-off between tries, in seconds."),
     Setting("engine.retry.give_up_after", 86400, _seconds, "Seconds of failing tries before a task fails."),

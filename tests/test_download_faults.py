@@ -124,3 +124,32 @@ def test_private_addresses_are_refused_unless_allowed(make_server, origin, url, 
     wait_for(error.exists, message="error file")
     assert reason in error.read_text()
     assert origin.count("/x") == 0
+
+
+def test_a_redirect_is_followed_and_names_the_file_after_the_final_url(server, alice, origin):
+    origin.add("/go", redirect_to=origin.url("/files/final%20name.bin"))
+    origin.add("/files/final%20name.bin", b"redirected")
+    start(server, alice, origin, "/go")
+    assert delivered(server, "final name.bin") == b"redirected"
+
+
+@pytest.mark.parametrize(
+    "target, reason",
+    [
+        ("http://127.0.0.2:{port}/x", "loopback"),
+        ("http://[::1]:{port}/x", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("file:///etc/passwd", "file"),
+    ],
+)
+def test_every_redirect_is_checked_again(make_server, origin, target, reason):
+    server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": ["127.0.0.1"]})
+    server.add_user("alice", "alice-password")
+    session = server.session("alice", "alice-password")
+    port = origin.base_url.rsplit(":", 1)[1]
+    origin.add("/hop", redirect_to=target.format(port=port))
+    session.put(server.dav("downloads/hop.url"), data=url_shortcut(origin.url("/hop")))
+    error = server.space("alice") / "downloads" / "hop.url.error.txt"
+    wait_for(error.exists, message="error file")
+    assert origin.count("/hop") == 1
+    assert reason in error.read_text()

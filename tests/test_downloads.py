@@ -232,3 +232,22 @@ def test_a_download_over_quota_fails_without_a_file(server, alice, origin):
     assert "not enough space" in error_text(server, "alice", "huge.url")
     assert not (server.space("alice") / "downloads" / "huge.bin").exists()
     assert temp_downloads(server.data) == []
+
+
+def test_workers_are_limited_per_user_and_shared_fairly(make_server, origin):
+    server = make_server(settings={"engine.workers": 2, "engine.per_user": 1})
+    for name in ("ann", "ben"):
+        server.add_user(name, f"{name}-password")
+    ann, ben = server.session("ann", "ann-password"), server.session("ben", "ben-password")
+    for number in range(3):
+        origin.add(f"/ann{number}", b"a" * (512 * 1024), rate=256 * 1024)
+        ann.post(server.url("/api/v1/tasks"), json={"url": origin.url(f"/ann{number}")})
+    origin.add("/ben", b"b" * (512 * 1024), rate=256 * 1024)
+    ben.post(server.url("/api/v1/tasks"), json={"url": origin.url("/ben")})
+
+    def states(session) -> list[str]:
+        return [task["state"] for task in session.get(server.url("/api/v1/tasks")).json()]
+
+    wait_for(lambda: states(ben) == ["downloading"], message="ben's task running beside ann's")
+    assert states(ann).count("downloading") == 1 and states(ann).count("queued") == 2
+    wait_for(lambda: states(ann) == ["done"] * 3 and states(ben) == ["done"], timeout=30, message="all done")

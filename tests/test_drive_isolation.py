@@ -40,20 +40,27 @@ def test_each_user_sees_only_their_own_space(server, alice, bob, bob_has_a_secre
     ],
 )
 def test_traversal_in_any_spelling_never_reaches_another_space(server, alice, bob_has_a_secret, path):
+    for method in ("GET", "PROPFIND", "PUT", "DELETE", "LOCK", "MKCOL"):
+        check_traversal(server, alice, bob_has_a_secret, path, method)
+
+
+def check_traversal(server, alice, secret_file, path: str, method: str) -> None:
     # A raw socket, so no client library normalises the path first.
+    body = b"overwritten" if method == "PUT" else b""
     request = (
-        f"GET /dav/{path} HTTP/1.1\r\nHost: {server.base_url.split('//')[1]}\r\n"
-        f"Authorization: Basic {_basic('alice', alice.password)}\r\nConnection: close\r\n\r\n"
-    )
+        f"{method} /dav/{path} HTTP/1.1\r\nHost: {server.base_url.split('//')[1]}\r\n"
+        f"Authorization: Basic {_basic('alice', alice.password)}\r\nContent-Length: {len(body)}\r\n"
+        "Depth: 0\r\nConnection: close\r\n\r\n"
+    ).encode() + body
     host, port = server.base_url.split("//")[1].split(":")
     with socket.create_connection((host, int(port))) as conn:
-        conn.sendall(request.encode())
+        conn.sendall(request)
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
     assert SECRET not in answer
-    status = int(answer.split(b" ", 2)[1])
-    assert status in (400, 403, 404)
+    assert int(answer.split(b" ", 2)[1]) < 500
+    assert secret_file.read_bytes() == SECRET, method
 
 
 def _basic(user: str, password: str) -> str:
