@@ -10,6 +10,7 @@ from the store without a second transfer.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from engine.addresses import Network
+from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
 from engine.content_store import ContentStore
 from engine.database import Database
@@ -27,6 +29,7 @@ from engine.fetcher import Download, Fetcher
 from engine.naming import choose_filename, sanitize_filename
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
+from engine.segments import transfer
 from engine.tasks import (
     CANCELLED, DONE, DOWNLOADING, FAILED, QUEUED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore,
 )
@@ -59,6 +62,9 @@ class EngineSettings:
     allow_private_networks: bool = False
     private_allowlist: tuple[Network, ...] = ()
     retry: RetryPolicy = RetryPolicy(1, 300, 86400)
+    connections_per_task: int = 4
+    rate_limit: int | None = None
+    per_user_rate_limit: int | None = None
     connect_timeout: float = 15
     read_timeout: float = 60
     mirrors: tuple[str, ...] = ()
@@ -117,6 +123,7 @@ class DownloadEngine:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
         )
+        self._bandwidth = Bandwidth(settings.rate_limit, settings.per_user_rate_limit)
         self._cond = threading.Condition()
         self._running: dict[int, _Running] = {}
         self._threads: list[threading.Thread] = []
@@ -276,7 +283,7 @@ class DownloadEngine:
         if task is None or task.state not in (FAILED, CANCELLED):
             return None
         self.tasks.update(task.id, state=QUEUED, error=None, attempts=0, first_failure_at=None,
-                          next_attempt_at=None, finished_at=None, bytes_done=0)
+                          next_attempt_at=None, finished_at=None, bytes_done=0, segments=None)
         if task.trigger_path:
             self._remove_error_file(task.user, task.trigger_path)
         self.wake()
@@ -389,14 +396,19 @@ class DownloadEngine:
                 bytes_total=task.bytes_total,
                 etag=task.etag,
                 last_modified=task.last_modified,
+                final_url=task.final_url,
+                segments=json.loads(task.segments) if task.segments else None,
             )
             running.download = download
             try:
-                self._fetcher.fetch(
+                transfer(
+                    self._fetcher,
                     download,
+                    connections=self.settings.connections_per_task,
                     on_progress=lambda d: self._save_progress(task, d),
                     is_cancelled=lambda: running.cancel.is_set(),
                     room=lambda: self._spaces.room(task.user),
+                    throttle=self._bandwidth.throttle(task.user),
                 )
             except PermanentError as error:
                 if not _is_content_hash(task):
@@ -424,6 +436,7 @@ class DownloadEngine:
             last_modified=download.last_modified,
             final_url=download.final_url,
             display_name=self._final_name(task, download),
+            segments=json.dumps(download.segments) if download.segments else None,
         )
 
     # --- outcomes ---------------------------------------------------------
@@ -611,7 +624,7 @@ class DownloadEngine:
     def _discard_temp(self, task: Task) -> None:
         path = Path(task.temp_path) if task.temp_path else self.temp_root / f"{task.id}.part"
         path.unlink(missing_ok=True)
-        self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None)
+        self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
 
     def _remove_orphan_temp_files(self) -> None:
         for item in self.temp_root.iterdir():

@@ -32,7 +32,7 @@ CHUNK = 1024 * 1024
 ROOM_CHECK_EVERY = 16 * CHUNK
 PROGRESS_EVERY = 0.5
 MAX_RESUMES_PER_TRY = 10_000
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -47,18 +47,26 @@ class Download:
     last_modified: str | None = None
     final_url: str | None = None
     content_disposition: str | None = None
+    # [start, end, done] per range when fetched in parallel segments, else None
+    segments: list[list[int]] | None = None
     hasher: "hashlib._Hash | None" = field(default=None, repr=False)
+
+    def validator(self) -> str | None:
+        """What guards a ranged request (If-Range): the strong ETag, else Last-Modified."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
 
     def sha256(self) -> str:
         assert self.hasher is not None
         return self.hasher.hexdigest()
 
 
-class _Restart(Exception):
+class Restart(Exception):
     """The saved bytes cannot be continued; start again from zero."""
 
 
-class _Dropped(Exception):
+class Dropped(Exception):
     """The body ended early; resume from what was saved."""
 
 
@@ -82,7 +90,8 @@ class Fetcher:
         room: Callable[[], int | None],
         throttle: Callable[[int], None] = lambda n: None,
     ) -> Download:
-        """Bring `download` to completion or raise TransientError / PermanentError / Cancelled."""
+        """Bring `download` to completion in one stream, or raise TransientError /
+        PermanentError / Cancelled."""
         self._prepare(download)
         resumes = 0
         while True:
@@ -90,10 +99,10 @@ class Fetcher:
             try:
                 self._one_request(download, on_progress, is_cancelled, room, throttle)
                 return download
-            except _Restart:
-                self._reset(download)
+            except Restart:
+                self.reset(download)
                 resumes += 1
-            except _Dropped as dropped:
+            except Dropped as dropped:
                 if download.bytes_done <= before:
                     raise TransientError(f"connection to {_host(download.url)} dropped: {dropped}") from None
                 resumes += 1
@@ -117,9 +126,10 @@ class Fetcher:
             while chunk := saved.read(1024 * 1024):
                 download.hasher.update(chunk)
 
-    def _reset(self, download: Download) -> None:
+    def reset(self, download: Download) -> None:
         with open(download.temp_path, "wb"):
             pass
+        download.segments = None
         download.bytes_done = 0
         download.bytes_total = None
         download.etag = download.last_modified = None
@@ -128,20 +138,22 @@ class Fetcher:
     def _request_headers(self, download: Download) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
         if download.bytes_done:
-            validator = download.etag if download.etag and not download.etag.startswith("W/") else download.last_modified
+            validator = download.validator()
             if not validator:
-                raise _Restart()  # nothing to guard a resume with: the content may have changed
+                raise Restart()  # nothing to guard a resume with: the content may have changed
             headers["Range"] = f"bytes={download.bytes_done}-"
             headers["If-Range"] = validator
         return headers
 
-    def _open(self, download: Download) -> requests.Response:
+    def get(self, url: str, headers: dict[str, str]) -> requests.Response:
+        """A streaming GET; connection problems come out as TransientError / PermanentError."""
         try:
-            return self.session.get(
-                download.url, headers=self._request_headers(download), stream=True, timeout=self._timeouts
-            )
+            return self.session.get(url, headers=headers, stream=True, timeout=self._timeouts)
         except (requests.exceptions.RequestException, BlockedAddressError) as error:
-            raise self._classify(download.url, error) from None
+            raise self._classify(url, error) from None
+
+    def _open(self, download: Download) -> requests.Response:
+        return self.get(download.url, self._request_headers(download))
 
     @staticmethod
     def _classify(url: str, error: BaseException) -> Exception:
@@ -159,7 +171,7 @@ class Fetcher:
             return TransientError(f"cannot resolve {host} (DNS)")
         return TransientError(f"cannot connect to {host}: {type(error).__name__}")
 
-    def _check_status(self, download: Download, response: requests.Response) -> None:
+    def check_status(self, download: Download, response: requests.Response) -> None:
         status = response.status_code
         host = _host(download.url)
         if status in (408, 429) or status >= 500:
@@ -168,25 +180,32 @@ class Fetcher:
         if status == 416 and download.bytes_done:
             if download.bytes_total is not None and download.bytes_done >= download.bytes_total:
                 return
-            raise _Restart()
+            raise Restart()
         if status >= 400 or status not in (200, 206):
             raise PermanentError(f"{host} answered HTTP {status} {response.reason} for {download.url}")
+
+    @staticmethod
+    def note_headers(download: Download, response: requests.Response) -> None:
+        download.etag = response.headers.get("ETag")
+        download.last_modified = response.headers.get("Last-Modified")
+        download.final_url = response.url
+        download.content_disposition = response.headers.get("Content-Disposition")
 
     def _begin_body(self, download: Download, response: requests.Response) -> None:
         """Decide from the headers whether the body continues the saved bytes or replaces them."""
         etag = response.headers.get("ETag")
         last_modified = response.headers.get("Last-Modified")
         if response.status_code == 206:
-            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != download.bytes_done:
-                raise _Restart()
+                raise Restart()
             if download.etag and etag and etag != download.etag:
-                raise _Restart()
+                raise Restart()
             if match.group(3) != "*":
                 download.bytes_total = int(match.group(3))
         else:
             if download.bytes_done:
-                self._reset(download)
+                self.reset(download)
             download.etag, download.last_modified = etag, last_modified
             length = response.headers.get("Content-Length")
             download.bytes_total = int(length) if length and length.isdigit() else None
@@ -196,7 +215,7 @@ class Fetcher:
     def _one_request(self, download, on_progress, is_cancelled, room, throttle) -> None:
         response = self._open(download)
         with response:
-            self._check_status(download, response)
+            self.check_status(download, response)
             if response.status_code == 416:
                 return
             self._begin_body(download, response)
@@ -238,11 +257,11 @@ class Fetcher:
                         out.flush()
                         on_progress(download)
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise _Dropped(type(error).__name__) from None
+            raise Dropped(type(error).__name__) from None
         finally:
             hasher.finish()
         if download.bytes_total is not None and download.bytes_done < download.bytes_total:
-            raise _Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
+            raise Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
         on_progress(download)
 
 

@@ -45,6 +45,7 @@ class Task:
     path: str | None = None
     sha256: str | None = None
     instant: int = 0
+    segments: str | None = None  # JSON [[start, end, done], ...] of a segmented transfer
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
@@ -72,7 +73,7 @@ class TaskStore:
                         "bytes_total": int, "etag": str, "last_modified": str, "final_url": str,
                         "temp_path": str, "attempts": int, "next_attempt_at": float,
                         "first_failure_at": float, "error": str, "path": str, "sha256": str,
-                        "instant": int, "created_at": float, "updated_at": float, "finished_at": float,
+                        "instant": int, "segments": str, "created_at": float, "updated_at": float, "finished_at": float,
                     },
                     pk="id",
                     not_null={"user", "source", "kind", "folder", "state", "display_name"},

@@ -37,6 +37,8 @@ class Resource:
     redirect_to: str | None = None
     status: int = 200
     send_length: bool = True
+    fail_range_start: int | None = None  # requests whose Range starts here fail with 503...
+    fail_range_times: int = 0  # ...this many times
     version: int = 1
     served: int = field(default=0, repr=False)
 
@@ -83,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
                 resource.served += 1
         if resource is None:
             return self._simple(entry, 404, b"not found")
+        if self._fails_range(resource):
+            return self._simple(entry, 503, b"this range is unlucky")
         if attempt < resource.fail_first:
             extra = {"Retry-After": resource.retry_after} if resource.retry_after else {}
             return self._simple(entry, resource.fail_status, b"try later", extra)
@@ -170,6 +174,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
             entry.body_bytes_sent = len(body)
+
+    def _fails_range(self, resource: Resource) -> bool:
+        wanted = self.headers.get("Range", "")
+        if resource.fail_range_start is None or not wanted.startswith(f"bytes={resource.fail_range_start}-"):
+            return False
+        with self.server.origin._lock:
+            if resource.fail_range_times <= 0:
+                return False
+            resource.fail_range_times -= 1
+            return True
 
     def _not_modified(self, resource: Resource) -> bool:
         if_none_match = self.headers.get("If-None-Match")

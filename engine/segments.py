@@ -1,0 +1,205 @@
+"""Segmented transfers: one large download fetched as several ranges in parallel.
+
+Used when the origin answers a `Range: bytes=0-` probe with 206, the size is known and
+large enough, and the content has a validator. Each segment is its own resume loop (Range
+guarded by If-Range) and is retried on its own with tenacity's back-off; the segments'
+progress is part of the task row, so `kill -9` loses no finished range. If any segment
+sees the content change, everything restarts as one stream from zero. The SHA-256 is
+computed after the last segment lands (one read of the file, usually from the page cache):
+hashing in order while ranges arrive out of order would mean waiting on the first one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from typing import Callable
+
+import requests
+import urllib3
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from engine.errors import Cancelled, PermanentError, TransientError
+from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart
+
+MIN_SEGMENT = 4 * 1024 * 1024
+PROBE = 1024 * 1024
+SEGMENT_TRIES = 6
+START, END, DONE = 0, 1, 2
+
+
+class _NoProgress(Exception):
+    """A segment's try saved nothing; tenacity waits before the next."""
+
+
+class _Halted(Exception):
+    """Another segment failed, so this one stops too (not a failure of its own)."""
+
+
+def transfer(
+    fetcher: Fetcher,
+    download: Download,
+    *,
+    connections: int,
+    on_progress: Callable[[Download], None],
+    is_cancelled: Callable[[], bool],
+    room: Callable[[], int | None],
+    throttle: Callable[[int], None] = lambda n: None,
+) -> Download:
+    """Fetch `download` in parallel segments where the origin allows, else in one stream."""
+    if download.segments is None and download.bytes_done == 0 and connections > 1:
+        _probe(fetcher, download, connections, throttle)
+        if download.bytes_total is not None and download.bytes_done >= download.bytes_total:
+            return _hash_saved(download, on_progress)  # the probe brought the whole file
+    if download.segments:
+        try:
+            return _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle)
+        except Restart:
+            fetcher.reset(download)
+    return fetcher.fetch(download, on_progress=on_progress, is_cancelled=is_cancelled, room=room, throttle=throttle)
+
+
+def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Callable[[int], None]) -> None:
+    """Ask for the first PROBE bytes. They are kept (as the start of the file, or of segment 0);
+    the answer tells the size and whether ranges work. A large file with a validator is then
+    split into segments; anything else continues as one stream from where the probe ended."""
+    with fetcher.get(download.url, {"Accept-Encoding": "identity", "Range": f"bytes=0-{PROBE - 1}"}) as response:
+        fetcher.check_status(download, response)
+        match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if response.status_code != 206 or not match or match.group(3) == "*" or int(match.group(1)) != 0:
+            return  # no usable range support: one plain stream
+        Fetcher.note_headers(download, response)
+        download.bytes_total = int(match.group(3))
+        download.temp_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(download.temp_path, "wb") as out:
+            try:
+                while chunk := response.raw.read1(CHUNK):
+                    out.write(chunk)
+                    download.bytes_done += len(chunk)
+                    throttle(len(chunk))
+            except (urllib3.exceptions.HTTPError, OSError):
+                pass  # what arrived is kept; the stream resumes from there
+    total = download.bytes_total
+    count = min(connections, total // MIN_SEGMENT)
+    if count < 2 or not download.validator():
+        return
+    step = -(-total // count)
+    download.segments = [[start, min(start + step, total), 0] for start in range(0, total, step)]
+    download.segments[0][DONE] = min(download.bytes_done, step)
+    with open(download.temp_path, "r+b") as out:
+        out.truncate(total)
+
+
+def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle) -> Download:
+    available = room()
+    if available is not None and download.bytes_total > available:
+        raise PermanentError(
+            f"not enough space: the file is {download.bytes_total} bytes and the quota leaves {available} "
+            "bytes; free some space, then upload the trigger again"
+        )
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    fd = os.open(download.temp_path, os.O_WRONLY)
+    try:
+        workers = [
+            threading.Thread(
+                target=_run_segment,
+                args=(fetcher, download, segment, fd, is_cancelled, throttle, failures, stop),
+                name=f"segment-{index}",
+                daemon=True,
+            )
+            for index, segment in enumerate(download.segments)
+            if segment[DONE] < segment[END] - segment[START]
+        ]
+        for worker in workers:
+            worker.start()
+        while any(worker.is_alive() for worker in workers):
+            for worker in workers:
+                worker.join(timeout=PROGRESS_EVERY)
+            download.bytes_done = sum(segment[DONE] for segment in download.segments)
+            on_progress(download)
+    finally:
+        os.close(fd)
+    for kind in (Cancelled, PermanentError, Restart, TransientError):
+        for failure in failures:
+            if isinstance(failure, kind):
+                raise failure
+    if failures:
+        raise failures[0]
+    if is_cancelled():
+        raise Cancelled()
+    download.bytes_done = download.bytes_total
+    return _hash_saved(download, on_progress)
+
+
+def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> Download:
+    with open(download.temp_path, "rb") as saved:
+        download.hasher = hashlib.file_digest(saved, "sha256")
+    on_progress(download)
+    return download
+
+
+def _run_segment(fetcher, download, segment, fd, is_cancelled, throttle, failures, stop) -> None:
+    """One segment to its end, retried on its own; failures are collected for the caller."""
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(_NoProgress),
+            stop=stop_after_attempt(SEGMENT_TRIES),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                _fetch_segment(fetcher, download, segment, fd, lambda: _check_stop(is_cancelled, stop), throttle)
+    except _Halted:
+        pass
+    except _NoProgress as error:
+        failures.append(TransientError(f"a segment of {download.url} failed {SEGMENT_TRIES} times: {error}"))
+        stop.set()
+    except BaseException as error:  # handed to the caller, which decides what it means
+        failures.append(error)
+        stop.set()
+
+
+def _check_stop(is_cancelled: Callable[[], bool], stop: threading.Event) -> None:
+    if is_cancelled():
+        raise Cancelled()
+    if stop.is_set():
+        raise _Halted()
+
+
+def _fetch_segment(fetcher, download, segment, fd, check_stop, throttle) -> None:
+    """Resume this segment until it is complete; raise _NoProgress if a try saved nothing."""
+    while segment[DONE] < segment[END] - segment[START]:
+        before = segment[DONE]
+        offset = segment[START] + segment[DONE]
+        headers = {
+            "Accept-Encoding": "identity",
+            "Range": f"bytes={offset}-{segment[END] - 1}",
+            "If-Range": download.validator(),
+        }
+        try:
+            _stream_segment(fetcher, download, segment, fd, headers, offset, check_stop, throttle)
+        except (Dropped, TransientError, urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
+            if segment[DONE] == before:
+                raise _NoProgress(str(error) or type(error).__name__) from None
+
+
+def _stream_segment(fetcher, download, segment, fd, headers, offset, check_stop, throttle) -> None:
+    with fetcher.get(download.final_url or download.url, headers) as response:
+        fetcher.check_status(download, response)
+        match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        etag = response.headers.get("ETag")
+        if response.status_code != 206 or not match or int(match.group(1)) != offset or (
+            download.etag and etag and etag != download.etag
+        ):
+            raise Restart()  # the content changed, or the origin stopped honouring ranges
+        length = segment[END] - segment[START]
+        while segment[DONE] < length and (chunk := response.raw.read1(min(CHUNK, length - segment[DONE]))):
+            check_stop()
+            os.pwrite(fd, chunk, segment[START] + segment[DONE])
+            segment[DONE] += len(chunk)
+            throttle(len(chunk))
+        if segment[DONE] < length:
+            raise Dropped(f"range ended after {segment[DONE]} of {length} bytes")
+

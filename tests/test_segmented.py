@@ -1,0 +1,92 @@
+"""Segmented downloads: several ranges in parallel, each resumed and retried on its own."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
+
+SIZE = 32 * 1024 * 1024
+BODY = os.urandom(SIZE)
+
+
+def delivered(server, user: str, name: str, timeout: float = 60) -> bytes:
+    path = server.space(user) / "downloads" / name
+    wait_for(path.exists, timeout=timeout, message=name)
+    return path.read_bytes()
+
+
+def range_starts(origin, path: str) -> set[int]:
+    return {int(r.range.split("=")[1].split("-")[0]) for r in origin.requests if r.path == path and r.range}
+
+
+def segmented_server(make_server, **settings):
+    server = make_server(settings={"engine.connections_per_task": 4, **settings})
+    server.add_user("alice", "alice-password", quota="1G")
+    return server, server.session("alice", "alice-password")
+
+
+def test_a_large_file_arrives_byte_identical_through_parallel_ranges(make_server, origin):
+    server, alice = segmented_server(make_server)
+    origin.add("/big.bin", BODY)
+    alice.put(server.dav("downloads/big.url"), data=url_shortcut(origin.url("/big.bin")))
+    assert hashlib.sha256(delivered(server, "alice", "big.bin")).digest() == hashlib.sha256(BODY).digest()
+    assert len(range_starts(origin, "/big.bin")) >= 4
+    assert origin.bytes_sent("/big.bin") < 1.05 * SIZE
+    task = alice.get(server.url("/api/v1/tasks")).json()[0]
+    assert task["sha256"] == hashlib.sha256(BODY).hexdigest()
+
+
+def test_a_segment_that_fails_alone_is_retried_alone(make_server, origin):
+    server, alice = segmented_server(make_server)
+    third = 2 * SIZE // 4
+    origin.add("/flaky.bin", BODY, fail_range_start=third, fail_range_times=3)
+    alice.put(server.dav("downloads/flaky.url"), data=url_shortcut(origin.url("/flaky.bin")))
+    assert delivered(server, "alice", "flaky.bin") == BODY
+    unlucky = [r for r in origin.requests if r.range and r.range.startswith(f"bytes={third}-")]
+    assert [r.status for r in unlucky] == [503, 503, 503, 206]
+    tasks = alice.get(server.url("/api/v1/tasks")).json()
+    assert tasks[0]["attempts"] == 0  # the task itself never failed
+
+
+def test_a_dropping_origin_still_gives_an_intact_file_with_little_overhead(make_server, origin):
+    server, alice = segmented_server(make_server)
+    origin.add("/drops.bin", BODY, drop_after=3 * 1024 * 1024)
+    alice.put(server.dav("downloads/drops.url"), data=url_shortcut(origin.url("/drops.bin")))
+    assert delivered(server, "alice", "drops.bin") == BODY
+    assert origin.bytes_sent("/drops.bin") < 1.3 * SIZE
+
+
+def test_kill_9_mid_segmented_download_keeps_finished_ranges(make_server, origin):
+    server, alice = segmented_server(make_server)
+    origin.add("/slow.bin", BODY, rate=3 * 1024 * 1024)
+    alice.put(server.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin")))
+    wait_for(lambda: alice.get(server.url("/api/v1/tasks")).json()[0]["bytes_done"] > SIZE // 3,
+             timeout=30, message="a third saved")
+    server.kill()
+    sent_before = origin.bytes_sent("/slow.bin")
+    origin.add("/slow.bin", BODY)  # same content and validators, no throttle
+    server.start()
+    alice = server.session("alice", "alice-password")
+    assert delivered(server, "alice", "slow.bin") == BODY
+    assert origin.bytes_sent("/slow.bin") < 1.3 * SIZE, (sent_before, origin.bytes_sent("/slow.bin"))
+    wait_for(lambda: not temp_downloads(server.data), message="temporary data removed")
+
+
+def test_content_that_changes_between_segments_restarts_as_one_stream(make_server, origin):
+    server, alice = segmented_server(make_server)
+    origin.add("/moving.bin", BODY, rate=8 * 1024 * 1024)
+    alice.put(server.dav("downloads/m.url"), data=url_shortcut(origin.url("/moving.bin")))
+    wait_for(lambda: len(range_starts(origin, "/moving.bin")) >= 2, message="segments started")
+    replacement = os.urandom(SIZE // 2)
+    origin.change("/moving.bin", replacement)
+    data = delivered(server, "alice", "moving.bin")
+    assert data in (BODY, replacement)
+
+
+def test_an_origin_without_ranges_is_fetched_in_one_stream(make_server, origin):
+    server, alice = segmented_server(make_server)
+    origin.add("/plain.bin", BODY, ranges=False)
+    alice.put(server.dav("downloads/p.url"), data=url_shortcut(origin.url("/plain.bin")))
+    assert delivered(server, "alice", "plain.bin") == BODY
