@@ -100,6 +100,22 @@ def _ini_sections(text: str) -> dict[str, dict[str, str]]:
     return sections
 
 
+def _lines_and_options(text: str) -> tuple[list[str], dict[str, str]]:
+    """The non-blank, non-comment lines of a plain-text trigger, and its sha256=/filename= lines."""
+    lines: list[str] = []
+    options: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() in ("sha256", "filename"):
+            options[key.strip().lower()] = value
+        else:
+            lines.append(line)
+    return lines, options
+
+
 def _options(values: dict[str, str | None], count: int) -> tuple[str | None, str | None]:
     sha256, filename = values.get("sha256"), values.get("filename")
     if sha256 is not None:
@@ -125,15 +141,8 @@ def _parse_url_file(text: str) -> Trigger:
         sha256, filename = _options(section, 1)
         return Trigger((check_url(section["url"]),), False, sha256, filename)
     urls: list[str] = []
-    options: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if sep and key.strip().lower() in ("sha256", "filename"):
-            options[key.strip().lower()] = value
-            continue
+    lines, options = _lines_and_options(text)
+    for line in lines:
         url = check_url(line)
         if url not in urls:
             urls.append(url)
@@ -175,21 +184,12 @@ def _parse_desktop(text: str) -> Trigger:
 
 
 def _parse_id(text: str) -> Trigger:
-    content_id = None
-    options: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if content_id is not None and sep and key.strip().lower() in ("sha256", "filename"):
-            options[key.strip().lower()] = value
-        elif content_id is None:
-            content_id = line
-        else:
-            raise TriggerError(f"an .id file holds one content ID; found a second line {_shorten(line, 60)!r}")
-    if content_id is None:
+    lines, options = _lines_and_options(text)
+    if not lines:
         raise TriggerError("the file holds no content ID")
+    if len(lines) > 1:
+        raise TriggerError(f"an .id file holds one content ID; found a second line {_shorten(lines[1], 60)!r}")
+    content_id = lines[0]
     if not _CONTENT_ID.match(content_id):
         raise TriggerError(f"content ID {_shorten(content_id, 60)!r} must be 1-512 printable ASCII characters without spaces")
     if content_id.lower().startswith("sha256:"):

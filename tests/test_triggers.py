@@ -1,0 +1,96 @@
+"""Parsing trigger files: every format, the optional keys, and every way a file can be wrong."""
+
+from __future__ import annotations
+
+import plistlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.triggers import MAX_TRIGGER_BYTES, Trigger, TriggerError, is_trigger_name, parse_trigger
+
+URL = "https://example.com/file.iso"
+SUM = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "name, data, expected",
+    [
+        ("a.url", f"[InternetShortcut]\r\nURL={URL}\r\n".encode(), Trigger((URL,), False, None, None)),
+        ("a.url", f"\ufeff[{{000214A0-0000-0000-C000-000000000046}}]\r\nProp3=19,11\r\n[InternetShortcut]\r\nIDList=\r\nURL={URL}\r\nIconIndex=0\r\n".encode(), Trigger((URL,), False, None, None)),
+        ("a.url", f"[InternetShortcut]\nURL={URL}\n".encode("utf-16"), Trigger((URL,), False, None, None)),
+        ("a.url", f"[InternetShortcut]\nURL={URL}\nsha256={SUM.upper()}\nfilename=x.iso\n".encode(), Trigger((URL,), False, SUM, "x.iso")),
+        ("a.url", f"# list\n{URL}\n\nhttp://b.example/2\n{URL}\n".encode(), Trigger((URL, "http://b.example/2"), False, None, None)),
+        ("a.url", f"{URL}\nsha256={SUM}\nfilename=y.iso\n".encode(), Trigger((URL,), False, SUM, "y.iso")),
+        ("a.webloc", plistlib.dumps({"URL": URL}), Trigger((URL,), False, None, None)),
+        ("a.webloc", plistlib.dumps({"URL": URL, "filename": "w.iso"}, fmt=plistlib.FMT_BINARY), Trigger((URL,), False, None, "w.iso")),
+        ("a.desktop", f"[Desktop Entry]\nVersion=1.0\nType=Link\nName=Thing\nName[de]=Ding\nURL={URL}\n".encode(), Trigger((URL,), False, None, None)),
+        ("a.id", b"# a comment\ndebian-12\n", Trigger(("debian-12",), True, None, None)),
+        ("a.id", f"sha256:{SUM.upper()}\nfilename=z.bin\n".encode(), Trigger((f"sha256:{SUM}",), True, None, "z.bin")),
+        ("A.URL", f"{URL}\n".encode(), Trigger((URL,), False, None, None)),
+        ("ftp.url", b"ftp://ftp.example.org/pub/x\n", Trigger(("ftp://ftp.example.org/pub/x",), False, None, None)),
+    ],
+)
+def test_every_format_is_understood(name, data, expected):
+    assert parse_trigger(name, data) == expected
+
+
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("a.url", b"", "empty"),
+        ("a.url", b"  \n# only a comment\n", "no URL"),
+        ("a.url", b"x" * (MAX_TRIGGER_BYTES + 1), "too large"),
+        ("a.url", b"\x00\x01binary\xff", "binary"),
+        ("a.url", b"\xff\xfe\x00garbage in utf-16 \xd8\x00", "UTF-16"),
+        ("a.url", b"caf\xe9 http://x/\n", "UTF-8"),
+        ("a.url", b"[InternetShortcut]\nURL=javascript:alert(1)\n", "javascript:"),
+        ("a.url", b"file:///etc/passwd\n", "file:"),
+        ("a.url", b"gopher://x/\n", "gopher:"),
+        ("a.url", b"/relative/path\n", "no scheme"),
+        ("a.url", b"http:///no-host\n", "no host"),
+        ("a.url", b"http://a.example/x y\n", "spaces"),
+        ("a.url", b"[InternetShortcut]\nIconIndex=1\n", "no URL="),
+        ("a.url", f"{URL}\nsha256=nothex\n".encode(), "64 hexadecimal"),
+        ("a.url", f"{URL}\nhttp://b.example/\nfilename=x\n".encode(), "own trigger"),
+        ("a.url", "".join(f"http://h{i}.example/\n" for i in range(1001)).encode(), "more than 1000"),
+        ("a.url", b"http://" + b"a" * 9000 + b"\n", "longer than"),
+        ("a.webloc", b"not a plist", "property list"),
+        ("a.webloc", plistlib.dumps(["URL"]), "dictionary"),
+        ("a.webloc", plistlib.dumps({"URL": 5}), "URL string"),
+        ("a.webloc", b"<?xml version='1.0'?><plist>" + b"<array>" * 3000 + b"</array>" * 3000 + b"</plist>", "property list"),
+        ("a.desktop", b"[Desktop Entry]\nType=Application\nExec=rm -rf ~\n", "Type=Application"),
+        ("a.desktop", b"Type=Link\nURL=http://x/\n", "[Desktop Entry]"),
+        ("a.desktop", b"[Desktop Entry]\nType=Link\n", "no URL="),
+        ("a.id", b"two words\n", "printable ASCII"),
+        ("a.id", b"one\ntwo\n", "second line"),
+        ("a.id", b"sha256:1234\n", "64 hexadecimal"),
+        ("a.txt", b"http://x/\n", "not a trigger"),
+    ],
+)
+def test_bad_triggers_get_a_precise_reason(name, data, reason):
+    with pytest.raises(TriggerError, match=None) as caught:
+        parse_trigger(name, data)
+    assert reason.lower() in str(caught.value).lower()
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("a.url", True), ("b.WEBLOC", True), ("c.desktop", True), ("d.id", True), ("._a.url", False),
+     (".DS_Store", False), ("Thumbs.db", False), ("desktop.ini", False), ("a.url.error.txt", False),
+     ("~$doc.url", False), ("a.txt", False), ("url", False)],
+)
+def test_trigger_names_and_os_junk(name, expected):
+    assert is_trigger_name(name) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([".url", ".webloc", ".desktop", ".id"]), st.binary(max_size=4096))
+def test_any_bytes_give_a_trigger_or_a_trigger_error(suffix, data):
+    try:
+        result = parse_trigger("x" + suffix, data)
+    except TriggerError as error:
+        assert str(error)
+    else:
+        assert result.sources
