@@ -28,7 +28,7 @@ def main() -> None:
         (work / "www").mkdir()
         make_file(work / "www" / "big.bin", args.size_mib * 1024 * 1024)
         with nginx(work / "www") as origin:
-            server = fetchdrive_server(work / "fetchdrive", {"engine.connections_per_task": 1})
+            server = fetchdrive_server(work / "fetchdrive")  # default settings: 4 connections per task
             session = server.session("bench", "bench-password")
             curl_times, fetchdrive_times, growths = [], [], []
             for round_number in range(args.rounds):
