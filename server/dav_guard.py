@@ -4,11 +4,15 @@
   `propfind-finite-depth`; a missing Depth header means 1.
 - A COPY/MOVE `Destination` on another host or outside /dav/ gets a 403 that says so
   (WsgiDAV answers 502, and a client error must not look like a server fault).
+- XML request bodies (PROPFIND, PROPPATCH, LOCK...) are capped at 1 MiB, and any DTD is
+  refused: WebDAV never needs one, and entities are how XML bombs and XXE get in.
 """
 
 from __future__ import annotations
 
 import posixpath
+import io
+import re
 from urllib.parse import unquote, urlsplit
 
 _FINITE_DEPTH = (
@@ -17,9 +21,36 @@ _FINITE_DEPTH = (
 )
 
 
-def _refuse(start_response, body: bytes, content_type: str = "text/plain; charset=utf-8"):
-    start_response("403 Forbidden", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+XML_METHODS = {"PROPFIND", "PROPPATCH", "LOCK", "UNLOCK", "MKCOL", "REPORT", "SEARCH", "COPY", "MOVE"}
+MAX_XML_BODY = 1024 * 1024
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def _refuse(start_response, body: bytes, content_type: str = "text/plain; charset=utf-8", status: str = "403 Forbidden"):
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def xml_body_problem(environ: dict) -> tuple[str, str] | None:
+    """(status, reason) if the XML body must be refused; else the body is buffered for WsgiDAV."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return "400 Bad Request", "Content-Length is not a number"
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if chunked:
+        body = environ["wsgi.input"].read(MAX_XML_BODY + 1)
+        length = len(body)
+        environ.pop("HTTP_TRANSFER_ENCODING")
+        environ["CONTENT_LENGTH"] = str(length)
+    if length > MAX_XML_BODY:
+        return "413 Payload Too Large", f"XML request bodies are limited to {MAX_XML_BODY} bytes"
+    if not chunked:
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+    if _DTD.search(body):
+        return "400 Bad Request", "XML with a DTD or entities is not accepted"
+    environ["wsgi.input"] = io.BytesIO(body)
+    return None
 
 
 def destination_problem(environ: dict, prefix: str) -> str | None:
@@ -48,10 +79,14 @@ def dav_guard(app, prefix: str):
                 return _refuse(start_response, _FINITE_DEPTH, "application/xml; charset=utf-8")
             if not depth:
                 environ["HTTP_DEPTH"] = "1"
-        elif method in ("COPY", "MOVE"):
+        if method in ("COPY", "MOVE"):
             problem = destination_problem(environ, prefix)
             if problem:
                 return _refuse(start_response, f"{problem}.\n".encode())
+        if method in XML_METHODS:
+            refused = xml_body_problem(environ)
+            if refused:
+                return _refuse(start_response, f"{refused[1]}.\n".encode(), status=refused[0])
         return app(environ, start_response)
 
     return middleware
