@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_provider import DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
 from provider.quota import tree_size
@@ -23,9 +24,6 @@ from provider.upload import AtomicUpload
 
 if TYPE_CHECKING:
     from provider.spaces import SpacesProvider
-
-CREATED_BY_REQUEST = "fetchdrive.created_file"
-
 
 def user_ref_url(share_path: str, user: str, path: str) -> str:
     """The lock and property key of `path` in `user`'s space."""
@@ -66,10 +64,17 @@ class SpaceResourceMixin:
 
 
 class SpaceFile(SpaceResourceMixin, FileResource):
-    """A regular file of a user's space."""
+    """A regular file of a user's space (or, while its first PUT streams in, one to be)."""
 
-    def __init__(self, path: str, environ: dict, file_path: str) -> None:
-        super().__init__(path, environ, file_path)
+    def __init__(self, path: str, environ: dict, file_path: str, *, pending: bool = False) -> None:
+        if pending:
+            # Nothing on disk until the body is complete: a crash mid-PUT leaves no empty file.
+            DAVNonCollection.__init__(self, path, environ)
+            self._file_path = file_path
+            self.name = os.path.basename(file_path)
+            self.file_stat = os.stat_result((0o100644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+        else:
+            super().__init__(path, environ, file_path)
         self._upload: AtomicUpload | None = None
 
     def begin_write(self, *, content_type=None):
@@ -87,9 +92,6 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         if with_errors or upload is None:
             if upload is not None:
                 upload.discard()
-            if self.environ.get(CREATED_BY_REQUEST) == self._file_path:
-                # The empty file WsgiDAV created for a new PUT must not outlive a failed one.
-                os.unlink(self._file_path)
             return
         self.provider.quota.charge(self.user, upload.commit())
         self.file_stat = os.stat(self._file_path)
@@ -157,9 +159,10 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         return names
 
     def create_empty_resource(self, name):
-        resource = super().create_empty_resource(name)
-        self.environ[CREATED_BY_REQUEST] = resource._file_path
-        return resource
+        if self.environ.get("REQUEST_METHOD") != "PUT":
+            return super().create_empty_resource(name)  # LOCK on an unmapped URL: RFC 4918 wants a file
+        path = self.path.rstrip("/") + "/" + name
+        return SpaceFile(path, self.environ, self.provider._loc_to_file_path(path, self.environ), pending=True)
 
     def delete(self):
         self._refuse_protected(self.path, "deleted")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 from urllib.parse import unquote
@@ -34,6 +35,8 @@ class SpacesProvider(FilesystemProvider):
         super().__init__(str(spaces_root), readonly=False, fs_opts={"follow_symlinks": False})
         self.spaces_root = Path(os.path.realpath(spaces_root))
         self.upload_temp_dir = temp_root / "uploads"
+        # No upload is in progress at start: what is here was cut off by a crash.
+        shutil.rmtree(self.upload_temp_dir, ignore_errors=True)
         self.upload_temp_dir.mkdir(parents=True, exist_ok=True)
         self.quota = quota
         self.hooks: DownloadsHooks | None = None

@@ -1,0 +1,87 @@
+"""bench/tasks.py: one user with 10,000 tasks against the same user with 100, side by side.
+The API's list, the downloads folder listing and the scheduler's queries should cost about
+the same at both sizes (indexed queries, no full-table scans per tick).
+
+    python bench/tasks.py [--tasks 10000] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from support import fetchdrive_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.database import Database  # noqa: E402
+from engine.tasks import DONE, FAILED, WAITING, TaskStore  # noqa: E402
+
+
+def fill(database_path: Path, count: int) -> None:
+    """Tasks as a long-lived account has them: mostly done or failed, some waiting to retry."""
+    store = TaskStore(Database(database_path))
+    later = time.time() + 86400
+    rows = []
+    for number in range(count):
+        state = (DONE, FAILED, WAITING)[number % 3] if number % 100 else WAITING
+        rows.append({
+            "user": "bench", "source": f"https://example.invalid/file-{number}.bin", "kind": "url",
+            "folder": "downloads", "trigger_path": None, "state": state, "display_name": f"file-{number}.bin",
+            "bytes_done": 0, "attempts": 1, "instant": 0, "next_attempt_at": later if state == WAITING else None,
+            "created_at": time.time(), "updated_at": time.time(),
+        })
+    with store._database.write() as db:  # one bulk insert; the store has no bulk API of its own
+        db["tasks"].insert_all(rows, batch_size=1000)
+
+
+def median_ms(action, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) * 1000
+
+
+def measure(work: Path, count: int, repeat: int) -> dict[str, float]:
+    server = fetchdrive_server(work / f"tasks-{count}")
+    server.stop()
+    fill(server.data / "fetchdrive.sqlite", count)
+    server.start()
+    session = server.session("bench", "bench-password")
+    store = TaskStore(Database(server.data / "fetchdrive.sqlite"))
+    figures = {
+        "API list, newest 100": median_ms(lambda: session.get(server.url("/api/v1/tasks?limit=100")).raise_for_status(), repeat),
+        "API list, state=failed": median_ms(lambda: session.get(server.url("/api/v1/tasks?limit=100&state=failed")).raise_for_status(), repeat),
+        "API one task": median_ms(lambda: session.get(server.url("/api/v1/tasks/1")).raise_for_status(), repeat),
+        "PROPFIND downloads/ (placeholders)": median_ms(
+            lambda: session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"}).raise_for_status(), repeat),
+        "scheduler tick (runnable + next wake)": median_ms(lambda: (store.runnable(time.time()), store.next_wake()), repeat),
+    }
+    server.stop()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-tasks-"))
+    try:
+        small = measure(work, 100, args.requests)
+        large = measure(work, args.tasks, args.requests)
+        print(f"median time per operation, one user with 100 vs {args.tasks} tasks")
+        for name in small:
+            print(f"  {name:40s} {small[name]:7.2f} ms  {large[name]:7.2f} ms  ratio {large[name] / small[name]:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
