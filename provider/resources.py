@@ -155,7 +155,7 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         names = super().get_member_names()
         if self.provider.in_downloads(self.path):
             present = set(names)
-            names += [p.name for p in self.provider.placeholders(self.path, self.environ) if p.name not in present]
+            names += [name for name in self.provider.placeholders(self.path, self.environ) if name not in present]
         return names
 
     def create_empty_resource(self, name):

@@ -98,19 +98,24 @@ class SpacesProvider(FilesystemProvider):
         trimmed = path.rstrip("/")
         return trimmed == f"/{DOWNLOADS}" or trimmed.startswith(f"/{DOWNLOADS}/")
 
-    def placeholders(self, folder_path: str, environ: dict) -> list[Placeholder]:
+    def placeholders(self, folder_path: str, environ: dict) -> dict[str, Placeholder]:
+        """The folder's placeholders by name, read once per request: a Depth 1 PROPFIND
+        looks up every member by name, which would otherwise query the engine per entry."""
         if self.hooks is None:
-            return []
-        return self.hooks.placeholders(environ["wsgidav.auth.user_name"], folder_path.strip("/"))
+            return {}
+        folder = folder_path.strip("/")
+        per_request = environ.setdefault("fetchdrive.placeholders", {})
+        if folder not in per_request:
+            listed = self.hooks.placeholders(environ["wsgidav.auth.user_name"], folder)
+            per_request[folder] = {placeholder.name: placeholder for placeholder in listed}
+        return per_request[folder]
 
     def _placeholder_resource(self, path: str, environ: dict) -> PartResource | None:
         folder, _, name = path.rstrip("/").rpartition("/")
         if not self.in_downloads(folder):
             return None
-        for placeholder in self.placeholders(folder, environ):
-            if placeholder.name == name:
-                return PartResource(path, environ, placeholder)
-        return None
+        placeholder = self.placeholders(folder, environ).get(name)
+        return PartResource(path, environ, placeholder) if placeholder else None
 
     def file_arrived(self, path: str, environ: dict) -> None:
         """Tell the engine about a trigger once it is complete, unlocked and non-empty."""
