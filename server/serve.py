@@ -10,10 +10,9 @@ import ssl
 import sys
 import threading
 
-from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from server.app import FetchdriveApp, Storage
+from server.http_server import DeferredHandshakeAdapter, ElasticServer
 from server.settings import Config, ConfigError
 
 _log = logging.getLogger("fetchdrive")
@@ -36,7 +35,7 @@ def ensure_first_admin(storage: Storage, default_quota: int | None) -> None:
         print(f"Created user 'admin' with the password from {ADMIN_PASSWORD_ENV}", file=sys.stderr, flush=True)
 
 
-def _tls_adapter(config: Config) -> BuiltinSSLAdapter | None:
+def _tls_adapter(config: Config) -> DeferredHandshakeAdapter | None:
     cert, key = config.path("server.tls.cert"), config.path("server.tls.key")
     if cert is None or key is None:
         return None
@@ -48,7 +47,7 @@ def _tls_adapter(config: Config) -> BuiltinSSLAdapter | None:
         context.load_cert_chain(str(cert), str(key))
     except (ssl.SSLError, OSError) as error:
         raise ConfigError(f"server.tls: cannot load {cert} / {key} ({error}); check both are PEM files that match")
-    adapter = BuiltinSSLAdapter(str(cert), str(key))
+    adapter = DeferredHandshakeAdapter(str(cert), str(key))
     adapter.context = context
     return adapter
 
@@ -60,11 +59,13 @@ def serve(config: Config) -> None:
     app = FetchdriveApp(config, storage)
     app.start_background_work()
     host, port = config["server.host"], config["server.port"]
-    server = wsgi.Server(
+    server = ElasticServer(
         (host, port),
         app,
-        numthreads=config["server.threads"],
+        threads=config["server.threads"],
+        max_threads=config["server.max_threads"],
         timeout=int(config["server.timeout"]),
+        header_timeout=config["server.header_timeout"],
         server_name="fetchdrive",
     )
     server.ssl_adapter = _tls_adapter(config)

@@ -112,7 +112,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.tls.cert", None, _optional_file, "PEM certificate; with server.tls.key set, serve HTTPS."),
     Setting("server.tls.key", None, _optional_file, "PEM private key for server.tls.cert."),
     Setting("server.threads", 50, _integer(1, 1000), "HTTP worker threads (Windows Explorer opens many connections)."),
+    Setting("server.max_threads", 1000, _integer(1, 10000), "Most HTTP worker threads; the pool grows to this while every thread is busy."),
     Setting("server.timeout", 300, _seconds, "Socket time-out in seconds; long enough for slow uploads."),
+    Setting("server.header_timeout", 30, _seconds, "Seconds a client may take to send a request's head before it is cut off."),
     Setting("storage.root", "./data", _text, "Data folder: database, user spaces, temporary area (relative to the config file)."),
     Setting("storage.default_quota", "10G", _size, "Quota of a new user: 500M, 10G, 1.5T, bytes, or none."),
     Setting("storage.min_free", "1G", _size, "Free disk below which uploads get 507 and downloads pause."),
@@ -203,6 +205,8 @@ def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
             raise ConfigError(f"{setting.key}: {error}") from None
     if (values["server.tls.cert"] is None) != (values["server.tls.key"] is None):
         raise ConfigError("server.tls: set both cert and key for HTTPS, or neither for HTTP")
+    if values["server.max_threads"] < values["server.threads"]:
+        raise ConfigError("server.max_threads: must not be smaller than server.threads")
     if values["engine.retry.max_wait"] < values["engine.retry.initial"]:
         raise ConfigError("engine.retry.max_wait: must not be smaller than engine.retry.initial")
     return Config(values, base_dir)

@@ -61,6 +61,7 @@ def test_bad_sizes_are_refused(text):
         ({"engine": {"allow_private_networks": "yes"}}, "engine.allow_private_networks: must be true or false"),
         ({"engine": {"mirrors": ["ftp://x/{sha256}"]}}, "engine.mirrors:"),
         ({"server": {"tls": {"cert": "a.pem"}}}, "server.tls: set both cert and key"),
+        ({"server": {"threads": 80, "max_threads": 60}}, "server.max_threads: must not be smaller than server.threads"),
         ({"catalog": [{"id": "x"}]}, "catalog: entry 1 needs at least `id` and `url`"),
     ],
 )

@@ -74,3 +74,6 @@ def test_https_is_served_when_a_certificate_is_configured(make_server, tmp_path)
     assert server.base_url.startswith("https://")
     response = requests.get(server.dav(), verify=str(cert), auth=("admin", "admin-password-1"))
     assert response.status_code == 200
+    plain = requests.get(server.dav().replace("https://", "http://"), timeout=10)
+    assert plain.status_code == 400 and "use an https:// address" in plain.text
+    assert "Traceback" not in server.log_text()
