@@ -12,15 +12,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote
 
-from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
+from provider.path_locks import locked_paths, size_or_zero
 from provider.quota import tree_size
 from provider.upload import AtomicUpload
+
+LOCK_ROOT_LOOKUP = "fetchdrive.lock_root_lookup"
 
 if TYPE_CHECKING:
     from provider.spaces import SpacesProvider
@@ -45,6 +48,17 @@ class SpaceResourceMixin:
     def get_ref_url(self) -> str:
         return user_ref_url(self.provider.share_path, self.user, self.get_preferred_path())
 
+    def get_property_value(self, name):
+        if name != "{DAV:}lockdiscovery":
+            return super().get_property_value(name)
+        # WsgiDAV looks up each lock's root again to print its href. A root another client
+        # deleted a moment ago must still print, not fail the LOCK that just succeeded.
+        self.environ[LOCK_ROOT_LOOKUP] = True
+        try:
+            return super().get_property_value(name)
+        finally:
+            del self.environ[LOCK_ROOT_LOOKUP]
+
     def _refuse_protected(self, path: str, action: str) -> None:
         if self.provider.is_protected(path):
             raise DAVError(HTTP_FORBIDDEN, f"{path or '/'} cannot be {action}: the downloads folder always exists")
@@ -64,18 +78,33 @@ class SpaceResourceMixin:
 
 
 class SpaceFile(SpaceResourceMixin, FileResource):
-    """A regular file of a user's space (or, while its first PUT streams in, one to be)."""
+    """A regular file of a user's space (or, while its first PUT streams in, one to be).
 
-    def __init__(self, path: str, environ: dict, file_path: str, *, pending: bool = False) -> None:
-        if pending:
-            # Nothing on disk until the body is complete: a crash mid-PUT leaves no empty file.
-            DAVNonCollection.__init__(self, path, environ)
-            self._file_path = file_path
-            self.name = os.path.basename(file_path)
-            self.file_stat = os.stat_result((0o100644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
-        else:
-            super().__init__(path, environ, file_path)
+    Size, dates and ETag all come from the one stat the resource is made with. For a GET the
+    provider opens the file first and takes that stat from the open file, so a file another
+    client replaces or deletes meanwhile is still served whole, as the version the headers
+    describe. Changes that replace a file take its path lock (see `path_locks`).
+    """
+
+    def __init__(self, path: str, environ: dict, file_path: str, info: os.stat_result | None,
+                 content: BinaryIO | None = None) -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self._file_path = file_path
+        self.name = os.path.basename(file_path)
+        # No `info`: a new file, with nothing on disk until its body is complete (a crash
+        # mid-PUT leaves no empty file).
+        self.file_stat = info or os.stat_result((0o100644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+        self._content = content
         self._upload: AtomicUpload | None = None
+
+    def get_etag(self) -> str:
+        return f"{self.file_stat.st_ino}-{self.file_stat.st_mtime_ns}-{self.file_stat.st_size}"
+
+    def get_content(self):
+        if self._content is not None:
+            content, self._content = self._content, None
+            return content
+        return super().get_content()
 
     def begin_write(self, *, content_type=None):
         self._upload = AtomicUpload(
@@ -93,32 +122,40 @@ class SpaceFile(SpaceResourceMixin, FileResource):
             if upload is not None:
                 upload.discard()
             return
-        self.provider.quota.charge(self.user, upload.commit())
-        self.file_stat = os.stat(self._file_path)
+        size_change, self.file_stat = upload.commit()
+        self.provider.quota.charge(self.user, size_change)
         self.provider.file_arrived(self.path, self.environ)
 
     def delete(self):
         self._refuse_protected(self.path, "deleted")
-        size = self.file_stat.st_size
-        super().delete()
+        with locked_paths(self._file_path):
+            try:
+                size = os.stat(self._file_path).st_size
+                os.unlink(self._file_path)
+            except FileNotFoundError:
+                raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
+        self.provider.deleted_in_request(self.path, self.environ)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
         self.provider.quota.charge(self.user, -size)
         self.provider.path_left(self.path, self.environ)
 
     def copy_move_single(self, dest_path, *, is_move):
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
-        try:
-            replaced = os.stat(dest_file).st_size
-        except FileNotFoundError:
-            replaced = 0
-        size = self.file_stat.st_size
         if not is_move:
-            self.provider.quota.check_room(self.user, size - replaced)
+            self.provider.quota.check_room(self.user, self.file_stat.st_size - size_or_zero(dest_file))
         # Copy under a temporary name and rename, so a failed copy leaves the target intact.
         fd, temp = tempfile.mkstemp(dir=self.provider.upload_temp_dir, prefix="copy-")
         os.close(fd)
         try:
-            shutil.copy2(self._file_path, temp)
-            os.replace(temp, dest_file)
+            try:
+                shutil.copy2(self._file_path, temp)
+            except FileNotFoundError:
+                raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
+            size = os.stat(temp).st_size
+            with locked_paths(dest_file):
+                replaced = size_or_zero(dest_file)
+                os.replace(temp, dest_file)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
@@ -137,7 +174,16 @@ class SpaceFile(SpaceResourceMixin, FileResource):
             prop_manager.copy_properties(self.get_ref_url(), dest.get_ref_url())
 
     def move_recursive(self, dest_path):
-        super().move_recursive(dest_path)
+        dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
+        with locked_paths(self._file_path, dest_file):
+            # WsgiDAV deleted an existing target already, but another client may have put one back.
+            replaced = size_or_zero(dest_file)
+            try:
+                os.rename(self._file_path, dest_file)
+            except FileNotFoundError:
+                raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
+        self.provider.quota.charge(self.user, -replaced)
+        self._copy_dead_properties(dest_path, is_move=True)
         self.provider.path_left(self.path, self.environ)
         self.provider.file_arrived(dest_path, self.environ)
 
@@ -159,10 +205,17 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         return names
 
     def create_empty_resource(self, name):
-        if self.environ.get("REQUEST_METHOD") != "PUT":
-            return super().create_empty_resource(name)  # LOCK on an unmapped URL: RFC 4918 wants a file
         path = self.path.rstrip("/") + "/" + name
-        return SpaceFile(path, self.environ, self.provider._loc_to_file_path(path, self.environ), pending=True)
+        file_path = self.provider._loc_to_file_path(path, self.environ)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            return SpaceFile(path, self.environ, file_path, None)
+        # A LOCK on an unmapped URL: RFC 4918 wants an empty file. Exclusive create, as
+        # WsgiDAV's truncating one would empty a file another client just put there.
+        try:
+            os.close(os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            pass
+        return self.provider.get_resource_inst(path, self.environ)
 
     def delete(self):
         self._refuse_protected(self.path, "deleted")

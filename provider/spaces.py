@@ -16,15 +16,16 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_REQUEST_URI_TOO_LONG, DAVError
-from wsgidav.fs_dav_provider import FilesystemProvider
+from wsgidav.fs_dav_provider import BUFFER_SIZE, FilesystemProvider
 
 from engine.triggers import is_trigger_name
 from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
 from provider.quota import Quota
-from provider.resources import SpaceFile, SpaceFolder, user_ref_url
+from provider.resources import LOCK_ROOT_LOOKUP, SpaceFile, SpaceFolder, user_ref_url
 
 DOWNLOADS = "downloads"
 _PROTECTED = {"", f"/{DOWNLOADS}"}
+_DELETED_KEY = "fetchdrive.deleted_paths"
 
 
 class SpacesProvider(FilesystemProvider):
@@ -76,6 +77,8 @@ class SpacesProvider(FilesystemProvider):
         try:
             info = os.lstat(file_path)
         except (FileNotFoundError, NotADirectoryError):
+            if environ.get(LOCK_ROOT_LOOKUP):
+                return SpaceFile(path, environ, file_path, None)  # only its href is wanted
             return self._placeholder_resource(path, environ)
         except OSError as error:
             if error.errno == errno.ENAMETOOLONG:
@@ -84,8 +87,30 @@ class SpacesProvider(FilesystemProvider):
         if stat.S_ISDIR(info.st_mode):
             return SpaceFolder(path, environ, file_path)
         if stat.S_ISREG(info.st_mode):
-            return SpaceFile(path, environ, file_path)
+            if environ.get("REQUEST_METHOD") == "GET" and path == environ.get("PATH_INFO"):
+                return self._opened_file(path, environ, file_path)
+            return SpaceFile(path, environ, file_path, info)
         return None  # symlinks, sockets, devices: not part of a space
+
+    @staticmethod
+    def _opened_file(path: str, environ: dict, file_path: str) -> SpaceFile | None:
+        """The target of a GET, opened before its headers are made (see `SpaceFile`)."""
+        try:
+            content = open(file_path, "rb", BUFFER_SIZE)
+        except (FileNotFoundError, IsADirectoryError):
+            return None  # deleted or replaced by a folder since the lstat: gone for this GET
+        return SpaceFile(path, environ, file_path, os.fstat(content.fileno()), content)
+
+    def deleted_in_request(self, path: str, environ: dict) -> None:
+        """Note a path this request deleted; see `exists`."""
+        environ.setdefault(_DELETED_KEY, set()).add(path)
+
+    def exists(self, path: str, environ: dict) -> bool:
+        # WsgiDAV looks again after a DELETE to see that it worked; a file another client
+        # PUT there in between is not this DELETE failing.
+        if path in environ.get(_DELETED_KEY, ()):
+            return False
+        return super().exists(path, environ)
 
     # --- the downloads folder ---------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 
+from provider.path_locks import locked_paths, size_or_zero
 from provider.quota import Quota, QuotaExceeded
 
 _QUOTA_CHECK_EVERY = 4 * 1024 * 1024
@@ -36,17 +37,14 @@ def declared_length(environ: dict) -> int | None:
 
 
 class AtomicUpload:
-    """File-like sink for one PUT; `commit()` renames it into place and returns the size change."""
+    """File-like sink for one PUT; `commit()` renames it into place."""
 
     def __init__(self, *, target: Path, temp_dir: Path, user: str, quota: Quota, environ: dict) -> None:
         self.target = target
         self._user = user
         self._quota = quota
         self.expected = declared_length(environ)
-        try:
-            self._old_size = os.stat(target).st_size
-        except FileNotFoundError:
-            self._old_size = 0
+        self._old_size = size_or_zero(str(target))
         if self.expected is not None:
             quota.check_room(user, self.expected - self._old_size)
         temp_dir.mkdir(parents=True, exist_ok=True)
@@ -80,9 +78,12 @@ class AtomicUpload:
         if self.expected is None:
             self._quota.check_room(self._user, self.received - self._old_size)
 
-    def commit(self) -> int:
-        os.replace(self._temp, self.target)
-        return self.received - self._old_size
+    def commit(self) -> tuple[int, os.stat_result]:
+        """Rename into place; the size change and the new file's stat, both as of the rename."""
+        with locked_paths(str(self.target)):
+            replaced = size_or_zero(str(self.target))
+            os.replace(self._temp, self.target)
+            return self.received - replaced, os.stat(self.target)
 
     def discard(self) -> None:
         if not self._file.closed:

@@ -93,6 +93,10 @@ class FetchdriveApp:
         self.authenticator = Authenticator(self.storage.accounts)
         self.provider = SpacesProvider(self.storage.spaces_root, self.storage.temp_root, self.storage.quota)
         self.dav = WsgiDAVApp(self._dav_config())
+        # WsgiDAV's own logging stays off, but an internal error (a 500) must reach our log.
+        dav_logger = logging.getLogger("wsgidav")
+        dav_logger.setLevel(logging.ERROR)
+        dav_logger.propagate = True
         lock_manager = NotifyingLockManager(SqliteLockStorage(self.storage.database), self.provider.lock_released)
         self.dav.lock_manager = lock_manager
         self.provider.set_lock_manager(lock_manager)
