@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 import requests
 
 from tests.origin import Origin
-from tests.server_process import ADMIN_PASSWORD, ServerProcess
+from tests.server_process import ADMIN_PASSWORD, PASSWORDS_USED, ServerProcess
+
+_AUTHORIZATION_VALUE = re.compile(r"Basic [A-Za-z0-9+/=]{8,}")
 
 
 @dataclass
@@ -18,6 +21,20 @@ class Account:
     name: str
     password: str
     session: requests.Session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory) -> Iterator[None]:
+    """After the whole run: no password or Authorization value in any server log or error file."""
+    yield
+    leaks = []
+    for path in tmp_path_factory.getbasetemp().rglob("*"):
+        if path.name != "server.log" and not path.name.endswith(".error.txt"):
+            continue
+        text = path.read_text(errors="replace")
+        leaks += [f"{path}: a password" for password in PASSWORDS_USED if password in text]
+        leaks += [f"{path}: {match}" for match in _AUTHORIZATION_VALUE.findall(text)]
+    assert not leaks, leaks[:10]
 
 
 @pytest.fixture

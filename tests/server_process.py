@@ -20,6 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-password-1"
+PASSWORDS_USED: set[str] = {ADMIN_PASSWORD}  # every log of the run is searched for these
 _STARTED = re.compile(r"map the drive at (https?)://([^/]+)/dav/")
 
 
@@ -116,6 +117,7 @@ class ServerProcess:
         return run_cli(self.config_path, *args, input=input)
 
     def add_user(self, name: str, password: str, quota: str | None = None) -> None:
+        PASSWORDS_USED.add(password)
         args = ["user", "add", name, "--password-stdin"] + (["--quota", quota] if quota else [])
         result = self.cli(*args, input=password + "\n")
         assert result.returncode == 0, result.stderr
@@ -127,6 +129,7 @@ class ServerProcess:
         return self.base_url + "/dav/" + path.lstrip("/")
 
     def session(self, user: str, password: str) -> requests.Session:
+        PASSWORDS_USED.add(password)
         session = requests.Session()
         session.auth = (user, password)
         session.trust_env = False
