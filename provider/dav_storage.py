@@ -66,6 +66,18 @@ class SqliteMapping(MutableMapping):
             rows = db.execute(f"select key, value from [{self._table}]").fetchall()
         return [(key, pickle.loads(value)) for key, value in rows]
 
+    def items_with_prefix(self, prefix: str) -> list[tuple[str, Any]]:
+        """Entries whose key starts with `prefix`, in one indexed range query."""
+        with self._database.read() as db:
+            rows = db.execute(f"select key, value from [{self._table}] where key >= ? and key < ?",
+                              [prefix, prefix + "\U0010ffff"]).fetchall()
+        return [(key, pickle.loads(value)) for key, value in rows]
+
+    def has_prefix(self, prefix: str) -> bool:
+        with self._database.read() as db:
+            return db.execute(f"select 1 from [{self._table}] where key >= ? and key < ? limit 1",
+                              [prefix, prefix + "\U0010ffff"]).fetchone() is not None
+
     def sync(self) -> None:
         """Every write is already committed; WsgiDAV calls this after changes."""
 
@@ -79,6 +91,12 @@ class SqliteLockStorage(LockStorageDict):
 
     def open(self) -> None:
         self._dict = SqliteMapping(self._database, "dav_locks")
+
+    def any_lock_under(self, ref_prefix: str) -> bool:
+        """Is any lock (maybe expired) recorded for a ref URL starting with `ref_prefix`?"""
+        if self._dict is None:
+            self.open()
+        return self._dict.has_prefix(f"URL2TOKEN:{ref_prefix}")
 
     def close(self) -> None:
         self._dict = None
@@ -98,6 +116,12 @@ class SqlitePropertyManager(PropertyManager):
     def _close(self) -> None:
         self._dict = None
         self._loaded = False
+
+    def properties_under(self, ref_prefix: str) -> dict[str, dict[str, Any]]:
+        """Dead properties of every ref URL starting with `ref_prefix`, in one query."""
+        if not self._loaded:
+            self._lazy_open()
+        return dict(self._dict.items_with_prefix(ref_prefix))
 
     def __repr__(self) -> str:
         return "SqlitePropertyManager"

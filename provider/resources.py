@@ -28,6 +28,11 @@ LOCK_ROOT_LOOKUP = "fetchdrive.lock_root_lookup"
 if TYPE_CHECKING:
     from provider.spaces import SpacesProvider
 
+def file_etag(info: os.stat_result) -> str:
+    """A strong ETag: a replaced file has a new inode, a rewritten one a new mtime or size."""
+    return f"{info.st_ino}-{info.st_mtime_ns}-{info.st_size}"
+
+
 def user_ref_url(share_path: str, user: str, path: str) -> str:
     """The lock and property key of `path` in `user`'s space."""
     return quote(share_path + "/" + user + path)
@@ -98,7 +103,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self._upload: AtomicUpload | None = None
 
     def get_etag(self) -> str:
-        return f"{self.file_stat.st_ino}-{self.file_stat.st_mtime_ns}-{self.file_stat.st_size}"
+        return file_etag(self.file_stat)
 
     def get_content(self):
         if self._content is not None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from engine.catalog import CatalogError
@@ -18,6 +22,7 @@ from engine.retry import RetryPolicy
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController
+from provider.fast_propfind import FastPropfind
 from provider.quota import Quota
 from provider.spaces import SpacesProvider
 from server.api import Api
@@ -121,7 +126,12 @@ class FetchdriveApp:
                 "default_to_digest": False,
                 "trusted_auth_header": None,
             },
-            "fetchdrive": {"authenticator": self.authenticator},
+            "fetchdrive": {
+                "authenticator": self.authenticator,
+                "provider": self.provider,
+                "fast_propfind": self.config["server.fast_propfind"],
+            },
+            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, FastPropfind, RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,
             "property_manager": SqlitePropertyManager(self.storage.database),

@@ -1,0 +1,212 @@
+"""A fast path for the request file managers send most: PROPFIND with Depth 0 or 1.
+
+WsgiDAV answers a PROPFIND through its generic property machinery: per entry a resource
+object, a path check, a lock query and a dead-property query, then one lxml element per
+property. This middleware (placed after authentication, before WsgiDAV's resolver) answers
+the common case from one directory scan, one query for the folder's dead properties and one
+for the user's locks, writing the XML directly.
+
+It applies to `allprop` (or an empty body) and to `<prop>` lists of the live properties in
+`_LIVE`, on a folder or file outside `downloads/`, while the user holds no lock. Anything
+else (placeholders, locks, `propname`, dead properties asked by name) goes to WsgiDAV as
+before. The answer matches WsgiDAV's; `tests/test_fast_propfind.py` compares the two.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from lxml import etree
+from wsgidav import util
+from wsgidav.mw.base_mw import BaseMiddleware
+
+from provider.resources import file_etag
+
+if TYPE_CHECKING:
+    from provider.spaces import SpacesProvider
+
+_D = "{DAV:}"
+_LIVE = {
+    f"{_D}{name}"
+    for name in ("resourcetype", "creationdate", "getcontentlength", "getcontenttype", "getetag", "getlastmodified",
+                 "displayname", "lockdiscovery", "supportedlock", "quota-used-bytes", "quota-available-bytes")
+}
+_QUOTA = (f"{_D}quota-used-bytes", f"{_D}quota-available-bytes")
+_SUPPORTED_LOCK = (
+    "<D:supportedlock>"
+    + "".join(f"<D:lockentry><D:lockscope><D:{scope}/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>"
+              for scope in ("exclusive", "shared"))
+    + "</D:supportedlock>"
+)
+_HREF_SAFE = "/!*'(),$-_|."  # what WsgiDAV leaves unquoted in hrefs
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+class _NotFast(Exception):
+    """The request needs WsgiDAV's general handling."""
+
+
+class FastPropfind(BaseMiddleware):
+    """Answers plain Depth 0/1 PROPFINDs itself; passes everything else on."""
+
+    def __init__(self, wsgidav_app, next_app, config) -> None:
+        super().__init__(wsgidav_app, next_app, config)
+        self.provider: SpacesProvider = config["fetchdrive"]["provider"]
+        self.enabled: bool = config["fetchdrive"]["fast_propfind"]
+
+    def __call__(self, environ: dict, start_response):
+        if not self.enabled or environ["REQUEST_METHOD"] != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
+            return self.next_app(environ, start_response)
+        body = _read_body(environ)
+        try:
+            xml = _Listing(self.provider, environ, body).xml()
+        except _NotFast:
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            return self.next_app(environ, start_response)
+        start_response("207 Multi-Status", [
+            ("Content-Type", "application/xml; charset=utf-8"),
+            ("Date", util.get_rfc1123_time()),
+            ("Content-Length", str(len(xml))),
+        ])
+        return [xml]
+
+
+def _read_body(environ: dict) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return environ["wsgi.input"].read(length) if length > 0 else b""
+
+
+def _requested(body: bytes) -> list[str] | None:
+    """Property names asked for; None for allprop."""
+    if not body.strip():
+        return None
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError:
+        raise _NotFast from None
+    children = [child for child in root if isinstance(child.tag, str)]
+    if root.tag != f"{_D}propfind" or len(children) != 1:
+        raise _NotFast
+    if children[0].tag == f"{_D}allprop":
+        return None
+    if children[0].tag != f"{_D}prop":
+        raise _NotFast
+    names = [prop.tag for prop in children[0] if isinstance(prop.tag, str)]
+    if not names or any(name not in _LIVE for name in names):
+        raise _NotFast
+    return names
+
+
+class _Listing:
+    """One PROPFIND answer: the target, and its members for Depth 1."""
+
+    def __init__(self, provider: SpacesProvider, environ: dict, body: bytes) -> None:
+        self.names = _requested(body)
+        self.provider = provider
+        if environ.get("wsgidav.provider") is not provider:
+            raise _NotFast
+        self.environ = environ
+        self.user: str = environ["wsgidav.auth.user_name"]
+        self.path = "/" + environ["PATH_INFO"].strip("/")  # WsgiDAV took the share off already
+        if provider.in_downloads(self.path):
+            raise _NotFast  # its listing holds placeholders
+        try:
+            self.file_path = self.provider._loc_to_file_path(self.path, environ)
+            self.info = os.lstat(self.file_path)
+        except Exception:
+            raise _NotFast from None
+        if not (stat.S_ISDIR(self.info.st_mode) or stat.S_ISREG(self.info.st_mode)):
+            raise _NotFast
+        self.ref_prefix = quote(f"{self.provider.share_path}/{self.user}")
+        if provider.lock_manager.storage.any_lock_under(self.ref_prefix + "/"):
+            raise _NotFast
+        self._used = provider.quota.used(self.user)
+        self._available = provider.quota.available(self.user)
+        self._mime_types: dict[str, str] = {}
+
+    def xml(self) -> bytes:
+        entries = [(self.path, os.path.basename(self.file_path), self.info)]
+        is_folder = stat.S_ISDIR(self.info.st_mode)
+        if is_folder and self.environ["HTTP_DEPTH"] == "1":
+            entries += self._members()
+        dead = self.provider.prop_manager.properties_under(self.ref_prefix + quote(self.path)) if self.names is None else {}
+        parts = ["<?xml version='1.0' encoding='UTF-8'?>\n<D:multistatus xmlns:D=\"DAV:\">"]
+        for path, name, info in entries:
+            parts.append(self._response(path, name, info, dead))
+        parts.append("</D:multistatus>")
+        try:
+            return "".join(parts).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotFast from None  # a name that is not valid UTF-8: WsgiDAV decides
+
+    def _members(self) -> Iterable[tuple[str, str, os.stat_result]]:
+        base = self.path.rstrip("/")
+        with os.scandir(self.file_path) as scan:
+            for entry in scan:
+                if entry.is_symlink():
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
+                    yield f"{base}/{entry.name}", entry.name, info
+
+    def _response(self, path: str, name: str, info: os.stat_result, dead: dict[str, dict[str, bytes]]) -> str:
+        is_folder = stat.S_ISDIR(info.st_mode)
+        preferred = path.rstrip("/") + "/" if is_folder else path
+        found, missing = [], []
+        values = self._live(name, info, is_folder)
+        for prop in self.names or [prop for prop in values if is_folder or prop not in _QUOTA]:
+            value = values.get(prop)
+            if value is None:
+                missing.append(f"<D:{prop[len(_D):]}/>")
+            else:
+                found.append(value)
+        if self.names is None:
+            found += [_as_text(value) for value in dead.get(self.ref_prefix + quote(preferred), {}).values()]
+        href = escape(quote(self.provider.share_path + preferred, safe=_HREF_SAFE))
+        text = f"<D:response><D:href>{href}</D:href>"
+        if found:
+            text += f"<D:propstat><D:prop>{''.join(found)}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
+        if missing:
+            text += f"<D:propstat><D:prop>{''.join(missing)}</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
+        return text + "</D:response>"
+
+    def _live(self, name: str, info: os.stat_result, is_folder: bool) -> dict[str, str]:
+        values = {
+            f"{_D}resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if is_folder else "<D:resourcetype/>",
+            f"{_D}creationdate": f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>",
+            f"{_D}getlastmodified": f"<D:getlastmodified>{util.get_rfc1123_time(info.st_mtime)}</D:getlastmodified>",
+            f"{_D}displayname": f"<D:displayname>{escape(name)}</D:displayname>",
+            f"{_D}lockdiscovery": "<D:lockdiscovery/>",
+            f"{_D}supportedlock": _SUPPORTED_LOCK,
+        }
+        if is_folder:
+            values[f"{_D}quota-used-bytes"] = f"<D:quota-used-bytes>{self._used}</D:quota-used-bytes>"
+            if self._available is not None:
+                values[f"{_D}quota-available-bytes"] = f"<D:quota-available-bytes>{self._available}</D:quota-available-bytes>"
+        else:
+            # Asked by name, WsgiDAV gives files empty quota properties (allprop leaves them out).
+            values |= {prop: f"<D:{prop[len(_D):]}/>" for prop in _QUOTA}
+            values[f"{_D}getcontentlength"] = f"<D:getcontentlength>{info.st_size}</D:getcontentlength>"
+            values[f"{_D}getcontenttype"] = f"<D:getcontenttype>{escape(self._mime_type(name))}</D:getcontenttype>"
+            values[f"{_D}getetag"] = f"<D:getetag>{file_etag(info)}</D:getetag>"  # unquoted, as WsgiDAV 4.4 writes it
+        return values
+
+    def _mime_type(self, name: str) -> str:
+        extension = os.path.splitext(name)[1].lower()
+        if extension not in self._mime_types:
+            self._mime_types[extension] = util.guess_mime_type(name, self.environ["wsgidav.config"])
+        return self._mime_types[extension]
+
+
+def _as_text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
