@@ -49,6 +49,7 @@ def nginx(root: Path, extra_location: str = "") -> Iterator[str]:
         raise SystemExit("nginx is not installed: apt-get install nginx")
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    work.chmod(0o755)  # nginx workers write request bodies under it
     # nginx workers drop to an unprivileged user: let them read what they serve.
     for folder in [root, *root.parents]:
         if folder != Path("/"):

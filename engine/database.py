@@ -31,11 +31,22 @@ class Database:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self.lock = threading.RLock()
         self.db = sqlite_utils.Database(self._conn)
+        self._readers = threading.local()
 
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
         with self.lock:
             yield self.db
+
+    def read_committed(self, sql: str, params: list) -> list[tuple]:
+        """Rows from this thread's own read-only connection: no shared lock, so hot paths
+        (every request's password check) do not queue behind each other. Sees committed
+        data only; use `read()` inside a transaction."""
+        reader = getattr(self._readers, "conn", None)
+        if reader is None:
+            reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+            self._readers.conn = reader
+        return reader.execute(sql, params).fetchall()
 
     @contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:

@@ -64,14 +64,30 @@ class SpacesProvider(FilesystemProvider):
         for part in parts:
             if part in (".", "..") or "\0" in part:
                 raise DAVError(HTTP_BAD_REQUEST, f"path segment {part!r} is not allowed")
-        root = self.space_root(user)
-        file_path = os.path.join(root, *parts)
-        real = os.path.realpath(file_path)
-        if real != str(root) and not real.startswith(str(root) + os.sep):
-            raise DAVError(HTTP_FORBIDDEN, "path leaves the user's space")
-        return file_path
+        root = str(self.space_root(user))
+        folder = root
+        # No symlink in any folder on the way: then the real path stays inside the space.
+        # (One lstat per folder, instead of realpath's walk from `/`.)
+        for part in parts[:-1]:
+            folder = os.path.join(folder, part)
+            try:
+                if stat.S_ISLNK(os.lstat(folder).st_mode):
+                    raise DAVError(HTTP_FORBIDDEN, "path leaves the user's space")
+            except (FileNotFoundError, NotADirectoryError):
+                break
+        return os.path.join(root, *parts)
 
     def get_resource_inst(self, path: str, environ: dict):
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return self._resource(path, environ)
+        # Read-only requests look the same path up more than once (directory browser, then
+        # the GET itself): once is enough.
+        looked_up = environ.setdefault("fetchdrive.resources", {})
+        if path not in looked_up:
+            looked_up[path] = self._resource(path, environ)
+        return looked_up[path]
+
+    def _resource(self, path: str, environ: dict):
         self._count_get_resource_inst += 1
         file_path = self._loc_to_file_path(path, environ)
         try:

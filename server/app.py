@@ -136,6 +136,9 @@ class FetchdriveApp:
             "lock_storage": False,
             "property_manager": SqlitePropertyManager(self.storage.database),
             "verbose": 2,
+            # Bytes per read and write when streaming GET and PUT bodies (WsgiDAV's 8 KiB
+            # default costs a Python round trip per 8 KiB).
+            "block_size": 1024 * 1024,
             "logging": {"enable": False},
             "suppress_version_info": True,
             "hotfixes": {"emulate_win32_lastmod": True},
