@@ -92,6 +92,16 @@ class SqliteLockStorage(LockStorageDict):
     def open(self) -> None:
         self._dict = SqliteMapping(self._database, "dav_locks")
 
+    def get(self, token: str):
+        # WsgiDAV's get() upgrades its read lock to a write lock to purge an expired or
+        # dangling token; two threads doing that at once make its RWLock raise "Inevitable
+        # dead lock" (a 500 on UNLOCK). Holding the write lock from the start cannot.
+        self._lock.acquire_write()
+        try:
+            return super().get(token)
+        finally:
+            self._lock.release()
+
     def any_lock_under(self, ref_prefix: str) -> bool:
         """Is any lock (maybe expired) recorded for a ref URL starting with `ref_prefix`?"""
         if self._dict is None:

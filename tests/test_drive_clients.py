@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 
 import pytest
 import requests
@@ -77,3 +78,22 @@ def test_https_is_served_when_a_certificate_is_configured(make_server, tmp_path)
     plain = requests.get(server.dav().replace("https://", "http://"), timeout=10)
     assert plain.status_code == 400 and "use an https:// address" in plain.text
     assert "Traceback" not in server.log_text()
+
+
+def test_racing_unlocks_of_a_stale_token_never_fail_with_500(server, alice):
+    """WsgiDAV's lock storage upgrades a read lock to purge an unknown token; two at once deadlocked."""
+    alice.session.put(server.dav("stale.txt"), data=b"x")
+
+    def unlock_many(statuses: list[int]) -> None:
+        session = server.session("alice", alice.password)
+        for _ in range(20):
+            response = session.request("UNLOCK", server.dav("stale.txt"), headers={"Lock-Token": "<opaquelocktoken:gone>"})
+            statuses.append(response.status_code)
+
+    statuses: list[int] = []
+    threads = [threading.Thread(target=unlock_many, args=(statuses,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(statuses) == 160 and max(statuses) < 500, sorted(set(statuses))
