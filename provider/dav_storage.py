@@ -9,6 +9,7 @@ prefix with the user name, so one user's locks and properties never meet another
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable
 
@@ -82,25 +83,37 @@ class SqliteMapping(MutableMapping):
         """Every write is already committed; WsgiDAV calls this after changes."""
 
 
+class _ExclusiveLock:
+    """Stands in for WsgiDAV's read/write lock: one re-entrant lock for both.
+
+    WsgiDAV's lock storage upgrades a read lock to a write lock to purge an expired or unknown
+    token (in `get`, also reached from `get_lock_list`); two threads doing that at once make
+    its RWLock raise "Inevitable dead lock", a 500 on UNLOCK, LOCK or PUT. SQLite serialises
+    the work anyway, so nothing is lost by one lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def acquire_read(self, *, timeout: float | None = None) -> None:
+        self._lock.acquire()
+
+    acquire_write = acquire_read
+
+    def release(self) -> None:
+        self._lock.release()
+
+
 class SqliteLockStorage(LockStorageDict):
     """WsgiDAV lock storage whose dict lives in SQLite."""
 
     def __init__(self, database: Database) -> None:
         super().__init__()
         self._database = database
+        self._lock = _ExclusiveLock()
 
     def open(self) -> None:
         self._dict = SqliteMapping(self._database, "dav_locks")
-
-    def get(self, token: str):
-        # WsgiDAV's get() upgrades its read lock to a write lock to purge an expired or
-        # dangling token; two threads doing that at once make its RWLock raise "Inevitable
-        # dead lock" (a 500 on UNLOCK). Holding the write lock from the start cannot.
-        self._lock.acquire_write()
-        try:
-            return super().get(token)
-        finally:
-            self._lock.release()
 
     def any_lock_under(self, ref_prefix: str) -> bool:
         """Is any lock (maybe expired) recorded for a ref URL starting with `ref_prefix`?"""

@@ -80,7 +80,7 @@ def test_https_is_served_when_a_certificate_is_configured(make_server, tmp_path)
     assert "Traceback" not in server.log_text()
 
 
-def test_racing_unlocks_of_a_stale_token_never_fail_with_500(server, alice):
+def test_racing_unlocks_and_puts_with_a_stale_token_never_fail_with_500(server, alice):
     """WsgiDAV's lock storage upgrades a read lock to purge an unknown token; two at once deadlocked."""
     alice.session.put(server.dav("stale.txt"), data=b"x")
 
@@ -89,6 +89,8 @@ def test_racing_unlocks_of_a_stale_token_never_fail_with_500(server, alice):
         for _ in range(20):
             response = session.request("UNLOCK", server.dav("stale.txt"), headers={"Lock-Token": "<opaquelocktoken:gone>"})
             statuses.append(response.status_code)
+            response = session.put(server.dav("stale.txt"), data=b"y", headers={"If": "(<opaquelocktoken:gone>)"})
+            statuses.append(response.status_code)
 
     statuses: list[int] = []
     threads = [threading.Thread(target=unlock_many, args=(statuses,)) for _ in range(8)]
@@ -96,4 +98,4 @@ def test_racing_unlocks_of_a_stale_token_never_fail_with_500(server, alice):
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(statuses) == 160 and max(statuses) < 500, sorted(set(statuses))
+    assert len(statuses) == 320 and max(statuses) < 500, sorted(set(statuses))

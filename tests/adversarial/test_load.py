@@ -233,10 +233,19 @@ def test_fifty_clients_and_twenty_downloads_for_a_minute(make_server, origin, ta
     models: dict[tuple[str, str], dict[str, str]] = {}
 
     def private(user: str, folder: str, seed: int) -> None:
-        models[(user, folder)] = _private_client(run, user, folder, seed)
+        try:
+            models[(user, folder)] = _private_client(run, user, folder, seed)
+        except Exception as error:  # a crashed client must fail the test, not vanish
+            run.fail(f"client {user}/{folder} crashed: {error!r}")
+
+    def shared(seed: int) -> None:
+        try:
+            _shared_client(run, seed)
+        except Exception as error:
+            run.fail(f"shared client {seed} crashed: {error!r}")
 
     threads = [threading.Thread(target=private, args=("load", f"p{n}", n)) for n in range(PRIVATE_CLIENTS)]
-    threads += [threading.Thread(target=_shared_client, args=(run, 100 + n)) for n in range(SHARED_CLIENTS)]
+    threads += [threading.Thread(target=shared, args=(100 + n,)) for n in range(SHARED_CLIENTS)]
     threads += [threading.Thread(target=private, args=(f"other{1 + n % 2}", f"q{n}", 200 + n)) for n in range(OTHER_USER_CLIENTS)]
     for thread in threads:
         thread.start()
@@ -257,6 +266,7 @@ def test_fifty_clients_and_twenty_downloads_for_a_minute(make_server, origin, ta
         thread.join()
 
     assert not run.failures, run.failures[:20]
+    assert len(models) == PRIVATE_CLIENTS + OTHER_USER_CLIENTS
     for (user, folder), model in models.items():
         session = server.session(user, USERS[user])
         assert _listing(run, session, folder) == set(model), (user, folder)
