@@ -4,9 +4,12 @@ Used when the origin answers a `Range: bytes=0-` probe with 206, the size is kno
 large enough, and the content has a validator. Each segment is its own resume loop (Range
 guarded by If-Range) and is retried on its own with tenacity's back-off; the segments'
 progress is part of the task row, so `kill -9` loses no finished range. If any segment
-sees the content change, everything restarts as one stream from zero. The SHA-256 is
-computed after the last segment lands (one read of the file, usually from the page cache):
-hashing in order while ranges arrive out of order would mean waiting on the first one.
+sees the content change, everything restarts as one stream from zero.
+
+The SHA-256 is computed in order while the segments run: `_FollowingHasher` reads the file
+from byte 0 as far as it is written without a gap (segment 0's progress, then segment 1's
+once segment 0 is complete, ...), from the page cache, so when the last range lands only
+the part behind the slowest segment is left to hash. After a restart it starts from byte 0.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
     failures: list[BaseException] = []
     stop = threading.Event()
     fd = os.open(download.temp_path, os.O_WRONLY)
+    hasher = _FollowingHasher(str(download.temp_path), download.segments)
+    hasher.start()
     try:
         workers = [
             threading.Thread(
@@ -121,6 +126,7 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
             on_progress(download)
     finally:
         os.close(fd)
+        digest = hasher.finish()
     for kind in (Cancelled, PermanentError, Restart, TransientError):
         for failure in failures:
             if isinstance(failure, kind):
@@ -130,7 +136,9 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
     if is_cancelled():
         raise Cancelled()
     download.bytes_done = download.bytes_total
-    return _hash_saved(download, on_progress)
+    download.hasher = digest
+    on_progress(download)
+    return download
 
 
 def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> Download:
@@ -138,6 +146,47 @@ def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> 
         download.hasher = hashlib.file_digest(saved, "sha256")
     on_progress(download)
     return download
+
+
+class _FollowingHasher(threading.Thread):
+    """Hashes the file from byte 0 up to where the segments have written it without a gap."""
+
+    def __init__(self, path: str, segments: list[list[int]]) -> None:
+        super().__init__(name="segment-hasher", daemon=True)
+        self._path = path
+        self._segments = segments
+        self._hasher = hashlib.sha256()
+        self._all_written = threading.Event()
+
+    def _written_without_gap(self) -> int:
+        end = 0
+        for segment in self._segments:  # in file order, each starting where the last ends
+            end = segment[START] + segment[DONE]
+            if end < segment[END]:
+                break
+        return end
+
+    def run(self) -> None:
+        position = 0
+        with open(self._path, "rb") as saved:
+            while True:
+                last_round = self._all_written.is_set()  # read before measuring what is written
+                target = self._written_without_gap()
+                while position < target:
+                    data = os.pread(saved.fileno(), min(CHUNK, target - position), position)
+                    if not data:
+                        break  # cannot happen: the file was sized in full before the segments
+                    self._hasher.update(data)
+                    position += len(data)
+                if last_round:
+                    return
+                self._all_written.wait(0.05)
+
+    def finish(self) -> "hashlib._Hash":
+        """Wait until everything written is hashed; the digest (complete when all segments are)."""
+        self._all_written.set()
+        self.join()
+        return self._hasher
 
 
 def _run_segment(fetcher, download, segment, fd, is_cancelled, throttle, failures, stop) -> None:

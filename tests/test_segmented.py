@@ -71,6 +71,8 @@ def test_kill_9_mid_segmented_download_keeps_finished_ranges(make_server, origin
     alice = server.session("alice", "alice-password")
     assert delivered(server, "alice", "slow.bin") == BODY
     assert origin.bytes_sent("/slow.bin") < 1.3 * SIZE, (sent_before, origin.bytes_sent("/slow.bin"))
+    # The hash follows the segments as they write; after the restart it starts again from byte 0.
+    assert alice.get(server.url("/api/v1/tasks")).json()[0]["sha256"] == hashlib.sha256(BODY).hexdigest()
     wait_for(lambda: not temp_downloads(server.data), message="temporary data removed")
 
 
