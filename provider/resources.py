@@ -220,7 +220,11 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
             os.close(os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             pass
-        return self.provider.get_resource_inst(path, self.environ)
+        try:
+            info = os.lstat(file_path)
+        except FileNotFoundError:
+            info = None  # another client deleted it already; the lock is on the URL all the same
+        return SpaceFile(path, self.environ, file_path, info)
 
     def delete(self):
         self._refuse_protected(self.path, "deleted")

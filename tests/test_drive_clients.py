@@ -80,8 +80,13 @@ def test_https_is_served_when_a_certificate_is_configured(make_server, tmp_path)
     assert "Traceback" not in server.log_text()
 
 
-def test_racing_unlocks_and_puts_with_a_stale_token_never_fail_with_500(server, alice):
-    """WsgiDAV's lock storage upgrades a read lock to purge an unknown token; two at once deadlocked."""
+LOCK_BODY = ('<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+             "<D:locktype><D:write/></D:locktype></D:lockinfo>")
+
+
+def test_racing_locks_unlocks_puts_and_deletes_never_fail_with_500(server, alice):
+    """Found by the load test: WsgiDAV's lock storage upgrading a read lock to purge an unknown
+    token deadlocked, and a LOCK whose new empty file another client deleted at once crashed."""
     alice.session.put(server.dav("stale.txt"), data=b"x")
 
     def unlock_many(statuses: list[int]) -> None:
@@ -91,6 +96,9 @@ def test_racing_unlocks_and_puts_with_a_stale_token_never_fail_with_500(server, 
             statuses.append(response.status_code)
             response = session.put(server.dav("stale.txt"), data=b"y", headers={"If": "(<opaquelocktoken:gone>)"})
             statuses.append(response.status_code)
+            response = session.request("LOCK", server.dav("contested.txt"), data=LOCK_BODY, headers={"Timeout": "Second-1"})
+            statuses.append(response.status_code)
+            statuses.append(session.delete(server.dav("contested.txt")).status_code)
 
     statuses: list[int] = []
     threads = [threading.Thread(target=unlock_many, args=(statuses,)) for _ in range(8)]
@@ -98,4 +106,4 @@ def test_racing_unlocks_and_puts_with_a_stale_token_never_fail_with_500(server, 
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(statuses) == 320 and max(statuses) < 500, sorted(set(statuses))
+    assert len(statuses) == 640 and max(statuses) < 500, sorted(set(statuses))
