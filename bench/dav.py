@@ -10,7 +10,8 @@
    Each wrk figure is the best of two runs per side, the servers taking turns.
 3. GET and PUT of one large file (1 GiB) with curl: fetchdrive vs nginx's WebDAV module
    (`dav_methods PUT DELETE`, `client_max_body_size 0`, sendfile on). Best of three rounds
-   each, the two servers taking turns. Goal: at most 1.2x nginx's time.
+   each, the two servers taking turns; a `sync` before each PUT, so that neither pays for
+   the other's writeback. Goal: at most 1.2x nginx's time.
 
 fetchdrive's resident memory (VmRSS) is printed after the setup and after each step,
 with its peak (VmHWM). Everything runs on loopback; the figures of both sides come from
@@ -18,7 +19,9 @@ the same run, so the ratios are what to compare between machines.
 
     python bench/dav.py [--seconds 10] [--size-mib 1024] [--entries 1000] [--wrk-rounds 2] [--rounds 3]
 
-A quick run: `python bench/dav.py --seconds 2 --size-mib 64`.
+A quick run: `python bench/dav.py --seconds 2 --size-mib 64`. Its PROPFIND ratio flatters
+fetchdrive: WsgiDAV's 8 concurrent listings take about a second and finish together, so a
+window of a few seconds catches few of them; the figure is fair from about 10 s on.
 Needs wrk, curl and nginx (apt-get install wrk curl nginx).
 """
 
@@ -239,9 +242,9 @@ def wrk(url: str, headers: dict[str, str], seconds: float, script: Path | None =
 
 
 def wrk_pair(servers: list[int], seconds: float, rounds: int, reference: tuple[str, dict[str, str]],
-             ours: tuple[str, dict[str, str]], script: Path | None = None) -> tuple[float, float]:
+             ours: tuple[str, dict[str, str]], script: Path | None = None) -> tuple[float, float, str]:
     """Best requests/s of each side over `rounds` alternating wrk runs (other work on the
-    machine costs both sides alike); every round is printed."""
+    machine costs both sides alike), and every round as text."""
     results: list[tuple[float, float]] = []
     for _ in range(rounds):
         wait_idle(servers)
@@ -250,8 +253,8 @@ def wrk_pair(servers: list[int], seconds: float, rounds: int, reference: tuple[s
         second = wrk(*ours, seconds, script)
         results.append((first, second))
     wait_idle(servers)
-    print("    rounds (WsgiDAV / fetchdrive): " + "  ".join(f"{a:,.1f} / {b:,.1f}" for a, b in results))
-    return max(a for a, _ in results), max(b for _, b in results)
+    text = "    rounds (WsgiDAV / fetchdrive): " + "  ".join(f"{a:,.1f} / {b:,.1f}" for a, b in results)
+    return max(a for a, _ in results), max(b for _, b in results), text
 
 
 def curl(args: list[str]) -> float:
@@ -277,7 +280,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="duration of each wrk run (default 10)")
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the large GET/PUT file (default 1024)")
     parser.add_argument("--entries", type=int, default=1000, help="files in the PROPFIND folder (default 1000)")
-    parser.add_argument("--wrk-rounds", type=int, default=2, help="wrk runs per side, alternating, best kept (default 2)")
+    parser.add_argument("--wrk-rounds", type=int, default=2,
+                        help="wrk runs per side, alternating, best kept (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="curl rounds per large transfer, best kept (default 3)")
     args = parser.parse_args()
     for tool in ("wrk", "curl"):
@@ -309,8 +313,9 @@ def main() -> None:
             seconds = max(1, round(args.seconds))
             print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
                   "(other work on the machine makes the figures noisy)")
-            print(f"wrk -t2 -c8 -d{seconds}s, best of {args.wrk_rounds} per side; plain WsgiDAV: FilesystemProvider on cheroot, anonymous, "
-                  f"{THREADS} threads; fetchdrive: Basic auth, {THREADS} threads")
+            print(f"wrk -t2 -c8 -d{seconds}s, best of {args.wrk_rounds} per side; plain WsgiDAV: FilesystemProvider "
+                  f"on cheroot, anonymous, {THREADS} threads; fetchdrive: Basic auth, {THREADS} threads")
+            memory_at_start = current_rss(pid)
             print(f"  fetchdrive memory after start and setup: {memory(pid)}")
             row("what", "reference", "fetchdrive", None, "goal")
 
@@ -319,16 +324,18 @@ def main() -> None:
             # (check_served listed the folder once on each side already).
             for url, headers in ((f"{plain}/small.bin", {}), (f"{ours}/small.bin", auth_header)):
                 wrk(url, headers, 1)
-            reference, measured = wrk_pair(servers, args.seconds, args.wrk_rounds,
-                                           (f"{plain}/small.bin", {}), (f"{ours}/small.bin", auth_header))
+            reference, measured, rounds = wrk_pair(servers, args.seconds, args.wrk_rounds,
+                                                   (f"{plain}/small.bin", {}), (f"{ours}/small.bin", auth_header))
             row("GET 4 KiB (requests/s)", f"WsgiDAV {reference:,.0f}", f"{measured:,.0f}",
                 measured / reference, ">= 1.0x")
+            print(rounds)
             print(f"  fetchdrive memory after the GETs: {memory(pid)}")
 
-            reference, measured = wrk_pair(servers, args.seconds, args.wrk_rounds,
-                                           (f"{plain}/folder/", {}), (f"{ours}/folder/", auth_header), script)
+            reference, measured, rounds = wrk_pair(servers, args.seconds, args.wrk_rounds,
+                                                   (f"{plain}/folder/", {}), (f"{ours}/folder/", auth_header), script)
             row(f"PROPFIND Depth 1, {args.entries:,} entries (/s)", f"WsgiDAV {reference:,.1f}", f"{measured:,.1f}",
                 measured / reference, ">= 3.0x")
+            print(rounds)
             print(f"  answer size: WsgiDAV {size_plain / 1024:.0f} KiB, fetchdrive {size_ours / 1024:.0f} KiB; "
                   f"plain WsgiDAV's memory: {memory(plain_process.pid)}")
             print(f"  fetchdrive memory after the PROPFINDs: {memory(pid)}")
@@ -347,7 +354,11 @@ def main() -> None:
                 ours_get.append(curl([*credentials, f"{ours}/large.bin"]))
             for number in range(args.rounds):
                 name = f"put-{number}.bin"
+                # Each PUT starts with no dirty pages left by the one before (on this VM's disk,
+                # writeback of the previous gigabyte otherwise decides the time).
+                os.sync()
                 nginx_put.append(curl(["-T", str(upload), f"{origin}/{name}"]))
+                os.sync()
                 ours_put.append(curl([*credentials, "-T", str(upload), f"{ours}/{name}"]))
                 for stored in (nginx_root / name, server.space(USER) / name):
                     if stored.stat().st_size != size:
@@ -362,7 +373,9 @@ def main() -> None:
                 measured / reference, "<= 1.2x")
             print(f"    {what} rounds: " + " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(reference_times, our_times))
                   + f"  ({size / measured / MiB:,.0f} MiB/s for fetchdrive)")
-        print(f"  fetchdrive memory at the end: {memory(pid)}, peak {peak_rss(pid) / MiB:.0f} MiB")
+        growth = (current_rss(pid) - memory_at_start) / MiB
+        print(f"  fetchdrive memory at the end: {memory(pid)} ({growth:+.0f} MiB over the run), "
+              f"peak {peak_rss(pid) / MiB:.0f} MiB")
     finally:
         if server is not None:
             server.stop()
