@@ -216,7 +216,7 @@ class Sync:
                 try:
                     self._fetch(item, bar)
                 except ClientError as error:
-                    print(f"fetchdrive: error: {error}", file=sys.stderr)
+                    tqdm.write(f"fetchdrive: error: {error}", file=sys.stderr)  # above the bar, not inside it
                     failures += 1
                     continue
                 state[item.path] = {"etag": item.etag, "size": item.size, "modified": item.modified}
