@@ -46,7 +46,7 @@ from pathlib import Path
 
 import requests
 
-from support import NGINX, current_rss, fetchdrive_server, free_port, make_file, peak_rss, timed
+from support import current_rss, fetchdrive_server, free_port, make_file, nginx, peak_rss, timed
 
 USER, PASSWORD = "bench", "bench-password"
 SMALL_SIZE = 4096
@@ -124,51 +124,11 @@ def plain_wsgidav(root: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen
 @contextmanager
 def nginx_dav(work: Path) -> Iterator[tuple[str, Path]]:
     """nginx with its WebDAV module (PUT, DELETE) on a loopback port; yields (base URL, root)."""
-    if not Path(NGINX).exists():
-        raise SystemExit("nginx is not installed: apt-get install nginx")
-    port = free_port()
-    home = work / "nginx"
-    root, body = home / "www", home / "body"
-    root.mkdir(parents=True)
-    body.mkdir()
-    # nginx workers drop to an unprivileged user: let them reach, read and write their folders.
-    for folder in [home, *home.parents]:
-        if folder != Path("/"):
-            folder.chmod(folder.stat().st_mode | 0o055)
-    root.chmod(0o777)
-    body.chmod(0o777)
-    conf = home / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-worker_processes 1;
-pid {home}/nginx.pid;
-error_log {home}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    client_body_temp_path {body};
-    proxy_temp_path {home}/proxy;
-    fastcgi_temp_path {home}/fastcgi;
-    uwsgi_temp_path {home}/uwsgi;
-    scgi_temp_path {home}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-        location / {{
-            dav_methods PUT DELETE;
-            client_max_body_size 0;
-        }}
-    }}
-}}
-""")
-    process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(home)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, process, "nginx")
-        yield f"http://127.0.0.1:{port}", root
-    finally:
-        stop_process(process)
+    root = work / "nginx-www"
+    root.mkdir()
+    root.chmod(0o777)  # nginx workers run unprivileged and must write PUT bodies here
+    with nginx(root, "location / { dav_methods PUT DELETE; client_max_body_size 0; }") as origin:
+        yield origin, root
 
 
 # ---------------------------------------------------------------------------------------
