@@ -122,7 +122,8 @@ class Fetcher:
             return
         download.bytes_done = on_disk
         download.hasher = hashlib.sha256()
-        with open(download.temp_path, "ab") as _created, open(download.temp_path, "rb") as saved:
+        download.temp_path.touch()  # a crash may have left no file at all
+        with open(download.temp_path, "rb") as saved:
             while chunk := saved.read(1024 * 1024):
                 download.hasher.update(chunk)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 SLOW_CLIENTS = 200
 HEADER_TIMEOUT = 3
