@@ -207,7 +207,7 @@ def parse_trigger(name: str, data: bytes) -> Trigger:
     if suffix not in TRIGGER_SUFFIXES:
         raise TriggerError(f"{name!r} is not a trigger; use a .url, .webloc, .desktop or .id file")
     if len(data) > MAX_TRIGGER_BYTES:
-        raise TriggerError(f"the file is too large ({len(data)} bytes; the limit is 64 KiB)")
+        raise TriggerError("the file is too large: link files are at most 64 KiB")
     if not data.strip():
         raise TriggerError("the file is empty")
     if suffix == ".webloc":

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.downloads_helpers import wait_for
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
@@ -55,5 +58,38 @@ def test_webdav_paths_and_headers_never_cause_a_server_error(server, alice, tall
         assert "Traceback" not in response.text
 
     request()
+    assert alice.session.get(server.dav()).status_code == 200
+    assert "Traceback" not in server.log_text()
+
+
+HOSTILE_TRIGGERS = {
+    "random.url": bytes(random.Random(1).randbytes(5000)),
+    "huge.url": b"[InternetShortcut]\r\nURL=https://a.example/" + b"x" * 200_000 + b"\r\n",
+    "deep.webloc": b'<?xml version="1.0"?><plist version="1.0">' + b"<array>" * 4000 + b"</array>" * 4000 + b"</plist>",
+    "nul.desktop": b"[Desktop Entry]\x00\x00Type=Link\nURL=\x00\n",
+    "latin1.url": "[InternetShortcut]\r\nURL=https://ä.example/\xff\r\n".encode("latin-1"),
+    "scheme.url": b"[InternetShortcut]\r\nURL=file:///etc/passwd\r\n",
+    "nothing.desktop": b"[Desktop Entry]\nType=Application\nExec=rm -rf /\n",
+    "bad.id": b"sha256:not-hex\n",
+    "entity.webloc": b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                     b'<plist version="1.0"><dict><key>URL</key><string>&x;</string></dict></plist>',
+}
+
+
+def test_hostile_trigger_files_get_an_error_file_each_and_nothing_else(server, alice, tally):
+    downloads = server.space("alice") / "downloads"
+    for name, data in HOSTILE_TRIGGERS.items():
+        response = alice.session.put(server.dav(f"downloads/{name}"), data=data)
+        tally["hostile inputs tried"] += 1
+        tally["requests made"] += 1
+        assert response.status_code < 500, (name, response.status_code)
+    for name in HOSTILE_TRIGGERS:
+        error_file = downloads / f"{name}.error.txt"
+        wait_for(error_file.exists, message=f"{name}.error.txt")
+        reason = error_file.read_text()
+        assert reason.strip() and "Traceback" not in reason and "root:" not in reason, (name, reason)  # no entity read
+        tally["files checked"] += 1
+    tasks = alice.session.get(server.url("/api/v1/tasks")).json()
+    assert all(task["state"] == "failed" for task in tasks), tasks
     assert alice.session.get(server.dav()).status_code == 200
     assert "Traceback" not in server.log_text()
