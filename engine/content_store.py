@@ -4,13 +4,16 @@ A user's copy is a hard link to the store object, so identical content costs its
 once on disk while each user's quota counts it in full. A later PUT replaces the user's
 file atomically (a new inode), which breaks the link and leaves every other copy alone.
 An object whose link count drops to 1 is referenced by nobody and is removed by `gc`.
+A download is published before it is filed here (`adopt`), so its hash never delays it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Callable
 
 from engine.naming import unique_name
 
@@ -30,32 +33,26 @@ class ContentStore:
     def has(self, sha256: str) -> bool:
         return self.object_path(sha256).is_file()
 
-    def size(self, sha256: str) -> int:
-        return self.object_path(sha256).stat().st_size
-
-    def absorb(self, temp_file: Path, sha256: str) -> Path:
-        """Move a finished download into the store (or drop it if the content is already there)."""
+    def adopt(self, temp_file: Path, sha256: str, published: Path,
+              locked: Callable[[Path], AbstractContextManager[None]]) -> None:
+        """Take a finished download, already published as `published` (a hard link to
+        `temp_file`), into the store. If the store holds that content already, `published`
+        becomes a link to the stored object, so the content is on disk once; that happens only
+        while `published` is still the downloaded file (under `locked`, the drive's lock on it),
+        never over a file the user has replaced meanwhile."""
         target = self.object_path(sha256)
         target.parent.mkdir(exist_ok=True)
-        if target.exists():
-            temp_file.unlink()
-        else:
-            os.replace(temp_file, target)
-        return target
-
-    def link_into(self, sha256: str, folder: Path, name: str) -> Path:
-        """Hard-link the object into `folder` as `name`, or `name (1)`... if taken.
-        os.link never replaces an existing file, so a race cannot clobber one."""
-        source = self.object_path(sha256)
-        folder.mkdir(parents=True, exist_ok=True)
-        taken: set[str] = set()
-        while True:
-            candidate = unique_name(name, lambda n: n in taken or (folder / n).exists())
-            try:
-                os.link(source, folder / candidate)
-                return folder / candidate
-            except FileExistsError:
-                taken.add(candidate)
+        try:
+            os.link(temp_file, target)
+        except FileExistsError:
+            with locked(published):
+                if _same_file(published, temp_file):
+                    swap = temp_file.with_name(temp_file.name + ".link")
+                    swap.unlink(missing_ok=True)
+                    os.link(target, swap)
+                    os.replace(swap, published)
+        temp_file.unlink()
+        self.release_if_unused(sha256)  # the user may have deleted the file already
 
     def gc(self) -> tuple[int, int]:
         """Remove objects nobody links to; returns (objects removed, bytes freed)."""
@@ -76,3 +73,24 @@ class ContentStore:
                 path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except FileNotFoundError:
+        return False
+
+
+def link_under_free_name(source: Path, folder: Path, name: str) -> Path:
+    """Hard-link `source` into `folder` as `name`, or `name (1)`... if taken.
+    os.link never replaces an existing file, so a race cannot clobber one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    while True:
+        candidate = unique_name(name, lambda n: n in taken or (folder / n).exists())
+        try:
+            os.link(source, folder / candidate)
+            return folder / candidate
+        except FileExistsError:
+            taken.add(candidate)

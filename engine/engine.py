@@ -10,6 +10,7 @@ from the store without a second transfer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,12 +18,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from engine.addresses import Network
 from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
-from engine.content_store import ContentStore
+from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
 from engine.errors import Cancelled, FetchError, PermanentError, TransientError
 from engine.fetcher import Download, Fetcher
@@ -53,6 +56,9 @@ class SpaceAccess(Protocol):
 
     def charge(self, user: str, delta: int) -> None:
         """Book `delta` bytes against the user's quota."""
+
+    def locked(self, path: Path) -> AbstractContextManager[None]:
+        """Hold the drive's lock on one file of a space while replacing it."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class DownloadEngine:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._trigger_lock = threading.RLock()
+        self._filing: dict[int, Future[str]] = {}
 
     # --- life cycle -------------------------------------------------------
 
@@ -415,14 +422,15 @@ class DownloadEngine:
                     raise
                 last_error = error
                 continue
-            self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
-            digest = download.sha256()
-            if expected and digest != expected.lower():
-                self._discard_temp(task)
-                raise PermanentError(
-                    f"checksum mismatch: expected sha256 {expected.lower()}, got {digest}; "
-                    "the file was not saved"
-                )
+            if expected:
+                self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+                digest = download.sha256()
+                if digest != expected.lower():
+                    self._discard_temp(task)
+                    raise PermanentError(
+                        f"checksum mismatch: expected sha256 {expected.lower()}, got {digest}; "
+                        "the file was not saved"
+                    )
             task.filename_hint = filename
             return download
         raise PermanentError(f"no mirror had content {task.source}: {last_error}")
@@ -453,26 +461,44 @@ class DownloadEngine:
         )
 
     def _finish(self, task: Task, running: _Running, download: Download) -> None:
+        """Publish the downloaded file, then file it in the content store. The file appears as
+        soon as its bytes are complete; the hash may still be catching up (see `segments`), so
+        the task's sha256 follows a moment later (a checksum to verify was checked before)."""
         if running.cancel.is_set():
             raise Cancelled()
-        digest = download.sha256()
-        self.store.absorb(download.temp_path, digest)
-        self._publish(task, digest, self._final_name(task, download), instant=False,
-                      validators=(download.etag, download.last_modified, download.bytes_done))
+        filed: Future[str] = Future()
+        self._filing[task.id] = filed
+        try:
+            placed = self._publish(task, download.temp_path, self._final_name(task, download), digest=None,
+                                   instant=False, validators=(download.etag, download.last_modified))
+            if placed is None:
+                raise Cancelled()
+            digest = download.sha256()
+            self._file_away(task, download.temp_path, digest, placed)
+            filed.set_result(digest)
+        finally:
+            if not filed.done():
+                filed.set_result("")
+            del self._filing[task.id]
 
-    def _publish(self, task: Task, digest: str, name: str, *, instant: bool, validators=(None, None, None)) -> None:
-        size = self.store.size(digest)
+    def _file_away(self, task: Task, temp: Path, digest: str, placed: Path) -> None:
+        self.store.adopt(temp, digest, placed, self._spaces.locked)
+        self.tasks.update(task.id, sha256=digest)
+
+    def _publish(self, task: Task, source: Path, name: str, *, digest: str | None, instant: bool,
+                 validators: tuple[str | None, str | None] = (None, None)) -> Path | None:
+        """Hard-link `source` into the task's folder and mark the task done; None if it was
+        cancelled at the last moment."""
+        size = source.stat().st_size
         room = self._spaces.room(task.user)
         if room is not None and size > room:
-            self.store.release_if_unused(digest)
             raise PermanentError(
                 f"not enough space: the file is {size} bytes and the quota leaves {room} bytes; "
                 "free some space, then upload the trigger again"
             )
-        folder = self._spaces.root(task.user) / task.folder
-        placed = self.store.link_into(digest, folder, name)
+        placed = link_under_free_name(source, self._spaces.root(task.user) / task.folder, name)
         self._spaces.charge(task.user, size)
-        etag, last_modified, _ = validators
+        etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
             task.id, (DOWNLOADING, VERIFYING), state=DONE, path=rel, sha256=digest, bytes_done=size,
@@ -482,10 +508,10 @@ class DownloadEngine:
             # Cancelled at the last moment: take the file back.
             placed.unlink()
             self._spaces.charge(task.user, -size)
-            self.store.release_if_unused(digest)
-            return
+            return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
         self._trigger_finished(task)
+        return placed
 
     def _deliver_instantly(self, task: Task, running: _Running) -> bool:
         """Content this server already holds is delivered without a transfer."""
@@ -495,7 +521,7 @@ class DownloadEngine:
         digest = digest_and_name[0]
         self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
         self._discard_temp(task)
-        self._publish(task, digest, digest_and_name[1], instant=True)
+        self._publish(task, self.store.object_path(digest), digest_and_name[1], digest=digest, instant=True)
         return True
 
     def _held_content(self, task: Task) -> tuple[str, str] | None:
@@ -511,13 +537,30 @@ class DownloadEngine:
                     return None
                 digest = entry.sha256
                 name = own_name or sanitize_filename(entry.filename or task.display_name)
-            return (digest, name) if self.store.has(digest) else None
-        if task.sha256_expected and self.store.has(task.sha256_expected.lower()):
+            return (digest, name) if self._store_has(digest) else None
+        if task.sha256_expected and self._store_has(task.sha256_expected.lower()):
             return task.sha256_expected.lower(), own_name or task.display_name
         for previous in self.tasks.finished_source(task.source, time.time() - self.settings.cache_ttl):
-            if previous.sha256 and self.store.has(previous.sha256) and self._unchanged(previous):
-                return previous.sha256, own_name or previous.display_name
+            digest = previous.sha256 or self._filed_digest(previous.id)
+            if digest and self.store.has(digest) and self._unchanged(previous):
+                return digest, own_name or previous.display_name
         return None
+
+    def _store_has(self, digest: str) -> bool:
+        """Whether the store holds `digest`, counting downloads published but still being filed."""
+        if self.store.has(digest):
+            return True
+        for filing in list(self._filing.values()):
+            filing.result()
+        return self.store.has(digest)
+
+    def _filed_digest(self, task_id: int) -> str | None:
+        """The digest of a finished task, waiting for it if the task is still being filed away."""
+        filing = self._filing.get(task_id)
+        if filing is not None:
+            return filing.result() or None
+        task = self.tasks.get(task_id)
+        return task.sha256 if task else None
 
     def _unchanged(self, previous: Task) -> bool:
         """Ask the origin, with a conditional request, whether the content is still the same."""
@@ -627,8 +670,24 @@ class DownloadEngine:
         self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
 
     def _remove_orphan_temp_files(self) -> None:
+        """Temporary files nobody needs go; a published download that a crash kept from being
+        filed in the content store is filed now, on a thread of its own (it needs hashing)."""
+        unfiled: list[tuple[Task, Path]] = []
         for item in self.temp_root.iterdir():
             stem = item.name.split(".", 1)[0]
             task = self.tasks.get(int(stem)) if stem.isdigit() else None
-            if task is None or not task.unfinished:
+            if task is not None and task.state == DONE and not task.sha256 and task.path and item.suffix == ".part":
+                unfiled.append((task, item))
+            elif task is None or not task.unfinished:
                 item.unlink(missing_ok=True)
+        if unfiled:
+            threading.Thread(target=self._file_away_after_restart, args=(unfiled,), name="filing", daemon=True).start()
+
+    def _file_away_after_restart(self, unfiled: list[tuple[Task, Path]]) -> None:
+        for task, temp in unfiled:
+            try:
+                with open(temp, "rb") as saved:
+                    digest = hashlib.file_digest(saved, "sha256").hexdigest()
+                self._file_away(task, temp, digest, self._spaces.root(task.user) / task.path)
+            except OSError as error:
+                _log.warning("task %d: could not file %s in the content store: %s", task.id, temp, error)

@@ -50,6 +50,8 @@ class Download:
     # [start, end, done] per range when fetched in parallel segments, else None
     segments: list[list[int]] | None = None
     hasher: "hashlib._Hash | None" = field(default=None, repr=False)
+    # Set while the hash is still catching up with bytes already saved: waits, returns the hasher.
+    pending_hash: "Callable[[], hashlib._Hash] | None" = field(default=None, repr=False)
 
     def validator(self) -> str | None:
         """What guards a ranged request (If-Range): the strong ETag, else Last-Modified."""
@@ -58,6 +60,9 @@ class Download:
         return self.last_modified
 
     def sha256(self) -> str:
+        """The content's SHA-256, once the hash has caught up (which may mean waiting for it)."""
+        if self.pending_hash is not None:
+            self.hasher, self.pending_hash = self.pending_hash(), None
         assert self.hasher is not None
         return self.hasher.hexdigest()
 

@@ -9,7 +9,9 @@ sees the content change, everything restarts as one stream from zero.
 The SHA-256 is computed in order while the segments run: `_FollowingHasher` reads the file
 from byte 0 as far as it is written without a gap (segment 0's progress, then segment 1's
 once segment 0 is complete, ...), from the page cache, so when the last range lands only
-the part behind the slowest segment is left to hash. After a restart it starts from byte 0.
+the part behind the slowest segment is left to hash. The transfer returns without waiting
+for that part (`Download.pending_hash`): the engine publishes the file first and takes the
+digest afterwards, unless it has a checksum to verify. After a restart it starts from byte 0.
 """
 
 from __future__ import annotations
@@ -126,19 +128,24 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
             on_progress(download)
     finally:
         os.close(fd)
-        digest = hasher.finish()
+        hasher.all_written()
+    failure = _most_telling(failures) or (Cancelled() if is_cancelled() else None)
+    if failure is not None:
+        hasher.finish()
+        raise failure
+    download.bytes_done = download.bytes_total
+    download.pending_hash = hasher.finish  # whoever needs the digest waits for the rest of the hash
+    on_progress(download)
+    return download
+
+
+def _most_telling(failures: list[BaseException]) -> BaseException | None:
+    """The failure that decides what happens next: a cancel over a permanent error over a restart..."""
     for kind in (Cancelled, PermanentError, Restart, TransientError):
         for failure in failures:
             if isinstance(failure, kind):
-                raise failure
-    if failures:
-        raise failures[0]
-    if is_cancelled():
-        raise Cancelled()
-    download.bytes_done = download.bytes_total
-    download.hasher = digest
-    on_progress(download)
-    return download
+                return failure
+    return failures[0] if failures else None
 
 
 def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> Download:
@@ -182,8 +189,12 @@ class _FollowingHasher(threading.Thread):
                     return
                 self._all_written.wait(0.05)
 
+    def all_written(self) -> None:
+        """Nothing more will be written: hash up to the first gap, then stop."""
+        self._all_written.set()
+
     def finish(self) -> "hashlib._Hash":
-        """Wait until everything written is hashed; the digest (complete when all segments are)."""
+        """Wait until everything written is hashed; the hasher (complete when all segments are)."""
         self._all_written.set()
         self.join()
         return self._hasher

@@ -185,7 +185,7 @@ class TaskStore:
 
     def finished_source(self, source: str, since: float) -> list[Task]:
         return self._query(
-            "select * from tasks where source = ? and state = ? and finished_at >= ? and sha256 is not null "
+            "select * from tasks where source = ? and state = ? and finished_at >= ? "
             "order by finished_at desc limit 5",
             [source, DONE, since],
         )

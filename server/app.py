@@ -7,6 +7,7 @@ to the JSON API, `/` to the web page. Nothing here parses arguments or opens soc
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from wsgidav.dir_browser import WsgiDavDirBrowser
@@ -23,6 +24,7 @@ from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController
 from provider.fast_propfind import FastPropfind
+from provider.path_locks import locked_paths
 from provider.quota import Quota
 from provider.spaces import SpacesProvider
 from server.api import Api
@@ -54,6 +56,9 @@ class EngineSpaces:
 
     def charge(self, user: str, delta: int) -> None:
         self._quota.charge(user, delta)
+
+    def locked(self, path: Path) -> AbstractContextManager[None]:
+        return locked_paths(str(path))
 
 
 def engine_settings(config: Config) -> EngineSettings:

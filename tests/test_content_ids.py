@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
 
@@ -115,10 +116,45 @@ def test_gc_removes_stored_content_nobody_uses(server, alice, origin):
     origin.add("/temp.bin", CONTENT)
     alice.session.put(server.dav("downloads/t.url"), data=url_shortcut(origin.url("/temp.bin")))
     delivered(server, "alice", "temp.bin")
-    assert len(store_objects(server)) == 1
+    wait_for(lambda: len(store_objects(server)) == 1, message="the download filed in the store")
     assert server.cli("gc").stdout.startswith("removed 0")
     alice.session.delete(server.dav("downloads/temp.bin"))
     result = server.cli("gc")
     assert result.returncode == 0 and result.stdout.startswith("removed 1")
     assert store_objects(server) == []
     assert files_in(server.space("alice") / "downloads") == []
+
+
+def test_the_same_bytes_from_two_urls_are_kept_once(server, alice, origin):
+    origin.add("/one.bin", CONTENT)
+    origin.add("/two.bin", CONTENT)
+    for name in ("one", "two"):
+        alice.session.put(server.dav(f"downloads/{name}.url"), data=url_shortcut(origin.url(f"/{name}.bin")))
+        assert delivered(server, "alice", f"{name}.bin") == CONTENT
+    wait_for(lambda: all(t["sha256"] == DIGEST for t in task_list(alice, server)), message="both filed")
+    one, two = (server.space("alice") / "downloads" / name for name in ("one.bin", "two.bin"))
+    assert one.stat().st_ino == two.stat().st_ino
+    assert len(store_objects(server)) == 1 and store_objects(server)[0].stat().st_ino == one.stat().st_ino
+    assert alice.session.get(server.url("/api/v1/me")).json()["used_bytes"] == 2 * len(CONTENT)
+
+
+def test_a_download_published_but_not_yet_filed_when_the_server_died_is_filed_at_the_next_start(server, alice, origin):
+    # The state a kill -9 leaves between a file appearing and its hash being stored: the task
+    # is done without a digest, the store lacks the object, the temporary link still exists.
+    origin.add("/crash.bin", CONTENT)
+    alice.session.put(server.dav("downloads/c.url"), data=url_shortcut(origin.url("/crash.bin")))
+    assert delivered(server, "alice", "crash.bin") == CONTENT
+    task_id = wait_for(lambda: [t["id"] for t in task_list(alice, server) if t["sha256"]], message="filed")[0]
+    server.stop()
+    published = server.space("alice") / "downloads" / "crash.bin"
+    (stored,) = store_objects(server)
+    stored.unlink()
+    temp = server.data / "tmp" / "downloads" / f"{task_id}.part"
+    os.link(published, temp)
+    with sqlite3.connect(server.data / "fetchdrive.sqlite") as database:
+        database.execute("update tasks set sha256 = null where id = ?", [task_id])
+    server.start()
+    wait_for(lambda: task_list(alice, server)[0]["sha256"] == DIGEST, message="filed after the restart")
+    wait_for(lambda: not temp.exists(), message="temporary link removed")
+    assert [p.stat().st_ino for p in store_objects(server)] == [published.stat().st_ino]
+    assert published.read_bytes() == CONTENT
