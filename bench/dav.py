@@ -18,6 +18,7 @@ with its peak (VmHWM). Everything runs on loopback; the figures of both sides co
 the same run, so the ratios are what to compare between machines.
 
     python bench/dav.py [--seconds 10] [--size-mib 1024] [--entries 1000] [--wrk-rounds 2] [--rounds 3]
+                        [--only small|large]
 
 A quick run: `python bench/dav.py --seconds 2 --size-mib 64`. Its PROPFIND ratio flatters
 fetchdrive: WsgiDAV's 8 concurrent listings take about a second and finish together, so a
@@ -243,6 +244,8 @@ def main() -> None:
     parser.add_argument("--wrk-rounds", type=int, default=2,
                         help="wrk runs per side, alternating, best kept (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="curl rounds per large transfer, best kept (default 3)")
+    parser.add_argument("--only", choices=("small", "large"),
+                        help="run only the wrk part (small GET, PROPFIND) or only the large GET/PUT")
     args = parser.parse_args()
     for tool in ("wrk", "curl"):
         if not shutil.which(tool):
@@ -265,74 +268,76 @@ def main() -> None:
         plain_session = requests.Session()
         plain_session.trust_env = False
 
-        with plain_wsgidav(plain_root, work / "plain-wsgidav.log") as (plain, plain_process):
-            size_plain = check_served(plain, plain_session, files["small.bin"], args.entries)
-            size_ours = check_served(ours, ours_session, files["small.bin"], args.entries)
-            ours_session.close()
-            plain_session.close()
-            seconds = max(1, round(args.seconds))
-            print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
-                  "(other work on the machine makes the figures noisy)")
-            print(f"wrk -t2 -c8 -d{seconds}s, best of {args.wrk_rounds} per side; plain WsgiDAV: FilesystemProvider "
-                  f"on cheroot, anonymous, {THREADS} threads; fetchdrive: Basic auth, {THREADS} threads")
-            memory_at_start = current_rss(pid)
-            print(f"  fetchdrive memory after start and setup: {memory(pid)}")
-            row("what", "reference", "fetchdrive", None, "goal")
+        memory_at_start = current_rss(pid)
+        if args.only in (None, "small"):
+            with plain_wsgidav(plain_root, work / "plain-wsgidav.log") as (plain, plain_process):
+                size_plain = check_served(plain, plain_session, files["small.bin"], args.entries)
+                size_ours = check_served(ours, ours_session, files["small.bin"], args.entries)
+                ours_session.close()
+                plain_session.close()
+                seconds = max(1, round(args.seconds))
+                print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+                      "(other work on the machine makes the figures noisy)")
+                print(f"wrk -t2 -c8 -d{seconds}s, best of {args.wrk_rounds} per side; plain WsgiDAV: FilesystemProvider "
+                      f"on cheroot, anonymous, {THREADS} threads; fetchdrive: Basic auth, {THREADS} threads")
+                print(f"  fetchdrive memory after start and setup: {memory(pid)}")
+                row("what", "reference", "fetchdrive", None, "goal")
 
-            servers = [plain_process.pid, pid]
-            # Short warm-ups, so neither side pays first-request costs in the timed runs
-            # (check_served listed the folder once on each side already).
-            for url, headers in ((f"{plain}/small.bin", {}), (f"{ours}/small.bin", auth_header)):
-                wrk(url, headers, 1)
-            reference, measured, rounds = wrk_pair(servers, args.seconds, args.wrk_rounds,
-                                                   (f"{plain}/small.bin", {}), (f"{ours}/small.bin", auth_header))
-            row("GET 4 KiB (requests/s)", f"WsgiDAV {reference:,.0f}", f"{measured:,.0f}",
-                measured / reference, ">= 1.0x")
-            print(rounds)
-            print(f"  fetchdrive memory after the GETs: {memory(pid)}")
+                servers = [plain_process.pid, pid]
+                # Short warm-ups, so neither side pays first-request costs in the timed runs
+                # (check_served listed the folder once on each side already).
+                for url, headers in ((f"{plain}/small.bin", {}), (f"{ours}/small.bin", auth_header)):
+                    wrk(url, headers, 1)
+                reference, measured, rounds = wrk_pair(servers, args.seconds, args.wrk_rounds,
+                                                       (f"{plain}/small.bin", {}), (f"{ours}/small.bin", auth_header))
+                row("GET 4 KiB (requests/s)", f"WsgiDAV {reference:,.0f}", f"{measured:,.0f}",
+                    measured / reference, ">= 1.0x")
+                print(rounds)
+                print(f"  fetchdrive memory after the GETs: {memory(pid)}")
 
-            reference, measured, rounds = wrk_pair(servers, args.seconds, args.wrk_rounds,
-                                                   (f"{plain}/folder/", {}), (f"{ours}/folder/", auth_header), script)
-            row(f"PROPFIND Depth 1, {args.entries:,} entries (/s)", f"WsgiDAV {reference:,.1f}", f"{measured:,.1f}",
-                measured / reference, ">= 3.0x")
-            print(rounds)
-            print(f"  answer size: WsgiDAV {size_plain / 1024:.0f} KiB, fetchdrive {size_ours / 1024:.0f} KiB; "
-                  f"plain WsgiDAV's memory: {memory(plain_process.pid)}")
-            print(f"  fetchdrive memory after the PROPFINDs: {memory(pid)}")
+                reference, measured, rounds = wrk_pair(servers, args.seconds, args.wrk_rounds,
+                                                       (f"{plain}/folder/", {}), (f"{ours}/folder/", auth_header), script)
+                row(f"PROPFIND Depth 1, {args.entries:,} entries (/s)", f"WsgiDAV {reference:,.1f}", f"{measured:,.1f}",
+                    measured / reference, ">= 3.0x")
+                print(rounds)
+                print(f"  answer size: WsgiDAV {size_plain / 1024:.0f} KiB, fetchdrive {size_ours / 1024:.0f} KiB; "
+                      f"plain WsgiDAV's memory: {memory(plain_process.pid)}")
+                print(f"  fetchdrive memory after the PROPFINDs: {memory(pid)}")
 
-        size = args.size_mib * MiB
-        upload = make_file(work / "upload.bin", size)
-        with nginx_dav(work) as (origin, nginx_root):
-            shutil.copyfile(upload, nginx_root / "large.bin")
-            shutil.copyfile(upload, server.space(USER) / "large.bin")
-            credentials = ["-u", f"{USER}:{PASSWORD}"]
-            curl([f"{origin}/large.bin"])  # both copies into the page cache, as the upload already is
-            curl([*credentials, f"{ours}/large.bin"])
-            nginx_get, ours_get, nginx_put, ours_put = [], [], [], []
-            for _ in range(args.rounds):
-                nginx_get.append(curl([f"{origin}/large.bin"]))
-                ours_get.append(curl([*credentials, f"{ours}/large.bin"]))
-            for number in range(args.rounds):
-                name = f"put-{number}.bin"
-                # Each PUT starts with no dirty pages left by the one before (on this VM's disk,
-                # writeback of the previous gigabyte otherwise decides the time).
-                os.sync()
-                nginx_put.append(curl(["-T", str(upload), f"{origin}/{name}"]))
-                os.sync()
-                ours_put.append(curl([*credentials, "-T", str(upload), f"{ours}/{name}"]))
-                for stored in (nginx_root / name, server.space(USER) / name):
-                    if stored.stat().st_size != size:
-                        raise SystemExit(f"PUT stored {stored.stat().st_size} bytes in {stored}, not {size}")
-                subprocess.run(["curl", "-sSf", "-o", "/dev/null", "-X", "DELETE", f"{origin}/{name}"], check=True)
-                subprocess.run(["curl", "-sSf", "-o", "/dev/null", *credentials, "-X", "DELETE", f"{ours}/{name}"],
-                               check=True)
-        print(f"curl, {args.size_mib:,} MiB, best of {args.rounds} (all rounds in s: nginx / fetchdrive)")
-        for what, reference_times, our_times in (("GET", nginx_get, ours_get), ("PUT", nginx_put, ours_put)):
-            reference, measured = min(reference_times), min(our_times)
-            row(f"{what} {args.size_mib:,} MiB (s)", f"nginx {reference:.2f}", f"{measured:.2f}",
-                measured / reference, "<= 1.2x")
-            print(f"    {what} rounds: " + " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(reference_times, our_times))
-                  + f"  ({size / measured / MiB:,.0f} MiB/s for fetchdrive)")
+        if args.only in (None, "large"):
+            size = args.size_mib * MiB
+            upload = make_file(work / "upload.bin", size)
+            with nginx_dav(work) as (origin, nginx_root):
+                shutil.copyfile(upload, nginx_root / "large.bin")
+                shutil.copyfile(upload, server.space(USER) / "large.bin")
+                credentials = ["-u", f"{USER}:{PASSWORD}"]
+                curl([f"{origin}/large.bin"])  # both copies into the page cache, as the upload already is
+                curl([*credentials, f"{ours}/large.bin"])
+                nginx_get, ours_get, nginx_put, ours_put = [], [], [], []
+                for _ in range(args.rounds):
+                    nginx_get.append(curl([f"{origin}/large.bin"]))
+                    ours_get.append(curl([*credentials, f"{ours}/large.bin"]))
+                for number in range(args.rounds):
+                    name = f"put-{number}.bin"
+                    # Each PUT starts with no dirty pages left by the one before (on this VM's disk,
+                    # writeback of the previous gigabyte otherwise decides the time).
+                    os.sync()
+                    nginx_put.append(curl(["-T", str(upload), f"{origin}/{name}"]))
+                    os.sync()
+                    ours_put.append(curl([*credentials, "-T", str(upload), f"{ours}/{name}"]))
+                    for stored in (nginx_root / name, server.space(USER) / name):
+                        if stored.stat().st_size != size:
+                            raise SystemExit(f"PUT stored {stored.stat().st_size} bytes in {stored}, not {size}")
+                    subprocess.run(["curl", "-sSf", "-o", "/dev/null", "-X", "DELETE", f"{origin}/{name}"], check=True)
+                    subprocess.run(["curl", "-sSf", "-o", "/dev/null", *credentials, "-X", "DELETE", f"{ours}/{name}"],
+                                   check=True)
+            print(f"curl, {args.size_mib:,} MiB, best of {args.rounds} (all rounds in s: nginx / fetchdrive)")
+            for what, reference_times, our_times in (("GET", nginx_get, ours_get), ("PUT", nginx_put, ours_put)):
+                reference, measured = min(reference_times), min(our_times)
+                row(f"{what} {args.size_mib:,} MiB (s)", f"nginx {reference:.2f}", f"{measured:.2f}",
+                    measured / reference, "<= 1.2x")
+                print(f"    {what} rounds: " + " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(reference_times, our_times))
+                      + f"  ({size / measured / MiB:,.0f} MiB/s for fetchdrive)")
         growth = (current_rss(pid) - memory_at_start) / MiB
         print(f"  fetchdrive memory at the end: {memory(pid)} ({growth:+.0f} MiB over the run), "
               f"peak {peak_rss(pid) / MiB:.0f} MiB")

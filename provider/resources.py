@@ -118,6 +118,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
             user=self.user,
             quota=self.provider.quota,
             environ=self.environ,
+            splice_timeout=self.provider.splice_timeout,
         )
         return self._upload
 

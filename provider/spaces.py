@@ -19,6 +19,7 @@ from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_REQUEST_URI
 from wsgidav.fs_dav_provider import BUFFER_SIZE, FilesystemProvider
 
 from engine.triggers import is_trigger_name
+from provider.body_splice import splice_supported
 from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
 from provider.quota import Quota
 from provider.resources import LOCK_ROOT_LOOKUP, SpaceFile, SpaceFolder, user_ref_url
@@ -31,7 +32,8 @@ _DELETED_KEY = "fetchdrive.deleted_paths"
 class SpacesProvider(FilesystemProvider):
     """Serves `spaces/<user>/` of whoever authenticated."""
 
-    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota) -> None:
+    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float = 300) -> None:
+        """`body_timeout`: how long a request body may stall (server.timeout)."""
         spaces_root.mkdir(parents=True, exist_ok=True)
         super().__init__(str(spaces_root), readonly=False, fs_opts={"follow_symlinks": False})
         self.spaces_root = Path(os.path.realpath(spaces_root))
@@ -39,6 +41,7 @@ class SpacesProvider(FilesystemProvider):
         # No upload is in progress at start: what is here was cut off by a crash.
         shutil.rmtree(self.upload_temp_dir, ignore_errors=True)
         self.upload_temp_dir.mkdir(parents=True, exist_ok=True)
+        self.splice_timeout = body_timeout if splice_supported(self.upload_temp_dir) else None
         self.quota = quota
         self.hooks: DownloadsHooks | None = None
         self._prepared: set[str] = set()

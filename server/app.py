@@ -10,6 +10,7 @@ import logging
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from wsgidav.dav_error import DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
@@ -35,6 +36,13 @@ from server.web import web_page
 DAV_PREFIX = "/dav"
 API_PREFIX = "/api/v1"
 _log = logging.getLogger(__name__)
+
+
+def _client_faults_unlogged(record: logging.LogRecord) -> bool:
+    """WsgiDAV logs every failed PUT body with a traceback, even a client's fault that was
+    answered with a 4xx (a body cut short or stalled, the quota): those stay out of the log."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, DAVError) and 400 <= error.value < 500)
 
 
 class EngineSpaces:
@@ -101,12 +109,14 @@ class FetchdriveApp:
         self.config = config
         self.storage = storage or Storage(config)
         self.authenticator = Authenticator(self.storage.accounts)
-        self.provider = SpacesProvider(self.storage.spaces_root, self.storage.temp_root, self.storage.quota)
+        self.provider = SpacesProvider(self.storage.spaces_root, self.storage.temp_root, self.storage.quota,
+                                       body_timeout=config["server.timeout"])
         self.dav = WsgiDAVApp(self._dav_config())
         # WsgiDAV's own logging stays off, but an internal error (a 500) must reach our log.
         dav_logger = logging.getLogger("wsgidav")
         dav_logger.setLevel(logging.ERROR)
         dav_logger.propagate = True
+        logging.getLogger("wsgidav.request_server").addFilter(_client_faults_unlogged)
         lock_manager = NotifyingLockManager(SqliteLockStorage(self.storage.database), self.provider.lock_released)
         self.dav.lock_manager = lock_manager
         self.provider.set_lock_manager(lock_manager)

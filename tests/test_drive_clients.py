@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -75,6 +76,10 @@ def test_https_is_served_when_a_certificate_is_configured(make_server, tmp_path)
     assert server.base_url.startswith("https://")
     response = requests.get(server.dav(), verify=str(cert), auth=("admin", "admin-password-1"))
     assert response.status_code == 200
+    body = os.urandom(3 * 1024 * 1024 + 5)  # a TLS body cannot be spliced: the streamed path
+    put = requests.put(server.dav("big.bin"), data=body, verify=str(cert), auth=("admin", "admin-password-1"))
+    assert put.status_code == 201
+    assert requests.get(server.dav("big.bin"), verify=str(cert), auth=("admin", "admin-password-1")).content == body
     plain = requests.get(server.dav().replace("https://", "http://"), timeout=10)
     assert plain.status_code == 400 and "use an https:// address" in plain.text
     assert "Traceback" not in server.log_text()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import os
+import random
 import re
 import socket
+import time
 
 import pytest
 
@@ -96,6 +99,60 @@ def test_an_interrupted_put_leaves_the_old_content_intact(server, alice, chunked
     assert alice.session.get(server.dav("fresh.txt")).status_code == 404
     assert "fresh.txt" not in alice.session.request("PROPFIND", server.dav(), headers={"Depth": "1"}).text
     assert not any((server.data / "tmp" / "uploads").iterdir())
+    assert "Traceback" not in server.log_text()  # a client's fault, answered; nothing for the log
+
+
+def raw_put_in_pieces(server, account, path: str, body: bytes, pieces: list[int], pause: float) -> bytes:
+    """Send a PUT whose head and first bytes share one packet and whose body then comes in
+    `pieces` (sizes) with `pause` seconds between them; the response head, or b"" if none."""
+    host, port = server.base_url.split("//")[1].split(":")
+    auth = base64.b64encode(f"{account.name}:{account.password}".encode()).decode()
+    head = (f"PUT /dav/{path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Basic {auth}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((host, int(port))) as conn:
+        position = pieces[0]
+        conn.sendall(head + body[:position])
+        for size in pieces[1:]:
+            time.sleep(pause)
+            try:
+                conn.sendall(body[position:position + size])
+            except OSError:
+                break  # the server gave up on this request
+            position += size
+        conn.settimeout(30)
+        try:
+            return conn.recv(65536)
+        except OSError:
+            return b""
+
+
+def test_a_large_put_arriving_in_uneven_pieces_is_stored_byte_identical(server, alice):
+    body = os.urandom(5 * 1024 * 1024 + 17)
+    rng = random.Random(3)
+    pieces = [1000]
+    while sum(pieces) < len(body):
+        pieces.append(min(rng.choice([1, 700, 65536, 1024 * 1024 + 5]), len(body) - sum(pieces)))
+    answer = raw_put_in_pieces(server, alice, "pieces.bin", body, pieces, pause=0.001)
+    assert answer.startswith(b"HTTP/1.1 201")
+    assert alice.session.get(server.dav("pieces.bin")).content == body
+    assert quota_of(server, alice)[0] == len(body)
+
+
+def test_a_put_whose_body_stalls_past_server_timeout_changes_nothing(make_server):
+    server = make_server(settings={"server.timeout": 2})
+    server.add_user("alice", "alice-password")
+    session = server.session("alice", "alice-password")
+    assert session.put(server.dav("doc.bin"), data=b"old content").status_code == 201
+
+    class Account:
+        name, password = "alice", "alice-password"
+
+    body = os.urandom(3 * 1024 * 1024)
+    answer = raw_put_in_pieces(server, Account, "doc.bin", body, [1024 * 1024, 1024 * 1024], pause=4)
+    assert not answer.startswith(b"HTTP/1.1 2")
+    assert session.get(server.dav("doc.bin")).content == b"old content"
+    assert not any((server.data / "tmp" / "uploads").iterdir())
+    assert "Traceback" not in server.log_text()
 
 
 def test_a_chunked_put_without_length_is_stored(server, alice):
