@@ -6,6 +6,7 @@
   (WsgiDAV answers 502, and a client error must not look like a server fault).
 - XML request bodies (PROPFIND, PROPPATCH, LOCK...) are capped at 1 MiB, and any DTD is
   refused: WebDAV never needs one, and entities are how XML bombs and XXE get in.
+- GET and HEAD with a body get 415 (WsgiDAV's own refusal of that, for folders, is a 500).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def xml_body_problem(environ: dict) -> tuple[str, str] | None:
     return None
 
 
+def _has_body(environ: dict) -> bool:
+    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
+
+
 def destination_problem(environ: dict, prefix: str) -> str | None:
     """Why the Destination header is unacceptable, or None."""
     destination = environ.get("HTTP_DESTINATION")
@@ -83,6 +88,11 @@ def dav_guard(app, prefix: str):
             problem = destination_problem(environ, prefix)
             if problem:
                 return _refuse(start_response, f"{problem}.\n".encode())
+        if method in ("GET", "HEAD") and _has_body(environ):
+            # WsgiDAV means to refuse this for folders, but fails with a 500 doing so.
+            answer = _refuse(start_response, f"a {method} request takes no body.\n".encode(),
+                             status="415 Unsupported Media Type")
+            return [] if method == "HEAD" else answer
         if method in XML_METHODS:
             refused = xml_body_problem(environ)
             if refused:

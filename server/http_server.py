@@ -14,7 +14,7 @@ be served. Three defences:
 
 cheroot also does the TLS handshake in its accept loop, where one silent client stalls every
 new connection; `DeferredHandshakeAdapter` leaves the handshake to the first read in the
-worker, under the same deadline.
+worker, under the same deadline. Responses go out through `socket_writer.DirectWriter`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ import time
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
+from cheroot.makefile import MakeFile
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from server.socket_writer import DirectWriter
 
 _KEEPER_TICK = 0.5
 _log = logging.getLogger("fetchdrive")
@@ -98,6 +101,11 @@ class _DeadlineConnection(cheroot_server.HTTPConnection):
     RequestHandlerClass = _DeadlineRequest
     waited_for_data = False
     tls_ready = False
+
+    def __init__(self, server, sock, makefile=MakeFile) -> None:
+        super().__init__(server, sock, makefile)
+        self.wfile.close()  # releases its hold on the socket (the socket itself stays open)
+        self.wfile = DirectWriter(sock, "wb", self.wbufsize)
 
 
 class DeferredHandshakeAdapter(BuiltinSSLAdapter):

@@ -57,3 +57,14 @@ def test_an_oversized_xml_body_gets_413(server, alice):
     response = alice.session.request("PROPFIND", server.dav(), data=body, headers={"Depth": "0"})
     assert response.status_code == 413
     assert alice.session.get(server.dav()).status_code == 200
+
+
+def test_a_get_or_head_with_a_body_gets_415_not_a_server_error(server, alice):
+    """Found by the fuzz test: WsgiDAV's refusal of a GET with a body on a folder was a 500."""
+    alice.session.request("MKCOL", server.dav("folder"))
+    alice.session.put(server.dav("file.txt"), data=b"x")
+    for method in ("GET", "HEAD"):
+        for path in ("folder", "file.txt", ""):
+            response = alice.session.request(method, server.dav(path), data=b"\0")
+            assert response.status_code == 415, (method, path)
+    assert alice.session.get(server.dav("file.txt")).content == b"x"
