@@ -71,6 +71,10 @@ _PLAIN_HTTP_ANSWER = (
 
 
 class _DeadlineRequest(cheroot_server.HTTPRequest):
+    def respond(self) -> None:
+        with self.conn.wfile.holding():  # a small response leaves in one send
+            super().respond()
+
     def parse_request(self) -> None:
         deadlines: _HeadDeadlines = self.server.head_deadlines
         deadlines.start(self.conn)
