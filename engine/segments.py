@@ -8,16 +8,18 @@ sees the content change, everything restarts as one stream from zero.
 
 The SHA-256 is computed in order while the segments run: `_FollowingHasher` reads the file
 from byte 0 as far as it is written without a gap (segment 0's progress, then segment 1's
-once segment 0 is complete, ...), from the page cache, so when the last range lands only
-the part behind the slowest segment is left to hash. The transfer returns without waiting
+once segment 0 is complete, ...), from the page cache, with the CPU time the transfer leaves
+over, so when the last range lands only the part it could not get to is left to hash. The transfer returns without waiting
 for that part (`Download.pending_hash`): the engine publishes the file first and takes the
 digest afterwards, unless it has a checksum to verify. After a restart it starts from byte 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import threading
 from typing import Callable
 
@@ -131,10 +133,10 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
         hasher.all_written()
     failure = _most_telling(failures) or (Cancelled() if is_cancelled() else None)
     if failure is not None:
-        hasher.finish()
+        hasher.join()  # its partial hash is of no use: the next try starts a new one
         raise failure
     download.bytes_done = download.bytes_total
-    download.pending_hash = hasher.finish  # whoever needs the digest waits for the rest of the hash
+    download.pending_hash = hasher.finish  # whoever needs the digest hashes the rest
     on_progress(download)
     return download
 
@@ -156,14 +158,21 @@ def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> 
 
 
 class _FollowingHasher(threading.Thread):
-    """Hashes the file from byte 0 up to where the segments have written it without a gap."""
+    """Hashes the file from byte 0 up to where the segments have written it without a gap.
+
+    The thread runs at the lowest CPU priority (Linux, where a thread has its own): it
+    hashes with CPU time the transfer leaves over and never slows the transfer down. Once
+    the transfer is over, `finish()` stops it and hashes what is left on the caller's thread
+    at normal priority.
+    """
 
     def __init__(self, path: str, segments: list[list[int]]) -> None:
         super().__init__(name="segment-hasher", daemon=True)
         self._path = path
         self._segments = segments
         self._hasher = hashlib.sha256()
-        self._all_written = threading.Event()
+        self._position = 0
+        self._transfer_over = threading.Event()
 
     def _written_without_gap(self) -> int:
         end = 0
@@ -174,29 +183,32 @@ class _FollowingHasher(threading.Thread):
         return end
 
     def run(self) -> None:
-        position = 0
+        if sys.platform == "linux":
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         with open(self._path, "rb") as saved:
-            while True:
-                last_round = self._all_written.is_set()  # read before measuring what is written
-                target = self._written_without_gap()
-                while position < target:
-                    data = os.pread(saved.fileno(), min(CHUNK, target - position), position)
-                    if not data:
-                        break  # cannot happen: the file was sized in full before the segments
-                    self._hasher.update(data)
-                    position += len(data)
-                if last_round:
-                    return
-                self._all_written.wait(0.05)
+            while not self._transfer_over.is_set():
+                self._hash_up_to(saved.fileno(), self._written_without_gap(), self._transfer_over)
+                self._transfer_over.wait(0.05)
+
+    def _hash_up_to(self, fd: int, target: int, stop: threading.Event | None = None) -> None:
+        while self._position < target and not (stop and stop.is_set()):
+            data = os.pread(fd, min(CHUNK, target - self._position), self._position)
+            if not data:
+                break  # cannot happen: the file was sized in full before the segments
+            self._hasher.update(data)
+            self._position += len(data)
 
     def all_written(self) -> None:
-        """Nothing more will be written: hash up to the first gap, then stop."""
-        self._all_written.set()
+        """The transfer is over: the thread stops (finish() hashes the rest)."""
+        self._transfer_over.set()
 
     def finish(self) -> "hashlib._Hash":
-        """Wait until everything written is hashed; the hasher (complete when all segments are)."""
-        self._all_written.set()
+        """Hash everything written so far; the hasher (complete when all segments are)."""
+        self._transfer_over.set()
         self.join()
+        with open(self._path, "rb") as saved:
+            self._hash_up_to(saved.fileno(), self._written_without_gap())
         return self._hasher
 
 
