@@ -16,10 +16,10 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from engine.addresses import Network

@@ -55,7 +55,7 @@ def splice_body(body: KnownLengthRFile, fd: int, timeout: float) -> int:
     reader = body.rfile
     while body.remaining > 0 and reader.has_data():  # the part read along with the headers
         data = reader.read1(body.remaining)
-        _write_all(fd, data)
+        write_all(fd, data)
         body.remaining -= len(data)
         moved += len(data)
     socket_fd = reader.raw.fileno()
@@ -85,7 +85,8 @@ def splice_body(body: KnownLengthRFile, fd: int, timeout: float) -> int:
     return moved
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written (a write may take only part of it)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

@@ -16,7 +16,7 @@ from typing import Iterable
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 
-from provider.body_splice import splice_body, spliceable_body
+from provider.body_splice import splice_body, spliceable_body, write_all
 from provider.path_locks import locked_paths, size_or_zero
 from provider.quota import Quota, QuotaExceeded
 
@@ -63,9 +63,7 @@ class AtomicUpload:
 
     def write(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        write_all(self._fd, data)
         self.received += len(data)
         if self.expected is not None and self.received > self.expected:
             raise DAVError(HTTP_BAD_REQUEST, f"body is longer than the declared {self.expected} bytes")
