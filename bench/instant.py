@@ -2,6 +2,10 @@
 store (instant delivery), against the time of the first real download of it.
 Goal: instant delivery under 0.2 s for a 1 GiB file.
 
+A download is published before its SHA-256 is complete (the hash catches up afterwards), so
+the script waits for the first task's digest before asking again, and reports how long
+after the file appeared the digest was known.
+
     python bench/instant.py [--size-mib 1024]
 """
 
@@ -37,11 +41,12 @@ def main() -> None:
 
             url_trigger = f"[InternetShortcut]\r\nURL={origin}/big.bin\r\n"
             first = timed(lambda: deliver(first_user, "bench", "a.url", url_trigger, "big.bin"))
+            hashed = timed(lambda: wait_until(lambda: first_user.get(server.url("/api/v1/tasks")).json()[0]["sha256"]))
             by_url = timed(lambda: deliver(second_user, "second", "a.url", url_trigger, "big.bin"))
             by_hash = timed(lambda: deliver(second_user, "second", "b.id", f"sha256:{digest}\nfilename=again.bin\n", "again.bin"))
             server.stop()
         print(f"file: {args.size_mib} MiB")
-        print(f"first real download:             {first:7.3f} s")
+        print(f"first real download:             {first:7.3f} s   (its sha256 known {hashed:.3f} s later)")
         print(f"same URL again (conditional GET): {by_url:7.3f} s   ratio {by_url / first:.4f}")
         print(f"sha256: ID held in the store:     {by_hash:7.3f} s   ratio {by_hash / first:.4f} (goal < 0.2 s)")
     finally:
