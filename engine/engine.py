@@ -33,6 +33,7 @@ from engine.naming import choose_filename, sanitize_filename
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
+from engine.socket_splice import splice_supported
 from engine.tasks import (
     CANCELLED, DONE, DOWNLOADING, FAILED, QUEUED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore,
 )
@@ -128,6 +129,7 @@ class DownloadEngine:
             make_session(allow_private=settings.allow_private_networks, allowlist=settings.private_allowlist),
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
+            splice=splice_supported(self.temp_root),
         )
         self._bandwidth = Bandwidth(settings.rate_limit, settings.per_user_rate_limit)
         self._cond = threading.Condition()

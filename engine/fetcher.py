@@ -82,8 +82,12 @@ def _host(url: str) -> str:
 class Fetcher:
     """Performs HTTP(S) transfers with an address-checked session."""
 
-    def __init__(self, session: requests.Session, *, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, session: requests.Session, *, connect_timeout: float, read_timeout: float,
+                 splice: bool = False) -> None:
+        """`splice`: whether the temporary files take splice(2) writes (engine/socket_splice.py)."""
         self.session = session
+        self.read_timeout = read_timeout
+        self.splice = splice
         self._timeouts = (connect_timeout, read_timeout)
 
     def fetch(

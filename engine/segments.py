@@ -4,7 +4,9 @@ Used when the origin answers a `Range: bytes=0-` probe with 206, the size is kno
 large enough, and the content has a validator. Each segment is its own resume loop (Range
 guarded by If-Range) and is retried on its own with tenacity's back-off; the segments'
 progress is part of the task row, so `kill -9` loses no finished range. If any segment
-sees the content change, everything restarts as one stream from zero.
+sees the content change, everything restarts as one stream from zero. On plain HTTP a
+range's bytes go from the socket into the file with splice(2) (engine/socket_splice.py);
+over TLS, or when the origin sends a range chunked or encoded, they are read through Python.
 
 The SHA-256 is computed in order while the segments run: `_FollowingHasher` reads the file
 from byte 0 as far as it is written without a gap (segment 0's progress, then segment 1's
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import sys
 import threading
 from typing import Callable
@@ -29,6 +32,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from engine.errors import Cancelled, PermanentError, TransientError
 from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart
+from engine.socket_splice import splice_to_file, write_all
 
 MIN_SEGMENT = 4 * 1024 * 1024
 PROBE = 1024 * 1024
@@ -267,11 +271,39 @@ def _stream_segment(fetcher, download, segment, fd, headers, offset, check_stop,
         ):
             raise Restart()  # the content changed, or the origin stopped honouring ranges
         length = segment[END] - segment[START]
-        while segment[DONE] < length and (chunk := response.raw.read1(min(CHUNK, length - segment[DONE]))):
+
+        def landed(count: int) -> None:
+            segment[DONE] += count
+            throttle(count)
             check_stop()
-            os.pwrite(fd, chunk, segment[START] + segment[DONE])
-            segment[DONE] += len(chunk)
-            throttle(len(chunk))
+
+        if not (fetcher.splice and _splice_range(response, fd, segment, fetcher.read_timeout, landed)):
+            while segment[DONE] < length and (chunk := response.raw.read1(min(CHUNK, length - segment[DONE]))):
+                check_stop()
+                write_all(fd, chunk, segment[START] + segment[DONE])
+                landed(len(chunk))
         if segment[DONE] < length:
             raise Dropped(f"range ended after {segment[DONE]} of {length} bytes")
 
+
+
+def _splice_range(response: requests.Response, fd: int, segment: list[int], timeout: float,
+                  landed: Callable[[int], None]) -> bool:
+    """Move the rest of the range from the socket into the file inside the kernel
+    (engine/socket_splice.py); False, having read nothing, where that cannot work: TLS,
+    a content coding, a chunked body."""
+    wire = getattr(response.raw, "_fp", None)  # http.client's response, under urllib3's
+    buffered = getattr(wire, "fp", None)
+    sock = getattr(response.raw.connection, "sock", None)
+    if type(sock) is not socket.socket or buffered is None or getattr(wire, "chunked", True) or (
+        response.headers.get("Content-Encoding", "identity").lower() != "identity"
+    ):
+        return False
+    length = segment[END] - segment[START]
+    # What came along with the headers sits in http.client's small buffer: one read1 empties it.
+    if segment[DONE] < length and (first := buffered.read1(min(CHUNK, length - segment[DONE]))):
+        write_all(fd, first, segment[START] + segment[DONE])
+        landed(len(first))
+    splice_to_file(sock.fileno(), fd, length - segment[DONE], timeout=timeout,
+                   offset=segment[START] + segment[DONE], after_block=landed)
+    return True

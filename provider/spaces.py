@@ -18,8 +18,8 @@ from urllib.parse import unquote
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_REQUEST_URI_TOO_LONG, DAVError
 from wsgidav.fs_dav_provider import BUFFER_SIZE, FilesystemProvider
 
+from engine.socket_splice import splice_supported
 from engine.triggers import is_trigger_name
-from provider.body_splice import splice_supported
 from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
 from provider.quota import Quota
 from provider.resources import LOCK_ROOT_LOOKUP, SpaceFile, SpaceFolder, user_ref_url

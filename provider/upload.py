@@ -16,7 +16,8 @@ from typing import Iterable
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 
-from provider.body_splice import splice_body, spliceable_body, write_all
+from engine.socket_splice import write_all
+from provider.body_splice import splice_body, spliceable_body
 from provider.path_locks import locked_paths, size_or_zero
 from provider.quota import Quota, QuotaExceeded
 

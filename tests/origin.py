@@ -37,6 +37,7 @@ class Resource:
     redirect_to: str | None = None
     status: int = 200
     send_length: bool = True
+    chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length
     fail_range_start: int | None = None  # requests whose Range starts here fail with 503...
     fail_range_times: int = 0  # ...this many times
     version: int = 1
@@ -116,7 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Disposition"] = resource.content_disposition
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
-        if resource.send_length:
+        if resource.chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        elif resource.send_length:
             headers["Content-Length"] = str(end - start)
         else:
             headers["Connection"] = "close"
@@ -148,13 +151,18 @@ class _Handler(BaseHTTPRequestHandler):
                 step = min(_BLOCK, limit - sent)
                 if resource.stall_after is not None and not stalled:
                     step = min(step, max(1, resource.stall_after - sent))
-                self.wfile.write(view[sent : sent + step])
+                if resource.chunked:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (step, view[sent : sent + step]))
+                else:
+                    self.wfile.write(view[sent : sent + step])
                 sent += step
                 entry.body_bytes_sent = sent
                 if resource.rate:
                     ahead = sent / resource.rate - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
+            if resource.chunked:
+                self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
             self.close_connection = True
 

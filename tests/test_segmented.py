@@ -94,3 +94,20 @@ def test_an_origin_without_ranges_is_fetched_in_one_stream(make_server, origin):
     origin.add("/plain.bin", BODY, ranges=False)
     alice.put(server.dav("downloads/p.url"), data=url_shortcut(origin.url("/plain.bin")))
     assert delivered(server, "alice", "plain.bin") == BODY
+
+
+def test_a_range_that_stalls_is_resumed_from_where_it_stopped(make_server, origin):
+    server, alice = segmented_server(make_server, **{"engine.read_timeout": 1})
+    origin.add("/stalls.bin", BODY, stall_after=5 * 1024 * 1024, stall_seconds=3)
+    alice.put(server.dav("downloads/s.url"), data=url_shortcut(origin.url("/stalls.bin")))
+    assert delivered(server, "alice", "stalls.bin") == BODY
+    assert origin.bytes_sent("/stalls.bin") < 1.3 * SIZE
+
+
+def test_ranges_sent_chunked_arrive_intact(make_server, origin):
+    """A chunked range cannot be spliced from the socket: it is read through Python."""
+    server, alice = segmented_server(make_server)
+    origin.add("/chunked.bin", BODY, chunked=True, drop_after=6 * 1024 * 1024, drop_times=4)
+    alice.put(server.dav("downloads/c.url"), data=url_shortcut(origin.url("/chunked.bin")))
+    assert delivered(server, "alice", "chunked.bin") == BODY
+    assert len(range_starts(origin, "/chunked.bin")) >= 4

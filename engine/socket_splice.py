@@ -1,0 +1,91 @@
+"""Moving bytes from a socket into a file inside the kernel: Linux splice(2) takes them from
+the socket into a pipe and from the pipe into the file, so they never pass through Python.
+
+Used for PUT bodies (provider/body_splice.py) and for the ranges of segmented downloads
+(engine/segments.py), where it works: Linux, a filesystem that accepts splice writes
+(`splice_supported`, checked once per folder) and a plain-HTTP socket (a TLS socket carries
+ciphertext). On a gigabyte this saves a copy into Python and one out of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+SPLICE_BLOCK = 1024 * 1024
+
+
+def splice_supported(folder: Path) -> bool:
+    """Whether splice can write into files in `folder` (not every filesystem can)."""
+    if not hasattr(os, "splice"):
+        return False
+    read_end, write_end = os.pipe()
+    fd, name = tempfile.mkstemp(dir=folder, prefix="splice-check-")
+    try:
+        os.write(write_end, b"x")
+        return os.splice(read_end, fd, 1) == 1
+    except OSError:
+        return False
+    finally:
+        for open_fd in (read_end, write_end, fd):
+            os.close(open_fd)
+        os.unlink(name)
+
+
+def splice_to_file(
+    socket_fd: int,
+    fd: int,
+    count: int,
+    *,
+    timeout: float,
+    offset: int | None = None,
+    after_block: Callable[[int], None] = lambda moved: None,
+) -> int:
+    """Move up to `count` bytes from `socket_fd` into the file `fd`, at `offset` if given,
+    else at the file's position; the bytes moved (fewer if the peer closed the connection).
+
+    `after_block(n)` runs each time n more bytes are in the file; it may raise to stop.
+    TimeoutError if nothing arrives for `timeout` seconds.
+    """
+    moved = 0
+    read_end, write_end = os.pipe()
+    try:
+        with contextlib.suppress(OSError):  # a smaller pipe only means more rounds
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SPLICE_BLOCK)
+        readable = select.poll()
+        readable.register(socket_fd, select.POLLIN)
+        while moved < count:
+            try:
+                # a socket with a timeout is non-blocking underneath
+                block = os.splice(socket_fd, write_end, min(count - moved, SPLICE_BLOCK))
+            except BlockingIOError:
+                if not readable.poll(timeout * 1000):
+                    raise TimeoutError(f"nothing arrived for {timeout:g} s") from None
+                continue
+            if block == 0:
+                break
+            landed = 0
+            while landed < block:
+                at = None if offset is None else offset + moved + landed
+                landed += os.splice(read_end, fd, block - landed, offset_dst=at)
+            moved += block
+            after_block(block)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return moved
+
+
+def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of `data` to `fd`, at `offset` if given (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[written:]
+        if offset is not None:
+            offset += written
