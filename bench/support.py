@@ -6,6 +6,7 @@ machine and prints both figures with their ratio.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -114,7 +115,10 @@ def current_rss(pid: int) -> int:
 
 
 def fetchdrive_server(base: Path, settings: dict | None = None) -> ServerProcess:
+    """A started server with the user `bench`; stopped at exit at the latest, even when a
+    benchmark fails halfway (a forgotten server would skew every later figure)."""
     server = ServerProcess(base, {"engine.allow_private_networks": True, "storage.min_free": "100M", **(settings or {})})
+    atexit.register(server.stop)
     server.start()
     server.add_user("bench", "bench-password", quota="none")
     return server
