@@ -14,6 +14,7 @@ import fcntl
 import os
 import select
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable
 
@@ -45,11 +46,13 @@ def splice_to_file(
     timeout: float,
     offset: int | None = None,
     after_block: Callable[[int], None] = lambda moved: None,
+    write_lock: AbstractContextManager[object] = contextlib.nullcontext(),
 ) -> int:
     """Move up to `count` bytes from `socket_fd` into the file `fd`, at `offset` if given,
     else at the file's position; the bytes moved (fewer if the peer closed the connection).
 
     `after_block(n)` runs each time n more bytes are in the file; it may raise to stop.
+    `write_lock` is held while a block goes from the pipe into the file.
     TimeoutError if nothing arrives for `timeout` seconds.
     """
     moved = 0
@@ -70,9 +73,10 @@ def splice_to_file(
             if block == 0:
                 break
             landed = 0
-            while landed < block:
-                at = None if offset is None else offset + moved + landed
-                landed += os.splice(read_end, fd, block - landed, offset_dst=at)
+            with write_lock:
+                while landed < block:
+                    at = None if offset is None else offset + moved + landed
+                    landed += os.splice(read_end, fd, block - landed, offset_dst=at)
             moved += block
             after_block(block)
     finally:
