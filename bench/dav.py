@@ -10,8 +10,9 @@
    Each wrk figure is the best of two runs per side, the servers taking turns.
 3. GET and PUT of one large file (1 GiB) with curl: fetchdrive vs nginx's WebDAV module
    (`dav_methods PUT DELETE`, `client_max_body_size 0`, sendfile on). Best of three rounds
-   each, the two servers taking turns (and turns going first for PUT); a `sync` before each
-   PUT, so that neither pays for the other's writeback; the PUT's source file in /dev/shm.
+   each, the two servers taking turns (and turns going first for PUT); before each PUT a
+   `sync`, and the previous upload is deleted right after its check, so that neither pays for
+   the other's writeback or memory; the PUT's source file in /dev/shm.
    Goal: at most 1.2x nginx's time. On a machine whose disk makes large writes noisy, run
    with TMPDIR=/dev/shm as well: both servers then store in memory, which compares the
    servers rather than the disk.
@@ -327,18 +328,17 @@ def main() -> None:
                     ours_get.append(curl([*credentials, f"{ours}/large.bin"]))
                 for number in range(args.rounds):
                     name = f"put-{number}.bin"
-                    puts = [(nginx_put, []), (ours_put, credentials)]
-                    for times, auth in puts if number % 2 == 0 else reversed(puts):  # taking turns going first
-                        # Each PUT starts with no dirty pages left by the one before (on this VM's
-                        # disk, writeback of the previous gigabyte otherwise decides the time).
+                    puts = [(nginx_put, [], origin, nginx_root), (ours_put, credentials, ours, server.space(USER))]
+                    for times, auth, base, root in puts if number % 2 == 0 else reversed(puts):  # taking turns
+                        # Each PUT starts with no dirty pages and no cached copy left by the one
+                        # before: on this VM, writeback of the previous gigabyte, or memory the
+                        # kernel has not handed out for a while, otherwise decides the time.
                         os.sync()
-                        times.append(curl([*auth, "-T", str(upload), f"{origin if not auth else ours}/{name}"]))
-                    for stored in (nginx_root / name, server.space(USER) / name):
-                        if stored.stat().st_size != size:
-                            raise SystemExit(f"PUT stored {stored.stat().st_size} bytes in {stored}, not {size}")
-                    subprocess.run(["curl", "-sSf", "-o", "/dev/null", "-X", "DELETE", f"{origin}/{name}"], check=True)
-                    subprocess.run(["curl", "-sSf", "-o", "/dev/null", *credentials, "-X", "DELETE", f"{ours}/{name}"],
-                                   check=True)
+                        times.append(curl([*auth, "-T", str(upload), f"{base}/{name}"]))
+                        if (root / name).stat().st_size != size:
+                            raise SystemExit(f"PUT stored {(root / name).stat().st_size} bytes in {root / name}, not {size}")
+                        subprocess.run(["curl", "-sSf", "-o", "/dev/null", *auth, "-X", "DELETE", f"{base}/{name}"],
+                                       check=True)
             print(f"curl, {args.size_mib:,} MiB, best of {args.rounds} (all rounds in s: nginx / fetchdrive)")
             for what, reference_times, our_times in (("GET", nginx_get, ours_get), ("PUT", nginx_put, ours_put)):
                 reference, measured = min(reference_times), min(our_times)

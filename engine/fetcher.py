@@ -27,6 +27,7 @@ from engine.addresses import BlockedAddressError
 from engine.errors import Cancelled, PermanentError, TransientError
 from engine.retry import parse_retry_after
 from engine.safe_http import blocked_reason
+from engine.socket_splice import write_all
 
 CHUNK = 1024 * 1024
 ROOM_CHECK_EVERY = 16 * CHUNK
@@ -243,32 +244,32 @@ class Fetcher:
         last_report = time.monotonic()
         checked_room_at = download.bytes_done
         hasher = BackgroundHasher(download.hasher)
+        out = os.open(download.temp_path, os.O_WRONLY)
         try:
-            with open(download.temp_path, "r+b") as out:
-                out.seek(download.bytes_done)
-                out.truncate()
-                while chunk := response.raw.read1(CHUNK, decode_content=True):
-                    if is_cancelled():
-                        raise Cancelled()
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    download.bytes_done += len(chunk)
-                    throttle(len(chunk))
-                    if download.bytes_done - checked_room_at >= ROOM_CHECK_EVERY:
-                        checked_room_at = download.bytes_done
-                        available = room()
-                        if available is not None and download.bytes_done > available:
-                            raise PermanentError(
-                                f"not enough space: {download.bytes_done} bytes saved and the quota leaves "
-                                f"{available}; free some space, then upload the trigger again"
-                            )
-                    if time.monotonic() - last_report >= PROGRESS_EVERY:
-                        last_report = time.monotonic()
-                        out.flush()
-                        on_progress(download)
+            os.ftruncate(out, download.bytes_done)
+            os.lseek(out, download.bytes_done, os.SEEK_SET)
+            while chunk := response.raw.read1(CHUNK, decode_content=True):
+                if is_cancelled():
+                    raise Cancelled()
+                write_all(out, chunk)
+                hasher.update(chunk)
+                download.bytes_done += len(chunk)
+                throttle(len(chunk))
+                if download.bytes_done - checked_room_at >= ROOM_CHECK_EVERY:
+                    checked_room_at = download.bytes_done
+                    available = room()
+                    if available is not None and download.bytes_done > available:
+                        raise PermanentError(
+                            f"not enough space: {download.bytes_done} bytes saved and the quota leaves "
+                            f"{available}; free some space, then upload the trigger again"
+                        )
+                if time.monotonic() - last_report >= PROGRESS_EVERY:
+                    last_report = time.monotonic()
+                    on_progress(download)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise Dropped(type(error).__name__) from None
         finally:
+            os.close(out)
             hasher.finish()
         if download.bytes_total is not None and download.bytes_done < download.bytes_total:
             raise Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
