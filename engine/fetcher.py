@@ -5,17 +5,18 @@ The resume loop (after pip's download code): ask for `Range: bytes=N-` guarded b
 appended; a 200, a 206 at another offset or a changed validator restart from zero, so
 a file is never stitched from two versions. A stream that drops after making progress is
 resumed at once; one that makes none becomes a TransientError for the retry policy.
-The SHA-256 is computed while streaming (the saved prefix is hashed once after a restart).
+The SHA-256 follows the stream, reading the file from the page cache (engine/following_hasher.py),
+so a body can go socket to file by splice(2); the saved prefix is hashed once after a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
-import threading
+import socket
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,9 +26,10 @@ import urllib3
 
 from engine.addresses import BlockedAddressError
 from engine.errors import Cancelled, PermanentError, TransientError
+from engine.following_hasher import FollowingHasher
 from engine.retry import parse_retry_after
 from engine.safe_http import blocked_reason
-from engine.socket_splice import write_all
+from engine.socket_splice import splice_to_file, write_all
 
 CHUNK = 1024 * 1024
 ROOM_CHECK_EVERY = 16 * CHUNK
@@ -243,56 +245,79 @@ class Fetcher:
     def _stream_body(self, download, response, on_progress, is_cancelled, room, throttle) -> None:
         last_report = time.monotonic()
         checked_room_at = download.bytes_done
-        hasher = BackgroundHasher(download.hasher)
-        out = os.open(download.temp_path, os.O_WRONLY)
+
+        def landed(count: int) -> None:
+            nonlocal last_report, checked_room_at
+            download.bytes_done += count
+            throttle(count)
+            if is_cancelled():
+                raise Cancelled()
+            if download.bytes_done - checked_room_at >= ROOM_CHECK_EVERY:
+                checked_room_at = download.bytes_done
+                available = room()
+                if available is not None and download.bytes_done > available:
+                    raise PermanentError(
+                        f"not enough space: {download.bytes_done} bytes saved and the quota leaves "
+                        f"{available}; free some space, then upload the trigger again"
+                    )
+            if time.monotonic() - last_report >= PROGRESS_EVERY:
+                last_report = time.monotonic()
+                on_progress(download)
+
+        hasher = FollowingHasher(download.temp_path, lambda: download.bytes_done, download.hasher, download.bytes_done)
+        hasher.start()
         try:
-            os.ftruncate(out, download.bytes_done)
-            os.lseek(out, download.bytes_done, os.SEEK_SET)
-            while chunk := response.raw.read1(CHUNK, decode_content=True):
-                if is_cancelled():
-                    raise Cancelled()
-                write_all(out, chunk)
-                hasher.update(chunk)
-                download.bytes_done += len(chunk)
-                throttle(len(chunk))
-                if download.bytes_done - checked_room_at >= ROOM_CHECK_EVERY:
-                    checked_room_at = download.bytes_done
-                    available = room()
-                    if available is not None and download.bytes_done > available:
-                        raise PermanentError(
-                            f"not enough space: {download.bytes_done} bytes saved and the quota leaves "
-                            f"{available}; free some space, then upload the trigger again"
-                        )
-                if time.monotonic() - last_report >= PROGRESS_EVERY:
-                    last_report = time.monotonic()
-                    on_progress(download)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise Dropped(type(error).__name__) from None
-        finally:
-            os.close(out)
-            hasher.finish()
-        if download.bytes_total is not None and download.bytes_done < download.bytes_total:
-            raise Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
+            self._write_body(download, response, landed)
+        except Dropped:
+            download.hasher = hasher.finish()  # the next request continues the hash from here
+            raise
+        except BaseException:
+            hasher.abandon()
+            download.hasher = None  # a later try hashes the saved bytes again
+            raise
+        download.pending_hash = hasher.finish  # whoever needs the digest hashes the rest
         on_progress(download)
 
+    def _write_body(self, download: Download, response: requests.Response, landed: Callable[[int], None]) -> None:
+        """The body into the temporary file after the bytes saved, spliced where it can be."""
+        try:
+            out = os.open(download.temp_path, os.O_WRONLY)
+            try:
+                os.ftruncate(out, download.bytes_done)
+                if not self.splice_body(response, out, None, download.bytes_done, landed):
+                    while chunk := response.raw.read1(CHUNK, decode_content=True):
+                        write_all(out, chunk, download.bytes_done)
+                        landed(len(chunk))
+            finally:
+                os.close(out)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise Dropped(type(error).__name__) from None
+        if download.bytes_total is not None and download.bytes_done < download.bytes_total:
+            raise Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
 
-class BackgroundHasher:
-    """Feeds chunks to a hashlib object on another thread (hashlib releases the GIL), so
-    hashing overlaps with network reads and disk writes; `finish()` waits until it caught up."""
+    def splice_body(self, response: requests.Response, fd: int, count: int | None, offset: int,
+                    landed: Callable[[int], None], write_lock: AbstractContextManager[object] = nullcontext()) -> bool:
+        """Move up to `count` bytes of the body (None: all of it) into `fd` at `offset` inside
+        the kernel (engine/socket_splice.py), calling `landed(n)` as they arrive; False, having
+        read nothing, where that cannot work: no splice here, TLS, a content coding, a body
+        of unknown length."""
+        wire = getattr(response.raw, "_fp", None)  # http.client's response, under urllib3's
+        buffered = getattr(wire, "fp", None)
+        sock = getattr(response.raw.connection, "sock", None)
+        if not self.splice or type(sock) is not socket.socket or buffered is None or (
+            getattr(wire, "length", None) is None
+            or response.headers.get("Content-Encoding", "identity").lower() != "identity"
+        ):
+            return False
+        count = wire.length if count is None else min(count, wire.length)
+        # What came along with the headers sits in http.client's small buffer: one read1 empties it.
+        if count > 0 and (first := buffered.read1(min(CHUNK, count))):
+            with write_lock:
+                write_all(fd, first, offset)
+            landed(len(first))
+            offset, count = offset + len(first), count - len(first)
+        splice_to_file(sock.fileno(), fd, count, timeout=self.read_timeout, offset=offset, after_block=landed,
+                       write_lock=write_lock)
+        return True
 
-    def __init__(self, hasher) -> None:
-        self._hasher = hasher
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._hasher.update(chunk)
-
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()

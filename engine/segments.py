@@ -8,21 +8,17 @@ sees the content change, everything restarts as one stream from zero. On plain H
 range's bytes go from the socket into the file with splice(2) (engine/socket_splice.py);
 over TLS, or when the origin sends a range chunked or encoded, they are read through Python.
 
-The SHA-256 is computed in order while the segments run: `_FollowingHasher` reads the file
-from byte 0 as far as it is written without a gap (segment 0's progress, then segment 1's
-once segment 0 is complete, ...), from the page cache, with the CPU time the transfer leaves
-over, so when the last range lands only the part it could not get to is left to hash. The transfer returns without waiting
-for that part (`Download.pending_hash`): the engine publishes the file first and takes the
-digest afterwards, unless it has a checksum to verify. After a restart it starts from byte 0.
+The SHA-256 is computed in order while the segments run (engine/following_hasher.py): from
+byte 0 as far as the file is written without a gap (segment 0's progress, then segment 1's
+once segment 0 is complete, ...), so when the last range lands only the part the hasher
+could not get to is left. The transfer returns without waiting for that part
+(`Download.pending_hash`). After a restart the hash starts again from byte 0.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import socket
-import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -33,7 +29,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from engine.errors import Cancelled, PermanentError, TransientError
 from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart
-from engine.socket_splice import splice_to_file, write_all
+from engine.following_hasher import FollowingHasher
+from engine.socket_splice import write_all
 
 MIN_SEGMENT = 4 * 1024 * 1024
 PROBE = 1024 * 1024
@@ -113,7 +110,7 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
     failures: list[BaseException] = []
     stop = threading.Event()
     target = _SharedFile(download.temp_path)
-    hasher = _FollowingHasher(str(download.temp_path), download.segments)
+    hasher = FollowingHasher(download.temp_path, lambda: _written_without_gap(download.segments))
     hasher.start()
     try:
         workers = [
@@ -135,15 +132,24 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
             on_progress(download)
     finally:
         target.close()
-        hasher.all_written()
+        hasher.stop()
     failure = _most_telling(failures) or (Cancelled() if is_cancelled() else None)
     if failure is not None:
-        hasher.join()  # its partial hash is of no use: the next try starts a new one
+        hasher.abandon()  # its partial hash is of no use: the next try starts a new one
         raise failure
     download.bytes_done = download.bytes_total
     download.pending_hash = hasher.finish  # whoever needs the digest hashes the rest
     on_progress(download)
     return download
+
+
+def _written_without_gap(segments: list[list[int]]) -> int:
+    end = 0
+    for segment in segments:  # in file order, each starting where the last ends
+        end = segment[START] + segment[DONE]
+        if end < segment[END]:
+            break
+    return end
 
 
 def _most_telling(failures: list[BaseException]) -> BaseException | None:
@@ -160,61 +166,6 @@ def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> 
         download.hasher = hashlib.file_digest(saved, "sha256")
     on_progress(download)
     return download
-
-
-class _FollowingHasher(threading.Thread):
-    """Hashes the file from byte 0 up to where the segments have written it without a gap.
-
-    The thread runs at the lowest CPU priority (Linux, where a thread has its own): it
-    hashes with CPU time the transfer leaves over and never slows the transfer down. Once
-    the transfer is over, `finish()` stops it and hashes what is left on the caller's thread
-    at normal priority.
-    """
-
-    def __init__(self, path: str, segments: list[list[int]]) -> None:
-        super().__init__(name="segment-hasher", daemon=True)
-        self._path = path
-        self._segments = segments
-        self._hasher = hashlib.sha256()
-        self._position = 0
-        self._transfer_over = threading.Event()
-
-    def _written_without_gap(self) -> int:
-        end = 0
-        for segment in self._segments:  # in file order, each starting where the last ends
-            end = segment[START] + segment[DONE]
-            if end < segment[END]:
-                break
-        return end
-
-    def run(self) -> None:
-        if sys.platform == "linux":
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        with open(self._path, "rb") as saved:
-            while not self._transfer_over.is_set():
-                self._hash_up_to(saved.fileno(), self._written_without_gap(), self._transfer_over)
-                self._transfer_over.wait(0.05)
-
-    def _hash_up_to(self, fd: int, target: int, stop: threading.Event | None = None) -> None:
-        while self._position < target and not (stop and stop.is_set()):
-            data = os.pread(fd, min(CHUNK, target - self._position), self._position)
-            if not data:
-                break  # cannot happen: the file was sized in full before the segments
-            self._hasher.update(data)
-            self._position += len(data)
-
-    def all_written(self) -> None:
-        """The transfer is over: the thread stops (finish() hashes the rest)."""
-        self._transfer_over.set()
-
-    def finish(self) -> "hashlib._Hash":
-        """Hash everything written so far; the hasher (complete when all segments are)."""
-        self._transfer_over.set()
-        self.join()
-        with open(self._path, "rb") as saved:
-            self._hash_up_to(saved.fileno(), self._written_without_gap())
-        return self._hasher
 
 
 class _SharedFile:
@@ -295,33 +246,12 @@ def _stream_segment(fetcher, download, segment, target, headers, offset, check_s
             throttle(count)
             check_stop()
 
-        if not (fetcher.splice and _splice_range(response, target, segment, fetcher.read_timeout, landed)):
+        if not fetcher.splice_body(response, target.fd, length - segment[DONE], segment[START] + segment[DONE],
+                                   landed, write_lock=target.lock):
             while segment[DONE] < length and (chunk := response.raw.read1(min(CHUNK, length - segment[DONE]))):
-                check_stop()
                 target.write(chunk, segment[START] + segment[DONE])
                 landed(len(chunk))
         if segment[DONE] < length:
             raise Dropped(f"range ended after {segment[DONE]} of {length} bytes")
 
 
-
-def _splice_range(response: requests.Response, target: _SharedFile, segment: list[int], timeout: float,
-                  landed: Callable[[int], None]) -> bool:
-    """Move the rest of the range from the socket into the file inside the kernel
-    (engine/socket_splice.py); False, having read nothing, where that cannot work: TLS,
-    a content coding, a chunked body."""
-    wire = getattr(response.raw, "_fp", None)  # http.client's response, under urllib3's
-    buffered = getattr(wire, "fp", None)
-    sock = getattr(response.raw.connection, "sock", None)
-    if type(sock) is not socket.socket or buffered is None or getattr(wire, "chunked", True) or (
-        response.headers.get("Content-Encoding", "identity").lower() != "identity"
-    ):
-        return False
-    length = segment[END] - segment[START]
-    # What came along with the headers sits in http.client's small buffer: one read1 empties it.
-    if segment[DONE] < length and (first := buffered.read1(min(CHUNK, length - segment[DONE]))):
-        target.write(first, segment[START] + segment[DONE])
-        landed(len(first))
-    splice_to_file(sock.fileno(), target.fd, length - segment[DONE], timeout=timeout,
-                   offset=segment[START] + segment[DONE], after_block=landed, write_lock=target.lock)
-    return True

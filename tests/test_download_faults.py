@@ -154,3 +154,41 @@ def test_every_redirect_is_checked_again(make_server, origin, target, reason):
     wait_for(error.exists, message="error file")
     assert origin.count("/hop") == 1
     assert reason in error.read_text()
+
+
+def one_stream_user(make_server, quota: str = "100M"):
+    server = make_server(settings={"engine.connections_per_task": 1})
+    server.add_user("alice", "alice-password", quota=quota)
+    return server, server.session("alice", "alice-password")
+
+
+@pytest.mark.parametrize("framing", [{}, {"chunked": True}], ids=["length", "chunked"])
+def test_one_stream_that_drops_resumes_with_the_right_digest(make_server, origin, framing):
+    """A body of known length goes socket to file by splice, a chunked one through Python;
+    either way the hash follows the file across the resumes."""
+    server, session = one_stream_user(make_server)
+    origin.add("/one.bin", BODY, drop_after=3 * 1024 * 1024, drop_times=2, **framing)
+    session.put(server.dav("downloads/one.url"), data=url_shortcut(origin.url("/one.bin")))
+    assert delivered(server, "one.bin") == BODY
+    assert len([r for r in origin.requests if r.path == "/one.bin"]) == 3
+    digest = wait_for(lambda: session.get(server.url("/api/v1/tasks")).json()[0]["sha256"], message="sha256")
+    assert digest == hashlib.sha256(BODY).hexdigest()
+
+
+def test_a_body_without_a_length_arrives_whole(make_server, origin):
+    server, session = one_stream_user(make_server)
+    origin.add("/unsized.bin", BODY, send_length=False)
+    session.put(server.dav("downloads/unsized.url"), data=url_shortcut(origin.url("/unsized.bin")))
+    assert delivered(server, "unsized.bin") == BODY
+    digest = wait_for(lambda: session.get(server.url("/api/v1/tasks")).json()[0]["sha256"], message="sha256")
+    assert digest == hashlib.sha256(BODY).hexdigest()
+
+
+def test_a_body_without_a_length_stops_once_past_the_quota(make_server, origin):
+    server, session = one_stream_user(make_server, quota="10M")
+    origin.add("/unsized.bin", BODY * 3, send_length=False)
+    session.put(server.dav("downloads/unsized.url"), data=url_shortcut(origin.url("/unsized.bin")))
+    error = wait_for(lambda: (server.space("alice") / "downloads" / "unsized.url.error.txt").exists(), message="error")
+    assert error and "not enough space" in (server.space("alice") / "downloads" / "unsized.url.error.txt").read_text()
+    assert not (server.space("alice") / "downloads" / "unsized.bin").exists()
+    wait_for(lambda: not temp_downloads(server.data), message="temporary data removed")
