@@ -10,7 +10,6 @@ from the store without a second transfer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
 from engine.errors import Cancelled, FetchError, PermanentError, TransientError
 from engine.fetcher import Download, Fetcher
+from engine.following_hasher import file_sha256
 from engine.naming import choose_filename, sanitize_filename
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
@@ -574,8 +574,7 @@ class DownloadEngine:
         if previous.last_modified:
             headers["If-Modified-Since"] = previous.last_modified
         try:
-            with self._fetcher.session.get(previous.source, headers=headers, stream=True,
-                                           timeout=(self.settings.connect_timeout, self.settings.read_timeout)) as response:
+            with self._fetcher.get(previous.source, headers) as response:
                 return response.status_code == 304
         except Exception:
             return False
@@ -688,8 +687,7 @@ class DownloadEngine:
     def _file_away_after_restart(self, unfiled: list[tuple[Task, Path]]) -> None:
         for task, temp in unfiled:
             try:
-                with open(temp, "rb") as saved:
-                    digest = hashlib.file_digest(saved, "sha256").hexdigest()
+                digest = file_sha256(temp).hexdigest()
                 self._file_away(task, temp, digest, self._spaces.root(task.user) / task.path)
             except OSError as error:
                 _log.warning("task %d: could not file %s in the content store: %s", task.id, temp, error)

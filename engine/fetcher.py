@@ -26,7 +26,7 @@ import urllib3
 
 from engine.addresses import BlockedAddressError
 from engine.errors import Cancelled, PermanentError, TransientError
-from engine.following_hasher import FollowingHasher
+from engine.following_hasher import FollowingHasher, file_sha256
 from engine.retry import parse_retry_after
 from engine.safe_http import blocked_reason
 from engine.socket_splice import splice_to_file, write_all
@@ -89,9 +89,9 @@ class Fetcher:
                  splice: bool = False) -> None:
         """`splice`: whether the temporary files take splice(2) writes (engine/socket_splice.py)."""
         self.session = session
+        self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.splice = splice
-        self._timeouts = (connect_timeout, read_timeout)
 
     def fetch(
         self,
@@ -133,11 +133,8 @@ class Fetcher:
         if download.hasher is not None and on_disk == download.bytes_done:
             return
         download.bytes_done = on_disk
-        download.hasher = hashlib.sha256()
         download.temp_path.touch()  # a crash may have left no file at all
-        with open(download.temp_path, "rb") as saved:
-            while chunk := saved.read(1024 * 1024):
-                download.hasher.update(chunk)
+        download.hasher = file_sha256(download.temp_path)
 
     def reset(self, download: Download) -> None:
         with open(download.temp_path, "wb"):
@@ -161,7 +158,7 @@ class Fetcher:
     def get(self, url: str, headers: dict[str, str]) -> requests.Response:
         """A streaming GET; connection problems come out as TransientError / PermanentError."""
         try:
-            return self.session.get(url, headers=headers, stream=True, timeout=self._timeouts)
+            return self.session.get(url, headers=headers, stream=True, timeout=(self.connect_timeout, self.read_timeout))
         except (requests.exceptions.RequestException, BlockedAddressError) as error:
             raise self._classify(url, error) from None
 

@@ -1,4 +1,5 @@
-"""A SHA-256 that follows a file while a transfer writes it, reading from the page cache.
+"""Hashing downloaded files: a SHA-256 that follows a file while a transfer writes it,
+reading from the page cache, and `file_sha256` for a file already written.
 
 Used where the bytes go socket to file without passing through Python (splice), and for
 segmented downloads, whose ranges land out of order: the thread hashes from where it stands
@@ -20,6 +21,12 @@ from pathlib import Path
 from typing import Callable
 
 READ_BLOCK = 1024 * 1024
+
+
+def file_sha256(path: Path) -> "hashlib._Hash":
+    """The SHA-256 of the whole file (a hasher, so that more bytes can follow)."""
+    with open(path, "rb") as saved:
+        return hashlib.file_digest(saved, "sha256")
 
 
 class FollowingHasher(threading.Thread):

@@ -17,7 +17,6 @@ could not get to is left. The transfer returns without waiting for that part
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -29,7 +28,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from engine.errors import Cancelled, PermanentError, TransientError
 from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart
-from engine.following_hasher import FollowingHasher
+from engine.following_hasher import FollowingHasher, file_sha256
 from engine.socket_splice import write_all
 
 MIN_SEGMENT = 4 * 1024 * 1024
@@ -162,8 +161,7 @@ def _most_telling(failures: list[BaseException]) -> BaseException | None:
 
 
 def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> Download:
-    with open(download.temp_path, "rb") as saved:
-        download.hasher = hashlib.file_digest(saved, "sha256")
+    download.hasher = file_sha256(download.temp_path)
     on_progress(download)
     return download
 
