@@ -304,7 +304,7 @@ class DownloadEngine:
                 f"task {task.id} needs no retry: task {task.superseded_by} has downloaded the same source since"
                 f"{where}; to download it once more, add it again"
             )
-        running = self.tasks.other_unfinished(task)
+        running = self.tasks.other_unfinished(task.id)
         if running is not None:
             raise RetryRefused(f"task {task.id} needs no retry: task {running.id} is {running.state} for the same source")
         self.tasks.update(task.id, state=QUEUED, error=None, attempts=0, first_failure_at=None,
@@ -527,7 +527,7 @@ class DownloadEngine:
             self._spaces.charge(task.user, -size)
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
-        self.tasks.supersede(task)
+        self.tasks.supersede(task.id)
         self._trigger_finished(task)
         return placed
 

@@ -63,8 +63,8 @@ def expected_sha256(task: Task, named: str | None) -> str | None:
     stated = {value.lower() for value in (task.sha256_expected, named) if value}
     if len(stated) > 1:
         raise PermanentError(
-            f"checksum mismatch: the trigger expects sha256 {task.sha256_expected.lower()} but {task.source} "
-            f"names {named.lower()}; nothing was downloaded"
+            f"checksum mismatch: the trigger expects sha256 {task.sha256_expected.lower()} but its ID "
+            f"{task.source} names sha256 {named.lower()}; nothing was downloaded"
         )
     return stated.pop() if stated else None
 

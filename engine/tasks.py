@@ -58,10 +58,12 @@ class Task:
 
 
 _COLUMNS = [f.name for f in fields(Task)]
-# The newest finished task of the same user, source, folder and trigger as the row `tasks`.
-_LATER_DONE = (
-    "select max(done.id) from tasks done where done.user = tasks.user and done.source = tasks.source "
-    "and done.folder = tasks.folder and done.trigger_path is tasks.trigger_path and done.state = ?"
+# `other` is another task of the same request as `tasks`: same user, source, folder, trigger
+# (or none: the API) and filename=.
+_SAME_REQUEST = (
+    "other.user = tasks.user and other.source = tasks.source and other.folder = tasks.folder "
+    "and other.trigger_path is tasks.trigger_path and other.filename_hint is tasks.filename_hint "
+    "and other.id != tasks.id"
 )
 
 
@@ -103,7 +105,11 @@ class TaskStore:
             db.execute("update tasks set fetched_url = source where kind = 'url'")
         if "superseded_by" not in columns:
             db["tasks"].add_column("superseded_by", int)
-            db.execute(f"update tasks set superseded_by = ({_LATER_DONE}) where state in (?, ?)", [DONE, FAILED, CANCELLED])
+            db.execute(
+                f"update tasks set superseded_by = (select max(other.id) from tasks other where {_SAME_REQUEST} "
+                "and other.state = ?) where state in (?, ?)",
+                [DONE, FAILED, CANCELLED],
+            )
 
     @staticmethod
     def _task(row: dict[str, Any]) -> Task:
@@ -221,25 +227,22 @@ class TaskStore:
             [url, DONE, since],
         )
 
-    def _same_request(self, task: Task) -> tuple[str, list[Any]]:
-        return (
-            "user = ? and source = ? and folder = ? and trigger_path is ? and id != ?",
-            [task.user, task.source, task.folder, task.trigger_path, task.id],
-        )
-
-    def supersede(self, done: Task) -> None:
-        """Failed or cancelled tasks of the same trigger (or API request) and source are made
-        good by `done`: they leave the listings and cannot be retried into a second copy."""
-        where, params = self._same_request(done)
+    def supersede(self, done_id: int) -> None:
+        """Failed or cancelled tasks of the same request (trigger or API call) are made good by
+        the finished task `done_id`: they leave the listings and cannot be retried into a second copy."""
         with self._database.write() as db:
             db.execute(
-                f"update tasks set superseded_by = ?, updated_at = ? where {where} and state in (?, ?)",
-                [done.id, time.time(), *params, FAILED, CANCELLED],
+                "update tasks set superseded_by = ?, updated_at = ? where state in (?, ?) and "
+                f"exists (select 1 from tasks other where other.id = ? and {_SAME_REQUEST})",
+                [done_id, time.time(), FAILED, CANCELLED, done_id],
             )
 
-    def other_unfinished(self, task: Task) -> Task | None:
-        """An unfinished task of the same trigger (or API request) and source, if any."""
-        where, params = self._same_request(task)
+    def other_unfinished(self, task_id: int) -> Task | None:
+        """An unfinished task of the same request (trigger or API call) as `task_id`, if any."""
         marks = ", ".join("?" for _ in UNFINISHED)
-        found = self._query(f"select * from tasks where {where} and state in ({marks}) limit 1", [*params, *UNFINISHED])
+        found = self._query(
+            f"select other.* from tasks, tasks other where tasks.id = ? and {_SAME_REQUEST} "
+            f"and other.state in ({marks}) limit 1",
+            [task_id, *UNFINISHED],
+        )
         return found[0] if found else None

@@ -8,9 +8,11 @@ import os
 import socket
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import Account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
+from tests.test_web_page import browser, open_page  # noqa: F401 - browser is a fixture
 
 PRIVATE = [os.urandom(300_000 + n) for n in range(3)]
 DIGESTS = [hashlib.sha256(body).hexdigest() for body in PRIVATE]
@@ -300,3 +302,16 @@ def test_retrying_a_failure_while_a_newer_upload_of_its_trigger_runs_starts_noth
     assert retried.status_code == 409 and "needs no retry" in retried.json()["error"], retried.text
     task_for(alice, server, "slow.url", ("done",))
     assert [f for f in files_in(server.space("alice") / "downloads")] == ["slow.bin"]
+
+
+def test_the_dashboard_drops_a_failure_once_a_later_upload_made_it_good(browser, server, alice, origin):
+    resource = origin.add("/fixed.bin", PRIVATE[0], status=404)
+    drop(alice, server, "fixed.url", url_shortcut(origin.url("/fixed.bin")))
+    task_for(alice, server, "fixed.url", ("failed",))
+    page = open_page(browser, server, alice)
+    expect(page.locator("li.task[data-state=failed]")).to_have_count(1)
+    resource.status = 200
+    drop(alice, server, "fixed.url", url_shortcut(origin.url("/fixed.bin")))
+    expect(page.locator("li.task[data-state=done]")).to_have_count(1)
+    expect(page.locator("li.task[data-state=failed]")).to_have_count(0)
+    assert files_in(server.space("alice") / "downloads") == ["fixed.bin"]
