@@ -540,7 +540,7 @@ class DownloadEngine:
         self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
         self._discard_temp(task)
         task.fetched_url = held.fetched_url
-        name = sanitize_filename(task.filename_hint) if task.filename_hint else held.name
+        name = sanitize_filename(task.filename_hint or held.name)
         try:
             self._publish(task, self.store.object_path(held.digest), name, digest=held.digest, instant=True,
                           validators=(held.etag, held.last_modified))
