@@ -33,6 +33,14 @@ class ContentStore:
     def has(self, sha256: str) -> bool:
         return self.object_path(sha256).is_file()
 
+    def linked(self, sha256: str) -> bool:
+        """Whether some file outside the store links to the object: one nobody links to any
+        more (its owners deleted or replaced their copies) is not held for anyone."""
+        try:
+            return self.object_path(sha256).stat().st_nlink > 1
+        except FileNotFoundError:
+            return False
+
     def adopt(self, temp_file: Path, sha256: str, published: Path,
               locked: Callable[[Path], AbstractContextManager[None]]) -> None:
         """Take a finished download, already published as `published` (a hard link to

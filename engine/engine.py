@@ -29,6 +29,7 @@ from engine.database import Database
 from engine.errors import Cancelled, FetchError, PermanentError, TransientError
 from engine.fetcher import Download, Fetcher
 from engine.following_hasher import file_sha256
+from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
 from engine.naming import choose_filename, sanitize_filename
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
@@ -112,8 +113,8 @@ def _human(size: float | None) -> str:
     return f"{size:.1f} TiB"
 
 
-def _is_content_hash(task: Task) -> bool:
-    return task.kind == "id" and task.source.lower().startswith("sha256:")
+class RetryRefused(ValueError):
+    """A retry that would only copy a file again or run a download twice; str(e) says why."""
 
 
 class DownloadEngine:
@@ -138,6 +139,10 @@ class DownloadEngine:
         self._stopping = threading.Event()
         self._trigger_lock = threading.RLock()
         self._filing: dict[int, Future[str]] = {}
+        self._instant = InstantSource(
+            self.tasks, self.catalog, self.store, self._fetcher, mirrors=settings.mirrors,
+            cache_ttl=settings.cache_ttl, holds=self._store_holds, filed_digest=self._filed_digest,
+        )
 
     # --- life cycle -------------------------------------------------------
 
@@ -287,10 +292,21 @@ class DownloadEngine:
         return task is not None and self._cancel(task)
 
     def retry(self, task_id: int) -> Task | None:
-        """Run a failed or cancelled task again (its trigger's error file goes away)."""
+        """Run a failed or cancelled task again (its trigger's error file goes away). Raises
+        RetryRefused when another task of the same trigger and source has finished or runs."""
         task = self.tasks.get(task_id)
         if task is None or task.state not in (FAILED, CANCELLED):
             return None
+        if task.superseded_by is not None:
+            later = self.tasks.get(task.superseded_by)
+            where = f" ({later.path})" if later and later.path else ""
+            raise RetryRefused(
+                f"task {task.id} needs no retry: task {task.superseded_by} has downloaded the same source since"
+                f"{where}; to download it once more, add it again"
+            )
+        running = self.tasks.other_unfinished(task.id)
+        if running is not None:
+            raise RetryRefused(f"task {task.id} needs no retry: task {running.id} is {running.state} for the same source")
         self.tasks.update(task.id, state=QUEUED, error=None, attempts=0, first_failure_at=None,
                           next_attempt_at=None, finished_at=None, bytes_done=0, segments=None)
         if task.trigger_path:
@@ -359,7 +375,7 @@ class DownloadEngine:
         try:
             if self._spaces.disk_room() <= 0:
                 raise TransientError("the server's disk is almost full (storage.min_free); waiting for space")
-            if self._deliver_instantly(task, running):
+            if self._deliver_instantly(task):
                 return
             download = self._transfer(task, running)
             self._finish(task, running, download)
@@ -379,20 +395,21 @@ class DownloadEngine:
         if task.kind == "url":
             return [(task.source, task.sha256_expected, task.filename_hint)]
         content_id = task.source
-        if _is_content_hash(task):
+        if is_content_hash(task):
             digest = content_id[7:].lower()
-            templates = self.settings.mirrors
-            if not templates:
+            expected = expected_sha256(task, digest)
+            if not self.settings.mirrors:
+                # The same words whether or not anyone holds the content (SPEC 5).
                 raise PermanentError(
-                    f"content {content_id} is not on this server and no mirror is configured (engine.mirrors)"
+                    f"content {content_id} can only be fetched from a mirror, and no mirror is configured (engine.mirrors)"
                 )
-            return [(template.replace("{sha256}", digest), digest, task.filename_hint) for template in templates]
+            return [(url, expected, task.filename_hint) for url in mirror_urls(self.settings.mirrors, digest)]
         entry = self.catalog.get(content_id)
         if entry is None:
             raise PermanentError(
                 f"unknown content ID {content_id!r}: it is not in the catalog (`fetchdrive catalog add`)"
             )
-        return [(entry.url, task.sha256_expected or entry.sha256, task.filename_hint or entry.filename)]
+        return [(entry.url, expected_sha256(task, entry.sha256), task.filename_hint or entry.filename)]
 
     def _transfer(self, task: Task, running: _Running) -> Download:
         candidates = self._resolve(task)
@@ -420,7 +437,7 @@ class DownloadEngine:
                     throttle=self._bandwidth.throttle(task.user),
                 )
             except PermanentError as error:
-                if not _is_content_hash(task):
+                if not is_content_hash(task):
                     raise
                 last_error = error
                 continue
@@ -429,11 +446,9 @@ class DownloadEngine:
                 digest = download.sha256()
                 if digest != expected.lower():
                     self._discard_temp(task)
-                    raise PermanentError(
-                        f"checksum mismatch: expected sha256 {expected.lower()}, got {digest}; "
-                        "the file was not saved"
-                    )
+                    raise checksum_mismatch(expected.lower(), digest)
             task.filename_hint = filename
+            task.fetched_url = url
             return download
         raise PermanentError(f"no mirror had content {task.source}: {last_error}")
 
@@ -505,56 +520,42 @@ class DownloadEngine:
         if not self.tasks.set_state_if(
             task.id, (DOWNLOADING, VERIFYING), state=DONE, path=rel, sha256=digest, bytes_done=size,
             bytes_total=size, error=None, finished_at=time.time(), instant=int(instant),
-            etag=etag or task.etag, last_modified=last_modified or task.last_modified,
+            etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
             # Cancelled at the last moment: take the file back.
             placed.unlink()
             self._spaces.charge(task.user, -size)
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
+        self.tasks.supersede(task.id)
         self._trigger_finished(task)
         return placed
 
-    def _deliver_instantly(self, task: Task, running: _Running) -> bool:
-        """Content this server already holds is delivered without a transfer."""
-        digest_and_name = self._held_content(task)
-        if digest_and_name is None:
+    def _deliver_instantly(self, task: Task) -> bool:
+        """Content this server already holds, and the task's own source leads to (see
+        engine/instant.py), is delivered without a transfer."""
+        held = self._instant.find(task)
+        if held is None:
             return False
-        digest = digest_and_name[0]
         self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
         self._discard_temp(task)
-        self._publish(task, self.store.object_path(digest), digest_and_name[1], digest=digest, instant=True)
+        task.fetched_url = held.fetched_url
+        name = sanitize_filename(task.filename_hint or held.name)
+        try:
+            self._publish(task, self.store.object_path(held.digest), name, digest=held.digest, instant=True,
+                          validators=(held.etag, held.last_modified))
+        except FileNotFoundError:
+            return False  # `fetchdrive gc` took the object just now: transfer it instead
         return True
 
-    def _held_content(self, task: Task) -> tuple[str, str] | None:
-        """(sha256, file name) of content the store already holds for this task, if any."""
-        own_name = sanitize_filename(task.filename_hint) if task.filename_hint else None
-        if task.kind == "id":
-            if _is_content_hash(task):
-                digest = task.source[7:].lower()
-                name = own_name or sanitize_filename(task.display_name)
-            else:
-                entry = self.catalog.get(task.source)
-                if entry is None or not entry.sha256:
-                    return None
-                digest = entry.sha256
-                name = own_name or sanitize_filename(entry.filename or task.display_name)
-            return (digest, name) if self._store_has(digest) else None
-        if task.sha256_expected and self._store_has(task.sha256_expected.lower()):
-            return task.sha256_expected.lower(), own_name or task.display_name
-        for previous in self.tasks.finished_source(task.source, time.time() - self.settings.cache_ttl):
-            digest = previous.sha256 or self._filed_digest(previous.id)
-            if digest and self.store.has(digest) and self._unchanged(previous):
-                return digest, own_name or previous.display_name
-        return None
-
-    def _store_has(self, digest: str) -> bool:
-        """Whether the store holds `digest`, counting downloads published but still being filed."""
-        if self.store.has(digest):
+    def _store_holds(self, digest: str) -> bool:
+        """Whether a user's file links to the stored `digest`, counting downloads published
+        but still being filed."""
+        if self.store.linked(digest):
             return True
         for filing in list(self._filing.values()):
             filing.result()
-        return self.store.has(digest)
+        return self.store.linked(digest)
 
     def _filed_digest(self, task_id: int) -> str | None:
         """The digest of a finished task, waiting for it if the task is still being filed away."""
@@ -563,21 +564,6 @@ class DownloadEngine:
             return filing.result() or None
         task = self.tasks.get(task_id)
         return task.sha256 if task else None
-
-    def _unchanged(self, previous: Task) -> bool:
-        """Ask the origin, with a conditional request, whether the content is still the same."""
-        if not previous.etag and not previous.last_modified:
-            return False
-        headers = {"Accept-Encoding": "identity"}
-        if previous.etag:
-            headers["If-None-Match"] = previous.etag
-        if previous.last_modified:
-            headers["If-Modified-Since"] = previous.last_modified
-        try:
-            with self._fetcher.get(previous.source, headers) as response:
-                return response.status_code == 304
-        except Exception:
-            return False
 
     def _retry_later(self, task: Task, error: TransientError) -> None:
         current = self.tasks.get(task.id)

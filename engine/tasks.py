@@ -46,6 +46,8 @@ class Task:
     sha256: str | None = None
     instant: int = 0
     segments: str | None = None  # JSON [[start, end, done], ...] of a segmented transfer
+    fetched_url: str | None = None  # the URL the content came from: the source, or the one behind an ID
+    superseded_by: int | None = None  # a later task of the same trigger and source that finished
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
@@ -56,6 +58,13 @@ class Task:
 
 
 _COLUMNS = [f.name for f in fields(Task)]
+# `other` is another task of the same request as `tasks`: same user, source, folder, trigger
+# (or none: the API) and filename=.
+_SAME_REQUEST = (
+    "other.user = tasks.user and other.source = tasks.source and other.folder = tasks.folder "
+    "and other.trigger_path is tasks.trigger_path and other.filename_hint is tasks.filename_hint "
+    "and other.id != tasks.id"
+)
 
 
 class TaskStore:
@@ -74,6 +83,7 @@ class TaskStore:
                         "temp_path": str, "attempts": int, "next_attempt_at": float,
                         "first_failure_at": float, "error": str, "path": str, "sha256": str,
                         "instant": int, "segments": str, "created_at": float, "updated_at": float, "finished_at": float,
+                        "fetched_url": str, "superseded_by": int,
                     },
                     pk="id",
                     not_null={"user", "source", "kind", "folder", "state", "display_name"},
@@ -82,6 +92,24 @@ class TaskStore:
                 db["tasks"].create_index(["state", "next_attempt_at"])
                 db["tasks"].create_index(["user", "trigger_path"])
                 db["tasks"].create_index(["user", "id"])
+            self._add_missing_columns(db)
+
+    @staticmethod
+    def _add_missing_columns(db) -> None:
+        """Databases made before `fetched_url` and `superseded_by` existed get them; a URL
+        task's source is the URL it came from, and failures that a later task of the same
+        trigger made good are marked as such."""
+        columns = db["tasks"].columns_dict
+        if "fetched_url" not in columns:
+            db["tasks"].add_column("fetched_url", str)
+            db.execute("update tasks set fetched_url = source where kind = 'url'")
+        if "superseded_by" not in columns:
+            db["tasks"].add_column("superseded_by", int)
+            db.execute(
+                f"update tasks set superseded_by = (select max(other.id) from tasks other where {_SAME_REQUEST} "
+                "and other.state = ?) where state in (?, ?)",
+                [DONE, FAILED, CANCELLED],
+            )
 
     @staticmethod
     def _task(row: dict[str, Any]) -> Task:
@@ -123,7 +151,8 @@ class TaskStore:
             return cursor.rowcount == 1
 
     def for_user(self, user: str, *, state: str | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
-        sql, params = "select * from tasks where user = ?", [user]
+        """The user's tasks, newest first, without failures a later task has made good."""
+        sql, params = "select * from tasks where user = ? and superseded_by is null", [user]
         if state:
             sql += " and state = ?"
             params.append(state)
@@ -189,3 +218,31 @@ class TaskStore:
             "order by finished_at desc limit 5",
             [source, DONE, since],
         )
+
+    def finished_from_url(self, url: str, since: float) -> list[Task]:
+        """Recent finished tasks whose content came from `url` (whatever their source)."""
+        return self._query(
+            "select * from tasks where fetched_url = ? and state = ? and finished_at >= ? "
+            "order by finished_at desc limit 5",
+            [url, DONE, since],
+        )
+
+    def supersede(self, done_id: int) -> None:
+        """Failed or cancelled tasks of the same request (trigger or API call) are made good by
+        the finished task `done_id`: they leave the listings and cannot be retried into a second copy."""
+        with self._database.write() as db:
+            db.execute(
+                "update tasks set superseded_by = ?, updated_at = ? where state in (?, ?) and "
+                f"exists (select 1 from tasks other where other.id = ? and {_SAME_REQUEST})",
+                [done_id, time.time(), FAILED, CANCELLED, done_id],
+            )
+
+    def other_unfinished(self, task_id: int) -> Task | None:
+        """An unfinished task of the same request (trigger or API call) as `task_id`, if any."""
+        marks = ", ".join("?" for _ in UNFINISHED)
+        found = self._query(
+            f"select other.* from tasks, tasks other where tasks.id = ? and {_SAME_REQUEST} "
+            f"and other.state in ({marks}) limit 1",
+            [task_id, *UNFINISHED],
+        )
+        return found[0] if found else None

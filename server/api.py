@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from engine.engine import DownloadEngine
+from engine.engine import DownloadEngine, RetryRefused
 from engine.tasks import FAILED, CANCELLED, STATES, Task
 from engine.triggers import TriggerError, parse_trigger
 from provider.domain import REALM, Authenticator
@@ -156,7 +156,7 @@ class Api:
             "bytes_done": bytes_done, "bytes_total": task.bytes_total, "speed": speed, "eta": eta,
             "path": task.path, "error": task.error, "instant": bool(task.instant), "sha256": task.sha256,
             "attempts": task.attempts, "created_at": task.created_at, "updated_at": task.updated_at,
-            "finished_at": task.finished_at,
+            "finished_at": task.finished_at, "superseded_by": task.superseded_by,
         }
 
     def list_tasks(self, request: Request, headers: list[tuple[str, str]]) -> tuple[int, Any]:
@@ -223,7 +223,10 @@ class Api:
     def retry(self, task: Task) -> tuple[int, Any]:
         if task.state not in (FAILED, CANCELLED):
             raise ApiError(409, f"task {task.id} is {task.state}; only failed or cancelled tasks can be retried")
-        return 200, self.describe(self._engine.retry(task.id))
+        try:
+            return 200, self.describe(self._engine.retry(task.id))
+        except RetryRefused as refused:
+            raise ApiError(409, str(refused)) from None
 
     def me(self, request: Request) -> tuple[int, Any]:
         return 200, {

@@ -37,6 +37,9 @@ OPENAPI = {
                     "created_at": {"type": "number"},
                     "updated_at": {"type": "number"},
                     "finished_at": {"type": ["number", "null"]},
+                    "superseded_by": {"type": ["integer", "null"],
+                                      "description": "a later task of the same trigger and source that finished; "
+                                                     "such failures are left out of the list and cannot be retried"},
                 },
             },
             "NewTask": {
@@ -55,7 +58,7 @@ OPENAPI = {
     "paths": {
         "/api/v1/tasks": {
             "get": {
-                "summary": "The caller's tasks, newest first",
+                "summary": "The caller's tasks, newest first, without failures a later task made good",
                 "parameters": [
                     {"name": "state", "in": "query", "schema": {"type": "string"}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},

@@ -85,14 +85,18 @@ def test_a_changed_origin_is_downloaded_again_not_served_from_cache(server, alic
     assert delivered(server, "bob", "changing") == b"new version"
 
 
-def test_a_stored_sha256_id_completes_without_any_request(server, alice, bob, origin):
+def test_a_stored_sha256_id_that_a_mirror_confirms_completes_without_a_transfer(make_server, origin):
     origin.add("/blob", CONTENT)
-    alice.session.put(server.dav("downloads/b.url"), data=url_shortcut(origin.url("/blob")))
+    origin.add(f"/mirror/{DIGEST}", CONTENT)
+    server = make_server(settings={"engine.mirrors": [origin.url("/mirror/{sha256}")]})
+    for user in ("alice", "bob"):
+        server.add_user(user, f"{user}-password")
+    alice, bob = (server.session(user, f"{user}-password") for user in ("alice", "bob"))
+    alice.put(server.dav("downloads/b.url"), data=url_shortcut(origin.url("/blob")))
     delivered(server, "alice", "blob")
-    requests_before = len(origin.requests)
-    bob.session.put(server.dav("downloads/copy.id"), data=f"sha256:{DIGEST}\nfilename=copy.bin\n".encode())
+    bob.put(server.dav("downloads/copy.id"), data=f"sha256:{DIGEST}\nfilename=copy.bin\n".encode())
     assert delivered(server, "bob", "copy.bin") == CONTENT
-    assert len(origin.requests) == requests_before
+    assert [(r.method, r.range) for r in origin.requests if r.path.startswith("/mirror/")] == [("GET", "bytes=0-4095")]
 
 
 def test_an_absent_sha256_id_is_fetched_from_a_mirror_and_verified(make_server, origin):
