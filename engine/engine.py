@@ -31,6 +31,7 @@ from engine.fetcher import Download, Fetcher
 from engine.following_hasher import file_sha256
 from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
 from engine.naming import choose_filename, sanitize_filename
+from engine.notifications import Message, Notifier, Outcome, read_targets
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
@@ -143,6 +144,7 @@ class DownloadEngine:
             self.tasks, self.catalog, self.store, self._fetcher, mirrors=settings.mirrors,
             cache_ttl=settings.cache_ttl, holds=self._store_holds, filed_digest=self._filed_digest,
         )
+        self.notifier = Notifier(allow_private=settings.allow_private_networks, allowlist=settings.private_allowlist)
 
     # --- life cycle -------------------------------------------------------
 
@@ -167,10 +169,18 @@ class DownloadEngine:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.notifier.stop()
 
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
+
+    def notification_targets(self, user: str) -> list[str]:
+        """The user's notification targets, masked."""
+        return [target.masked for target in read_targets(self._spaces.root(user))]
+
+    def test_notifications(self, user: str) -> list[Outcome]:
+        return self.notifier.send_test(self._spaces.root(user))
 
     # --- triggers (called by the drive) -----------------------------------
 
@@ -528,6 +538,8 @@ class DownloadEngine:
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
         self.tasks.supersede(task.id)
+        self.notifier.notify(self._spaces.root(task.user), Message(
+            f"fetchdrive: {placed.name} is ready", f"{placed.name} ({_human(size)}) finished downloading into {task.folder}/."))
         self._trigger_finished(task)
         return placed
 
@@ -586,6 +598,8 @@ class DownloadEngine:
         if not self.tasks.set_state_if(task.id, UNFINISHED, state=FAILED, error=reason, finished_at=time.time()):
             return
         _log.info("task %d failed: %s", task.id, reason)
+        self.notifier.notify(self._spaces.root(task.user), Message(
+            f"fetchdrive: {task.display_name} failed", f"The download of {task.display_name} failed: {reason}"))
         self._discard_temp(task)
         if task.trigger_path:
             self._report_trigger_errors(task)

@@ -16,6 +16,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from engine.engine import DownloadEngine, RetryRefused
+
+from engine.notifications import NOTIFY_FILE
 from engine.tasks import FAILED, CANCELLED, STATES, Task
 from engine.triggers import TriggerError, parse_trigger
 from provider.domain import REALM, Authenticator
@@ -116,6 +118,8 @@ class Api:
             ("GET", "/api/v1/tasks"): lambda: self.list_tasks(request, headers),
             ("POST", "/api/v1/tasks"): lambda: self.add_task(request),
             ("GET", "/api/v1/me"): lambda: self.me(request),
+            ("GET", "/api/v1/notifications"): lambda: (200, {"targets": self._engine.notification_targets(request.user)}),
+            ("POST", "/api/v1/notifications/test"): lambda: self.test_notifications(request),
         }
         if (request.method, request.path) in routes:
             return routes[(request.method, request.path)]()
@@ -129,7 +133,7 @@ class Api:
             if not match.group(2) and request.method == "DELETE":
                 return self.cancel(task)
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
-        if request.path in ("/api/v1/tasks", "/api/v1/me"):
+        if request.path in {path for _method, path in routes}:
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
         raise ApiError(404, f"no API route {request.path}; see /api/v1/openapi.json")
 
@@ -227,6 +231,12 @@ class Api:
             return 200, self.describe(self._engine.retry(task.id))
         except RetryRefused as refused:
             raise ApiError(409, str(refused)) from None
+
+    def test_notifications(self, request: Request) -> tuple[int, Any]:
+        outcomes = self._engine.test_notifications(request.user)
+        if not outcomes:
+            raise ApiError(409, f"no notification targets: list Apprise URLs in {NOTIFY_FILE} of your drive, one a line")
+        return 200, {"results": [{"target": o.target, "ok": o.ok, "error": o.error} for o in outcomes]}
 
     def me(self, request: Request) -> tuple[int, Any]:
         return 200, {

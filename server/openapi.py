@@ -85,6 +85,32 @@ OPENAPI = {
             "post": {"summary": "Retry a failed or cancelled task", "parameters": [_TASK_ID],
                      "responses": {"200": _TASK, "401": _ERROR, "404": _ERROR, "409": _ERROR}},
         },
+        "/api/v1/notifications": {
+            "get": {
+                "summary": "The caller's notification targets (from .fetchdrive/notify.txt), secrets masked",
+                "responses": {
+                    "200": {"description": "Masked Apprise URLs", "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"targets": {"type": "array", "items": {"type": "string"}}},
+                    }}}},
+                    "401": _ERROR,
+                },
+            },
+        },
+        "/api/v1/notifications/test": {
+            "post": {
+                "summary": "Send a test message to each notification target now",
+                "responses": {
+                    "200": {"description": "How each target answered", "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"results": {"type": "array", "items": {
+                            "type": "object",
+                            "properties": {"target": {"type": "string"}, "ok": {"type": "boolean"},
+                                           "error": {"type": ["string", "null"]}},
+                        }}},
+                    }}}},
+                    "401": _ERROR, "409": _ERROR,
+                },
+            },
+        },
         "/api/v1/me": {
             "get": {
                 "summary": "The caller and their quota",
