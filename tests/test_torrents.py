@@ -13,6 +13,7 @@ import pytest
 
 from engine.triggers import TriggerError, parse_trigger
 from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait_for
+from tests.test_client_commands import client
 from tests.torrent_seeder import Seeder, Shared
 
 BIG = os.urandom(3 * 1024 * 1024)
@@ -220,3 +221,22 @@ def test_kill_9_mid_download_fetches_no_verified_piece_again(make_server, tmp_pa
         assert shared.uploaded() - before <= len(BIG) - before + 16 * 64 * 1024
     finally:
         slow.stop()
+
+
+def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(make_server, seeder, tmp_path):
+    port = free_port()
+    server = make_server(settings={"engine.torrent.port": port})
+    server.add_user("alice", "alice-password", quota="50M")
+    by_magnet = seeder.share("by-magnet.bin", b"m" * 70_000)
+    by_file = seeder.share("by-file.bin", b"f" * 70_000)
+    (tmp_path / "local.torrent").write_bytes(by_file.metainfo)
+    for source in (by_magnet.magnet, str(tmp_path / "local.torrent")):
+        result = client("add", source, "--server", server.base_url, "--user", "alice", password="alice-password")
+        assert result.returncode == 0, result.stderr
+    assert delivered(server, "alice", "downloads/by-magnet.bin").read_bytes() == b"m" * 70_000
+    target = server.space("alice") / "downloads/by-file.bin"
+    deadline = time.monotonic() + 60
+    while not target.exists() and time.monotonic() < deadline:
+        by_file.offer_to(port)
+        time.sleep(0.5)
+    assert target.read_bytes() == b"f" * 70_000
