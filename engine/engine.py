@@ -545,6 +545,10 @@ class DownloadEngine:
         if not meta.multi_file:
             self.tasks.update(task.id, sha256=filed[0].sha256)
         self.shelf.record(meta.info_hash, ShelvedTorrent(meta.name, meta.multi_file, tuple(filed)))
+        if self._torrents().seeds:
+            tree = self.temp_root / "seeding" / f"{task.id}"
+            stage_tree([(self.store.object_path(kept.sha256), (file.disk_path,)) for file, kept in zip(meta.files, filed)], tree)
+            self._torrents().seed(self._torrent_paths(task)[1].read_bytes(), tree)
         self._remove_torrent_temp(task)
 
     def _deliver_torrent_from_store(self, task: Task) -> bool:

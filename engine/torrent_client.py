@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +26,10 @@ import libtorrent as lt
 
 from engine.addresses import Network
 from engine.errors import Cancelled, PermanentError, TransientError
-from engine.torrent_metainfo import Metainfo, MetainfoError, describe, parse_magnet
+from engine.torrent_metainfo import LIMITS, Metainfo, MetainfoError, describe, parse_magnet
 
 POLL_EVERY = 0.5
+REAP_EVERY = 1.0
 
 # What a public address is not (engine/addresses.classify, as ranges for libtorrent's filter).
 _BLOCKED = [ipaddress.ip_network(n) for n in (
@@ -57,6 +60,14 @@ class TorrentProgress:
     download_rate: int = 0
 
 
+@dataclass
+class _Seeding:
+    handle: lt.torrent_handle
+    tree: Path
+    started: float
+    size: int
+
+
 def ip_filter(allow_private: bool, allowlist: tuple[Network, ...]) -> lt.ip_filter:
     rules = lt.ip_filter()
     if allow_private:
@@ -84,6 +95,41 @@ class TorrentClient:
             "user_agent": "fetchdrive/0.1",
         })
         self._session.set_ip_filter(ip_filter(allow_private, allowlist))
+        self._lock = threading.Lock()
+        self._seeding: list[_Seeding] = []
+        self._reaper: threading.Thread | None = None
+
+    @property
+    def seeds(self) -> bool:
+        return self.settings.seed_ratio > 0 or self.settings.seed_time > 0
+
+    def seed(self, metainfo: bytes, tree: Path) -> None:
+        """Seed a completed torrent from `tree` (links to the stored files) until
+        `seed_ratio` or `seed_time` is reached; then the tree goes."""
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(metainfo, LIMITS)
+        params.save_path = str(tree)
+        params.flags |= lt.torrent_flags.seed_mode | lt.torrent_flags.upload_mode
+        params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+        with self._lock:
+            self._seeding.append(_Seeding(self._session.add_torrent(params), tree, time.monotonic(), params.ti.total_size()))
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="torrent-seeding", daemon=True)
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(REAP_EVERY)
+            with self._lock:
+                for seeding in [s for s in self._seeding if self._seeded_enough(s)]:
+                    self._seeding.remove(seeding)
+                    self._session.remove_torrent(seeding.handle)
+                    shutil.rmtree(seeding.tree, ignore_errors=True)
+
+    def _seeded_enough(self, seeding: _Seeding) -> bool:
+        ratio, seconds = self.settings.seed_ratio, self.settings.seed_time
+        uploaded = seeding.handle.status().all_time_upload
+        return bool((ratio and uploaded >= ratio * seeding.size) or (seconds and time.monotonic() - seeding.started >= seconds))
 
     def fetch(self, source: str, save_dir: Path, metainfo_path: Path, *, progress: TorrentProgress,
               on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],

@@ -18,7 +18,7 @@ from engine.naming import sanitize_filename
 
 MAX_METAINFO_BYTES = 16 * 1024 * 1024
 MAX_FILES = 10_000
-_LIMITS = {"max_buffer_size": MAX_METAINFO_BYTES, "max_pieces": 4_000_000,
+LIMITS = {"max_buffer_size": MAX_METAINFO_BYTES, "max_pieces": 4_000_000,
            "max_decode_depth": 64, "max_decode_tokens": 4_000_000}
 _BAD_PARTS = {b"", b".", b".."}
 
@@ -59,7 +59,7 @@ def parse_metainfo(data: bytes) -> tuple[Metainfo, lt.torrent_info]:
     if len(data) > MAX_METAINFO_BYTES:
         raise MetainfoError(f"the torrent file is larger than {MAX_METAINFO_BYTES // (1024 * 1024)} MiB")
     try:
-        info = lt.torrent_info(data, _LIMITS)
+        info = lt.torrent_info(data, LIMITS)
     except RuntimeError as error:
         reason = str(error).split(" [", 1)[0]
         raise MetainfoError(f"the file is not a valid torrent: {reason}") from None

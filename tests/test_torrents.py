@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import libtorrent as lt
 import pytest
 
 from engine.triggers import TriggerError, parse_trigger
@@ -240,3 +241,28 @@ def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(make_server
         by_file.offer_to(port)
         time.sleep(0.5)
     assert target.read_bytes() == b"f" * 70_000
+
+
+def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
+    port = free_port()
+    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 30})
+    server.add_user("alice", "alice-password", quota="50M")
+    shared = seeder.share("shared.bin", BIG)
+    server.session("alice", "alice-password").put(server.dav("downloads/s.url"), data=url_shortcut(shared.magnet))
+    delivered(server, "alice", "downloads/shared.bin")
+    seeder.session.remove_torrent(shared.handle)  # from now on only the server has it
+    leecher = Seeder(tmp_path / "leecher")
+    try:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(shared.metainfo)
+        params.save_path = str(leecher.folder)
+        handle = leecher.session.add_torrent(params)
+        deadline = time.monotonic() + 25
+        while not handle.status().is_seeding and time.monotonic() < deadline:
+            handle.connect_peer(("127.0.0.1", port))
+            time.sleep(0.5)
+        assert (leecher.folder / "shared.bin").read_bytes() == BIG
+    finally:
+        leecher.stop()
+    wait_for(lambda: not (server.data / "tmp" / "downloads" / "seeding").exists()
+             or not any((server.data / "tmp" / "downloads" / "seeding").iterdir()), timeout=60, message="seeding stopped")
