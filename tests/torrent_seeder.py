@@ -36,13 +36,15 @@ class Shared:
         return self.handle.status().all_time_upload
 
 
-def make_torrent(folder: Path, name: str) -> bytes:
+def make_torrent(folder: Path, name: str, trackers: tuple[str, ...] = ()) -> bytes:
     """Metainfo for the file or folder `folder/name`, with its piece hashes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         layout = lt.file_storage()
         lt.add_files(layout, str(folder / name))
-        creator = lt.create_torrent(layout, PIECE)
+        creator = lt.create_torrent(layout, PIECE, flags=lt.create_torrent.v1_only)  # aria2 (bench) speaks v1 only
+        for tracker in trackers:
+            creator.add_tracker(tracker)
         lt.set_piece_hashes(creator, str(folder))
         return lt.bencode(creator.generate())
 
@@ -57,7 +59,7 @@ class Seeder:
             "allow_multiple_connections_per_ip": True, "alert_mask": 0,
         })
 
-    def share(self, name: str, files: dict[str, bytes] | bytes) -> Shared:
+    def share(self, name: str, files: dict[str, bytes] | bytes, trackers: tuple[str, ...] = ()) -> Shared:
         """Seed `files` (path below a folder `name` -> bytes), or one file `name` of these bytes."""
         if isinstance(files, bytes):
             (self.folder / name).write_bytes(files)
@@ -66,7 +68,7 @@ class Seeder:
                 target = self.folder / name / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-        metainfo = make_torrent(self.folder, name)
+        metainfo = make_torrent(self.folder, name, trackers)
         info = lt.torrent_info(metainfo)
         params = lt.add_torrent_params()
         params.ti = info
