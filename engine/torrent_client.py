@@ -144,6 +144,8 @@ class TorrentClient:
         params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
         save_dir.mkdir(parents=True, exist_ok=True)
         handle = self._session.add_torrent(params)
+        for peer in params.peers:  # a magnet's x.pe= peers: call them now, not at the next tick
+            handle.connect_peer(peer)
         try:
             return self._follow(handle, metainfo_path, progress, on_progress, is_cancelled, room)
         finally:

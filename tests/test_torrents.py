@@ -142,10 +142,19 @@ def test_a_magnet_nobody_answers_fails_with_a_clear_reason(make_server):
     assert "metadata" in error_text(server, "carol", "lonely.url")
 
 
+def test_a_torrent_without_peers_fails_after_the_stall_timeout(make_server, seeder):
+    server = make_server(settings={"engine.torrent.stall_timeout": 2})
+    server.add_user("carol", "carol-password", quota="10M")
+    shared = seeder.share("alone.bin", b"a" * 50_000)
+    server.session("carol", "carol-password").put(server.dav("downloads/alone.torrent"), data=shared.metainfo)
+    assert "no peer was reachable for 2 s" in error_text(server, "carol", "alone.torrent")
+    assert temp_downloads(server.data) == []
+
+
 @pytest.mark.parametrize("allowlist, arrives", [([], False), (["127.0.0.1/32"], True)])
 def test_private_peers_are_refused_unless_allowed(make_server, seeder, allowlist, arrives):
     server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": allowlist,
-                                   "engine.torrent.metadata_timeout": 8})
+                                   "engine.torrent.metadata_timeout": 60 if arrives else 8})
     server.add_user("dave", "dave-password", quota="10M")
     session = server.session("dave", "dave-password")
     shared = seeder.share("private.bin", b"p" * 100_000)

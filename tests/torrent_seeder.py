@@ -58,6 +58,9 @@ class Seeder:
             "enable_upnp": False, "enable_natpmp": False, "upload_rate_limit": upload_rate,
             "allow_multiple_connections_per_ip": True, "alert_mask": 0,
         })
+        # libtorrent exempts peers on the local network from rate limits; loopback is one.
+        local = self.session.get_peer_class(lt.session.local_peer_class_id)
+        self.session.set_peer_class(lt.session.local_peer_class_id, {**local, "upload_limit": upload_rate})
 
     def share(self, name: str, files: dict[str, bytes] | bytes, trackers: tuple[str, ...] = ()) -> Shared:
         """Seed `files` (path below a folder `name` -> bytes), or one file `name` of these bytes."""
