@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from concurrent.futures import Future
@@ -35,11 +36,14 @@ from engine.notifications import Message, Notifier, Outcome, read_targets
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
+from engine.torrent_client import TorrentClient, TorrentProgress, TorrentSettings
+from engine.torrent_metainfo import Metainfo, magnet_info_hash, parse_magnet
+from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, move_under_free_name, stage_tree, tree_size
 from engine.socket_splice import splice_supported
 from engine.tasks import (
     CANCELLED, DONE, DOWNLOADING, FAILED, QUEUED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore,
 )
-from engine.triggers import MAX_TRIGGER_BYTES, Trigger, TriggerError, is_trigger_name, parse_trigger
+from engine.triggers import Trigger, TriggerError, is_trigger_name, parse_trigger, source_kind, trigger_size_limit
 
 _log = logging.getLogger(__name__)
 ERROR_SUFFIX = ".error.txt"
@@ -78,6 +82,7 @@ class EngineSettings:
     read_timeout: float = 60
     mirrors: tuple[str, ...] = ()
     cache_ttl: float = 86400
+    torrent: TorrentSettings = TorrentSettings()
 
 
 STATUS_FILE = "fetchdrive-status.txt"
@@ -102,6 +107,7 @@ class _Running:
     cancel: threading.Event
     download: Download | None = None
     started: float = 0.0
+    torrent: TorrentProgress | None = None
 
 
 def _human(size: float | None) -> str:
@@ -116,6 +122,13 @@ def _human(size: float | None) -> str:
 
 class RetryRefused(ValueError):
     """A retry that would only copy a file again or run a download twice; str(e) says why."""
+
+
+def _remove_temp(item: Path) -> None:
+    if item.is_dir() and not item.is_symlink():
+        shutil.rmtree(item, ignore_errors=True)
+    else:
+        item.unlink(missing_ok=True)
 
 
 class DownloadEngine:
@@ -145,6 +158,8 @@ class DownloadEngine:
             cache_ttl=settings.cache_ttl, holds=self._store_holds, filed_digest=self._filed_digest,
         )
         self.notifier = Notifier(allow_private=settings.allow_private_networks, allowlist=settings.private_allowlist)
+        self._torrent_client: TorrentClient | None = None
+        self.shelf = TorrentShelf(data_root / "torrents")
 
     # --- life cycle -------------------------------------------------------
 
@@ -190,7 +205,7 @@ class DownloadEngine:
             trigger_file = self._spaces.root(user) / rel_path
             try:
                 with open(trigger_file, "rb") as handle:
-                    data = handle.read(MAX_TRIGGER_BYTES + 1)
+                    data = handle.read(trigger_size_limit(rel_path) + 1)
             except FileNotFoundError:
                 return
             name = PurePosixPath(rel_path).name
@@ -217,12 +232,13 @@ class DownloadEngine:
                 self._add_task(
                     user,
                     source=source,
-                    kind="id" if trigger.is_content_id else "url",
+                    kind=source_kind(source, trigger.is_content_id),
                     folder=str(path.parent),
                     trigger_path=rel_path,
                     sha256_expected=trigger.sha256,
                     filename_hint=trigger.filename,
                     stem=path.stem,
+                    metainfo=trigger.metainfo,
                 )
 
     def path_removed(self, user: str, rel_path: str) -> None:
@@ -280,13 +296,16 @@ class DownloadEngine:
 
     def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None, sha256: str | None = None) -> Task:
         stem = sanitize_filename(PurePosixPath(source).name or "download")
-        return self._add_task(user, source=source, kind=kind, folder=folder, trigger_path=None,
-                              sha256_expected=sha256, filename_hint=filename, stem=stem)
+        return self._add_task(user, source=source, kind=source_kind(source, kind == "id"), folder=folder,
+                              trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem)
 
     def _add_task(self, user: str, *, source: str, kind: str, folder: str, trigger_path: str | None,
-                  sha256_expected: str | None, filename_hint: str | None, stem: str) -> Task:
+                  sha256_expected: str | None, filename_hint: str | None, stem: str,
+                  metainfo: bytes | None = None) -> Task:
         if kind == "id":
             display = sanitize_filename(filename_hint or stem)
+        elif kind == "torrent":
+            display = sanitize_filename(filename_hint or parse_magnet(source).name or stem)
         else:
             display = choose_filename(trigger_filename=filename_hint, content_disposition=None, final_url=source, trigger_stem=stem)
         task = self.tasks.add(
@@ -294,6 +313,8 @@ class DownloadEngine:
             display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint,
         )
         self.tasks.update(task.id, temp_path=str(self.temp_root / f"{task.id}.part"))
+        if metainfo is not None:
+            self._torrent_paths(task)[1].write_bytes(metainfo)
         self.wake()
         return self.tasks.get(task.id)
 
@@ -323,6 +344,11 @@ class DownloadEngine:
             self._remove_error_file(task.user, task.trigger_path)
         self.wake()
         return self.tasks.get(task.id)
+
+    def live_torrent(self, task_id: int) -> TorrentProgress | None:
+        """Peers, seeds and rate of a running torrent."""
+        running = self._running.get(task_id)
+        return running.torrent if running else None
 
     def live_progress(self, task_id: int) -> tuple[int, float] | None:
         """(bytes done, seconds running) of a running task, for speed and ETA."""
@@ -385,6 +411,9 @@ class DownloadEngine:
         try:
             if self._spaces.disk_room() <= 0:
                 raise TransientError("the server's disk is almost full (storage.min_free); waiting for space")
+            if task.kind == "torrent":
+                self._run_torrent(task, running)
+                return
             if self._deliver_instantly(task):
                 return
             download = self._transfer(task, running)
@@ -474,10 +503,102 @@ class DownloadEngine:
             segments=json.dumps(download.segments) if download.segments else None,
         )
 
+    # --- torrents -----------------------------------------------------------
+
+    def _torrent_paths(self, task: Task) -> tuple[Path, Path]:
+        """Where a torrent task keeps its data, and its metainfo once known."""
+        return self.temp_root / f"{task.id}.bt", self.temp_root / f"{task.id}.torrent"
+
+    def _torrents(self) -> TorrentClient:
+        """The libtorrent session, started with the first torrent (most servers never need it)."""
+        with self._cond:
+            if self._torrent_client is None:
+                self._torrent_client = TorrentClient(
+                    self.settings.torrent, allow_private=self.settings.allow_private_networks,
+                    allowlist=self.settings.private_allowlist,
+                )
+            return self._torrent_client
+
+    def _run_torrent(self, task: Task, running: _Running) -> None:
+        if self._deliver_torrent_from_store(task):
+            return
+        save_dir, metainfo_path = self._torrent_paths(task)
+        download = Download(url=task.source, temp_path=save_dir, bytes_done=task.bytes_done, bytes_total=task.bytes_total)
+        running.download, running.torrent = download, TorrentProgress()
+        saved_at = 0.0
+
+        def on_progress(done: int, meta: Metainfo) -> None:
+            nonlocal saved_at
+            download.bytes_done, download.bytes_total = done, meta.total_size
+            if time.monotonic() - saved_at >= 1:
+                saved_at = time.monotonic()
+                self.tasks.update(task.id, bytes_done=done, bytes_total=meta.total_size, display_name=meta.name)
+
+        meta = self._torrents().fetch(
+            task.source, save_dir, metainfo_path, progress=running.torrent, on_progress=on_progress,
+            is_cancelled=running.cancel.is_set, room=lambda: self._spaces.room(task.user),
+        )
+        task.display_name = meta.name
+        self.tasks.update(task.id, display_name=meta.name, bytes_done=meta.total_size, bytes_total=meta.total_size)
+        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        if running.cancel.is_set():
+            raise Cancelled()
+        self._deliver_torrent(task, meta, save_dir)
+
+    def _deliver_torrent(self, task: Task, meta: Metainfo, save_dir: Path) -> None:
+        """Publish a completed torrent, file its files in the content store, shelve its manifest."""
+        sources = [(save_dir / f.disk_path, f.path) for f in meta.files]
+        if meta.multi_file:
+            staging = self.temp_root / f"{task.id}.deliver"
+            stage_tree(sources, staging / meta.name)
+            placed = self._publish(task, staging / meta.name, meta.name, digest=None, instant=False)
+            if placed is None:
+                raise Cancelled()
+            published = [placed.joinpath(*parts) for _source, parts in sources]
+        else:
+            stage_tree(sources[:1], save_dir / "whole")  # a zero-length file may not exist yet
+            placed = self._publish(task, save_dir / "whole" / meta.files[0].path[-1], meta.name, digest=None, instant=False)
+            if placed is None:
+                raise Cancelled()
+            published = [placed]
+        filed = []
+        for (source, parts), user_copy, file in zip(sources, published, meta.files):
+            digest = file_sha256(user_copy).hexdigest()
+            if source.exists():
+                self.store.adopt(source, digest, user_copy, self._spaces.locked)
+            filed.append(ShelvedFile(parts, digest, file.size))
+        if not meta.multi_file:
+            self.tasks.update(task.id, sha256=filed[0].sha256)
+        self.shelf.record(meta.info_hash, ShelvedTorrent(meta.name, meta.multi_file, tuple(filed)))
+        if self._torrents().seeds:
+            tree = self.temp_root / "seeding" / f"{task.id}"
+            stage_tree([(self.store.object_path(kept.sha256), (file.disk_path,)) for file, kept in zip(meta.files, filed)], tree)
+            self._torrents().seed(self._torrent_paths(task)[1].read_bytes(), tree)
+        self._remove_torrent_temp(task)
+
+    def _deliver_torrent_from_store(self, task: Task) -> bool:
+        """A torrent delivered before (same info-hash) comes from the store, without the swarm."""
+        shelved = self.shelf.get(magnet_info_hash(task.source))
+        if shelved is None or not all(self.store.has(f.sha256) for f in shelved.files):
+            return False
+        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self._discard_temp(task)
+        if shelved.multi_file:
+            staging = self.temp_root / f"{task.id}.deliver" / shelved.name
+            stage_tree([(self.store.object_path(f.sha256), f.path) for f in shelved.files], staging)
+            self._publish(task, staging, shelved.name, digest=None, instant=True)
+            self._remove_torrent_temp(task)
+        else:
+            digest = shelved.files[0].sha256
+            self._publish(task, self.store.object_path(digest), shelved.name, digest=digest, instant=True)
+        return True
+
     # --- outcomes ---------------------------------------------------------
 
     def _final_name(self, task: Task, download: Download) -> str:
         """SPEC 4.4: the trigger's name, else Content-Disposition, else the URL's last segment."""
+        if task.kind == "torrent":
+            return task.display_name
         if task.kind == "id":
             return sanitize_filename(task.filename_hint or task.display_name)
         return choose_filename(
@@ -514,16 +635,18 @@ class DownloadEngine:
 
     def _publish(self, task: Task, source: Path, name: str, *, digest: str | None, instant: bool,
                  validators: tuple[str | None, str | None] = (None, None)) -> Path | None:
-        """Hard-link `source` into the task's folder and mark the task done; None if it was
-        cancelled at the last moment."""
-        size = source.stat().st_size
+        """Hard-link the file `source`, or rename the folder `source`, into the task's folder
+        and mark the task done; None if it was cancelled at the last moment."""
+        folder = source.is_dir()
+        size = tree_size(source) if folder else source.stat().st_size
         room = self._spaces.room(task.user)
         if room is not None and size > room:
             raise PermanentError(
                 f"not enough space: the file is {size} bytes and the quota leaves {room} bytes; "
                 "free some space, then upload the trigger again"
             )
-        placed = link_under_free_name(source, self._spaces.root(task.user) / task.folder, name)
+        place = move_under_free_name if folder else link_under_free_name
+        placed = place(source, self._spaces.root(task.user) / task.folder, name)
         self._spaces.charge(task.user, size)
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
@@ -533,7 +656,7 @@ class DownloadEngine:
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
             # Cancelled at the last moment: take the file back.
-            placed.unlink()
+            shutil.rmtree(placed) if folder else placed.unlink()
             self._spaces.charge(task.user, -size)
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
@@ -668,7 +791,13 @@ class DownloadEngine:
     def _discard_temp(self, task: Task) -> None:
         path = Path(task.temp_path) if task.temp_path else self.temp_root / f"{task.id}.part"
         path.unlink(missing_ok=True)
+        self._remove_torrent_temp(task)
         self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
+
+    def _remove_torrent_temp(self, task: Task) -> None:
+        if task.kind == "torrent":
+            for item in self.temp_root.glob(f"{task.id}.*"):
+                _remove_temp(item)
 
     def _remove_orphan_temp_files(self) -> None:
         """Temporary files nobody needs go; a published download that a crash kept from being
@@ -680,7 +809,7 @@ class DownloadEngine:
             if task is not None and task.state == DONE and not task.sha256 and task.path and item.suffix == ".part":
                 unfiled.append((task, item))
             elif task is None or not task.unfinished:
-                item.unlink(missing_ok=True)
+                _remove_temp(item)
         if unfiled:
             threading.Thread(target=self._file_away_after_restart, args=(unfiled,), name="filing", daemon=True).start()
 

@@ -1,4 +1,4 @@
-"""Trigger files: what a `.url`, `.webloc`, `.desktop` or `.id` file in downloads/ asks for.
+"""Trigger files: what a `.url`, `.webloc`, `.desktop`, `.id` or `.torrent` file in downloads/ asks for.
 
 `parse_trigger` turns the bytes of one file into a `Trigger` or raises `TriggerError` with a
 sentence naming what is wrong; it never raises anything else, whatever the bytes.
@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".id"})
+from engine.torrent_metainfo import MAX_METAINFO_BYTES, MetainfoError, make_magnet, parse_magnet, parse_metainfo
+
+TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".id", ".torrent"})
 MAX_TRIGGER_BYTES = 64 * 1024
 MAX_URLS = 1000
 MAX_URL_LENGTH = 8192
@@ -31,6 +33,7 @@ class Trigger:
     is_content_id: bool
     sha256: str | None
     filename: str | None
+    metainfo: bytes | None = None  # a .torrent file's bytes
 
 
 def is_os_junk(name: str) -> bool:
@@ -48,6 +51,25 @@ def _shorten(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def source_kind(source: str, is_content_id: bool) -> str:
+    """The task kind of one source: "id", "torrent" (a magnet URI) or "url"."""
+    if is_content_id:
+        return "id"
+    return "torrent" if source[:7].lower() == "magnet:" else "url"
+
+
+def trigger_size_limit(name: str) -> int:
+    return MAX_METAINFO_BYTES if name.lower().endswith(".torrent") else MAX_TRIGGER_BYTES
+
+
+def _check_magnet(uri: str) -> str:
+    try:
+        parse_magnet(uri)
+    except MetainfoError as error:
+        raise TriggerError(str(error)) from None
+    return uri
+
+
 def check_url(url: str) -> str:
     """The URL stripped, if it is an absolute http, https or ftp URL; else TriggerError."""
     url = url.strip()
@@ -60,6 +82,8 @@ def check_url(url: str) -> str:
         host = parts.hostname
     except ValueError:
         raise TriggerError(f"{_shorten(url)!r} is not a valid URL") from None
+    if parts.scheme.lower() == "magnet":
+        return _check_magnet(url)
     if parts.scheme.lower() not in _URL_SCHEMES:
         shown = f"{parts.scheme}:" if parts.scheme else "no scheme"
         raise TriggerError(
@@ -201,11 +225,21 @@ def _parse_id(text: str) -> Trigger:
     return Trigger((content_id,), True, sha256, filename)
 
 
+def _parse_torrent(data: bytes) -> Trigger:
+    try:
+        _meta, info = parse_metainfo(data)
+    except MetainfoError as error:
+        raise TriggerError(str(error)) from None
+    return Trigger((make_magnet(info),), False, None, None, data)
+
+
 def parse_trigger(name: str, data: bytes) -> Trigger:
     """What the trigger file `name` with content `data` asks for."""
     suffix = name.lower()[name.rfind(".") :] if "." in name else ""
     if suffix not in TRIGGER_SUFFIXES:
-        raise TriggerError(f"{name!r} is not a trigger; use a .url, .webloc, .desktop or .id file")
+        raise TriggerError(f"{name!r} is not a trigger; use a .url, .webloc, .desktop, .id or .torrent file")
+    if suffix == ".torrent":
+        return _parse_torrent(data)
     if len(data) > MAX_TRIGGER_BYTES:
         raise TriggerError("the file is too large: link files are at most 64 KiB")
     if not data.strip():

@@ -161,7 +161,12 @@ class Api:
             "path": task.path, "error": task.error, "instant": bool(task.instant), "sha256": task.sha256,
             "attempts": task.attempts, "created_at": task.created_at, "updated_at": task.updated_at,
             "finished_at": task.finished_at, "superseded_by": task.superseded_by,
+            "torrent": self._torrent_progress(task.id) if task.kind == "torrent" else None,
         }
+
+    def _torrent_progress(self, task_id: int) -> dict[str, int] | None:
+        live = self._engine.live_torrent(task_id)
+        return None if live is None else {"peers": live.peers, "seeds": live.seeds, "download_rate": live.download_rate}
 
     def list_tasks(self, request: Request, headers: list[tuple[str, str]]) -> tuple[int, Any]:
         state = request.query.get("state", [None])[0]

@@ -21,6 +21,7 @@ from engine.catalog import CatalogError
 from engine.database import Database
 from engine.engine import DownloadEngine, EngineSettings
 from engine.retry import RetryPolicy
+from engine.torrent_client import TorrentSettings
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController
@@ -83,6 +84,14 @@ def engine_settings(config: Config) -> EngineSettings:
         read_timeout=config["engine.read_timeout"],
         mirrors=tuple(config["engine.mirrors"]),
         cache_ttl=config["engine.cache_ttl"],
+        torrent=TorrentSettings(
+            port=config["engine.torrent.port"],
+            dht=config["engine.torrent.dht"],
+            seed_ratio=config["engine.torrent.seed_ratio"],
+            seed_time=config["engine.torrent.seed_time"],
+            metadata_timeout=config["engine.torrent.metadata_timeout"],
+            stall_timeout=config["engine.torrent.stall_timeout"],
+        ),
     )
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
 from tqdm import tqdm
@@ -87,15 +87,23 @@ def _check_login(server: Server) -> None:
 # --- add -------------------------------------------------------------------
 
 
+def _plain(stem: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in stem)[:80]
+
+
 def _trigger_for(source: str) -> tuple[str, bytes]:
-    """A trigger file name and content for a URL or a content ID."""
+    """A trigger file name and content for a URL, a magnet link, a local .torrent file or a content ID."""
     tag = secrets.token_hex(3)
+    if source.lower().endswith(".torrent") and os.path.isfile(source):
+        with open(source, "rb") as torrent:
+            return f"{_plain(posixpath.basename(source)[:-8])}-{tag}.torrent", torrent.read()
+    if source[:7].lower() == "magnet:":
+        stem = parse_qs(urlsplit(source).query).get("dn", ["magnet"])[0]
+        return f"{_plain(stem)}-{tag}.url", f"{source}\n".encode()
     if "://" in source:
         stem = posixpath.basename(urlsplit(source).path.rstrip("/")) or urlsplit(source).hostname or "link"
-        stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in unquote(stem))[:80]
-        return f"{stem}-{tag}.url", f"[InternetShortcut]\r\nURL={source}\r\n".encode()
-    stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in source)[:80]
-    return f"{stem}-{tag}.id", f"{source}\n".encode()
+        return f"{_plain(unquote(stem))}-{tag}.url", f"[InternetShortcut]\r\nURL={source}\r\n".encode()
+    return f"{_plain(source)}-{tag}.id", f"{source}\n".encode()
 
 
 def add(server: Server, sources: list[str], *, folder: str = "downloads", wait: bool = False) -> int:

@@ -41,6 +41,12 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"must be a number of at least 0, got {value!r}")
+    return float(value)
+
+
 def _size(value: Any) -> int | None:
     try:
         return parse_size(value)
@@ -133,6 +139,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.read_timeout", 60, _seconds, "Seconds an origin may stay silent mid-download before the try counts as failed."),
     Setting("engine.mirrors", [], _mirrors, "URL templates tried for sha256: IDs, e.g. https://m.example/{sha256}."),
     Setting("engine.cache_ttl", 86400, _seconds, "Seconds a finished URL may be delivered again without a transfer."),
+    Setting("engine.torrent.port", 6881, _integer(0, 65535), "BitTorrent listen port (0 = any free port)."),
+    Setting("engine.torrent.dht", True, _flag, "Use the DHT to find peers."),
+    Setting("engine.torrent.seed_ratio", 0, _ratio, "Keep seeding until this upload/download ratio (0 = stop when complete)."),
+    Setting("engine.torrent.seed_time", 0, _ratio, "Keep seeding for these seconds (0 = stop when complete)."),
+    Setting("engine.torrent.metadata_timeout", 600, _seconds, "Seconds a magnet link may wait for its metadata before the task fails."),
+    Setting("engine.torrent.stall_timeout", 3600, _seconds, "Seconds a torrent may go without any peer before the task fails."),
     Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),
 )
 

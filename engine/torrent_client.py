@@ -1,0 +1,205 @@
+"""The server's one libtorrent session: its settings, its peer address rules, and one torrent's
+transfer into the temporary area (SPEC 4b).
+
+Peers are connections the server makes on a user's behalf, so they obey the address rules of
+every fetch: libtorrent's IP filter refuses loopback, private, link-local, multicast and
+reserved peers (and trackers) unless `engine.allow_private_networks` is set or
+`engine.private_allowlist` names them. Local peer discovery, UPnP and NAT-PMP stay off.
+
+Resume: once the metadata is known it is saved beside the data (`<task>.torrent`); a restart
+(or `kill -9`) adds the torrent again from it and libtorrent checks the pieces already on disk,
+so no verified piece is fetched twice, whatever moment the process died at.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import libtorrent as lt
+
+from engine.addresses import Network
+from engine.errors import Cancelled, PermanentError, TransientError
+from engine.torrent_metainfo import LIMITS, Metainfo, MetainfoError, describe, parse_magnet
+
+POLL_EVERY = 0.5
+REAP_EVERY = 1.0
+
+# What a public address is not (engine/addresses.classify, as ranges for libtorrent's filter).
+_BLOCKED = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+    "::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+    "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+)]
+
+
+@dataclass(frozen=True)
+class TorrentSettings:
+    port: int = 6881
+    dht: bool = True
+    seed_ratio: float = 0
+    seed_time: float = 0
+    metadata_timeout: float = 600
+    stall_timeout: float = 3600
+
+
+@dataclass
+class TorrentProgress:
+    """What the API shows of a running torrent."""
+
+    peers: int = 0
+    seeds: int = 0
+    download_rate: int = 0
+
+
+@dataclass
+class _Seeding:
+    handle: lt.torrent_handle
+    tree: Path
+    started: float
+    size: int
+
+
+def ip_filter(allow_private: bool, allowlist: tuple[Network, ...]) -> lt.ip_filter:
+    rules = lt.ip_filter()
+    if allow_private:
+        return rules
+    for network in _BLOCKED:
+        rules.add_rule(str(network[0]), str(network[-1]), 1)
+    for network in allowlist:
+        rules.add_rule(str(network[0]), str(network[-1]), 0)
+    return rules
+
+
+class TorrentClient:
+    """One libtorrent session for all of the server's torrents."""
+
+    def __init__(self, settings: TorrentSettings, *, allow_private: bool, allowlist: tuple[Network, ...]) -> None:
+        self.settings = settings
+        self._session = lt.session({
+            "listen_interfaces": f"0.0.0.0:{settings.port},[::]:{settings.port}",
+            "enable_dht": settings.dht,
+            "enable_lsd": False,
+            "enable_upnp": False,
+            "enable_natpmp": False,
+            "apply_ip_filter_to_trackers": True,
+            # uTP's delay-based congestion control yields to any other traffic and ran at a
+            # quarter of TCP's rate here; TCP is what other clients (aria2) use.
+            "enable_outgoing_utp": False,
+            "enable_incoming_utp": False,
+            "alert_mask": 0,
+            "user_agent": "fetchdrive/0.1",
+        })
+        self._session.set_ip_filter(ip_filter(allow_private, allowlist))
+        self._lock = threading.Lock()
+        self._seeding: list[_Seeding] = []
+        self._reaper: threading.Thread | None = None
+
+    @property
+    def seeds(self) -> bool:
+        return self.settings.seed_ratio > 0 or self.settings.seed_time > 0
+
+    def seed(self, metainfo: bytes, tree: Path) -> None:
+        """Seed a completed torrent from `tree` (links to the stored files) until
+        `seed_ratio` or `seed_time` is reached; then the tree goes."""
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(metainfo, LIMITS)
+        params.save_path = str(tree)
+        params.flags |= lt.torrent_flags.seed_mode | lt.torrent_flags.upload_mode
+        params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+        with self._lock:
+            self._seeding.append(_Seeding(self._session.add_torrent(params), tree, time.monotonic(), params.ti.total_size()))
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="torrent-seeding", daemon=True)
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(REAP_EVERY)
+            with self._lock:
+                for seeding in [s for s in self._seeding if self._seeded_enough(s)]:
+                    self._seeding.remove(seeding)
+                    self._session.remove_torrent(seeding.handle)
+                    shutil.rmtree(seeding.tree, ignore_errors=True)
+
+    def _seeded_enough(self, seeding: _Seeding) -> bool:
+        ratio, seconds = self.settings.seed_ratio, self.settings.seed_time
+        uploaded = seeding.handle.status().all_time_upload
+        return bool((ratio and uploaded >= ratio * seeding.size) or (seconds and time.monotonic() - seeding.started >= seconds))
+
+    def fetch(self, source: str, save_dir: Path, metainfo_path: Path, *, progress: TorrentProgress,
+              on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
+              room: Callable[[], int | None]) -> Metainfo:
+        """Download the torrent `source` (a magnet URI) into `save_dir`; returns its description
+        when every piece is verified. The metadata comes from `metainfo_path` if a `.torrent`
+        file or an earlier try saved it there, else from the swarm."""
+        params = parse_magnet(source)
+        if metainfo_path.exists():
+            params.ti = lt.torrent_info(str(metainfo_path))
+        params.save_path = str(save_dir)
+        params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+        save_dir.mkdir(parents=True, exist_ok=True)
+        handle = self._session.add_torrent(params)
+        for peer in params.peers:  # a magnet's x.pe= peers: call them now, not at the next tick
+            handle.connect_peer(peer)
+        try:
+            return self._follow(handle, metainfo_path, progress, on_progress, is_cancelled, room)
+        finally:
+            self._session.remove_torrent(handle)
+
+    def _follow(self, handle: lt.torrent_handle, metainfo_path: Path, progress: TorrentProgress,
+                on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
+                room: Callable[[], int | None]) -> Metainfo:
+        started = last_peer = time.monotonic()
+        meta: Metainfo | None = None
+        while True:
+            if is_cancelled():
+                raise Cancelled()
+            status = handle.status()
+            now = time.monotonic()
+            if status.errc.value():
+                raise TransientError(f"BitTorrent error: {status.errc.message()}")
+            if meta is None and status.has_metadata:
+                meta = self._checked_metadata(handle, metainfo_path, room)
+            if meta is None and now - started > self.settings.metadata_timeout:
+                raise PermanentError(
+                    f"no peer sent the torrent's metadata within {self.settings.metadata_timeout:.0f} s; "
+                    "check the magnet link, or add a .torrent file instead"
+                )
+            if status.num_peers:
+                last_peer = now
+            elif now - last_peer > self.settings.stall_timeout:
+                raise PermanentError(f"no peer was reachable for {self.settings.stall_timeout:.0f} s")
+            progress.peers, progress.seeds, progress.download_rate = status.num_peers, status.num_seeds, status.download_payload_rate
+            if meta is not None:
+                on_progress(status.total_wanted_done, meta)
+                if status.total_wanted_done >= status.total_wanted and status.state in (
+                        lt.torrent_status.finished, lt.torrent_status.seeding):
+                    return meta
+            time.sleep(POLL_EVERY)
+
+    def _checked_metadata(self, handle: lt.torrent_handle, metainfo_path: Path, room: Callable[[], int | None]) -> Metainfo:
+        info = handle.torrent_file()
+        try:
+            meta = describe(info)
+        except MetainfoError as error:
+            raise PermanentError(str(error)) from None
+        left = room()
+        if left is not None and meta.total_size > left:
+            raise PermanentError(
+                f"not enough space: the torrent holds {meta.total_size} bytes and the quota leaves {left} bytes; "
+                "free some space, then upload the trigger again"
+            )
+        if not metainfo_path.exists():
+            temporary = metainfo_path.with_name(metainfo_path.name + ".new")
+            temporary.write_bytes(b"d4:info" + info.info_section() + b"e")
+            os.replace(temporary, metainfo_path)
+        return meta
