@@ -377,6 +377,8 @@ class DownloadEngine:
     def _resolve(self, task: Task) -> list[tuple[str, str | None, str | None]]:
         """(url, expected sha256, file name) candidates for the task's source, in order."""
         if task.kind == "url":
+            if task.source.lower().startswith("magnet:"):
+                raise PermanentError("BitTorrent (magnet: links) is not supported by this server yet")
             return [(task.source, task.sha256_expected, task.filename_hint)]
         content_id = task.source
         if _is_content_hash(task):

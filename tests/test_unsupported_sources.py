@@ -1,0 +1,51 @@
+"""Sources fetchdrive does not download (SPEC 4: only http, https and magnet:) are refused when
+the trigger is read, with a clear reason, by every way in: trigger file, API and `fetchdrive add`
+(tests/test_client_commands.py). A magnet: link is accepted there; until BitTorrent arrives its
+task fails with a reason that says so, never a library's message."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.downloads_helpers import url_shortcut, wait_for
+
+UNSUPPORTED = [
+    "ftp://ftp.example.org/pub/x.iso", "file:///etc/passwd", "gopher://h.example/1", "data:text/plain;base64,aGk=",
+    "javascript:alert(1)", "sftp://h.example/x", "mailto:a@example.com",
+]
+MAGNET = "magnet:?xt=urn:btih:" + "c" * 40 + "&dn=thing.iso"
+
+
+@pytest.mark.parametrize("url", UNSUPPORTED)
+def test_the_api_refuses_an_unsupported_scheme_with_400(server, alice, url):
+    response = alice.session.post(server.url("/api/v1/tasks"), json={"url": url})
+    assert response.status_code == 400
+    message = response.json()["error"] if "json" in response.headers.get("Content-Type", "") else response.text
+    assert f"uses {url.split(':', 1)[0]}:" in message and "http://, https:// or magnet:" in message
+    assert alice.session.get(server.url("/api/v1/tasks")).json() == []
+
+
+def test_a_trigger_with_an_unsupported_scheme_gets_an_error_file_and_no_task(server, alice):
+    downloads = server.space("alice") / "downloads"
+    for number, url in enumerate(UNSUPPORTED):
+        assert alice.session.put(server.dav(f"downloads/t{number}.url"), data=url_shortcut(url)).status_code < 300
+    for number, url in enumerate(UNSUPPORTED):
+        error_file = downloads / f"t{number}.url.error.txt"
+        reason = wait_for(lambda: error_file.exists() and error_file.read_text(), message=error_file.name)
+        assert f"uses {url.split(':', 1)[0]}:" in reason and "http://, https:// or magnet:" in reason
+    assert alice.session.get(server.url("/api/v1/tasks")).json() == []
+
+
+def test_a_magnet_link_is_accepted_then_fails_saying_bittorrent_is_not_supported_yet(server, alice):
+    response = alice.session.post(server.url("/api/v1/tasks"), json={"url": MAGNET})
+    assert response.status_code == 201, response.text
+    assert alice.session.put(server.dav("downloads/m.url"), data=url_shortcut(MAGNET)).status_code < 300
+
+    def both_failed() -> list[dict] | None:
+        tasks = alice.session.get(server.url("/api/v1/tasks")).json()
+        return tasks if len(tasks) == 2 and all(task["state"] == "failed" for task in tasks) else None
+
+    tasks = wait_for(both_failed, message="both magnet tasks failed")
+    assert all("BitTorrent" in task["error"] and "not supported" in task["error"] for task in tasks)
+    error_file = server.space("alice") / "downloads" / "m.url.error.txt"
+    assert "BitTorrent" in wait_for(lambda: error_file.exists() and error_file.read_text(), message="m.url.error.txt")
