@@ -152,11 +152,15 @@ def _written_without_gap(segments: list[list[int]]) -> int:
 
 
 def _most_telling(failures: list[BaseException]) -> BaseException | None:
-    """The failure that decides what happens next: a cancel over a permanent error over a restart..."""
-    for kind in (Cancelled, PermanentError, Restart, TransientError):
+    """The failure that decides what happens next: a cancel over a permanent error over a restart
+    over a transient error, of which the one with the longest Retry-After."""
+    for kind in (Cancelled, PermanentError, Restart):
         for failure in failures:
             if isinstance(failure, kind):
                 return failure
+    transient = [failure for failure in failures if isinstance(failure, TransientError)]
+    if transient:
+        return max(transient, key=lambda failure: failure.retry_after or 0)
     return failures[0] if failures else None
 
 
@@ -224,6 +228,8 @@ def _fetch_segment(fetcher, download, segment, target, check_stop, throttle) -> 
         try:
             _stream_segment(fetcher, download, segment, target, headers, offset, check_stop, throttle)
         except (Dropped, TransientError, urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
+            if isinstance(error, TransientError) and error.retry_after is not None:
+                raise  # the origin said when to come back: the whole task waits that long, as in one stream
             if segment[DONE] == before:
                 raise _NoProgress(str(error) or type(error).__name__) from None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
+
 from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
 
 SIZE = 32 * 1024 * 1024
@@ -49,6 +51,22 @@ def test_a_segment_that_fails_alone_is_retried_alone(make_server, origin):
     assert [r.status for r in unlucky] == [503, 503, 503, 206]
     tasks = alice.get(server.url("/api/v1/tasks")).json()
     assert tasks[0]["attempts"] == 0  # the task itself never failed
+
+
+@pytest.mark.parametrize("status, retry_after", [(503, 2), (429, 2), (503, 3)])
+def test_a_segment_told_to_retry_after_waits_at_least_that_long(make_server, origin, status, retry_after):
+    """A 429/503 with Retry-After on one range makes the task wait as the origin asked; the
+    segment's own quick retries are for faults the origin did not put a time on."""
+    server, alice = segmented_server(make_server, **{"engine.retry.max_wait": 10})  # the cap on Retry-After
+    third = 2 * SIZE // 4
+    origin.add("/later.bin", BODY, fail_range_start=third, fail_range_times=1, fail_status=status,
+               retry_after=str(retry_after))
+    alice.put(server.dav("downloads/later.url"), data=url_shortcut(origin.url("/later.bin")))
+    assert delivered(server, "alice", "later.bin") == BODY
+    unlucky = [r for r in origin.requests if r.range and r.range.startswith(f"bytes={third}-")]
+    assert [r.status for r in unlucky] == [status, 206]
+    assert unlucky[1].at - unlucky[0].at >= retry_after
+    assert alice.get(server.url("/api/v1/tasks")).json()[0]["attempts"] == 1  # the task waited, once
 
 
 def test_a_dropping_origin_still_gives_an_intact_file_with_little_overhead(make_server, origin):
