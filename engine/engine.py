@@ -27,9 +27,10 @@ from engine.catalog import Catalog
 from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
 from engine.errors import Cancelled, FetchError, PermanentError, TransientError
-from engine.fetcher import Download, Fetcher
+from engine.fetcher import PROGRESS_EVERY, Download, Fetcher
 from engine.following_hasher import file_sha256
 from engine.naming import choose_filename, sanitize_filename
+from engine.progress import ProgressSaver
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
@@ -411,12 +412,13 @@ class DownloadEngine:
                 segments=json.loads(task.segments) if task.segments else None,
             )
             running.download = download
+            save_progress = ProgressSaver(lambda d: self._save_progress(task, d), PROGRESS_EVERY)
             try:
                 transfer(
                     self._fetcher,
                     download,
                     connections=self.settings.connections_per_task,
-                    on_progress=lambda d: self._save_progress(task, d),
+                    on_progress=save_progress,
                     is_cancelled=lambda: running.cancel.is_set(),
                     room=lambda: self._spaces.room(task.user),
                     throttle=self._bandwidth.throttle(task.user),
@@ -426,6 +428,8 @@ class DownloadEngine:
                     raise
                 last_error = error
                 continue
+            finally:
+                save_progress.flush()  # the next try, or a restart, resumes from the last figure
             if expected:
                 self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
                 digest = download.sha256()

@@ -124,9 +124,10 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
         ]
         for worker in workers:
             worker.start()
-        while any(worker.is_alive() for worker in workers):
-            for worker in workers:
-                worker.join(timeout=PROGRESS_EVERY)
+        # One wait per round, not one per segment (which made a round last PROGRESS_EVERY
+        # times the number of segments); the caller's saver writes at most once per interval.
+        while alive := [worker for worker in workers if worker.is_alive()]:
+            alive[0].join(timeout=PROGRESS_EVERY)
             download.bytes_done = sum(segment[DONE] for segment in download.segments)
             on_progress(download)
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -67,6 +69,25 @@ def test_a_segment_told_to_retry_after_waits_at_least_that_long(make_server, ori
     assert [r.status for r in unlucky] == [status, 206]
     assert unlucky[1].at - unlucky[0].at >= retry_after
     assert alice.get(server.url("/api/v1/tasks")).json()[0]["attempts"] == 1  # the task waited, once
+
+
+def test_progress_is_saved_every_half_second_whatever_the_number_of_segments(make_server, origin):
+    """Eight segments paced by the origin to at least 4 s: the task row in the real database file
+    (read as another process would) shows several saved states, where one wait per segment
+    per round had saved one every 4 s. At most one save per 0.5 s: tests/test_progress_saver.py."""
+    server, alice = segmented_server(make_server, **{"engine.connections_per_task": 8})
+    origin.add("/paced.bin", BODY, rate=1024 * 1024)
+    alice.put(server.dav("downloads/paced.url"), data=url_shortcut(origin.url("/paced.bin")))
+    path = server.space("alice") / "downloads" / "paced.bin"
+    seen: set[str] = set()
+    with closing(sqlite3.connect(f"file:{server.data / 'fetchdrive.sqlite'}?mode=ro", uri=True, timeout=30)) as database:
+        def saved_states() -> bool:
+            seen.update(row[0] for row in database.execute("select segments from tasks") if row[0])
+            return path.exists()
+
+        wait_for(saved_states, timeout=120, message="paced.bin")
+    assert path.read_bytes() == BODY
+    assert len(seen) >= 4, seen
 
 
 def test_a_dropping_origin_still_gives_an_intact_file_with_little_overhead(make_server, origin):
