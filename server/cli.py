@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import math
 import os
 import shutil
 import sys
@@ -65,8 +66,8 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = 0
-    if not value > 0 or value == float("inf"):
+        value = math.nan
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
 
@@ -156,6 +157,8 @@ def _client_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_add(config: Config | None, args: argparse.Namespace) -> None:
+    if args.timeout is not None and not args.wait:
+        raise ClientError("--timeout limits --wait; give both, or neither")
     server = server_from(args.server, args.user, _client_password(args))
     raise SystemExit(add(server, args.sources, folder=args.folder, wait=args.wait, timeout=args.timeout))
 

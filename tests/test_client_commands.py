@@ -175,7 +175,7 @@ def test_add_reports_refused_sources_and_still_queues_the_good_ones(server, alic
 
 @pytest.mark.parametrize("timeout", ["1", "0.5"])
 def test_add_wait_gives_up_at_its_timeout_and_the_download_goes_on(server, alice, origin, timeout):
-    origin.add("/slow.bin", b"s" * 200_000, rate=20_000)
+    origin.add("/slow.bin", b"s" * 100_000, rate=20_000)
     result = client("add", origin.url("/slow.bin"), "--server", server.base_url, "--user", "alice", "--wait",
                     "--timeout", timeout, password=alice.password, timeout=60)
     assert result.returncode != 0
@@ -184,10 +184,18 @@ def test_add_wait_gives_up_at_its_timeout_and_the_download_goes_on(server, alice
     wait_for((server.space("alice") / "downloads" / "slow.bin").exists, timeout=60, message="the download after --timeout")
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "soon", "inf"])
-def test_add_timeout_must_be_a_positive_number(server, alice, value):
-    result = client("add", "https://example.com/x", "--server", server.base_url, "--user", "alice", "--wait",
-                    "--timeout", value, password=alice.password)
+@pytest.mark.parametrize("args, message", [
+    (["--wait", "--timeout", "0"], "positive number of seconds"),
+    (["--wait", "--timeout", "-3"], "positive number of seconds"),
+    (["--wait", "--timeout", "soon"], "positive number of seconds"),
+    (["--wait", "--timeout", "inf"], "positive number of seconds"),
+    (["--wait", "--timeout", "nan"], "positive number of seconds"),
+    (["--timeout", "5"], "--timeout limits --wait"),
+])
+def test_add_timeout_must_be_a_positive_number_with_wait(server, alice, args, message):
+    result = client("add", "https://example.com/x", "--server", server.base_url, "--user", "alice", *args,
+                    password=alice.password)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "positive number of seconds" in lines[0], result.stderr
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert alice.session.get(server.url("/api/v1/tasks")).json() == []
