@@ -90,9 +90,9 @@ def _check_login(server: Server) -> None:
 
 
 def _trigger_for(source: str) -> tuple[str, bytes]:
-    """A trigger file name and content for a URL or a content ID."""
+    """A trigger file name and content for a URL (a magnet: URI is one, SPEC 4b) or a content ID."""
     tag = secrets.token_hex(3)
-    if "://" in source:
+    if "://" in source or source.lower().startswith("magnet:"):
         stem = posixpath.basename(urlsplit(source).path.rstrip("/")) or urlsplit(source).hostname or "link"
         stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in unquote(stem))[:80]
         return f"{stem}-{tag}.url", f"[InternetShortcut]\r\nURL={source}\r\n".encode()

@@ -173,6 +173,15 @@ def test_add_reports_refused_sources_and_still_queues_the_good_ones(server, alic
     assert "ftp://h.example/a was refused" in last and "(and 1 more refused)" in last, result.stderr
 
 
+def test_add_takes_a_magnet_link_as_a_link_and_says_bittorrent_is_not_supported_yet(server, alice):
+    magnet = "magnet:?xt=urn:btih:" + "d" * 40 + "&dn=thing.iso"
+    result = client("add", magnet, "--server", server.base_url, "--user", "alice", "--wait", password=alice.password,
+                    timeout=60)
+    assert result.returncode == 1
+    assert "queued" in result.stdout and ".url" in result.stdout
+    assert "failed" in result.stdout and "BitTorrent" in result.stdout and "not supported" in result.stdout
+
+
 @pytest.mark.parametrize("timeout", ["1", "0.5"])
 def test_add_wait_gives_up_at_its_timeout_and_the_download_goes_on(server, alice, origin, timeout):
     origin.add("/slow.bin", b"s" * 100_000, rate=20_000)
