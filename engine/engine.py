@@ -383,8 +383,6 @@ class DownloadEngine:
     def _resolve(self, task: Task) -> list[tuple[str, str | None, str | None]]:
         """(url, expected sha256, file name) candidates for the task's source, in order."""
         if task.kind == "url":
-            if task.source.lower().startswith("magnet:"):
-                raise PermanentError("BitTorrent (magnet: links) is not supported by this server yet")
             return [(task.source, task.sha256_expected, task.filename_hint)]
         content_id = task.source
         if _is_content_hash(task):
@@ -406,6 +404,8 @@ class DownloadEngine:
         candidates = self._resolve(task)
         last_error: FetchError | None = None
         for url, expected, filename in candidates:
+            if url.lower().startswith("magnet:"):  # from a trigger, the API or the catalog
+                raise PermanentError("BitTorrent (magnet: links) is not supported by this server yet")
             download = Download(
                 url=url,
                 temp_path=Path(task.temp_path or self.temp_root / f"{task.id}.part"),

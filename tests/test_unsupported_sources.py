@@ -49,3 +49,19 @@ def test_a_magnet_link_is_accepted_then_fails_saying_bittorrent_is_not_supported
     assert all("BitTorrent" in task["error"] and "not supported" in task["error"] for task in tasks)
     error_file = server.space("alice") / "downloads" / "m.url.error.txt"
     assert "BitTorrent" in wait_for(lambda: error_file.exists() and error_file.read_text(), message="m.url.error.txt")
+
+
+def test_a_catalog_id_for_a_magnet_link_fails_saying_bittorrent_is_not_supported_yet(server, alice):
+    assert server.cli("catalog", "add", "linux-iso", MAGNET).returncode == 0
+    assert alice.session.post(server.url("/api/v1/tasks"), json={"id": "linux-iso"}).status_code == 201
+    task = wait_for(lambda: [t for t in alice.session.get(server.url("/api/v1/tasks")).json() if t["state"] == "failed"],
+                    message="the failed task")[0]
+    assert "BitTorrent" in task["error"] and "not supported" in task["error"]
+
+
+@pytest.mark.parametrize("url", UNSUPPORTED[:4])
+def test_the_catalog_refuses_an_unsupported_scheme(server, url):
+    result = server.cli("catalog", "add", "some-id", url)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"uses {url.split(':', 1)[0]}:" in lines[0], result.stderr
