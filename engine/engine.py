@@ -27,12 +27,13 @@ from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
 from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
-from engine.errors import Cancelled, FetchError, PermanentError, TransientError
-from engine.fetcher import Download, Fetcher
+from engine.errors import Cancelled, FetchError, LocalStorageError, PermanentError, TransientError, local_storage_error
+from engine.fetcher import PROGRESS_EVERY, Download, Fetcher
 from engine.following_hasher import file_sha256
 from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
 from engine.naming import choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier, Outcome, read_targets
+from engine.progress import ProgressSaver
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
@@ -410,7 +411,7 @@ class DownloadEngine:
     def _run(self, task: Task, running: _Running) -> None:
         try:
             if self._spaces.disk_room() <= 0:
-                raise TransientError("the server's disk is almost full (storage.min_free); waiting for space")
+                raise LocalStorageError("the server's disk is almost full (storage.min_free); waiting for space")
             if task.kind == "torrent":
                 self._run_torrent(task, running)
                 return
@@ -425,9 +426,14 @@ class DownloadEngine:
             self._retry_later(task, error)
         except PermanentError as error:
             self._fail(task, str(error))
-        except Exception:
-            _log.exception("task %d: unexpected error", task.id)
-            self._fail(task, "an internal error stopped this download; the server log has the details")
+        except Exception as error:
+            local = local_storage_error(error)
+            if local is None:
+                _log.exception("task %d: unexpected error", task.id)
+                self._fail(task, "an internal error stopped this download; the server log has the details")
+                return
+            _log.warning("task %d waits for the server's disk: %r", task.id, error)
+            self._retry_later(task, local)
 
     def _resolve(self, task: Task) -> list[tuple[str, str | None, str | None]]:
         """(url, expected sha256, file name) candidates for the task's source, in order."""
@@ -454,6 +460,8 @@ class DownloadEngine:
         candidates = self._resolve(task)
         last_error: FetchError | None = None
         for url, expected, filename in candidates:
+            if url.lower().startswith("magnet:"):  # a catalog entry; triggers and the API make torrent tasks
+                raise PermanentError("a catalog ID cannot name a magnet link yet; drop the magnet link itself into downloads/")
             download = Download(
                 url=url,
                 temp_path=Path(task.temp_path or self.temp_root / f"{task.id}.part"),
@@ -465,12 +473,13 @@ class DownloadEngine:
                 segments=json.loads(task.segments) if task.segments else None,
             )
             running.download = download
+            save_progress = ProgressSaver(lambda d: self._save_progress(task, d), PROGRESS_EVERY)
             try:
                 transfer(
                     self._fetcher,
                     download,
                     connections=self.settings.connections_per_task,
-                    on_progress=lambda d: self._save_progress(task, d),
+                    on_progress=save_progress,
                     is_cancelled=lambda: running.cancel.is_set(),
                     room=lambda: self._spaces.room(task.user),
                     throttle=self._bandwidth.throttle(task.user),
@@ -480,6 +489,8 @@ class DownloadEngine:
                     raise
                 last_error = error
                 continue
+            finally:
+                save_progress.flush()  # the next try, or a restart, resumes from the last figure
             if expected:
                 self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
                 digest = download.sha256()
@@ -700,17 +711,19 @@ class DownloadEngine:
         task = self.tasks.get(task_id)
         return task.sha256 if task else None
 
-    def _retry_later(self, task: Task, error: TransientError) -> None:
+    def _retry_later(self, task: Task, error: TransientError | LocalStorageError) -> None:
+        """Park the task as waiting. Network faults count towards engine.retry.give_up_after;
+        a fault of the server's own disk does not, and ends a run of network faults."""
         current = self.tasks.get(task.id)
         if current is None or current.state not in (DOWNLOADING, VERIFYING):
             return
         now = time.time()
         attempts = current.attempts + 1
-        first_failure = current.first_failure_at or now
-        if self.settings.retry.gives_up(first_failure, now):
+        first_failure = None if isinstance(error, LocalStorageError) else current.first_failure_at or now
+        if first_failure is not None and self.settings.retry.gives_up(first_failure, now):
             self._fail(task, f"{error} (gave up after {attempts} tries over {int(now - first_failure)} s)")
             return
-        wait = self.settings.retry.wait_before(attempts, error.retry_after)
+        wait = self.settings.retry.wait_before(attempts, error.retry_after if isinstance(error, TransientError) else None)
         self.tasks.set_state_if(
             task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
             next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",

@@ -25,7 +25,7 @@ import requests
 import urllib3
 
 from engine.addresses import BlockedAddressError
-from engine.errors import Cancelled, PermanentError, TransientError
+from engine.errors import Cancelled, PermanentError, TransientError, local_storage_error
 from engine.following_hasher import FollowingHasher, file_sha256
 from engine.retry import parse_retry_after
 from engine.safe_http import blocked_reason
@@ -288,7 +288,7 @@ class Fetcher:
             finally:
                 os.close(out)
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise Dropped(type(error).__name__) from None
+            raise local_storage_error(error) or Dropped(type(error).__name__) from None
         if download.bytes_total is not None and download.bytes_done < download.bytes_total:
             raise Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
 

@@ -26,7 +26,7 @@ import requests
 import urllib3
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from engine.errors import Cancelled, PermanentError, TransientError
+from engine.errors import Cancelled, LocalStorageError, PermanentError, TransientError, local_storage_error
 from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart
 from engine.following_hasher import FollowingHasher, file_sha256
 from engine.socket_splice import write_all
@@ -86,8 +86,10 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Cal
                     out.write(chunk)
                     download.bytes_done += len(chunk)
                     throttle(len(chunk))
-            except (urllib3.exceptions.HTTPError, OSError):
-                pass  # what arrived is kept; the stream resumes from there
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                if local := local_storage_error(error):
+                    raise local from None
+                # what arrived is kept; the stream resumes from there
     total = download.bytes_total
     count = min(connections, total // MIN_SEGMENT)
     if count < 2 or not download.validator():
@@ -124,9 +126,10 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
         ]
         for worker in workers:
             worker.start()
-        while any(worker.is_alive() for worker in workers):
-            for worker in workers:
-                worker.join(timeout=PROGRESS_EVERY)
+        # One wait per round, not one per segment (which made a round last PROGRESS_EVERY
+        # times the number of segments); the caller's saver writes at most once per interval.
+        while alive := [worker for worker in workers if worker.is_alive()]:
+            alive[0].join(timeout=PROGRESS_EVERY)
             download.bytes_done = sum(segment[DONE] for segment in download.segments)
             on_progress(download)
     finally:
@@ -152,11 +155,16 @@ def _written_without_gap(segments: list[list[int]]) -> int:
 
 
 def _most_telling(failures: list[BaseException]) -> BaseException | None:
-    """The failure that decides what happens next: a cancel over a permanent error over a restart..."""
-    for kind in (Cancelled, PermanentError, Restart, TransientError):
+    """The failure that decides what happens next: a cancel over a permanent error over a fault
+    of the local disk over a restart over a transient error, of which the one with the longest
+    Retry-After."""
+    for kind in (Cancelled, PermanentError, LocalStorageError, Restart):
         for failure in failures:
             if isinstance(failure, kind):
                 return failure
+    transient = [failure for failure in failures if isinstance(failure, TransientError)]
+    if transient:
+        return max(transient, key=lambda failure: failure.retry_after or 0)
     return failures[0] if failures else None
 
 
@@ -224,6 +232,10 @@ def _fetch_segment(fetcher, download, segment, target, check_stop, throttle) -> 
         try:
             _stream_segment(fetcher, download, segment, target, headers, offset, check_stop, throttle)
         except (Dropped, TransientError, urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
+            if local := local_storage_error(error):
+                raise local from None  # the server's own disk, not the network: the task waits for it
+            if isinstance(error, TransientError) and error.retry_after is not None:
+                raise  # the origin said when to come back: the whole task waits that long, as in one stream
             if segment[DONE] == before:
                 raise _NoProgress(str(error) or type(error).__name__) from None
 

@@ -17,7 +17,7 @@ TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".i
 MAX_TRIGGER_BYTES = 64 * 1024
 MAX_URLS = 1000
 MAX_URL_LENGTH = 8192
-_URL_SCHEMES = ("http", "https", "ftp")
+_URL_SCHEMES = ("http", "https")  # SPEC 4: and magnet:, which has no host (see check_url)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _CONTENT_ID = re.compile(r"^[\x21-\x7e]{1,512}$")
 _JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
@@ -71,7 +71,8 @@ def _check_magnet(uri: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """The URL stripped, if it is an absolute http, https or ftp URL; else TriggerError."""
+    """The URL stripped, if it is an absolute http or https URL or a magnet: URI; else TriggerError.
+    Any other scheme (ftp:, file:, data:, ...) is refused here, when the trigger is read (SPEC 4)."""
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise TriggerError(f"URL {_shorten(url)!r} is longer than {MAX_URL_LENGTH} characters")
@@ -87,7 +88,8 @@ def check_url(url: str) -> str:
     if parts.scheme.lower() not in _URL_SCHEMES:
         shown = f"{parts.scheme}:" if parts.scheme else "no scheme"
         raise TriggerError(
-            f"URL {_shorten(url)!r} uses {shown}; only http://, https:// and ftp:// links can be downloaded"
+            f"URL {_shorten(url)!r} uses {shown}, which fetchdrive does not download; "
+            "use an http://, https:// or magnet: link"
         )
     if not host:
         raise TriggerError(f"URL {_shorten(url)!r} has no host name")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import math
 import os
 import shutil
 import sys
@@ -58,6 +59,17 @@ def _size_arg(text: str) -> int | None:
         return parse_size(text)
     except SizeError as error:
         raise CommandError(str(error)) from None
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _storage(config: Config):
@@ -145,8 +157,10 @@ def _client_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_add(config: Config | None, args: argparse.Namespace) -> None:
+    if args.timeout is not None and not args.wait:
+        raise ClientError("--timeout limits --wait; give both, or neither")
     server = server_from(args.server, args.user, _client_password(args))
-    raise SystemExit(add(server, args.sources, folder=args.folder, wait=args.wait))
+    raise SystemExit(add(server, args.sources, folder=args.folder, wait=args.wait, timeout=args.timeout))
 
 
 def cmd_sync(config: Config | None, args: argparse.Namespace) -> None:
@@ -223,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_options(add)
     add.add_argument("--folder", default="downloads", help="folder inside downloads/ (default: downloads)")
     add.add_argument("--wait", action="store_true", help="show progress until the downloads finish")
+    add.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                     help="with --wait: give up waiting (exit 1) after SECONDS; the downloads go on (default: no limit)")
     add.set_defaults(run=cmd_add, needs_config=False)
 
     sync = commands.add_parser("sync", help="mirror a folder of the drive into a local folder")

@@ -28,6 +28,8 @@ from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
 STATE_DIR = ".fetchdrive-sync"
 STATUS_FILE = "downloads/fetchdrive-status.txt"
 CHUNK = 1024 * 1024
+POLL_SECONDS = 0.5
+PICKUP_SECONDS = 10
 
 
 class ClientError(Exception):
@@ -106,13 +108,16 @@ def _trigger_for(source: str) -> tuple[str, bytes]:
     return f"{_plain(source)}-{tag}.id", f"{source}\n".encode()
 
 
-def add(server: Server, sources: list[str], *, folder: str = "downloads", wait: bool = False) -> int:
+def add(server: Server, sources: list[str], *, folder: str = "downloads", wait: bool = False,
+        timeout: float | None = None) -> int:
+    """Upload one trigger per source; a trigger the server refuses is a one-line ClientError.
+    With `wait`, show progress until every download ends or `timeout` seconds pass."""
     _check_login(server)
     client = server.webdav()
     folder = folder.strip("/") or "downloads"
     if folder != "downloads" and not folder.startswith("downloads/"):
         raise ClientError(f"--folder {folder!r} must be downloads/ or a folder inside it")
-    triggers = []
+    triggers = {}
     for source in sources:
         name, content = _trigger_for(source)
         remote = f"{folder}/{name}"
@@ -120,37 +125,135 @@ def add(server: Server, sources: list[str], *, folder: str = "downloads", wait: 
             client.upload_to(content, remote)
         except WebDavException as error:
             raise _explain(server, error) from None
-        triggers.append(remote)
-        print(f"queued {source} as {remote}")
-    return _wait_for(server, triggers) if wait else 0
+        triggers[remote] = source
+    waiter = _Waiter(server, dict(triggers), timeout)
+    refusals = waiter.confirm()
+    for remote, source in triggers.items():
+        if remote in waiter.triggers:
+            print(f"queued {source} as {remote}")
+    status = waiter.run() if wait else 0
+    if refusals:
+        more = f" (and {len(refusals) - 1} more refused)" if len(refusals) > 1 else ""
+        raise ClientError(refusals[0] + more)
+    return status
 
 
-def _wait_for(server: Server, triggers: list[str]) -> int:
-    """Show one progress bar per trigger until each is done or failed; 0 if all succeeded."""
-    session = server.http()
-    bars: dict[str, tqdm] = {}
-    finished: dict[str, str] = {}
-    while len(finished) < len(triggers):
+class _Waiter:
+    """Follows the tasks of uploaded triggers through the API, and the `.error.txt` beside each
+    trigger, which is the server's only answer to a trigger it refuses (it starts no task)."""
+
+    def __init__(self, server: Server, triggers: dict[str, str], timeout: float | None) -> None:
+        self.server = server
+        self.triggers = triggers  # remote trigger path -> the source it was made for
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timeout = timeout
+        self.session = server.http()
+
+    def _tasks(self) -> dict[str, dict]:
+        """The newest task of each of our triggers."""
         try:
-            tasks = session.get(f"{server.url}/api/v1/tasks?limit=1000", timeout=30).json()
+            response = self.session.get(f"{self.server.url}/api/v1/tasks?limit=1000", timeout=30)
+            response.raise_for_status()
+            tasks = response.json()
         except (requests.RequestException, ValueError) as error:
-            raise _explain(server, error) from None
-        for task in tasks:
-            trigger = task.get("trigger")
-            if trigger not in triggers or trigger in finished:
-                continue
-            bar = bars.get(trigger)
-            if bar is None:
-                bar = bars[trigger] = tqdm(total=task["bytes_total"], unit="B", unit_scale=True, desc=task["name"], file=sys.stderr)
-            bar.total = task["bytes_total"]
-            bar.n = task["bytes_done"]
-            bar.refresh()
-            if task["state"] in ("done", "failed", "cancelled"):
-                finished[trigger] = task["state"]
+            raise _explain(self.server, error) from None
+        found: dict[str, dict] = {}
+        for task in sorted(tasks, key=lambda task: task["id"]):
+            if task.get("trigger") in self.triggers:
+                found[task["trigger"]] = task
+        return found
+
+    def _refusal(self, trigger: str) -> str | None:
+        """The reason in `<trigger>.error.txt`, if the server wrote one, as one line."""
+        try:
+            response = self.session.get(self.server.dav_root + quote(trigger + ".error.txt"), timeout=30)
+        except requests.RequestException as error:
+            raise _explain(self.server, error) from None
+        if response.status_code != 200:
+            return None
+        return " ".join(response.content.decode("utf-8", "replace").split())
+
+    def _remove(self, trigger: str) -> None:
+        """Take back a refused trigger and its error file: the refusal is told on the terminal."""
+        for path in (trigger, trigger + ".error.txt"):
+            try:
+                self.session.delete(self.server.dav_root + quote(path), timeout=30)
+            except requests.RequestException as error:
+                raise _explain(self.server, error) from None
+
+    def _gone(self, trigger: str) -> bool:
+        try:
+            response = self.session.head(self.server.dav_root + quote(trigger), timeout=30)
+        except requests.RequestException as error:
+            raise _explain(self.server, error) from None
+        return response.status_code == 404
+
+    def confirm(self) -> list[str]:
+        """Wait until the server has acted on every trigger (SPEC 4.1: within 2 seconds): a task
+        exists, or an error file says why none will, or the trigger is gone without a task (the
+        same download was already delivered to that folder, SPEC 4.4). Refused triggers are
+        no longer followed; the answer is one line for each, saying why."""
+        refusals = []
+        deadline = time.monotonic() + PICKUP_SECONDS
+        while True:
+            pending = [trigger for trigger in self.triggers if trigger not in self._tasks()]
+            for trigger in pending:
+                if reason := self._refusal(trigger):
+                    refusals.append(f"{self.triggers.pop(trigger)} was refused: {reason}")
+                    self._remove(trigger)
+            pending = [trigger for trigger in pending if trigger in self.triggers]
+            gone = [trigger for trigger in pending if self._gone(trigger)]
+            if gone:
+                tasks = self._tasks()  # a task may have started, finished and taken its trigger meanwhile
+                for trigger in gone:
+                    if trigger not in tasks:
+                        print(f"nothing new to download for {self.triggers.pop(trigger)}: it is already there")
+                pending = [trigger for trigger in pending if trigger in self.triggers and trigger not in tasks]
+            if not pending:
+                return refusals
+            if time.monotonic() > deadline:
+                raise ClientError(f"{self.server.url} started no download for {pending[0]} within "
+                                  f"{PICKUP_SECONDS} s; is the server's download engine running?")
+            time.sleep(POLL_SECONDS)
+
+    def run(self) -> int:
+        """One progress bar per trigger until each is done or failed; 0 if all succeeded."""
+        bars: dict[str, tqdm] = {}
+        finished: dict[str, str] = {}
+        try:
+            while len(finished) < len(self.triggers):
+                tasks = self._tasks()
+                for trigger in self.triggers:
+                    task = tasks.get(trigger)
+                    if trigger in finished or task is None:
+                        continue
+                    bar = bars.get(trigger)
+                    if bar is None:
+                        bar = bars[trigger] = tqdm(total=task["bytes_total"], unit="B", unit_scale=True, desc=task["name"],
+                                                   file=sys.stderr)
+                    bar.total = task["bytes_total"]
+                    bar.n = task["bytes_done"]
+                    bar.refresh()
+                    if task["state"] in ("done", "failed", "cancelled"):
+                        finished[trigger] = task["state"]
+                        bar.close()
+                        print(f"{task['state']}: {task['path'] or task['source']}"
+                              + (f" ({task['error']})" if task["error"] else ""))
+                self._check_deadline(finished)
+                if len(finished) < len(self.triggers):
+                    time.sleep(POLL_SECONDS)
+        finally:
+            for bar in bars.values():
                 bar.close()
-                print(f"{task['state']}: {task['path'] or task['source']}" + (f" ({task['error']})" if task["error"] else ""))
-        time.sleep(0.5)
-    return 0 if all(state == "done" for state in finished.values()) else 1
+        return 0 if all(state == "done" for state in finished.values()) else 1
+
+    def _check_deadline(self, finished: dict[str, str]) -> None:
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return
+        unfinished = [trigger for trigger in self.triggers if trigger not in finished]
+        if unfinished:
+            raise ClientError(f"{len(unfinished)} download(s) still unfinished after --timeout {self.timeout:g} s "
+                              f"(first: {unfinished[0]}); they continue on the server")
 
 
 # --- sync ------------------------------------------------------------------

@@ -131,7 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.private_allowlist", [], _networks, "Private addresses or networks fetched even so, e.g. [10.0.5.7, 10.1.0.0/16]."),
     Setting("engine.retry.initial", 1, _seconds, "First back-off between tries, in seconds."),
     Setting("engine.retry.max_wait", 300, _seconds, "Longest back-off between tries, in seconds."),
-    Setting("engine.retry.give_up_after", 86400, _seconds, "Seconds of failing tries before a task fails."),
+    Setting("engine.retry.give_up_after", 86400, _seconds, "Seconds of failing tries before a task fails (waits for the server's own disk do not count)."),
     Setting("engine.connections_per_task", 4, _integer(1, 32), "Parallel ranges for one large download (1 disables)."),
     Setting("engine.rate_limit", "none", _size, "Server-wide download bandwidth cap per second (10M = 10 MiB/s), or none."),
     Setting("engine.per_user_rate_limit", "none", _size, "Download bandwidth cap per second for each user, or none."),

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -32,3 +37,30 @@ def files_in(folder: Path) -> list[str]:
 
 def temp_downloads(data: Path) -> list[str]:
     return files_in(data / "tmp" / "downloads")
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (e.g. "64m") mounted on `folder`; the test is skipped where
+    mounting is not allowed (CI runs as root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill_disk(path: Path) -> int:
+    """Write `path` until its filesystem is full; the bytes written."""
+    written = 0
+    block = b"\0" * (256 * 1024)
+    with open(path, "wb", buffering=0) as out:
+        try:
+            while True:
+                written += out.write(block)
+        except OSError:
+            return written

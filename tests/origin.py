@@ -38,7 +38,7 @@ class Resource:
     status: int = 200
     send_length: bool = True
     chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length
-    fail_range_start: int | None = None  # requests whose Range starts here fail with 503...
+    fail_range_start: int | None = None  # requests whose Range starts here fail with fail_status...
     fail_range_times: int = 0  # ...this many times
     version: int = 1
     served: int = field(default=0, repr=False)
@@ -60,6 +60,7 @@ class RequestLog:
     range: str | None
     status: int = 0
     body_bytes_sent: int = 0
+    at: float = field(default_factory=time.monotonic)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -87,7 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
         if resource is None:
             return self._simple(entry, 404, b"not found")
         if self._fails_range(resource):
-            return self._simple(entry, 503, b"this range is unlucky")
+            extra = {"Retry-After": resource.retry_after} if resource.retry_after else {}
+            return self._simple(entry, resource.fail_status, b"this range is unlucky", extra)
         if attempt < resource.fail_first:
             extra = {"Retry-After": resource.retry_after} if resource.retry_after else {}
             return self._simple(entry, resource.fail_status, b"try later", extra)

@@ -137,3 +137,74 @@ def test_an_interrupted_sync_resumes_with_range(server, alice, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert (local / "big.bin").read_bytes() == big
     assert "resumed big.bin at" in resumed.stdout
+
+
+@pytest.mark.parametrize(
+    "source, wait, reason",
+    [
+        ("two words", True, "printable ASCII"),
+        ("two words", False, "printable ASCII"),
+        ("sha256:1234", True, "64 hexadecimal"),
+        ("ftp://ftp.example.org/pub/x.iso", False, "uses ftp:"),
+        ("gopher://h.example/1", True, "uses gopher:"),
+        ("sftp://h.example/x", False, "uses sftp:"),
+    ],
+)
+def test_add_of_a_source_the_server_refuses_says_why_in_one_line(server, alice, source, wait, reason):
+    """Before, `add 'two words' --wait` polled for a task that never comes; the subprocess
+    time-out here is what such a hang would meet."""
+    result = client("add", source, "--server", server.base_url, "--user", "alice", *(["--wait"] if wait else []),
+                    password=alice.password, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{source} was refused" in lines[0] and reason in lines[0], result.stderr
+    assert "queued" not in result.stdout
+    assert [p.name for p in (server.space("alice") / "downloads").iterdir()] == []  # the refused trigger is taken back
+    assert alice.session.get(server.url("/api/v1/tasks")).json() == []
+
+
+def test_add_reports_refused_sources_and_still_queues_the_good_ones(server, alice, origin):
+    origin.add("/good.bin", b"good" * 1000)
+    result = client("add", "ftp://h.example/a", origin.url("/good.bin"), "file:///etc/passwd", "--server",
+                    server.base_url, "--user", "alice", "--wait", password=alice.password, timeout=60)
+    assert result.returncode != 0
+    assert "done: downloads/good.bin" in result.stdout
+    last = result.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert "ftp://h.example/a was refused" in last and "(and 1 more refused)" in last, result.stderr
+
+
+def test_add_takes_a_magnet_link_as_a_link_and_says_bittorrent_is_not_supported_yet(server, alice):
+    magnet = "magnet:?xt=urn:btih:" + "d" * 40 + "&dn=thing.iso"
+    result = client("add", magnet, "--server", server.base_url, "--user", "alice", "--wait", password=alice.password,
+                    timeout=60)
+    assert result.returncode == 1
+    assert "queued" in result.stdout and ".url" in result.stdout
+    assert "failed" in result.stdout and "BitTorrent" in result.stdout and "not supported" in result.stdout
+
+
+@pytest.mark.parametrize("timeout", ["1", "0.5"])
+def test_add_wait_gives_up_at_its_timeout_and_the_download_goes_on(server, alice, origin, timeout):
+    origin.add("/slow.bin", b"s" * 100_000, rate=20_000)
+    result = client("add", origin.url("/slow.bin"), "--server", server.base_url, "--user", "alice", "--wait",
+                    "--timeout", timeout, password=alice.password, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines and f"still unfinished after --timeout {timeout}" in lines[-1], result.stderr
+    wait_for((server.space("alice") / "downloads" / "slow.bin").exists, timeout=60, message="the download after --timeout")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--wait", "--timeout", "0"], "positive number of seconds"),
+    (["--wait", "--timeout", "-3"], "positive number of seconds"),
+    (["--wait", "--timeout", "soon"], "positive number of seconds"),
+    (["--wait", "--timeout", "inf"], "positive number of seconds"),
+    (["--wait", "--timeout", "nan"], "positive number of seconds"),
+    (["--timeout", "5"], "--timeout limits --wait"),
+])
+def test_add_timeout_must_be_a_positive_number_with_wait(server, alice, args, message):
+    result = client("add", "https://example.com/x", "--server", server.base_url, "--user", "alice", *args,
+                    password=alice.password)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert alice.session.get(server.url("/api/v1/tasks")).json() == []

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
+from contextlib import closing
+
+import pytest
 
 from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
 
@@ -49,6 +53,41 @@ def test_a_segment_that_fails_alone_is_retried_alone(make_server, origin):
     assert [r.status for r in unlucky] == [503, 503, 503, 206]
     tasks = alice.get(server.url("/api/v1/tasks")).json()
     assert tasks[0]["attempts"] == 0  # the task itself never failed
+
+
+@pytest.mark.parametrize("status, retry_after", [(503, 2), (429, 2), (503, 3)])
+def test_a_segment_told_to_retry_after_waits_at_least_that_long(make_server, origin, status, retry_after):
+    """A 429/503 with Retry-After on one range makes the task wait as the origin asked; the
+    segment's own quick retries are for faults the origin did not put a time on."""
+    server, alice = segmented_server(make_server, **{"engine.retry.max_wait": 10})  # the cap on Retry-After
+    third = 2 * SIZE // 4
+    origin.add("/later.bin", BODY, fail_range_start=third, fail_range_times=1, fail_status=status,
+               retry_after=str(retry_after))
+    alice.put(server.dav("downloads/later.url"), data=url_shortcut(origin.url("/later.bin")))
+    assert delivered(server, "alice", "later.bin") == BODY
+    unlucky = [r for r in origin.requests if r.range and r.range.startswith(f"bytes={third}-")]
+    assert [r.status for r in unlucky] == [status, 206]
+    assert unlucky[1].at - unlucky[0].at >= retry_after
+    assert alice.get(server.url("/api/v1/tasks")).json()[0]["attempts"] == 1  # the task waited, once
+
+
+def test_progress_is_saved_every_half_second_whatever_the_number_of_segments(make_server, origin):
+    """Eight segments paced by the origin to at least 4 s: the task row in the real database file
+    (read as another process would) shows several saved states, where one wait per segment
+    per round had saved one every 4 s. At most one save per 0.5 s: tests/test_progress_saver.py."""
+    server, alice = segmented_server(make_server, **{"engine.connections_per_task": 8})
+    origin.add("/paced.bin", BODY, rate=1024 * 1024)
+    alice.put(server.dav("downloads/paced.url"), data=url_shortcut(origin.url("/paced.bin")))
+    path = server.space("alice") / "downloads" / "paced.bin"
+    seen: set[str] = set()
+    with closing(sqlite3.connect(f"file:{server.data / 'fetchdrive.sqlite'}?mode=ro", uri=True, timeout=30)) as database:
+        def saved_states() -> bool:
+            seen.update(row[0] for row in database.execute("select segments from tasks") if row[0])
+            return path.exists()
+
+        wait_for(saved_states, timeout=120, message="paced.bin")
+    assert path.read_bytes() == BODY
+    assert len(seen) >= 4, seen
 
 
 def test_a_dropping_origin_still_gives_an_intact_file_with_little_overhead(make_server, origin):

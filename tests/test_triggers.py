@@ -29,7 +29,7 @@ SUM = "ab" * 32
         ("a.id", b"# a comment\ndebian-12\n", Trigger(("debian-12",), True, None, None)),
         ("a.id", f"sha256:{SUM.upper()}\nfilename=z.bin\n".encode(), Trigger((f"sha256:{SUM}",), True, None, "z.bin")),
         ("A.URL", f"{URL}\n".encode(), Trigger((URL,), False, None, None)),
-        ("ftp.url", b"ftp://ftp.example.org/pub/x\n", Trigger(("ftp://ftp.example.org/pub/x",), False, None, None)),
+        ("m.url", f"magnet:?xt=urn:btih:{SUM[:40]}&dn=x\n".encode(), Trigger((f"magnet:?xt=urn:btih:{SUM[:40]}&dn=x",), False, None, None)),
     ],
 )
 def test_every_format_is_understood(name, data, expected):
@@ -49,6 +49,7 @@ def test_every_format_is_understood(name, data, expected):
         ("a.url", b"file:///etc/passwd\n", "file:"),
         ("a.url", b"gopher://x/\n", "gopher:"),
         ("a.url", b"/relative/path\n", "no scheme"),
+        ("a.url", b"magnet:?dn=no-hash\n", "info-hash"),
         ("a.url", b"http:///no-host\n", "no host"),
         ("a.url", b"http://a.example/x y\n", "spaces"),
         ("a.url", b"[InternetShortcut]\nIconIndex=1\n", "no URL="),
@@ -73,6 +74,23 @@ def test_bad_triggers_get_a_precise_reason(name, data, reason):
     with pytest.raises(TriggerError, match=None) as caught:
         parse_trigger(name, data)
     assert reason.lower() in str(caught.value).lower()
+
+
+UNSUPPORTED_URLS = [
+    "ftp://ftp.example.org/pub/x", "FTP://ftp.example.org/pub/x", "file:///etc/passwd", "gopher://x.example/1",
+    "data:text/plain;base64,aGk=", "javascript:alert(1)", "sftp://h.example/x", "mailto:a@example.com",
+    "ws://h.example/x",
+]
+
+
+@pytest.mark.parametrize("url", UNSUPPORTED_URLS)
+@pytest.mark.parametrize("wrap", ["{}\n", "[InternetShortcut]\r\nURL={}\r\n"])
+def test_unsupported_schemes_are_refused_when_the_trigger_is_read(url, wrap):
+    scheme = url.split(":", 1)[0].lower()
+    with pytest.raises(TriggerError) as caught:
+        parse_trigger("a.url", wrap.format(url).encode())
+    message = str(caught.value)
+    assert f"uses {scheme}:" in message and "http://, https:// or magnet:" in message
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,13 @@ burst of wrong passwords."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.downloads_helpers import temp_downloads, wait_for
+from tests.downloads_helpers import small_tmpfs, temp_downloads, wait_for
 from tests.server_process import ServerProcess
 
 
@@ -41,16 +40,11 @@ def test_below_min_free_uploads_get_507_and_downloads_pause_until_space_returns(
 def small_disk_server(tmp_path):
     """A server whose whole storage root is a 64 MiB tmpfs, with storage.min_free 16M."""
     server = ServerProcess(tmp_path / "small", {"storage.min_free": "16M"})
-    server.data.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(server.data)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        subprocess.run(["umount", str(server.data)], check=True)
+    with small_tmpfs(server.data, "64m"):
+        try:
+            yield server.start()
+        finally:
+            server.stop()
 
 
 def test_a_really_full_small_disk_refuses_uploads_and_pauses_downloads_until_space_returns(

@@ -69,6 +69,11 @@ HOSTILE_TRIGGERS = {
     "nul.desktop": b"[Desktop Entry]\x00\x00Type=Link\nURL=\x00\n",
     "latin1.url": "[InternetShortcut]\r\nURL=https://ä.example/\xff\r\n".encode("latin-1"),
     "scheme.url": b"[InternetShortcut]\r\nURL=file:///etc/passwd\r\n",
+    **{f"{scheme}-scheme.url": f"[InternetShortcut]\r\nURL={url}\r\n".encode() for scheme, url in (
+        ("ftp", "ftp://ftp.example.org/pub/x.iso"), ("gopher", "gopher://h.example/1"),
+        ("data", "data:text/plain;base64,aGk="), ("javascript", "javascript:alert(document.cookie)"),
+        ("sftp", "sftp://h.example/x"), ("mailto", "mailto:a@example.com"), ("smb", "smb://h.example/share/x"))},
+    "schemes.url": b"ftp://a.example/x\nfile:///etc/shadow\n",
     "nothing.desktop": b"[Desktop Entry]\nType=Application\nExec=rm -rf /\n",
     "bad.id": b"sha256:not-hex\n",
     "entity.webloc": b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
