@@ -11,39 +11,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from support import current_rss, fetchdrive_server, free_port, make_file, peak_rss, timed, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.torrent_seeder import Seeder  # noqa: E402  (the test suite's loopback seeder)
-
-
-def tracker(peers: list[str]) -> ThreadingHTTPServer:
-    """An HTTP tracker on loopback whose every announce answers with `peers` ("host:port")."""
-    compact = b"".join(socket.inet_aton(p.split(":")[0]) + struct.pack(">H", int(p.split(":")[1])) for p in peers)
-    answer = b"d8:intervali30e5:peers%d:%se" % (len(compact), compact)
-
-    class Announce(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Announce)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+from tests.torrent_seeder import Seeder, announce_url, tracker  # noqa: E402  (the test suite's loopback seeder)
 
 
 def main() -> None:
@@ -58,7 +34,7 @@ def main() -> None:
     try:
         seeders = [Seeder(work / f"seeder{n}") for n in (1, 2)]
         announce = tracker([f"127.0.0.1:{seeder.session.listen_port()}" for seeder in seeders])
-        trackers = (f"http://127.0.0.1:{announce.server_address[1]}/announce",)
+        trackers = (announce_url(announce),)
         payload = make_file(work / "payload.bin", size).read_bytes()
         shared = [seeder.share("payload.bin", payload, trackers) for seeder in seeders]
         del payload

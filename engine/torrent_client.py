@@ -30,6 +30,7 @@ from engine.torrent_metainfo import LIMITS, Metainfo, MetainfoError, describe, p
 
 POLL_EVERY = 0.5
 REAP_EVERY = 1.0
+CALL_PEERS_EVERY = 2.0
 
 # What a public address is not (engine/addresses.classify, as ranges for libtorrent's filter).
 _BLOCKED = [ipaddress.ip_network(n) for n in (
@@ -113,7 +114,8 @@ class TorrentClient:
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(metainfo, LIMITS)
         params.save_path = str(tree)
-        params.flags |= lt.torrent_flags.seed_mode | lt.torrent_flags.upload_mode
+        # Not seed_mode: a torrent in seed mode hangs up on TCP peers that ask for its metadata.
+        params.flags |= lt.torrent_flags.upload_mode
         params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
         with self._lock:
             self._seeding.append(_Seeding(self._session.add_torrent(params), tree, time.monotonic(), params.ti.total_size()))
@@ -148,17 +150,16 @@ class TorrentClient:
         params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
         save_dir.mkdir(parents=True, exist_ok=True)
         handle = self._session.add_torrent(params)
-        for peer in params.peers:  # a magnet's x.pe= peers: call them now, not at the next tick
-            handle.connect_peer(peer)
         try:
-            return self._follow(handle, metainfo_path, progress, on_progress, is_cancelled, room)
+            return self._follow(handle, params.peers, metainfo_path, progress, on_progress, is_cancelled, room)
         finally:
             self._session.remove_torrent(handle)
 
-    def _follow(self, handle: lt.torrent_handle, metainfo_path: Path, progress: TorrentProgress,
+    def _follow(self, handle: lt.torrent_handle, known_peers: list, metainfo_path: Path, progress: TorrentProgress,
                 on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
                 room: Callable[[], int | None]) -> Metainfo:
         started = last_peer = time.monotonic()
+        last_call = 0.0
         meta: Metainfo | None = None
         while True:
             if is_cancelled():
@@ -176,6 +177,11 @@ class TorrentClient:
                 )
             if status.num_peers:
                 last_peer = now
+            elif now - last_call >= CALL_PEERS_EVERY:
+                # A magnet's x.pe= peers: libtorrent backs off a peer that failed once for long.
+                last_call = now
+                for peer in known_peers:
+                    handle.connect_peer(peer)
             elif now - last_peer > self.settings.stall_timeout:
                 raise PermanentError(f"no peer was reachable for {self.settings.stall_timeout:.0f} s")
             progress.peers, progress.seeds, progress.download_rate = status.num_peers, status.num_seeds, status.download_payload_rate

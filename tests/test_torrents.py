@@ -62,19 +62,13 @@ def test_a_magnet_link_delivers_a_multi_file_torrent_as_one_folder(server, alice
 
 
 def test_a_torrent_file_delivers_its_single_file_into_the_triggers_folder(make_server, seeder):
-    port = free_port()
-    server = make_server(settings={"engine.torrent.port": port})
+    server = make_server()
     server.add_user("alice", "alice-password", quota="50M")
     session = server.session("alice", "alice-password")
     shared = seeder.share("big.iso", BIG)
     session.request("MKCOL", server.dav("downloads/isos/"))
     assert session.put(server.dav("downloads/isos/big.torrent"), data=shared.metainfo).status_code == 201
-    target = server.space("alice") / "downloads/isos/big.iso"
-    deadline = time.monotonic() + 60
-    while not target.exists() and time.monotonic() < deadline:
-        shared.offer_to(port)  # a .torrent names no peer; the seeder calls the server instead
-        time.sleep(0.5)
-    assert target.read_bytes() == BIG
+    assert delivered(server, "alice", "downloads/isos/big.iso").read_bytes() == BIG
     wait_for(lambda: "big.torrent" not in files_in(server.space("alice") / "downloads/isos"), message="trigger removed")
 
 
@@ -145,7 +139,7 @@ def test_a_magnet_nobody_answers_fails_with_a_clear_reason(make_server):
 def test_a_torrent_without_peers_fails_after_the_stall_timeout(make_server, seeder):
     server = make_server(settings={"engine.torrent.stall_timeout": 2})
     server.add_user("carol", "carol-password", quota="10M")
-    shared = seeder.share("alone.bin", b"a" * 50_000)
+    shared = seeder.share("alone.bin", b"a" * 50_000, trackers=())  # nothing tells the server of the seeder
     server.session("carol", "carol-password").put(server.dav("downloads/alone.torrent"), data=shared.metainfo)
     assert "no peer was reachable for 2 s" in error_text(server, "carol", "alone.torrent")
     assert temp_downloads(server.data) == []
@@ -234,8 +228,7 @@ def test_kill_9_mid_download_fetches_no_verified_piece_again(make_server, tmp_pa
 
 
 def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(make_server, seeder, tmp_path):
-    port = free_port()
-    server = make_server(settings={"engine.torrent.port": port})
+    server = make_server()
     server.add_user("alice", "alice-password", quota="50M")
     by_magnet = seeder.share("by-magnet.bin", b"m" * 70_000)
     by_file = seeder.share("by-file.bin", b"f" * 70_000)
@@ -244,12 +237,7 @@ def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(make_server
         result = client("add", source, "--server", server.base_url, "--user", "alice", password="alice-password")
         assert result.returncode == 0, result.stderr
     assert delivered(server, "alice", "downloads/by-magnet.bin").read_bytes() == b"m" * 70_000
-    target = server.space("alice") / "downloads/by-file.bin"
-    deadline = time.monotonic() + 60
-    while not target.exists() and time.monotonic() < deadline:
-        by_file.offer_to(port)
-        time.sleep(0.5)
-    assert target.read_bytes() == b"f" * 70_000
+    assert delivered(server, "alice", "downloads/by-file.bin").read_bytes() == b"f" * 70_000
 
 
 def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
