@@ -24,6 +24,7 @@ from engine.retry import RetryPolicy
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController
+from provider.fast_get import FastGet
 from provider.fast_propfind import FastPropfind
 from provider.path_locks import locked_paths
 from provider.quota import Quota
@@ -145,8 +146,10 @@ class FetchdriveApp:
                 "authenticator": self.authenticator,
                 "provider": self.provider,
                 "fast_propfind": self.config["server.fast_propfind"],
+                "fast_get": self.config["server.fast_get"],
             },
-            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, FastPropfind, RequestResolver],
+            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, FastGet, WsgiDavDirBrowser, FastPropfind,
+                                 RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,
             "property_manager": SqlitePropertyManager(self.storage.database),
