@@ -26,6 +26,7 @@ from lxml import etree
 from wsgidav import util
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from provider.http_dates import rfc1123
 from provider.resources import file_etag
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ _SUPPORTED_LOCK = (
 )
 _HREF_SAFE = "/!*'(),$-_|."  # what WsgiDAV leaves unquoted in hrefs
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+# A file's `allprop` answer follows from its user, path and stat: file managers list the
+# same folders again and again, so the text is kept, keyed by what it is made of.
+_FILE_ANSWERS: dict[tuple[str, str, int, int, int, int], str] = {}
+_MOST_FILE_ANSWERS = 20_000
 
 
 class _NotFast(Exception):
@@ -132,6 +137,8 @@ class _Listing:
             raise _NotFast
         self._used = provider.quota.used(self.user)
         self._available = provider.quota.available(self.user)
+        self._quota_text = f"<D:quota-used-bytes>{self._used}</D:quota-used-bytes>" + (
+            "" if self._available is None else f"<D:quota-available-bytes>{self._available}</D:quota-available-bytes>")
         self._mime_types: dict[str, str] = {}
 
     def xml(self) -> bytes:
@@ -160,19 +167,34 @@ class _Listing:
                     yield f"{base}/{entry.name}", entry.name, info
 
     def _response(self, path: str, name: str, info: os.stat_result, dead: dict[str, dict[str, bytes]]) -> str:
+        if self.names is not None or stat.S_ISDIR(info.st_mode) or dead:
+            return self._new_response(path, name, info, dead)
+        key = (self.user, path, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+        text = _FILE_ANSWERS.get(key)
+        if text is None:
+            if len(_FILE_ANSWERS) >= _MOST_FILE_ANSWERS:
+                _FILE_ANSWERS.clear()
+            text = _FILE_ANSWERS[key] = self._new_response(path, name, info, dead)
+        return text
+
+    def _new_response(self, path: str, name: str, info: os.stat_result, dead: dict[str, dict[str, bytes]]) -> str:
         is_folder = stat.S_ISDIR(info.st_mode)
         preferred = path.rstrip("/") + "/" if is_folder else path
-        found, missing = [], []
-        values = self._live(name, info, is_folder)
-        for prop in self.names or [prop for prop in values if is_folder or prop not in _QUOTA]:
-            value = values.get(prop)
-            if value is None:
-                missing.append(f"<D:{prop[len(_D):]}/>")
-            else:
-                found.append(value)
-        if self.names is None:
-            found += [_as_text(value) for value in dead.get(self.ref_prefix + quote(preferred), {}).values()]
         href = escape(quote(self.provider.share_path + preferred, safe=_HREF_SAFE))
+        if self.names is None:
+            found = [self._allprop(name, info, is_folder)]
+            if dead:
+                found += [_as_text(value) for value in dead.get(self.ref_prefix + quote(preferred), {}).values()]
+            missing = []
+        else:
+            found, missing = [], []
+            values = self._live(name, info, is_folder)
+            for prop in self.names:
+                value = values.get(prop)
+                if value is None:
+                    missing.append(f"<D:{prop[len(_D):]}/>")
+                else:
+                    found.append(value)
         text = f"<D:response><D:href>{href}</D:href>"
         if found:
             text += f"<D:propstat><D:prop>{''.join(found)}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
@@ -180,11 +202,23 @@ class _Listing:
             text += f"<D:propstat><D:prop>{''.join(missing)}</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
         return text + "</D:response>"
 
+    def _allprop(self, name: str, info: os.stat_result, is_folder: bool) -> str:
+        """The live properties of `allprop`, in `_live`'s order (files without quota), in one
+        piece: a listing asks this once per entry."""
+        common = (f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>"
+                  f"<D:getlastmodified>{rfc1123(info.st_mtime)}</D:getlastmodified>"
+                  f"<D:displayname>{escape(name)}</D:displayname><D:lockdiscovery/>{_SUPPORTED_LOCK}")
+        if is_folder:
+            return f"<D:resourcetype><D:collection/></D:resourcetype>{common}{self._quota_text}"
+        return (f"<D:resourcetype/>{common}<D:getcontentlength>{info.st_size}</D:getcontentlength>"
+                f"<D:getcontenttype>{escape(self._mime_type(name))}</D:getcontenttype>"
+                f"<D:getetag>{file_etag(info)}</D:getetag>")
+
     def _live(self, name: str, info: os.stat_result, is_folder: bool) -> dict[str, str]:
         values = {
             f"{_D}resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if is_folder else "<D:resourcetype/>",
             f"{_D}creationdate": f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>",
-            f"{_D}getlastmodified": f"<D:getlastmodified>{util.get_rfc1123_time(info.st_mtime)}</D:getlastmodified>",
+            f"{_D}getlastmodified": f"<D:getlastmodified>{rfc1123(info.st_mtime)}</D:getlastmodified>",
             f"{_D}displayname": f"<D:displayname>{escape(name)}</D:displayname>",
             f"{_D}lockdiscovery": "<D:lockdiscovery/>",
             f"{_D}supportedlock": _SUPPORTED_LOCK,
