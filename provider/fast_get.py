@@ -18,10 +18,11 @@ import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from wsgidav import util
 from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from provider.http_dates import rfc1123, rfc1123_now
+from provider.mime_types import mime_type
 from provider.resources import file_etag
 
 if TYPE_CHECKING:
@@ -56,9 +57,9 @@ class FastGet(BaseMiddleware):
                 return self.next_app(environ, start_response)
             start_response("200 OK", [
                 ("Content-Length", str(info.st_size)),
-                ("Last-Modified", util.get_rfc1123_time(info[stat.ST_MTIME])),
-                ("Content-Type", util.guess_mime_type(environ["PATH_INFO"], environ["wsgidav.config"])),
-                ("Date", util.get_rfc1123_time()),
+                ("Last-Modified", rfc1123(info[stat.ST_MTIME])),
+                ("Content-Type", mime_type(environ["PATH_INFO"], environ["wsgidav.config"])),
+                ("Date", rfc1123_now()),
                 ("ETag", f'"{file_etag(info)}"'),
                 ("Accept-Ranges", "bytes"),
             ])
@@ -66,8 +67,9 @@ class FastGet(BaseMiddleware):
                 os.close(fd)
                 return [b""]
             if info.st_size <= _WHOLE_BODY:
-                with os.fdopen(fd, "rb", buffering=0) as content:
-                    return [content.read(info.st_size)]
+                body = os.read(fd, info.st_size)
+                os.close(fd)
+                return [body]
         except BaseException:
             os.close(fd)
             raise

@@ -26,7 +26,8 @@ from lxml import etree
 from wsgidav import util
 from wsgidav.mw.base_mw import BaseMiddleware
 
-from provider.http_dates import rfc1123
+from provider.http_dates import rfc1123, rfc1123_now
+from provider.mime_types import mime_type
 from provider.resources import file_etag
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class FastPropfind(BaseMiddleware):
             return self.next_app(environ, start_response)
         start_response("207 Multi-Status", [
             ("Content-Type", "application/xml; charset=utf-8"),
-            ("Date", util.get_rfc1123_time()),
+            ("Date", rfc1123_now()),
             ("Content-Length", str(len(xml))),
         ])
         return [xml]
@@ -121,6 +122,7 @@ class _Listing:
         if environ.get("wsgidav.provider") is not provider:
             raise _NotFast
         self.environ = environ
+        self._config: dict = environ["wsgidav.config"]
         self.user: str = environ["wsgidav.auth.user_name"]
         self.path = "/" + environ["PATH_INFO"].strip("/")  # WsgiDAV took the share off already
         if provider.in_downloads(self.path):
@@ -139,7 +141,6 @@ class _Listing:
         self._available = provider.quota.available(self.user)
         self._quota_text = f"<D:quota-used-bytes>{self._used}</D:quota-used-bytes>" + (
             "" if self._available is None else f"<D:quota-available-bytes>{self._available}</D:quota-available-bytes>")
-        self._mime_types: dict[str, str] = {}
 
     def xml(self) -> bytes:
         entries = [(self.path, os.path.basename(self.file_path), self.info)]
@@ -211,7 +212,7 @@ class _Listing:
         if is_folder:
             return f"<D:resourcetype><D:collection/></D:resourcetype>{common}{self._quota_text}"
         return (f"<D:resourcetype/>{common}<D:getcontentlength>{info.st_size}</D:getcontentlength>"
-                f"<D:getcontenttype>{escape(self._mime_type(name))}</D:getcontenttype>"
+                f"<D:getcontenttype>{escape(mime_type(name, self._config))}</D:getcontenttype>"
                 f"<D:getetag>{file_etag(info)}</D:getetag>")
 
     def _live(self, name: str, info: os.stat_result, is_folder: bool) -> dict[str, str]:
@@ -231,15 +232,9 @@ class _Listing:
             # Asked by name, WsgiDAV gives files empty quota properties (allprop leaves them out).
             values |= {prop: f"<D:{prop[len(_D):]}/>" for prop in _QUOTA}
             values[f"{_D}getcontentlength"] = f"<D:getcontentlength>{info.st_size}</D:getcontentlength>"
-            values[f"{_D}getcontenttype"] = f"<D:getcontenttype>{escape(self._mime_type(name))}</D:getcontenttype>"
+            values[f"{_D}getcontenttype"] = f"<D:getcontenttype>{escape(mime_type(name, self._config))}</D:getcontenttype>"
             values[f"{_D}getetag"] = f"<D:getetag>{file_etag(info)}</D:getetag>"  # unquoted, as WsgiDAV 4.4 writes it
         return values
-
-    def _mime_type(self, name: str) -> str:
-        extension = os.path.splitext(name)[1].lower()
-        if extension not in self._mime_types:
-            self._mime_types[extension] = util.guess_mime_type(name, self.environ["wsgidav.config"])
-        return self._mime_types[extension]
 
 
 def _as_text(value: bytes | str) -> str:

@@ -14,7 +14,8 @@ be served. Three defences:
 
 cheroot also does the TLS handshake in its accept loop, where one silent client stalls every
 new connection; `DeferredHandshakeAdapter` leaves the handshake to the first read in the
-worker, under the same deadline. Responses go out through `socket_writer.DirectWriter`.
+worker, under the same deadline. Request heads are read by `socket_reader.LineReader`,
+responses go out through `socket_writer.DirectWriter`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cheroot import wsgi
 from cheroot.makefile import MakeFile
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from server.socket_reader import LineReader
 from server.socket_writer import DirectWriter
 
 _KEEPER_TICK = 0.5
@@ -110,7 +112,11 @@ class _DeadlineConnection(cheroot_server.HTTPConnection):
 
     def __init__(self, server, sock, makefile=MakeFile) -> None:
         super().__init__(server, sock, makefile)
-        self.wfile.close()  # releases its hold on the socket (the socket itself stays open)
+        # Closing cheroot's own reader and writer releases their hold on the socket (the
+        # socket itself stays open).
+        self.rfile.close()
+        self.rfile = LineReader(sock, "rb", self.rbufsize)
+        self.wfile.close()
         self.wfile = DirectWriter(sock, "wb", self.wbufsize)
 
     def communicate(self) -> bool:

@@ -16,7 +16,8 @@ import requests
 import yaml
 
 NAMES = ["plain.txt", "with space & amp.txt", "ünïcode €.pdf", "(parens) 'quote'.jpg", "no-extension", "empty.bin",
-         "page.html", "downloads/fetched.iso"]
+         "page.html", "downloads/fetched.iso", "archive.tar.gz", "single.gz", "README.MD", "notes.md", ".hidden",
+         "..tar.gz"]
 LARGE = "large.bin"  # more than one read of the fast path
 LOCK_BODY = ('<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
              "<D:locktype><D:write/></D:locktype></D:lockinfo>")

@@ -16,7 +16,8 @@ DEAD_PROP = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:sche
              b"<Z:Win32LastAccessTime/><D:getetag/></D:prop></D:propfind>")
 PROPPATCH = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
              b"<Z:Win32LastAccessTime>Tue, 24 Nov 2026 10:00:00 GMT</Z:Win32LastAccessTime></D:prop></D:set></D:propertyupdate>")
-NAMES = ["plain.txt", "with space & amp.txt", "ünïcode €.pdf", "(parens) 'quote'.jpg", "no-extension", "empty.bin"]
+NAMES = ["plain.txt", "with space & amp.txt", "ünïcode €.pdf", "(parens) 'quote'.jpg", "no-extension", "empty.bin",
+         "archive.tar.gz", "single.gz", "README.MD", ".hidden"]
 
 
 def _canonical(xml: bytes) -> dict:
