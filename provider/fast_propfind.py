@@ -4,7 +4,8 @@ WsgiDAV answers a PROPFIND through its generic property machinery: per entry a r
 object, a path check, a lock query and a dead-property query, then one lxml element per
 property. This middleware (placed after authentication, before WsgiDAV's resolver) answers
 the common case from one directory scan, one query for the folder's dead properties and one
-for the user's locks, writing the XML directly.
+for the user's locks, writing the XML directly; a listing of more than STREAM_FROM entries
+is sent in pieces as it is written.
 
 It applies to `allprop` (or an empty body) and to `<prop>` lists of the live properties in
 `_LIVE`, on a folder or file outside `downloads/`, while the user holds no lock. Anything
@@ -17,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -48,6 +49,8 @@ _SUPPORTED_LOCK = (
 )
 _HREF_SAFE = "/!*'(),$-_|."  # what WsgiDAV leaves unquoted in hrefs
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+STREAM_FROM = 2_000  # entries; smaller answers are sent whole, with a Content-Length
+STREAM_PIECE = 500
 # A file's `allprop` answer follows from its user, path and stat: file managers list the
 # same folders again and again, so the text is kept, keyed by what it is made of.
 _FILE_ANSWERS: dict[tuple[str, str, int, int, int, int], str] = {}
@@ -70,18 +73,23 @@ class FastPropfind(BaseMiddleware):
         if not self.enabled or environ["REQUEST_METHOD"] != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
             return self.next_app(environ, start_response)
         body = _read_body(environ)
+        headers = [("Content-Type", "application/xml; charset=utf-8"), ("Date", rfc1123_now())]
         try:
-            xml = _Listing(self.provider, environ, body).xml()
+            listing = _Listing(self.provider, environ, body)
+            entries = listing.entries()
+            if len(entries) > STREAM_FROM:
+                # Sent as it is made (chunked): the first bytes leave at once, and the
+                # answer is never whole in memory.
+                answer = listing.xml_pieces(entries)
+            else:
+                answer = [listing.xml(entries)]
+                headers.append(("Content-Length", str(len(answer[0]))))
         except _NotFast:
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
             return self.next_app(environ, start_response)
-        start_response("207 Multi-Status", [
-            ("Content-Type", "application/xml; charset=utf-8"),
-            ("Date", rfc1123_now()),
-            ("Content-Length", str(len(xml))),
-        ])
-        return [xml]
+        start_response("207 Multi-Status", headers)
+        return answer
 
 
 def _read_body(environ: dict) -> bytes:
@@ -142,20 +150,40 @@ class _Listing:
         self._quota_text = f"<D:quota-used-bytes>{self._used}</D:quota-used-bytes>" + (
             "" if self._available is None else f"<D:quota-available-bytes>{self._available}</D:quota-available-bytes>")
 
-    def xml(self) -> bytes:
+    def entries(self) -> list[tuple[str, str, os.stat_result]]:
+        """(path, name, stat) of the target and, for Depth 1, its members."""
         entries = [(self.path, os.path.basename(self.file_path), self.info)]
-        is_folder = stat.S_ISDIR(self.info.st_mode)
-        if is_folder and self.environ["HTTP_DEPTH"] == "1":
+        if stat.S_ISDIR(self.info.st_mode) and self.environ["HTTP_DEPTH"] == "1":
             entries += self._members()
+        return entries
+
+    def xml(self, entries: list[tuple[str, str, os.stat_result]]) -> bytes:
+        try:
+            return "".join(self._pieces(entries, len(entries))).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotFast from None  # a name that is not valid UTF-8: WsgiDAV decides
+
+    def xml_pieces(self, entries: list[tuple[str, str, os.stat_result]]) -> Iterator[bytes]:
+        """The answer of `xml`, in pieces of STREAM_PIECE entries. Raises _NotFast (before
+        anything is sent) where `xml` would."""
+        for path, _name, _info in entries:
+            if not path.isascii():
+                try:
+                    path.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _NotFast from None
+        return (piece.encode("utf-8") for piece in self._pieces(entries, STREAM_PIECE))
+
+    def _pieces(self, entries: list[tuple[str, str, os.stat_result]], size: int) -> Iterator[str]:
         dead = self.provider.prop_manager.properties_under(self.ref_prefix + quote(self.path)) if self.names is None else {}
         parts = ["<?xml version='1.0' encoding='UTF-8'?>\n<D:multistatus xmlns:D=\"DAV:\">"]
         for path, name, info in entries:
             parts.append(self._response(path, name, info, dead))
+            if len(parts) >= size:
+                yield "".join(parts)
+                parts = []
         parts.append("</D:multistatus>")
-        try:
-            return "".join(parts).encode("utf-8")
-        except UnicodeEncodeError:
-            raise _NotFast from None  # a name that is not valid UTF-8: WsgiDAV decides
+        yield "".join(parts)
 
     def _members(self) -> Iterable[tuple[str, str, os.stat_result]]:
         base = self.path.rstrip("/")

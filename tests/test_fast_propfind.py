@@ -81,3 +81,25 @@ def test_locks_send_propfind_the_general_way(server, alice):
     token = alice.session.request("LOCK", server.dav("locked.txt"), data=body).headers["Lock-Token"]
     listing = alice.session.request("PROPFIND", server.dav(""), headers={"Depth": "1"}).text
     assert token.strip("<>") in listing
+
+
+def test_a_long_listing_is_sent_in_pieces_with_the_same_entries(server, alice):
+    """More than STREAM_FROM entries: chunked, without a Content-Length, and still WsgiDAV's answer."""
+    folder = server.space("alice") / "many"
+    folder.mkdir()
+    for number in range(2_001):
+        (folder / f"entry {number:05} ü.txt").write_bytes(b"x" * (number % 7))
+    server.restart()  # counts the files written beside the server into the quota
+    answers = []
+    for fast in (True, False):
+        config = yaml.safe_load(server.config_path.read_text())
+        config["server"]["fast_propfind"] = fast
+        server.config_path.write_text(yaml.safe_dump(config))
+        server.restart()
+        response = alice.session.request("PROPFIND", server.dav("many/"), data=ALLPROP, headers={"Depth": "1"})
+        assert response.status_code == 207
+        answers.append((response.headers, _canonical(response.content)))
+    (fast_headers, fast_answer), (_, general_answer) = answers
+    assert fast_headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in fast_headers
+    assert len(fast_answer) == 2_002
+    assert fast_answer == general_answer
