@@ -125,7 +125,7 @@ class _DeadlineConnection(cheroot_server.HTTPConnection):
         cheroot hands a kept-alive connection back to its selector thread after every
         request, and that thread hands it to a worker again when the next request arrives:
         four thread switches per request, each a wait for the GIL. A client that is busy
-        sends its next request within `KEEP_ALIVE_LINGER`; this worker serves it at once.
+        sends its next request within `KEEP_ALIVE_LINGER_MS`; this worker serves it at once.
         A quiet connection still goes back to the selector, so it costs no thread.
         """
         while super().communicate():
