@@ -14,6 +14,9 @@ import re
 import pytest
 import requests
 import yaml
+from wsgidav import util
+
+from provider.http_dates import rfc1123
 
 NAMES = ["plain.txt", "with space & amp.txt", "ünïcode €.pdf", "(parens) 'quote'.jpg", "no-extension", "empty.bin",
          "page.html", "downloads/fetched.iso", "archive.tar.gz", "single.gz", "README.MD", "notes.md", ".hidden",
@@ -119,3 +122,11 @@ def test_whole_files_of_every_size_arrive_intact(server, alice, size):
     assert response.status_code == 200
     assert response.headers["Content-Length"] == str(size)
     assert response.content == data
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 59.5, 951782400, 1_000_000_000.9999994, 1_000_000_000.9999996,
+                                     1_795_893_126.4256, 2**31, 4_102_444_799.9999999, 253_402_300_799])
+def test_dates_are_written_as_wsgidav_writes_them(seconds):
+    """Last-Modified and getlastmodified: the same text as WsgiDAV's, also where rounding to
+    microseconds carries into the next second."""
+    assert rfc1123(seconds) == util.get_rfc1123_time(seconds)
