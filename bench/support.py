@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: an nginx origin on loopback, a fetchdrive server, timing.
+"""Shared pieces of the benchmarks: an nginx origin on loopback, a fetchdrive server, the
+WebDAV servers fetchdrive is compared with (copyparty, rclone serve webdav), timing.
 
 Every benchmark runs the reference tool and fetchdrive side by side in one run on this
 machine and prints both figures with their ratio.
@@ -91,6 +92,67 @@ http {{
         process.terminate()
         process.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on port {port} within {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def started(command: list[str], what: str, port: int, log: Path) -> Iterator[subprocess.Popen]:
+    """A server process listening on `port`; stopped on leaving, or at exit at the latest."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    atexit.register(stop_process, process)
+    try:
+        wait_for_port(port, process, what)
+        yield process
+    finally:
+        stop_process(process)
+
+
+@contextmanager
+def copyparty(root: Path, user: str, password: str, work: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """copyparty (PyPI `copyparty`) serving `root` read-write to `user` only, Basic auth, on
+    loopback; its database and thumbnails off, its state folder outside `root`. Yields
+    (base URL, process)."""
+    port = free_port()
+    command = [sys.executable, "-m", "copyparty", "-p", str(port), "-i", "127.0.0.1", "-q",
+               "-a", f"{user}:{password}", "-v", f"{root}::rw,{user}", "--hist", str(work / "copyparty-hist"),
+               "--http-only", "--no-crt", "--no-thumb", "--dav-auth", "--no-logues", "--no-readme"]
+    with started(command, "copyparty", port, work / "copyparty.log") as process:
+        yield f"http://127.0.0.1:{port}", process
+
+
+@contextmanager
+def rclone_webdav(root: Path, user: str, password: str, work: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`rclone serve webdav` (Debian `rclone`) serving `root` with Basic auth on loopback."""
+    if not shutil.which("rclone"):
+        raise SystemExit("rclone is not installed: apt-get install rclone")
+    port = free_port()
+    command = ["rclone", "serve", "webdav", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}",
+               "--user", user, "--pass", password, str(root)]
+    with started(command, "rclone serve webdav", port, work / "rclone.log") as process:
+        yield f"http://127.0.0.1:{port}", process
 
 
 def timed(action: Callable[[], object]) -> float:

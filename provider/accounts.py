@@ -1,8 +1,8 @@
 """User accounts: names, scrypt password hashes, quotas and the used-bytes counter.
 
 Passwords are stored only as salted scrypt hashes. Because WebDAV clients send Basic
-credentials with every request, a successful check is remembered as an HMAC under a
-per-process key, so a hash costs its ~50 ms once per password change, not per request.
+credentials with every request, a successful check is remembered (`credential_cache`), so
+a hash costs its ~50 ms once per password change, not per request.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 
 from engine.database import Database
+from provider.credential_cache import CredentialCache
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -77,9 +77,7 @@ class Accounts:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._verified: dict[str, tuple[str, bytes]] = {}
-        self._verified_lock = threading.Lock()
-        self._cache_key = secrets.token_bytes(32)
+        self._verified = CredentialCache(database.path.parent / "credentials.generation")
         with database.write() as db:
             db["users"].create(
                 {"name": str, "password_hash": str, "quota_bytes": int, "used_bytes": int, "created_at": float},
@@ -137,14 +135,14 @@ class Accounts:
         self.require(name)
         with self._database.write() as db:
             db.execute("delete from users where name = ?", [name])
-        self._forget(name)
+        self._verified.changed()
 
     def set_password(self, name: str, password: str) -> None:
         self.require(name)
         check_password(password)
         with self._database.write() as db:
             db.execute("update users set password_hash = ? where name = ?", [hash_password(password), name])
-        self._forget(name)
+        self._verified.changed()
 
     def set_quota(self, name: str, quota_bytes: int | None) -> None:
         self.require(name)
@@ -162,24 +160,16 @@ class Accounts:
 
     def verify(self, name: str, password: str) -> bool:
         """True if `password` is `name`'s; constant-time, and cheap after the first success."""
+        if self._verified.known(name, password):
+            return True
+        generation = self._verified.generation()
         rows = self._database.read_committed("select password_hash from users where name = ?", [name]) \
             if USER_NAME.match(name or "") else []
         if not rows:
             # Hash anyway so a missing user costs the same time as a wrong password.
             password_matches(password, hash_password("x" * 8))
             return False
-        stored = rows[0][0]
-        mac = hmac.new(self._cache_key, password.encode(), hashlib.sha256).digest()
-        with self._verified_lock:
-            cached = self._verified.get(name)
-        if cached and cached[0] == stored and hmac.compare_digest(cached[1], mac):
-            return True
-        if not password_matches(password, stored):
+        if not password_matches(password, rows[0][0]):
             return False
-        with self._verified_lock:
-            self._verified[name] = (stored, mac)
+        self._verified.remember(name, password, generation)
         return True
-
-    def _forget(self, name: str) -> None:
-        with self._verified_lock:
-            self._verified.pop(name, None)

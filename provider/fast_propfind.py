@@ -4,7 +4,8 @@ WsgiDAV answers a PROPFIND through its generic property machinery: per entry a r
 object, a path check, a lock query and a dead-property query, then one lxml element per
 property. This middleware (placed after authentication, before WsgiDAV's resolver) answers
 the common case from one directory scan, one query for the folder's dead properties and one
-for the user's locks, writing the XML directly.
+for the user's locks, writing the XML directly; a listing of more than STREAM_FROM entries
+is sent in pieces as it is written.
 
 It applies to `allprop` (or an empty body) and to `<prop>` lists of the live properties in
 `_LIVE`, on a folder or file outside `downloads/`, while the user holds no lock. Anything
@@ -17,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -26,6 +27,8 @@ from lxml import etree
 from wsgidav import util
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from provider.http_dates import rfc1123, rfc1123_now
+from provider.mime_types import mime_type
 from provider.resources import file_etag
 
 if TYPE_CHECKING:
@@ -46,6 +49,12 @@ _SUPPORTED_LOCK = (
 )
 _HREF_SAFE = "/!*'(),$-_|."  # what WsgiDAV leaves unquoted in hrefs
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+STREAM_FROM = 2_000  # entries; smaller answers are sent whole, with a Content-Length
+STREAM_PIECE = 500
+# A file's `allprop` answer follows from its user, path and stat: file managers list the
+# same folders again and again, so the text is kept, keyed by what it is made of.
+_FILE_ANSWERS: dict[tuple[str, str, int, int, int, int], str] = {}
+_MOST_FILE_ANSWERS = 20_000
 
 
 class _NotFast(Exception):
@@ -64,18 +73,23 @@ class FastPropfind(BaseMiddleware):
         if not self.enabled or environ["REQUEST_METHOD"] != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
             return self.next_app(environ, start_response)
         body = _read_body(environ)
+        headers = [("Content-Type", "application/xml; charset=utf-8"), ("Date", rfc1123_now())]
         try:
-            xml = _Listing(self.provider, environ, body).xml()
+            listing = _Listing(self.provider, environ, body)
+            entries = listing.entries()
+            if len(entries) > STREAM_FROM:
+                # Sent as it is made (chunked): the first bytes leave at once, and the
+                # answer is never whole in memory.
+                answer = listing.xml_pieces(entries)
+            else:
+                answer = [listing.xml(entries)]
+                headers.append(("Content-Length", str(len(answer[0]))))
         except _NotFast:
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
             return self.next_app(environ, start_response)
-        start_response("207 Multi-Status", [
-            ("Content-Type", "application/xml; charset=utf-8"),
-            ("Date", util.get_rfc1123_time()),
-            ("Content-Length", str(len(xml))),
-        ])
-        return [xml]
+        start_response("207 Multi-Status", headers)
+        return answer
 
 
 def _read_body(environ: dict) -> bytes:
@@ -116,6 +130,7 @@ class _Listing:
         if environ.get("wsgidav.provider") is not provider:
             raise _NotFast
         self.environ = environ
+        self._config: dict = environ["wsgidav.config"]
         self.user: str = environ["wsgidav.auth.user_name"]
         self.path = "/" + environ["PATH_INFO"].strip("/")  # WsgiDAV took the share off already
         if provider.in_downloads(self.path):
@@ -132,22 +147,43 @@ class _Listing:
             raise _NotFast
         self._used = provider.quota.used(self.user)
         self._available = provider.quota.available(self.user)
-        self._mime_types: dict[str, str] = {}
+        self._quota_text = f"<D:quota-used-bytes>{self._used}</D:quota-used-bytes>" + (
+            "" if self._available is None else f"<D:quota-available-bytes>{self._available}</D:quota-available-bytes>")
 
-    def xml(self) -> bytes:
+    def entries(self) -> list[tuple[str, str, os.stat_result]]:
+        """(path, name, stat) of the target and, for Depth 1, its members."""
         entries = [(self.path, os.path.basename(self.file_path), self.info)]
-        is_folder = stat.S_ISDIR(self.info.st_mode)
-        if is_folder and self.environ["HTTP_DEPTH"] == "1":
+        if stat.S_ISDIR(self.info.st_mode) and self.environ["HTTP_DEPTH"] == "1":
             entries += self._members()
+        return entries
+
+    def xml(self, entries: list[tuple[str, str, os.stat_result]]) -> bytes:
+        try:
+            return "".join(self._pieces(entries, len(entries))).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotFast from None  # a name that is not valid UTF-8: WsgiDAV decides
+
+    def xml_pieces(self, entries: list[tuple[str, str, os.stat_result]]) -> Iterator[bytes]:
+        """The answer of `xml`, in pieces of STREAM_PIECE entries. Raises _NotFast (before
+        anything is sent) where `xml` would."""
+        for path, _name, _info in entries:
+            if not path.isascii():
+                try:
+                    path.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _NotFast from None
+        return (piece.encode("utf-8") for piece in self._pieces(entries, STREAM_PIECE))
+
+    def _pieces(self, entries: list[tuple[str, str, os.stat_result]], size: int) -> Iterator[str]:
         dead = self.provider.prop_manager.properties_under(self.ref_prefix + quote(self.path)) if self.names is None else {}
         parts = ["<?xml version='1.0' encoding='UTF-8'?>\n<D:multistatus xmlns:D=\"DAV:\">"]
         for path, name, info in entries:
             parts.append(self._response(path, name, info, dead))
+            if len(parts) >= size:
+                yield "".join(parts)
+                parts = []
         parts.append("</D:multistatus>")
-        try:
-            return "".join(parts).encode("utf-8")
-        except UnicodeEncodeError:
-            raise _NotFast from None  # a name that is not valid UTF-8: WsgiDAV decides
+        yield "".join(parts)
 
     def _members(self) -> Iterable[tuple[str, str, os.stat_result]]:
         base = self.path.rstrip("/")
@@ -160,19 +196,34 @@ class _Listing:
                     yield f"{base}/{entry.name}", entry.name, info
 
     def _response(self, path: str, name: str, info: os.stat_result, dead: dict[str, dict[str, bytes]]) -> str:
+        if self.names is not None or stat.S_ISDIR(info.st_mode) or dead:
+            return self._new_response(path, name, info, dead)
+        key = (self.user, path, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+        text = _FILE_ANSWERS.get(key)
+        if text is None:
+            if len(_FILE_ANSWERS) >= _MOST_FILE_ANSWERS:
+                _FILE_ANSWERS.clear()
+            text = _FILE_ANSWERS[key] = self._new_response(path, name, info, dead)
+        return text
+
+    def _new_response(self, path: str, name: str, info: os.stat_result, dead: dict[str, dict[str, bytes]]) -> str:
         is_folder = stat.S_ISDIR(info.st_mode)
         preferred = path.rstrip("/") + "/" if is_folder else path
-        found, missing = [], []
-        values = self._live(name, info, is_folder)
-        for prop in self.names or [prop for prop in values if is_folder or prop not in _QUOTA]:
-            value = values.get(prop)
-            if value is None:
-                missing.append(f"<D:{prop[len(_D):]}/>")
-            else:
-                found.append(value)
-        if self.names is None:
-            found += [_as_text(value) for value in dead.get(self.ref_prefix + quote(preferred), {}).values()]
         href = escape(quote(self.provider.share_path + preferred, safe=_HREF_SAFE))
+        if self.names is None:
+            found = [self._allprop(name, info, is_folder)]
+            if dead:
+                found += [_as_text(value) for value in dead.get(self.ref_prefix + quote(preferred), {}).values()]
+            missing = []
+        else:
+            found, missing = [], []
+            values = self._live(name, info, is_folder)
+            for prop in self.names:
+                value = values.get(prop)
+                if value is None:
+                    missing.append(f"<D:{prop[len(_D):]}/>")
+                else:
+                    found.append(value)
         text = f"<D:response><D:href>{href}</D:href>"
         if found:
             text += f"<D:propstat><D:prop>{''.join(found)}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
@@ -180,11 +231,23 @@ class _Listing:
             text += f"<D:propstat><D:prop>{''.join(missing)}</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"
         return text + "</D:response>"
 
+    def _allprop(self, name: str, info: os.stat_result, is_folder: bool) -> str:
+        """The live properties of `allprop`, in `_live`'s order (files without quota), in one
+        piece: a listing asks this once per entry."""
+        common = (f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>"
+                  f"<D:getlastmodified>{rfc1123(info.st_mtime)}</D:getlastmodified>"
+                  f"<D:displayname>{escape(name)}</D:displayname><D:lockdiscovery/>{_SUPPORTED_LOCK}")
+        if is_folder:
+            return f"<D:resourcetype><D:collection/></D:resourcetype>{common}{self._quota_text}"
+        return (f"<D:resourcetype/>{common}<D:getcontentlength>{info.st_size}</D:getcontentlength>"
+                f"<D:getcontenttype>{escape(mime_type(name, self._config))}</D:getcontenttype>"
+                f"<D:getetag>{file_etag(info)}</D:getetag>")
+
     def _live(self, name: str, info: os.stat_result, is_folder: bool) -> dict[str, str]:
         values = {
             f"{_D}resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if is_folder else "<D:resourcetype/>",
             f"{_D}creationdate": f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>",
-            f"{_D}getlastmodified": f"<D:getlastmodified>{util.get_rfc1123_time(info.st_mtime)}</D:getlastmodified>",
+            f"{_D}getlastmodified": f"<D:getlastmodified>{rfc1123(info.st_mtime)}</D:getlastmodified>",
             f"{_D}displayname": f"<D:displayname>{escape(name)}</D:displayname>",
             f"{_D}lockdiscovery": "<D:lockdiscovery/>",
             f"{_D}supportedlock": _SUPPORTED_LOCK,
@@ -197,15 +260,9 @@ class _Listing:
             # Asked by name, WsgiDAV gives files empty quota properties (allprop leaves them out).
             values |= {prop: f"<D:{prop[len(_D):]}/>" for prop in _QUOTA}
             values[f"{_D}getcontentlength"] = f"<D:getcontentlength>{info.st_size}</D:getcontentlength>"
-            values[f"{_D}getcontenttype"] = f"<D:getcontenttype>{escape(self._mime_type(name))}</D:getcontenttype>"
+            values[f"{_D}getcontenttype"] = f"<D:getcontenttype>{escape(mime_type(name, self._config))}</D:getcontenttype>"
             values[f"{_D}getetag"] = f"<D:getetag>{file_etag(info)}</D:getetag>"  # unquoted, as WsgiDAV 4.4 writes it
         return values
-
-    def _mime_type(self, name: str) -> str:
-        extension = os.path.splitext(name)[1].lower()
-        if extension not in self._mime_types:
-            self._mime_types[extension] = util.guess_mime_type(name, self.environ["wsgidav.config"])
-        return self._mime_types[extension]
 
 
 def _as_text(value: bytes | str) -> str:

@@ -44,7 +44,7 @@ class SpacesProvider(FilesystemProvider):
         self.splice_timeout = body_timeout if splice_supported(self.upload_temp_dir) else None
         self.quota = quota
         self.hooks: DownloadsHooks | None = None
-        self._prepared: set[str] = set()
+        self._prepared: dict[str, str] = {}  # user -> their folder, as text
 
     # --- spaces and paths -------------------------------------------------
 
@@ -53,11 +53,11 @@ class SpacesProvider(FilesystemProvider):
         root = self.spaces_root / user
         if user not in self._prepared:
             (root / DOWNLOADS).mkdir(parents=True, exist_ok=True)
-            self._prepared.add(user)
+            self._prepared[user] = str(root)
         return root
 
     def forget_space(self, user: str) -> None:
-        self._prepared.discard(user)
+        self._prepared.pop(user, None)
 
     def _loc_to_file_path(self, path: str, environ: dict | None = None) -> str:
         user = (environ or {}).get("wsgidav.auth.user_name")
@@ -67,7 +67,8 @@ class SpacesProvider(FilesystemProvider):
         for part in parts:
             if part in (".", "..") or "\0" in part:
                 raise DAVError(HTTP_BAD_REQUEST, f"path segment {part!r} is not allowed")
-        root = str(self.space_root(user))
+        # Every request maps a path: the prepared folder's text, without pathlib.
+        root = self._prepared.get(user) or str(self.space_root(user))
         folder = root
         # No symlink in any folder on the way: then the real path stays inside the space.
         # (One lstat per folder, instead of realpath's walk from `/`.)

@@ -25,6 +25,7 @@ from engine.torrent_client import TorrentSettings
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController
+from provider.fast_get import FastGet
 from provider.fast_propfind import FastPropfind
 from provider.path_locks import locked_paths
 from provider.quota import Quota
@@ -154,8 +155,10 @@ class FetchdriveApp:
                 "authenticator": self.authenticator,
                 "provider": self.provider,
                 "fast_propfind": self.config["server.fast_propfind"],
+                "fast_get": self.config["server.fast_get"],
             },
-            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, FastPropfind, RequestResolver],
+            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, FastGet, WsgiDavDirBrowser, FastPropfind,
+                                 RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,
             "property_manager": SqlitePropertyManager(self.storage.database),

@@ -122,6 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.timeout", 300, _seconds, "Socket time-out in seconds; long enough for slow uploads."),
     Setting("server.header_timeout", 30, _seconds, "Seconds a client may take to send a request's head before it is cut off."),
     Setting("server.fast_propfind", True, _flag, "Answer plain Depth 0/1 PROPFINDs without WsgiDAV's generic machinery (off: to compare)."),
+    Setting("server.fast_get", True, _flag, "Answer plain GET/HEAD of files without WsgiDAV's generic machinery (off: to compare)."),
     Setting("storage.root", "./data", _text, "Data folder: database, user spaces, temporary area (relative to the config file)."),
     Setting("storage.default_quota", "10G", _size, "Quota of a new user: 500M, 10G, 1.5T, bytes, or none."),
     Setting("storage.min_free", "1G", _size, "Free disk below which uploads get 507 and downloads pause."),

@@ -16,7 +16,8 @@ DEAD_PROP = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:sche
              b"<Z:Win32LastAccessTime/><D:getetag/></D:prop></D:propfind>")
 PROPPATCH = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
              b"<Z:Win32LastAccessTime>Tue, 24 Nov 2026 10:00:00 GMT</Z:Win32LastAccessTime></D:prop></D:set></D:propertyupdate>")
-NAMES = ["plain.txt", "with space & amp.txt", "ünïcode €.pdf", "(parens) 'quote'.jpg", "no-extension", "empty.bin"]
+NAMES = ["plain.txt", "with space & amp.txt", "ünïcode €.pdf", "(parens) 'quote'.jpg", "no-extension", "empty.bin",
+         "archive.tar.gz", "single.gz", "README.MD", ".hidden"]
 
 
 def _canonical(xml: bytes) -> dict:
@@ -80,3 +81,25 @@ def test_locks_send_propfind_the_general_way(server, alice):
     token = alice.session.request("LOCK", server.dav("locked.txt"), data=body).headers["Lock-Token"]
     listing = alice.session.request("PROPFIND", server.dav(""), headers={"Depth": "1"}).text
     assert token.strip("<>") in listing
+
+
+def test_a_long_listing_is_sent_in_pieces_with_the_same_entries(server, alice):
+    """More than STREAM_FROM entries: chunked, without a Content-Length, and still WsgiDAV's answer."""
+    folder = server.space("alice") / "many"
+    folder.mkdir()
+    for number in range(2_001):
+        (folder / f"entry {number:05} ü.txt").write_bytes(b"x" * (number % 7))
+    server.restart()  # counts the files written beside the server into the quota
+    answers = []
+    for fast in (True, False):
+        config = yaml.safe_load(server.config_path.read_text())
+        config["server"]["fast_propfind"] = fast
+        server.config_path.write_text(yaml.safe_dump(config))
+        server.restart()
+        response = alice.session.request("PROPFIND", server.dav("many/"), data=ALLPROP, headers={"Depth": "1"})
+        assert response.status_code == 207
+        answers.append((response.headers, _canonical(response.content)))
+    (fast_headers, fast_answer), (_, general_answer) = answers
+    assert fast_headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in fast_headers
+    assert len(fast_answer) == 2_002
+    assert fast_answer == general_answer
