@@ -71,8 +71,10 @@ def _text_field(body: dict[str, Any], name: str) -> str | None:
 
 
 class Api:
-    def __init__(self, engine: DownloadEngine, authenticator: Authenticator, quota: Quota) -> None:
+    def __init__(self, engine: DownloadEngine, authenticator: Authenticator, quota: Quota, shares=None) -> None:
+        """`shares`: the share-link routes (server.shares_api.SharesApi), kept in their own module."""
         self._engine = engine
+        self._shares = shares
         self._authenticator = authenticator
         self._quota = quota
 
@@ -129,6 +131,8 @@ class Api:
             if not match.group(2) and request.method == "DELETE":
                 return self.cancel(task)
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
+        if self._shares is not None and self._shares.handles(request.path):
+            return self._shares.route(request)
         if request.path in ("/api/v1/tasks", "/api/v1/me"):
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
         raise ApiError(404, f"no API route {request.path}; see /api/v1/openapi.json")

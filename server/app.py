@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from wsgidav.dav_error import DAVError
-from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
@@ -30,8 +29,12 @@ from provider.quota import Quota
 from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
+from server.folder_view import FolderToWebDrive
 from server.settings import Config, ConfigError
-from server.web import web_page
+from server.share_pages import SHARE_OWNER_KEY, SharePages
+from server.shares import TOKEN_PREFIX, ShareStore
+from server.shares_api import SharesApi
+from server.web import STATIC_PREFIX, static_files, web_page
 
 DAV_PREFIX = "/dav"
 API_PREFIX = "/api/v1"
@@ -95,6 +98,7 @@ class Storage:
         self.database = Database(self.root / "fetchdrive.sqlite")
         self.accounts = Accounts(self.database)
         self.quota = Quota(self.accounts, self.root, config["storage.min_free"])
+        self.shares = ShareStore(self.database, self.root / "share.key")
         self.spaces_root = self.root / "spaces"
         self.temp_root = self.root / "tmp"
 
@@ -127,9 +131,11 @@ class FetchdriveApp:
             engine_settings(config),
         )
         self.provider.hooks = self.engine
-        self.api = Api(self.engine, self.authenticator, self.storage.quota)
+        self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
         self.page = web_page(self.api)
         self._dav_entry = dav_guard(self.dav, DAV_PREFIX)
+        self.share_pages = SharePages(self.storage.shares, self.provider,
+                                      lambda user: self.storage.accounts.get(user) is not None, self._dav_entry)
 
     def _dav_config(self) -> dict:
         return {
@@ -139,14 +145,16 @@ class FetchdriveApp:
                 "accept_basic": True,
                 "accept_digest": False,
                 "default_to_digest": False,
-                "trusted_auth_header": None,
+                # Set only by SharePages, for the read-only GET of a shared file; an environ
+                # key without HTTP_ cannot come from a request header.
+                "trusted_auth_header": SHARE_OWNER_KEY,
             },
             "fetchdrive": {
                 "authenticator": self.authenticator,
                 "provider": self.provider,
                 "fast_propfind": self.config["server.fast_propfind"],
             },
-            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, FastPropfind, RequestResolver],
+            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, FolderToWebDrive, FastPropfind, RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,
             "property_manager": SqlitePropertyManager(self.storage.database),
@@ -157,14 +165,7 @@ class FetchdriveApp:
             "logging": {"enable": False},
             "suppress_version_info": True,
             "hotfixes": {"emulate_win32_lastmod": True},
-            "dir_browser": {
-                "enable": True,
-                "ignore": [".DS_Store", "._*", "Thumbs.db", "desktop.ini"],
-                "response_trailer": "fetchdrive",
-                "davmount": True,
-                "ms_sharepoint_support": False,
-                "libre_office_support": False,
-            },
+            "dir_browser": {"enable": False},
         }
 
     def start_background_work(self) -> None:
@@ -190,6 +191,10 @@ class FetchdriveApp:
             return self.api(environ, start_response)
         if path in ("/", "/index.html"):
             return self.page(environ, start_response)
+        if path.startswith(TOKEN_PREFIX):
+            return self.share_pages(environ, start_response)
+        if path.startswith(STATIC_PREFIX):
+            return static_files(environ, start_response)
         return _not_found(start_response)
 
 

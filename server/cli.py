@@ -107,6 +107,7 @@ def cmd_user_remove(config: Config, args: argparse.Namespace) -> None:
     storage = _storage(config)
     storage.accounts.remove(args.name)
     TaskStore(storage.database).delete_user(args.name)
+    storage.shares.remove_owner(args.name)
     if not args.keep_files:
         shutil.rmtree(storage.space(args.name), ignore_errors=True)
     kept = f"; files kept in {storage.space(args.name)}" if args.keep_files else " and their files"
