@@ -30,6 +30,7 @@ from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
 from server.folder_view import FolderToWebDrive
+from server.plain_errors import plain_errors
 from server.settings import Config, ConfigError
 from server.share_pages import SHARE_OWNER_KEY, SharePages
 from server.shares import TOKEN_PREFIX, ShareStore
@@ -133,7 +134,7 @@ class FetchdriveApp:
         self.provider.hooks = self.engine
         self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
         self.page = web_page(self.api)
-        self._dav_entry = dav_guard(self.dav, DAV_PREFIX)
+        self._dav_entry = dav_guard(plain_errors(self.dav), DAV_PREFIX)
         self.share_pages = SharePages(self.storage.shares, self.provider,
                                       lambda user: self.storage.accounts.get(user) is not None, self._dav_entry)
 

@@ -23,6 +23,7 @@ from provider.spaces import SpacesProvider
 from server.page_headers import SHARED_FILE_CSP, page_headers
 from server.shares import TOKEN_PREFIX, Share, ShareStore, owner_resource
 from server.sizes import format_size
+from server.wsgi_answer import started
 
 # Not an HTTP_* key, so no client can set it: WsgiDAV's trusted_auth_header (see app.py).
 SHARE_OWNER_KEY = "fetchdrive.share_owner"
@@ -109,44 +110,20 @@ class SharePages:
         inner = {key: environ[key] for key in _FORWARDED if key in environ}
         inner.update({"REQUEST_METHOD": environ["REQUEST_METHOD"], "SCRIPT_NAME": "", "PATH_INFO": "/dav" + path,
                       "QUERY_STRING": "", "CONTENT_LENGTH": "0", SHARE_OWNER_KEY: share.owner})
-        captured: list = []
-
-        def capture(status, headers, exc_info=None):
-            captured[:] = [status, headers]
-            return lambda data: None
-
-        answer = self._dav_app(inner, capture)
-        iterator = iter(answer)
-        first = next(iterator, b"")
-        if not captured or int(captured[0].split()[0]) not in _PASSED_STATUSES:
-            getattr(answer, "close", lambda: None)()
+        answer = started(self._dav_app, inner)
+        if answer.code not in _PASSED_STATUSES:
+            answer.close()
             return _plain(start_response, "404 Not Found", _NOT_FOUND)
-        status, headers = captured
         name = path.rsplit("/", 1)[-1]
-        start_response(status, [*headers, ("Content-Disposition", content_disposition(name, download=download)),
-                                ("Cache-Control", "private, no-cache"), *page_headers(SHARED_FILE_CSP)])
-        return _Chained(first, iterator, answer)
+        start_response(answer.status, [*answer.headers, ("Content-Disposition", content_disposition(name, download=download)),
+                                       ("Cache-Control", "private, no-cache"), *page_headers(SHARED_FILE_CSP)])
+        return answer.body()
 
     def _listing(self, start_response, share: Share, parts: list[str], folder, *, head: bool) -> list[bytes]:
         body = render_listing(share, parts, folder.get_member_list()).encode()
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
                                   ("Cache-Control", "private, no-cache"), *page_headers()])
         return [] if head else [body]
-
-
-class _Chained:
-    """The first chunk, then the rest, closing the inner answer (WSGI's close contract)."""
-
-    def __init__(self, first: bytes, rest, answer) -> None:
-        self._first, self._rest, self._answer = first, rest, answer
-
-    def __iter__(self):
-        if self._first:
-            yield self._first
-        yield from self._rest
-
-    def close(self) -> None:
-        getattr(self._answer, "close", lambda: None)()
 
 
 def render_listing(share: Share, parts: list[str], members) -> str:
