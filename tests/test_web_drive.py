@@ -81,6 +81,16 @@ def test_dropped_files_upload_with_progress_then_rename_and_delete(browser, serv
     assert (server.space("alice") / "second.txt").exists()
 
 
+def test_a_dropped_link_file_starts_a_download(browser, server, alice, origin):
+    origin.add("/song.mp3", b"la la la")
+    page = drive(browser, server, alice)
+    drop(page, {"song.url": f"[InternetShortcut]\nURL={origin.url('/song.mp3')}\n"})
+    expect(page.locator("#message")).to_contain_text("downloads/")
+    page.click("#tab-downloads")
+    expect(page.locator("li.task").first).to_have_attribute("data-state", "done")
+    assert (server.space("alice") / "downloads" / "song.mp3").read_bytes() == b"la la la"
+
+
 def test_new_folder_move_and_breadcrumbs(browser, server, alice):
     alice.session.put(server.dav("loose.txt"), data=b"loose")
     page = drive(browser, server, alice)
