@@ -86,6 +86,11 @@ def test_a_folder_share_lists_and_serves_what_is_inside(server, alice):
     assert visitor.get(made["url"] + "/one.txt").content == b"first"
     assert visitor.get(made["url"] + "/deep/two.txt").content == b"second"
     assert "two.txt" in visitor.get(made["url"] + "/deep/").text
+    # The downloads folder, with its status file and placeholders, shares like any other.
+    put(alice, server, "downloads/fetched.bin", b"fetched")
+    downloads = share(alice, server, "downloads")
+    assert "fetched.bin" in visitor.get(downloads["url"] + "/").text
+    assert visitor.get(downloads["url"] + "/fetched.bin").content == b"fetched"
 
 
 ESCAPES = [
