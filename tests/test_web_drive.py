@@ -196,3 +196,7 @@ def test_screenshots_of_the_dashboard_and_the_file_browser(browser, server, alic
     expect(row(page, "notes.txt")).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "files.png"))
     assert (SCREENSHOTS / "files.png").stat().st_size > 5000
+    # On a phone the table reflows: nothing runs off the side of the screen.
+    page.set_viewport_size({"width": 360, "height": 720})
+    expect(row(page, "notes.txt").get_by_role("button", name="Delete")).to_be_in_viewport()
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
