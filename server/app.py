@@ -30,6 +30,7 @@ from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
 from server.folder_view import FolderToWebDrive
+from server.page_headers import sandboxed_files
 from server.plain_errors import plain_errors
 from server.settings import Config, ConfigError
 from server.share_pages import SHARE_OWNER_KEY, SharePages
@@ -135,6 +136,7 @@ class FetchdriveApp:
         self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
         self.page = web_page(self.api)
         self._dav_entry = dav_guard(plain_errors(self.dav), DAV_PREFIX)
+        self._dav_for_clients = sandboxed_files(self._dav_entry)
         self.share_pages = SharePages(self.storage.shares, self.provider,
                                       lambda user: self.storage.accounts.get(user) is not None, self._dav_entry)
 
@@ -187,7 +189,7 @@ class FetchdriveApp:
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
-            return self._dav_entry(environ, start_response)
+            return self._dav_for_clients(environ, start_response)
         if path.startswith(API_PREFIX + "/"):
             return self.api(environ, start_response)
         if path in ("/", "/index.html"):

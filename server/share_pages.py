@@ -20,7 +20,7 @@ from urllib.parse import quote
 from provider.login_throttle import LoginThrottle
 from provider.resources import SpaceFile, SpaceFolder
 from provider.spaces import SpacesProvider
-from server.page_headers import SHARED_FILE_CSP, page_headers
+from server.page_headers import FILE_CSP, page_headers
 from server.shares import TOKEN_PREFIX, Share, ShareStore, owner_resource
 from server.sizes import format_size
 from server.wsgi_answer import started
@@ -116,7 +116,7 @@ class SharePages:
             return _plain(start_response, "404 Not Found", _NOT_FOUND)
         name = path.rsplit("/", 1)[-1]
         start_response(answer.status, [*answer.headers, ("Content-Disposition", content_disposition(name, download=download)),
-                                       ("Cache-Control", "private, no-cache"), *page_headers(SHARED_FILE_CSP)])
+                                       ("Cache-Control", "private, no-cache"), *page_headers(FILE_CSP)])
         return answer.body()
 
     def _listing(self, start_response, share: Share, parts: list[str], folder, *, head: bool) -> list[bytes]:

@@ -200,3 +200,18 @@ def test_screenshots_of_the_dashboard_and_the_file_browser(browser, server, alic
     page.set_viewport_size({"width": 360, "height": 720})
     expect(row(page, "notes.txt").get_by_role("button", name="Delete")).to_be_in_viewport()
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_an_html_file_opened_from_the_drive_cannot_script_the_drive(browser, server, alice):
+    """A downloaded web page is someone else's content: opened from the drive (or a share),
+    it runs sandboxed, without the reader's login."""
+    attack = b"""<script>fetch("/dav/victim.txt", {method: "DELETE"}); document.title = "ran";</script>"""
+    alice.session.put(server.dav("victim.txt"), data=b"keep me")
+    alice.session.put(server.dav("downloads/page.html"), data=attack)
+    shared = alice.session.post(server.url("/api/v1/shares"), json={"path": "downloads/page.html"}).json()["url"]
+    page = open_page(browser, server, alice)
+    for url in (server.dav("downloads/page.html"), shared):
+        page.goto(url)
+        page.wait_for_load_state("load")
+        assert page.title() != "ran", url
+    assert alice.session.get(server.dav("victim.txt")).content == b"keep me"
