@@ -17,6 +17,8 @@ import time
 from typing import Callable, Iterable
 from urllib.parse import quote
 
+from wsgidav.util import re_encode_wsgi
+
 from provider.login_throttle import LoginThrottle
 from provider.resources import SpaceFile, SpaceFolder
 from provider.spaces import SpacesProvider
@@ -68,7 +70,12 @@ class SharePages:
         self._throttle = LoginThrottle()
 
     def __call__(self, environ, start_response):
-        token, below, rest = environ.get("PATH_INFO", "")[len(TOKEN_PREFIX):].partition("/")
+        try:
+            # PEP 3333 hands the path over as Latin-1; clients send UTF-8 (as WsgiDAV assumes).
+            request_path = re_encode_wsgi(environ.get("PATH_INFO", ""))
+        except UnicodeDecodeError:
+            return _plain(start_response, "404 Not Found", _NOT_FOUND)
+        token, below, rest = request_path[len(TOKEN_PREFIX):].partition("/")
         share = self._store.by_token(token) if token else None
         if share is None or not self._user_exists(share.owner):
             return _plain(start_response, "404 Not Found", _NOT_FOUND)
@@ -88,8 +95,8 @@ class SharePages:
         if resource is None or (below and not shared.is_collection):
             return _plain(start_response, "404 Not Found", _NOT_FOUND)
         if resource.is_collection:
-            if not environ["PATH_INFO"].endswith("/"):
-                location = quote(environ["PATH_INFO"]) + "/"
+            if not request_path.endswith("/"):
+                location = quote(request_path) + "/"
                 return _plain(start_response, "301 Moved Permanently", "See the folder's page.\n", [("Location", location)])
             return self._listing(start_response, share, parts, resource, head=method == "HEAD")
         download = "download" in environ.get("QUERY_STRING", "")
@@ -108,7 +115,7 @@ class SharePages:
 
     def _serve_file(self, environ, start_response, share: Share, path: str, *, download: bool) -> Iterable[bytes]:
         inner = {key: environ[key] for key in _FORWARDED if key in environ}
-        inner.update({"REQUEST_METHOD": environ["REQUEST_METHOD"], "SCRIPT_NAME": "", "PATH_INFO": "/dav" + path,
+        inner.update({"REQUEST_METHOD": environ["REQUEST_METHOD"], "SCRIPT_NAME": "", "PATH_INFO": ("/dav" + path).encode().decode("iso-8859-1"),
                       "QUERY_STRING": "", "CONTENT_LENGTH": "0", SHARE_OWNER_KEY: share.owner})
         answer = started(self._dav_app, inner)
         if answer.code not in _PASSED_STATUSES:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -86,6 +86,13 @@ def test_a_folder_share_lists_and_serves_what_is_inside(server, alice):
     assert visitor.get(made["url"] + "/one.txt").content == b"first"
     assert visitor.get(made["url"] + "/deep/two.txt").content == b"second"
     assert "two.txt" in visitor.get(made["url"] + "/deep/").text
+    # Names beyond ASCII, in the shared folder, below it and as the shared file itself.
+    put(alice, server, "Café/naïve 日本.txt", b"unicode")
+    cafe = share(alice, server, "Café")
+    assert "naïve 日本.txt" in visitor.get(cafe["url"] + "/").text
+    assert visitor.get(cafe["url"] + "/" + quote("naïve 日本.txt")).content == b"unicode"
+    single = visitor.get(share(alice, server, "Café/naïve 日本.txt")["url"])
+    assert single.content == b"unicode" and quote("naïve 日本.txt") in single.headers["Content-Disposition"]
     # The downloads folder, with its status file and placeholders, shares like any other.
     put(alice, server, "downloads/fetched.bin", b"fetched")
     downloads = share(alice, server, "downloads")
