@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from engine.engine import DownloadEngine
@@ -21,6 +21,9 @@ from engine.triggers import TriggerError, parse_trigger
 from provider.domain import REALM, Authenticator
 from provider.quota import Quota
 from server.openapi import OPENAPI
+
+if TYPE_CHECKING:
+    from server.shares_api import SharesApi
 
 MAX_BODY = 64 * 1024
 _TASK_PATH = re.compile(r"^/api/v1/tasks/(\d+)(/retry)?$")
@@ -71,7 +74,8 @@ def _text_field(body: dict[str, Any], name: str) -> str | None:
 
 
 class Api:
-    def __init__(self, engine: DownloadEngine, authenticator: Authenticator, quota: Quota, shares=None) -> None:
+    def __init__(self, engine: DownloadEngine, authenticator: Authenticator, quota: Quota,
+                 shares: SharesApi | None = None) -> None:
         """`shares`: the share-link routes (server.shares_api.SharesApi), kept in their own module."""
         self._engine = engine
         self._shares = shares

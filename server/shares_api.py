@@ -26,6 +26,8 @@ def share_url(environ: dict, token: str) -> str:
 
 
 class SharesApi:
+    """The share routes of the API, called by `server.api.Api` for paths under /api/v1/shares."""
+
     def __init__(self, store: ShareStore, provider: SpacesProvider) -> None:
         self._store = store
         self._provider = provider
