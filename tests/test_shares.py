@@ -153,6 +153,14 @@ def test_a_password_share_asks_with_basic_auth_and_any_user_name(server, alice):
         assert visitor.get(made["url"], auth=(user, SHARE_PASSWORD)).content == b"for friends"
     listed = alice.session.get(server.url("/api/v1/shares")).json()
     assert listed[0]["has_password"] is True and SHARE_PASSWORD not in str(listed)
+    # Guessing is throttled: after a burst of wrong passwords even the right one waits a while.
+    for attempt in range(8):
+        visitor.get(made["url"], auth=("x", f"guess-{attempt}-password"))
+    assert visitor.get(made["url"], auth=("x", SHARE_PASSWORD)).status_code == 401
+    deadline = time.monotonic() + 120
+    while visitor.get(made["url"], auth=("x", SHARE_PASSWORD)).status_code != 200:
+        assert time.monotonic() < deadline, "the right password stayed refused"
+        time.sleep(1)
 
 
 def test_expired_and_revoked_links_answer_404(server, alice):
@@ -244,4 +252,16 @@ def test_a_dav_folder_opened_in_a_browser_goes_to_the_web_drive(server, alice):
     for path, location in (("", "/#/"), ("films/", "/#/films/"), ("films", "/#/films/")):
         answer = alice.session.get(server.dav(path), allow_redirects=False)
         assert answer.status_code == 303 and answer.headers["Location"] == location
+        assert alice.session.head(server.dav(path), allow_redirects=False).status_code == 200
     assert alice.session.get(server.dav("films/clip.bin")).content == b"x"
+
+
+def test_removing_a_user_ends_their_links_even_when_files_are_kept(server, alice, bob):
+    put(bob, server, "kept.txt", b"bob's")
+    made = share(bob, server, "kept.txt")
+    assert anonymous().get(made["url"]).content == b"bob's"
+    assert server.cli("user", "remove", "bob", "--keep-files").returncode == 0
+    assert (server.space("bob") / "kept.txt").exists()
+    assert anonymous().get(made["url"]).status_code == 404
+    database = sqlite3.connect(server.data / "fetchdrive.sqlite")
+    assert database.execute("select count(*) from shares where owner = 'bob'").fetchone() == (0,)
