@@ -24,6 +24,7 @@ from wsgidav.dav_error import DAVError
 from engine.database import Database
 from provider.accounts import hash_password, password_matches
 from provider.spaces import SpacesProvider
+from server.settings import ConfigError
 
 TOKEN_PREFIX = "/s/"
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
@@ -51,25 +52,30 @@ class Share:
 
 
 def _server_key(path: Path) -> bytes:
-    """The key file, made once (O_EXCL: nodes sharing storage.root agree on one key)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < 32:
-            raise ShareError(f"{path} is damaged (fewer than 32 bytes); remove it, which revokes every share link")
-        return key
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
-        out.flush()
-        os.fsync(out.fileno())
+    """The key file, made once. Written whole under a temporary name and linked into place,
+    so nodes sharing storage.root that start together agree on one complete key."""
+    if not path.exists():
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another node was first: its key is the one
+        finally:
+            temp.unlink()
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise ConfigError(f"{path} is damaged (fewer than 32 bytes); remove it, which revokes every share link")
     return key
 
 
 def normalise_path(path: str) -> str:
     """`path` as `a/b/c`: no leading or trailing slash, no `.`/`..`, no empty segments."""
-    parts = [part for part in path.replace("\\", "/").split("/") if part]
+    parts = [part for part in path.split("/") if part]
     if any(part in (".", "..") or "\0" in part for part in parts):
         raise ShareError(f"path {path!r} must not contain '.' or '..' segments")
     return "/".join(parts)
