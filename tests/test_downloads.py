@@ -226,13 +226,17 @@ def test_os_junk_files_are_not_triggers(server, alice):
 
 def test_an_unknown_content_id_fails_clearly(server, alice):
     alice.session.put(server.dav("downloads/thing.id"), data=b"no-such-id\n")
-    assert "unknown content ID" in error_text(server, "alice", "thing.id")
+    text = error_text(server, "alice", "thing.id")
+    assert "unknown content ID" in text
+    assert "fetchdrive catalog" not in text  # an ordinary user cannot run admin commands
 
 
 def test_a_download_over_quota_fails_without_a_file(server, alice, origin):
     origin.add("/huge.bin", BODY * 11)
     alice.session.put(server.dav("downloads/huge.url"), data=url_shortcut(origin.url("/huge.bin")))
-    assert "not enough space" in error_text(server, "alice", "huge.url")
+    text = error_text(server, "alice", "huge.url")
+    assert "not enough space" in text
+    assert text.count("upload") == 1 and text.count("free") == 0, text  # the advice is given once
     assert not (server.space("alice") / "downloads" / "huge.bin").exists()
     assert temp_downloads(server.data) == []
 
