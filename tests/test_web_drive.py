@@ -100,9 +100,15 @@ def test_new_folder_move_and_breadcrumbs(browser, server, alice):
     page.once("dialog", lambda dialog: dialog.accept("Films"))
     row(page, "loose.txt").get_by_role("button", name="Move").click()
     expect(row(page, "loose.txt")).to_have_count(0)
-    row(page, "Films").get_by_role("link", name="Films/").click()
+    # From the keyboard: Enter opens a folder, Backspace goes up one.
+    row(page, "Films").get_by_role("link", name="Films/").focus()
+    page.keyboard.press("Enter")
     expect(page.locator("#files")).to_have_attribute("data-folder", "Films/")
     expect(row(page, "loose.txt")).to_be_visible()
+    page.keyboard.press("Backspace")
+    expect(page.locator("#files")).to_have_attribute("data-folder", "")
+    row(page, "Films").get_by_role("link", name="Films/").click()
+    expect(page.locator("#files")).to_have_attribute("data-folder", "Films/")
     page.locator("#crumbs a", has_text="My drive").click()
     expect(page.locator("#files")).to_have_attribute("data-folder", "")
     assert (server.space("alice") / "Films" / "loose.txt").read_bytes() == b"loose"
