@@ -114,7 +114,7 @@ def test_new_folder_move_and_breadcrumbs(browser, server, alice):
     assert (server.space("alice") / "Films" / "loose.txt").read_bytes() == b"loose"
 
 
-def test_an_image_previews_in_the_page(browser, server, alice):
+def test_an_image_and_a_text_file_preview_in_the_page(browser, server, alice):
     alice.session.put(server.dav("red.png"), data=png())
     page = drive(browser, server, alice)
     row(page, "red.png").get_by_role("link", name="red.png").click()
@@ -123,6 +123,10 @@ def test_an_image_previews_in_the_page(browser, server, alice):
     page.wait_for_function("() => document.querySelector('#preview img').naturalWidth === 8")
     page.keyboard.press("Escape")
     expect(page.locator("#preview")).not_to_be_visible()
+    alice.session.put(server.dav("readme.md"), data="# Hello\nplain words, ünïcode".encode())
+    page.reload()
+    row(page, "readme.md").get_by_role("link", name="readme.md").click()
+    expect(page.locator("#preview pre")).to_have_text("# Hello\nplain words, ünïcode")
 
 
 def test_seeking_in_audio_streams_with_a_range_request(browser, server, alice):
