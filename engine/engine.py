@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -21,6 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from engine.addresses import Network
 from engine.bandwidth import Bandwidth
@@ -109,6 +111,9 @@ class _Running:
     download: Download | None = None
     started: float = 0.0
     torrent: TorrentProgress | None = None
+
+
+_SHA256_IN_NAME = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _human(size: float | None) -> str:
@@ -271,10 +276,13 @@ class DownloadEngine:
         for task in self.tasks.unfinished_for_user(user):
             live = self.live_progress(task.id)
             done = live[0] if live else task.bytes_done
-            percent = f"{100 * done // task.bytes_total} %" if task.bytes_total else "? %"
+            if task.bytes_total:
+                progress = f"{100 * done // task.bytes_total} % of {_human(task.bytes_total)}"
+            else:
+                progress = f"{_human(done)} so far, size not known yet"
             speed = f", {_human(done / live[1])}/s" if live and live[1] > 0 else ""
             note = f" ({task.error})" if task.error else ""
-            lines.append(f"{task.display_name}: {task.state}, {percent} of {_human(task.bytes_total)}{speed}{note}")
+            lines.append(f"{task.display_name}: {task.state}, {progress}{speed}{note}")
         for task in self.tasks.for_user(user, state=FAILED, limit=50):
             lines.append(f"{task.display_name}: failed: {task.error}")
         if not lines:
@@ -452,7 +460,8 @@ class DownloadEngine:
         entry = self.catalog.get(content_id)
         if entry is None:
             raise PermanentError(
-                f"unknown content ID {content_id!r}: it is not in the catalog (`fetchdrive catalog add`)"
+                f"unknown content ID {content_id!r}: this server has no entry for it; check the ID, "
+                "or ask the server's administrator to add it"
             )
         return [(entry.url, expected_sha256(task, entry.sha256), task.filename_hint or entry.filename)]
 
@@ -610,12 +619,17 @@ class DownloadEngine:
         """SPEC 4.4: the trigger's name, else Content-Disposition, else the URL's last segment."""
         if task.kind == "torrent":
             return task.display_name
+        url = download.final_url or download.url
         if task.kind == "id":
-            return sanitize_filename(task.filename_hint or task.display_name)
+            # An ID's name: the catalog's or trigger's filename, the mirror's Content-Disposition
+            # or URL name (unless that is only the hash, as `{sha256}` templates make), the stem.
+            named_by_hash = _SHA256_IN_NAME.search(PurePosixPath(urlsplit(url or "").path).name) is not None
+            return choose_filename(trigger_filename=task.filename_hint, content_disposition=download.content_disposition,
+                                   final_url=None if named_by_hash else url, trigger_stem=task.display_name)
         return choose_filename(
             trigger_filename=task.filename_hint,
             content_disposition=download.content_disposition,
-            final_url=download.final_url or download.url,
+            final_url=url,
             trigger_stem=PurePosixPath(task.trigger_path).stem if task.trigger_path else "download",
         )
 
@@ -654,7 +668,7 @@ class DownloadEngine:
         if room is not None and size > room:
             raise PermanentError(
                 f"not enough space: the file is {size} bytes and the quota leaves {room} bytes; "
-                "free some space, then upload the trigger again"
+                "delete some files first"
             )
         place = move_under_free_name if folder else link_under_free_name
         placed = place(source, self._spaces.root(task.user) / task.folder, name)

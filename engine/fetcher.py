@@ -234,7 +234,7 @@ class Fetcher:
                 if download.bytes_total - download.bytes_done > available:
                     raise PermanentError(
                         f"not enough space: the file is {download.bytes_total} bytes and the quota "
-                        f"leaves {available} bytes; free some space, then upload the trigger again"
+                        f"leaves {available} bytes; delete some files first"
                     )
             on_progress(download)
             self._stream_body(download, response, on_progress, is_cancelled, room, throttle)
@@ -255,7 +255,7 @@ class Fetcher:
                 if available is not None and download.bytes_done > available:
                     raise PermanentError(
                         f"not enough space: {download.bytes_done} bytes saved and the quota leaves "
-                        f"{available}; free some space, then upload the trigger again"
+                        f"{available}; delete some files first"
                     )
             if time.monotonic() - last_report >= PROGRESS_EVERY:
                 last_report = time.monotonic()

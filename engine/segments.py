@@ -106,7 +106,7 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
     if available is not None and download.bytes_total > available:
         raise PermanentError(
             f"not enough space: the file is {download.bytes_total} bytes and the quota leaves {available} "
-            "bytes; free some space, then upload the trigger again"
+            "bytes; delete some files first"
         )
     failures: list[BaseException] = []
     stop = threading.Event()

@@ -76,6 +76,8 @@ def check_url(url: str) -> str:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise TriggerError(f"URL {_shorten(url)!r} is longer than {MAX_URL_LENGTH} characters")
+    if not re.match(r"[a-z][a-z0-9+.-]*:", url, re.IGNORECASE):
+        raise TriggerError(f"{_shorten(url)!r} is not a link; write one URL a line, such as https://example.com/file.iso")
     if re.search(r"[\s\x00-\x1f\x7f]", url):
         raise TriggerError(f"URL {_shorten(url)!r} contains spaces or control characters; percent-encode them")
     try:

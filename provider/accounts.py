@@ -113,13 +113,18 @@ class Accounts:
         with self._database.read() as db:
             return db["users"].count
 
-    def add(self, name: str, password: str, quota_bytes: int | None) -> User:
+    def check_new_name(self, name: str) -> None:
+        """Refuse an invalid or taken name (before any password is asked for or judged)."""
         check_user_name(name)
+        if self._row(name) is not None:
+            raise AccountError(f"user {name!r} already exists; use `fetchdrive user passwd {name}` to change its password")
+
+    def add(self, name: str, password: str, quota_bytes: int | None) -> User:
+        self.check_new_name(name)
         check_password(password)
         password_hash = hash_password(password)
         with self._database.write() as db:
-            if self._row(name) is not None:
-                raise AccountError(f"user {name!r} already exists; use `fetchdrive user passwd {name}` to change it")
+            self.check_new_name(name)
             db["users"].insert(
                 {
                     "name": name,

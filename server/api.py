@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from engine.engine import DownloadEngine, RetryRefused
@@ -23,6 +23,9 @@ from engine.triggers import TriggerError, parse_trigger
 from provider.domain import REALM, Authenticator
 from provider.quota import Quota
 from server.openapi import OPENAPI
+
+if TYPE_CHECKING:
+    from server.shares_api import SharesApi
 
 MAX_BODY = 64 * 1024
 _TASK_PATH = re.compile(r"^/api/v1/tasks/(\d+)(/retry)?$")
@@ -73,8 +76,11 @@ def _text_field(body: dict[str, Any], name: str) -> str | None:
 
 
 class Api:
-    def __init__(self, engine: DownloadEngine, authenticator: Authenticator, quota: Quota) -> None:
+    def __init__(self, engine: DownloadEngine, authenticator: Authenticator, quota: Quota,
+                 shares: SharesApi | None = None) -> None:
+        """`shares`: the share-link routes (server.shares_api.SharesApi), kept in their own module."""
         self._engine = engine
+        self._shares = shares
         self._authenticator = authenticator
         self._quota = quota
 
@@ -133,6 +139,8 @@ class Api:
             if not match.group(2) and request.method == "DELETE":
                 return self.cancel(task)
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
+        if self._shares is not None and self._shares.handles(request.path):
+            return self._shares.route(request)
         if request.path in {path for _method, path in routes}:
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
         raise ApiError(404, f"no API route {request.path}; see /api/v1/openapi.json")

@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from wsgidav.dav_error import DAVError
-from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
@@ -32,8 +31,14 @@ from provider.quota import Quota
 from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
+from server.folder_view import FolderToWebDrive
+from server.page_headers import sandboxed_files
+from server.plain_errors import plain_errors
 from server.settings import Config, ConfigError
-from server.web import web_page
+from server.share_pages import SHARE_OWNER_KEY, SharePages
+from server.shares import TOKEN_PREFIX, ShareStore
+from server.shares_api import SharesApi
+from server.web import STATIC_PREFIX, static_files, web_page
 
 DAV_PREFIX = "/dav"
 API_PREFIX = "/api/v1"
@@ -105,6 +110,7 @@ class Storage:
         self.database = Database(self.root / "fetchdrive.sqlite")
         self.accounts = Accounts(self.database)
         self.quota = Quota(self.accounts, self.root, config["storage.min_free"])
+        self.shares = ShareStore(self.database, self.root / "share.key")
         self.spaces_root = self.root / "spaces"
         self.temp_root = self.root / "tmp"
 
@@ -137,9 +143,12 @@ class FetchdriveApp:
             engine_settings(config),
         )
         self.provider.hooks = self.engine
-        self.api = Api(self.engine, self.authenticator, self.storage.quota)
+        self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
         self.page = web_page(self.api)
-        self._dav_entry = dav_guard(self.dav, DAV_PREFIX)
+        self._dav_entry = dav_guard(plain_errors(self.dav), DAV_PREFIX)
+        self._dav_for_clients = sandboxed_files(self._dav_entry)
+        self.share_pages = SharePages(self.storage.shares, self.provider,
+                                      lambda user: self.storage.accounts.get(user) is not None, self._dav_entry)
 
     def _dav_config(self) -> dict:
         return {
@@ -149,7 +158,9 @@ class FetchdriveApp:
                 "accept_basic": True,
                 "accept_digest": False,
                 "default_to_digest": False,
-                "trusted_auth_header": None,
+                # Set only by SharePages, for the read-only GET of a shared file; an environ
+                # key without HTTP_ cannot come from a request header.
+                "trusted_auth_header": SHARE_OWNER_KEY,
             },
             "fetchdrive": {
                 "authenticator": self.authenticator,
@@ -157,7 +168,7 @@ class FetchdriveApp:
                 "fast_propfind": self.config["server.fast_propfind"],
                 "fast_get": self.config["server.fast_get"],
             },
-            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, FastGet, WsgiDavDirBrowser, FastPropfind,
+            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, FastGet, FolderToWebDrive, FastPropfind,
                                  RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,
@@ -169,14 +180,7 @@ class FetchdriveApp:
             "logging": {"enable": False},
             "suppress_version_info": True,
             "hotfixes": {"emulate_win32_lastmod": True},
-            "dir_browser": {
-                "enable": True,
-                "ignore": [".DS_Store", "._*", "Thumbs.db", "desktop.ini"],
-                "response_trailer": "fetchdrive",
-                "davmount": True,
-                "ms_sharepoint_support": False,
-                "libre_office_support": False,
-            },
+            "dir_browser": {"enable": False},
         }
 
     def start_background_work(self) -> None:
@@ -197,11 +201,15 @@ class FetchdriveApp:
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
-            return self._dav_entry(environ, start_response)
+            return self._dav_for_clients(environ, start_response)
         if path.startswith(API_PREFIX + "/"):
             return self.api(environ, start_response)
         if path in ("/", "/index.html"):
             return self.page(environ, start_response)
+        if path.startswith(TOKEN_PREFIX):
+            return self.share_pages(environ, start_response)
+        if path.startswith(STATIC_PREFIX):
+            return static_files(environ, start_response)
         return _not_found(start_response)
 
 

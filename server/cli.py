@@ -72,6 +72,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """The config file that is read: --config, else ./config.yaml if it exists, else none."""
+    if args.config:
+        return Path(args.config)
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
+
+
 def _storage(config: Config):
     from server.app import Storage
 
@@ -81,16 +88,19 @@ def _storage(config: Config):
 def cmd_serve(config: Config, args: argparse.Namespace) -> None:
     from server.serve import serve
 
-    serve(config)
+    serve(config, _config_file(args))
 
 
 def cmd_user_add(config: Config, args: argparse.Namespace) -> None:
     storage = _storage(config)
     quota = _size_arg(args.quota) if args.quota is not None else config["storage.default_quota"]
+    storage.accounts.check_new_name(args.name)  # before asking for a password it would not use
     password = _read_password(args, prompt=f"Password for {args.name}: ")
     storage.accounts.add(args.name, password, quota)
     storage.space(args.name).joinpath("downloads").mkdir(parents=True, exist_ok=True)
-    print(f"added user {args.name} (quota {format_size(quota)})")
+    from server.serve import added_user
+
+    print(added_user(args.name, quota))
 
 
 def cmd_user_list(config: Config, args: argparse.Namespace) -> None:
@@ -119,6 +129,7 @@ def cmd_user_remove(config: Config, args: argparse.Namespace) -> None:
     storage = _storage(config)
     storage.accounts.remove(args.name)
     TaskStore(storage.database).delete_user(args.name)
+    storage.shares.remove_owner(args.name)
     if not args.keep_files:
         shutil.rmtree(storage.space(args.name), ignore_errors=True)
     kept = f"; files kept in {storage.space(args.name)}" if args.keep_files else " and their files"
@@ -179,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help=f"configuration file (default: ./{DEFAULT_CONFIG})")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    commands.add_parser("serve", help="run the server").set_defaults(run=cmd_serve)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", metavar="H", help="address to listen on (overrides server.host)")
+    serve.add_argument("--port", metavar="P", type=int, help="port to listen on (overrides server.port; 0 = any free port)")
+    serve.set_defaults(run=cmd_serve)
 
     user = commands.add_parser("user", help="manage accounts")
     user_commands = user.add_subparsers(dest="user_command", required=True, parser_class=_Parser, metavar="ACTION")
@@ -262,7 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = None
         if getattr(args, "needs_config", True):
-            config = load_config(args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None))
+            overrides = {key: value for key, value in (("server.host", getattr(args, "host", None)),
+                                                       ("server.port", getattr(args, "port", None))) if value is not None}
+            config = load_config(_config_file(args), overrides)
         run(config, args)
     except (ConfigError, AccountError, CatalogError, CommandError, ClientError) as error:
         _fail(str(error))

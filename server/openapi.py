@@ -5,6 +5,8 @@ from __future__ import annotations
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _TASK = {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_SHARE = {"description": "The share", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Share"}}}}
+_SHARE_ID = {"name": "share_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 OPENAPI = {
     "openapi": "3.1.0",
@@ -40,6 +42,30 @@ OPENAPI = {
                     "superseded_by": {"type": ["integer", "null"],
                                       "description": "a later task of the same trigger and source that finished; "
                                                      "such failures are left out of the list and cannot be retried"},
+                },
+            },
+            "Share": {
+                "type": "object",
+                "required": ["id", "url", "expires_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "url": {"type": "string", "description": "the public link; anyone who has it can read what it shares"},
+                    "path": {"type": "string"},
+                    "is_folder": {"type": "boolean"},
+                    "exists": {"type": "boolean", "description": "false once the shared path is gone from the drive"},
+                    "created_at": {"type": "number"},
+                    "expires_at": {"type": ["number", "null"]},
+                    "expired": {"type": "boolean"},
+                    "has_password": {"type": "boolean"},
+                },
+            },
+            "NewShare": {
+                "type": "object",
+                "required": ["path"],
+                "properties": {
+                    "path": {"type": "string", "description": "a file or folder of the caller's drive"},
+                    "expires_in": {"type": "integer", "minimum": 1, "description": "seconds until the link stops working"},
+                    "password": {"type": "string", "minLength": 8, "description": "asked with HTTP Basic, any user name"},
                 },
             },
             "NewTask": {
@@ -110,6 +136,19 @@ OPENAPI = {
                     "401": _ERROR, "409": _ERROR,
                 },
             },
+        },
+        "/api/v1/shares": {
+            "get": {"summary": "The caller's share links, newest first",
+                    "responses": {"200": {"description": "Shares", "content": {"application/json": {"schema": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Share"}}}}}, "401": _ERROR}},
+            "post": {"summary": "Make a share link",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewShare"}}}},
+                     "responses": {"201": _SHARE, "400": _ERROR, "401": _ERROR, "404": _ERROR, "409": _ERROR}},
+        },
+        "/api/v1/shares/{share_id}": {
+            "get": {"summary": "One share link", "parameters": [_SHARE_ID], "responses": {"200": _SHARE, "401": _ERROR, "404": _ERROR}},
+            "delete": {"summary": "Revoke a share link", "parameters": [_SHARE_ID],
+                       "responses": {"200": {"description": "Revoked"}, "401": _ERROR, "404": _ERROR}},
         },
         "/api/v1/me": {
             "get": {

@@ -9,14 +9,20 @@ import signal
 import ssl
 import sys
 import threading
-
+from pathlib import Path
 
 from server.app import FetchdriveApp, Storage
 from server.http_server import DeferredHandshakeAdapter, ElasticServer
 from server.settings import Config, ConfigError
+from server.sizes import format_size
 
 _log = logging.getLogger("fetchdrive")
 ADMIN_PASSWORD_ENV = "FETCHDRIVE_ADMIN_PASSWORD"
+
+
+def added_user(name: str, quota: int | None) -> str:
+    """The one wording for a new account, from `user add` and from the first start."""
+    return f"added user {name} (quota {format_size(quota)})"
 
 
 def ensure_first_admin(storage: Storage, default_quota: int | None) -> None:
@@ -30,9 +36,9 @@ def ensure_first_admin(storage: Storage, default_quota: int | None) -> None:
     storage.accounts.add("admin", password, default_quota)
     if generated:
         # Printed once to the terminal, never to the log.
-        print(f"Created user 'admin' with password: {password}", file=sys.stderr, flush=True)
+        print(f"{added_user('admin', default_quota)} with password: {password}", file=sys.stderr, flush=True)
     else:
-        print(f"Created user 'admin' with the password from {ADMIN_PASSWORD_ENV}", file=sys.stderr, flush=True)
+        print(f"{added_user('admin', default_quota)} with the password from {ADMIN_PASSWORD_ENV}", file=sys.stderr, flush=True)
 
 
 def _tls_adapter(config: Config) -> DeferredHandshakeAdapter | None:
@@ -52,8 +58,13 @@ def _tls_adapter(config: Config) -> DeferredHandshakeAdapter | None:
     return adapter
 
 
-def serve(config: Config) -> None:
-    """Start the server and block until SIGINT or SIGTERM."""
+def serve(config: Config, config_file: Path | None) -> None:
+    """Start the server and block until SIGINT or SIGTERM; `config_file` is the file read, if any."""
+    if config_file is None:
+        _log.info("no config file (looked for ./config.yaml); built-in defaults apply; data goes to %s",
+                  config.storage_root.resolve())
+    else:
+        _log.info("read config file %s; data goes to %s", config_file.resolve(), config.storage_root.resolve())
     storage = Storage(config)
     ensure_first_admin(storage, config["storage.default_quota"])
     app = FetchdriveApp(config, storage)
@@ -76,7 +87,8 @@ def serve(config: Config) -> None:
     scheme = "https" if server.ssl_adapter else "http"
     bound_port = server.bind_addr[1]
     shown_host = f"[{host}]" if ":" in host else host
-    _log.info("fetchdrive is serving; map the drive at %s://%s:%s/dav/", scheme, shown_host, bound_port)
+    base = f"{scheme}://{shown_host}:{bound_port}"
+    _log.info("fetchdrive is serving; map the drive at %s/dav/ and open the dashboard at %s/", base, base)
 
     def stop(signum, _frame):
         _log.info("received %s, shutting down", signal.Signals(signum).name)

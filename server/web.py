@@ -1,12 +1,17 @@
-"""The web page at `/`: one self-contained HTML file (no CDN), behind the same Basic login."""
+"""The web page at `/` (dashboard and file browser, one self-contained HTML file, no CDN),
+behind the same Basic login, and its style sheet under /static/ (public: share pages use it)."""
 
 from __future__ import annotations
 
 from importlib.resources import files
 
 from server.api import Api, ApiError
+from server.page_headers import page_headers
 
-_PAGE = files("server").joinpath("static/index.html").read_bytes()
+STATIC_PREFIX = "/static/"
+_STATIC = files("server").joinpath("static")
+_PAGE = _STATIC.joinpath("index.html").read_bytes()
+_ASSETS = {"drive.css": (_STATIC.joinpath("drive.css").read_bytes(), "text/css; charset=utf-8")}
 
 
 def web_page(api: Api):
@@ -27,8 +32,21 @@ def web_page(api: Api):
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(_PAGE))),
             ("Cache-Control", "no-store"),
-            ("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"),
+            *page_headers(),
         ])
         return [_PAGE]
 
     return app
+
+
+def static_files(environ, start_response):
+    """The page's assets; anything else under /static/ is a 404."""
+    asset = _ASSETS.get(environ.get("PATH_INFO", "")[len(STATIC_PREFIX):])
+    if asset is None:
+        body = b"Not found.\n"
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
+    body, content_type = asset
+    start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                              ("Cache-Control", "public, max-age=300"), ("X-Content-Type-Options", "nosniff")])
+    return [body]

@@ -141,8 +141,10 @@ def test_the_openapi_document_matches_the_routes(server, alice):
     assert documented == {
         ("GET", "/api/v1/tasks"), ("POST", "/api/v1/tasks"), ("GET", "/api/v1/tasks/{task_id}"),
         ("DELETE", "/api/v1/tasks/{task_id}"), ("POST", "/api/v1/tasks/{task_id}/retry"), ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/shares"), ("POST", "/api/v1/shares"), ("GET", "/api/v1/shares/{share_id}"),
+        ("DELETE", "/api/v1/shares/{share_id}"),
     }
     for method, path in documented:
-        concrete = path.replace("{task_id}", "999999")
+        concrete = path.replace("{task_id}", "999999").replace("{share_id}", "no-such-share")
         status = alice.session.request(method, server.url(concrete), json={}).status_code
         assert str(status) in document["paths"][path][method.lower()]["responses"], (method, path, status)

@@ -119,8 +119,12 @@ def test_cli_mistakes_get_one_line_and_a_non_zero_exit(config, args, stdin, mess
 
 
 def test_adding_an_existing_user_is_refused_and_keeps_the_old_password(config):
-    assert run_cli(config, "user", "add", "erin", "--password", "first-password").returncode == 0
+    added = run_cli(config, "user", "add", "erin", "--password", "first-password")
+    assert added.returncode == 0 and added.stdout.startswith("added user erin (quota ")
     assert "already exists" in one_line_error(run_cli(config, "user", "add", "erin", "--password", "second-password"))
+    # The name is judged before the password: a short one does not hide that erin exists.
+    for password in ("short", ""):
+        assert "already exists" in one_line_error(run_cli(config, "user", "add", "erin", "--password-stdin", input=password + "\n"))
 
 
 def test_catalog_commands_round_trip(config):
@@ -131,3 +135,38 @@ def test_catalog_commands_round_trip(config):
     assert "debian-iso" in listing and digest in listing and "d.iso" in listing
     assert run_cli(config, "catalog", "remove", "debian-iso").returncode == 0
     assert "debian-iso" not in run_cli(config, "catalog", "list").stdout
+
+
+def test_serve_takes_host_and_port_and_logs_its_config_and_both_urls(tmp_path: Path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for config_file, expected in ((None, "no config file"), (tmp_path / "mine.yaml", "read config file")):
+        work = tmp_path / ("defaults" if config_file is None else "configured")
+        work.mkdir()
+        args = ["--config", str(config_file)] if config_file else []
+        if config_file:
+            config_file.write_text(yaml.safe_dump({"storage": {"root": str(work / "data")}, "server": {"port": 1}}))
+        process = subprocess.Popen([sys.executable, "-m", "server.cli", *args, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                   cwd=work, env={"PYTHONPATH": str(REPO), "FETCHDRIVE_ADMIN_PASSWORD": "admin-password-1",
+                                                  "PATH": "/usr/bin:/bin"},
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        deadline = time.monotonic() + 30
+        try:
+            while not any("dashboard" in line for line in lines):
+                assert time.monotonic() < deadline and process.poll() is None, lines
+                lines.append(process.stdout.readline())
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+        log = "".join(lines)
+        assert expected in log
+        assert f"data goes to {(work / 'data').resolve()}" in log
+        assert "added user admin (quota 10G)" in log
+        assert f"map the drive at http://127.0.0.1:{port}/dav/ and open the dashboard at http://127.0.0.1:{port}/" in log

@@ -162,3 +162,23 @@ def test_a_download_published_but_not_yet_filed_when_the_server_died_is_filed_at
     wait_for(lambda: not temp.exists(), message="temporary link removed")
     assert [p.stat().st_ino for p in store_objects(server)] == [published.stat().st_ino]
     assert published.read_bytes() == CONTENT
+
+
+def test_content_id_downloads_get_sensible_names(make_server, origin):
+    """The catalog's filename, else the mirror's Content-Disposition or URL name (not a bare
+    hash), else the trigger's stem."""
+    other = os.urandom(1024)
+    other_digest = hashlib.sha256(other).hexdigest()
+    origin.add(f"/mirror/{DIGEST}", CONTENT, content_disposition='attachment; filename="debian-12.iso"')
+    origin.add(f"/mirror/{other_digest}", other)
+    origin.add("/files/fedora-40.iso", b"fedora")
+    server = make_server(settings={"engine.mirrors": [origin.url("/mirror/{sha256}")]})
+    server.add_user("alice", "alice-password")
+    session = server.session("alice", "alice-password")
+    server.cli("catalog", "add", "fedora", origin.url("/files/fedora-40.iso"))
+    session.put(server.dav("downloads/linux.id"), data=f"sha256:{DIGEST}\n".encode())
+    session.put(server.dav("downloads/holiday photos.id"), data=f"sha256:{other_digest}\n".encode())
+    session.put(server.dav("downloads/f.id"), data=b"fedora\n")
+    assert delivered(server, "alice", "debian-12.iso") == CONTENT
+    assert delivered(server, "alice", "holiday photos") == other
+    assert delivered(server, "alice", "fedora-40.iso") == b"fedora"

@@ -15,7 +15,7 @@ def test_unauthenticated_request_gets_a_basic_challenge(server):
 
 def test_first_start_creates_admin_with_the_password_from_the_environment(server, admin):
     assert admin.session.request("PROPFIND", server.dav(), headers={"Depth": "0"}).status_code == 207
-    assert "Created user 'admin'" in server.log_text()
+    assert "added user admin" in server.log_text()
     assert ADMIN_PASSWORD not in server.log_text()
 
 

@@ -1,0 +1,162 @@
+"""Share links: the `shares` table and the tokens that open them.
+
+A share names one file or folder of its owner's space. Its public token is derived, never
+stored: `token = HMAC-SHA256(server key, share id)`, where the share id carries 128 random
+bits and the key (256 random bits) lives in `storage.root/share.key`, outside the database.
+The table keeps only the token's SHA-256 for look-ups, so a leaked database opens no link,
+while the owner's list can still show each link again. Passwords are salted scrypt hashes,
+as for accounts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsgidav.dav_error import DAVError
+
+from engine.database import Database
+from provider.accounts import hash_password, password_matches
+from provider.spaces import SpacesProvider
+from server.settings import ConfigError
+
+TOKEN_PREFIX = "/s/"
+MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+MAX_SHARES_PER_USER = 10_000
+
+
+class ShareError(ValueError):
+    """A refused share operation; str(e) says why."""
+
+
+@dataclass(frozen=True)
+class Share:
+    id: str
+    owner: str
+    path: str
+    created_at: float
+    expires_at: float | None
+    password_hash: str | None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or time.time())
+
+    def password_accepted(self, password: str) -> bool:
+        return self.password_hash is None or password_matches(password, self.password_hash)
+
+
+def _server_key(path: Path) -> bytes:
+    """The key file, made once. Written whole under a temporary name and linked into place,
+    so nodes sharing storage.root that start together agree on one complete key."""
+    if not path.exists():
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another node was first: its key is the one
+        finally:
+            temp.unlink()
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise ConfigError(f"{path} is damaged (fewer than 32 bytes); remove it, which revokes every share link")
+    return key
+
+
+def normalise_path(path: str) -> str:
+    """`path` as `a/b/c`: no leading or trailing slash, no `.`/`..`, no empty segments."""
+    parts = [part for part in path.split("/") if part]
+    if any(part in (".", "..") or "\0" in part for part in parts):
+        raise ShareError(f"path {path!r} must not contain '.' or '..' segments")
+    return "/".join(parts)
+
+
+def owner_resource(provider: SpacesProvider, owner: str, path: str):
+    """The file or folder at `path` ("a/b") in `owner`'s space, looked up as the drive does
+    (no `..`, no symlinks), or None."""
+    environ = {"wsgidav.auth.user_name": owner, "wsgidav.provider": provider, "REQUEST_METHOD": "PROPFIND"}
+    try:
+        return provider.get_resource_inst("/" + path.strip("/"), environ)
+    except DAVError:
+        return None
+
+
+class ShareStore:
+    """The `shares` table."""
+
+    def __init__(self, database: Database, key_file: Path) -> None:
+        self._database = database
+        self._key = _server_key(key_file)
+        with database.write() as db:
+            db["shares"].create(
+                {"id": str, "owner": str, "path": str, "token_sha256": str, "password_hash": str,
+                 "created_at": float, "expires_at": float},
+                pk="id",
+                not_null={"owner", "path", "token_sha256", "created_at"},
+                if_not_exists=True,
+            )
+            db["shares"].create_index(["token_sha256"], unique=True, if_not_exists=True)
+            db["shares"].create_index(["owner"], if_not_exists=True)
+
+    def token(self, share: Share) -> str:
+        mac = hmac.new(self._key, share.id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    @staticmethod
+    def _token_hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def create(self, owner: str, path: str, *, expires_in: int | None, password: str | None) -> Share:
+        now = time.time()
+        share = Share(
+            id=secrets.token_urlsafe(16), owner=owner, path=path, created_at=now,
+            expires_at=now + expires_in if expires_in is not None else None,
+            password_hash=hash_password(password) if password is not None else None,
+        )
+        with self._database.write() as db:
+            if db["shares"].count_where("owner = ?", [owner]) >= MAX_SHARES_PER_USER:
+                raise ShareError(f"you have {MAX_SHARES_PER_USER} share links; revoke some before making more")
+            db["shares"].insert({
+                "id": share.id, "owner": owner, "path": path, "token_sha256": self._token_hash(self.token(share)),
+                "password_hash": share.password_hash, "created_at": share.created_at, "expires_at": share.expires_at,
+            })
+        return share
+
+    def _shares(self, where: str, params: list) -> list[Share]:
+        with self._database.read() as db:
+            rows = list(db.query(f"select * from shares where {where} order by created_at desc", params))
+        return [Share(r["id"], r["owner"], r["path"], r["created_at"], r["expires_at"], r["password_hash"]) for r in rows]
+
+    def for_owner(self, owner: str) -> list[Share]:
+        return self._shares("owner = ?", [owner])
+
+    def own(self, owner: str, share_id: str) -> Share | None:
+        """The share if `owner` owns it; another user's share is as absent as a missing one."""
+        found = self._shares("id = ? and owner = ?", [share_id, owner])
+        return found[0] if found else None
+
+    def by_token(self, token: str) -> Share | None:
+        """The live share the token opens, or None (unknown, revoked or expired)."""
+        found = self._shares("token_sha256 = ?", [self._token_hash(token)])
+        if not found or found[0].expired() or not hmac.compare_digest(self.token(found[0]), token):
+            return None
+        return found[0]
+
+    def revoke(self, owner: str, share_id: str) -> bool:
+        with self._database.write() as db:
+            cursor = db.execute("delete from shares where id = ? and owner = ?", [share_id, owner])
+            return cursor.rowcount > 0
+
+    def remove_owner(self, owner: str) -> None:
+        with self._database.write() as db:
+            db.execute("delete from shares where owner = ?", [owner])
