@@ -80,6 +80,7 @@ class Accounts:
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._verified_lock = threading.Lock()
         self._cache_key = secrets.token_bytes(32)
+        self._unknown_user_hash = hash_password(secrets.token_urlsafe(16))
         with database.write() as db:
             db["users"].create(
                 {"name": str, "password_hash": str, "quota_bytes": int, "used_bytes": int, "created_at": float},
@@ -161,20 +162,20 @@ class Accounts:
             db.execute("update users set used_bytes = ? where name = ?", [used_bytes, name])
 
     def verify(self, name: str, password: str) -> bool:
-        """True if `password` is `name`'s; constant-time, and cheap after the first success."""
+        """True if `password` is `name`'s; constant-time, and cheap after the first success.
+
+        An unknown name is checked against a hash of a random password, through the same
+        single `password_matches` call a known name gets, so the answer takes as long.
+        """
         rows = self._database.read_committed("select password_hash from users where name = ?", [name]) \
             if USER_NAME.match(name or "") else []
-        if not rows:
-            # Hash anyway so a missing user costs the same time as a wrong password.
-            password_matches(password, hash_password("x" * 8))
-            return False
-        stored = rows[0][0]
+        stored = rows[0][0] if rows else self._unknown_user_hash
         mac = hmac.new(self._cache_key, password.encode(), hashlib.sha256).digest()
         with self._verified_lock:
             cached = self._verified.get(name)
-        if cached and cached[0] == stored and hmac.compare_digest(cached[1], mac):
+        if rows and cached and cached[0] == stored and hmac.compare_digest(cached[1], mac):
             return True
-        if not password_matches(password, stored):
+        if not password_matches(password, stored) or not rows:
             return False
         with self._verified_lock:
             self._verified[name] = (stored, mac)

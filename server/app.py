@@ -13,7 +13,6 @@ from pathlib import Path
 from wsgidav.dav_error import DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
-from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -23,7 +22,7 @@ from engine.engine import DownloadEngine, EngineSettings
 from engine.retry import RetryPolicy
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
-from provider.domain import Authenticator, FetchdriveDomainController
+from provider.domain import Authenticator, FetchdriveDomainController, FetchdriveHTTPAuthenticator
 from provider.fast_propfind import FastPropfind
 from provider.path_locks import locked_paths
 from provider.quota import Quota
@@ -146,7 +145,7 @@ class FetchdriveApp:
                 "provider": self.provider,
                 "fast_propfind": self.config["server.fast_propfind"],
             },
-            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, FastPropfind, RequestResolver],
+            "middleware_stack": [ErrorPrinter, FetchdriveHTTPAuthenticator, WsgiDavDirBrowser, FastPropfind, RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,
             "property_manager": SqlitePropertyManager(self.storage.database),

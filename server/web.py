@@ -1,7 +1,11 @@
-"""The web page at `/`: one self-contained HTML file (no CDN), behind the same Basic login."""
+"""The web page at `/`: one self-contained HTML file (no CDN), behind the same Basic login.
+
+Its anti-framing and nosniff headers are added, as for every page, by `server.request_guard`.
+"""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from importlib.resources import files
 
 from server.api import Api, ApiError
@@ -17,8 +21,8 @@ def web_page(api: Api):
             api.authenticate(environ)
         except ApiError as error:
             body = f"{error}\n".encode()
-            start_response("401 Unauthorized", [
-                ("WWW-Authenticate", 'Basic realm="fetchdrive"'),
+            start_response(f"{error.status} {HTTPStatus(error.status).phrase}", [
+                *error.headers,
                 ("Content-Type", "text/plain; charset=utf-8"),
                 ("Content-Length", str(len(body))),
             ])
