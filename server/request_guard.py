@@ -16,11 +16,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from urllib.parse import urlsplit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _NO_FRAMING = "frame-ancestors 'none'"
+_log = logging.getLogger(__name__)
 
 
 def _site(url_or_host: str, scheme: str) -> str | None:
@@ -112,6 +114,8 @@ def request_guard(app, api_prefix: str):
             return _refuse(start_response, "400 Bad Request", problem, is_api)
         problem = cross_site_problem(environ)
         if problem:
+            _log.info("refused a cross-site %s %r from %s", environ.get("REQUEST_METHOD"),
+                      environ.get("PATH_INFO", "")[:200], environ.get("REMOTE_ADDR", "?"))
             return _refuse(start_response, "403 Forbidden", problem, is_api)
         if is_api:
             problem = api_body_problem(environ)
