@@ -52,12 +52,12 @@ def assert_short_plain_answer(answer, *, statuses: set[int]) -> None:
         assert leak not in text, text
 
 
-@pytest.mark.parametrize("name", MALFORMED_AUTHORIZATION)
-def test_a_malformed_authorization_header_gets_a_short_401_with_a_challenge(server, alice, name):
-    for target in TARGETS:
-        answer = raw_request(server.base_url, "GET", target.encode(), {"Authorization": MALFORMED_AUTHORIZATION[name]})
-        assert_short_plain_answer(answer, statuses={401})
-        assert answer.headers["www-authenticate"].startswith('Basic realm="fetchdrive"'), (name, target)
+def test_a_malformed_authorization_header_gets_a_short_401_with_a_challenge(server, alice):
+    for name, value in MALFORMED_AUTHORIZATION.items():
+        for target in TARGETS:
+            answer = raw_request(server.base_url, "GET", target.encode(), {"Authorization": value})
+            assert_short_plain_answer(answer, statuses={401})
+            assert answer.headers["www-authenticate"].startswith('Basic realm="fetchdrive"'), (name, target)
     assert "Traceback" not in server.log_text()
     assert alice.session.get(server.dav()).status_code == 200
 
@@ -68,14 +68,12 @@ UNDECODABLE_PATHS = [
 ]
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD", "PROPFIND", "PUT", "DELETE", "MKCOL", "LOCK", "COPY", "POST"])
-def test_a_path_that_is_not_utf8_gets_a_400_not_a_dropped_connection(server, alice, method):
+def test_a_path_that_is_not_utf8_gets_a_400_not_a_dropped_connection(server, alice):
     credentials = {"Authorization": basic(b"alice:alice-password")}
-    for path in UNDECODABLE_PATHS:
-        answer = raw_request(server.base_url, method, path, credentials, body=b"x" if method == "PUT" else b"")
-        assert_short_plain_answer(answer, statuses={400})
-    raw_bytes = raw_request(server.base_url, method, b"/dav/\xff\xfe", credentials)
-    assert_short_plain_answer(raw_bytes, statuses={400})
+    for method in ("GET", "HEAD", "PROPFIND", "PUT", "DELETE", "MKCOL", "LOCK", "COPY", "POST"):
+        for path in [*UNDECODABLE_PATHS, b"/dav/\xff\xfe"]:
+            answer = raw_request(server.base_url, method, path, credentials, body=b"x" if method == "PUT" else b"")
+            assert_short_plain_answer(answer, statuses={400})
     assert "Traceback" not in server.log_text()
     assert sorted(p.name for p in server.space("alice").iterdir()) == ["downloads"]
 
@@ -83,35 +81,35 @@ def test_a_path_that_is_not_utf8_gets_a_400_not_a_dropped_connection(server, ali
 ROOTS = ["/dav/", "/dav", "/dav/.", "/dav/downloads/..", "/dav//"]
 
 
-@pytest.mark.parametrize("method", ["COPY", "MOVE"])
-def test_copy_or_move_of_the_spaces_root_gets_a_short_403(server, alice, method):
+def test_copy_or_move_of_the_spaces_root_or_onto_it_gets_a_short_403(server, alice):
     alice.session.put(server.dav("keep.txt"), data=b"keep")
     destinations = ["/dav/copy", "/dav/", "/dav", "/dav/downloads/inside", "/dav/keep.txt", "/dav/%ff"]
-    for source in ROOTS:
-        for destination in destinations:
-            for overwrite in ("T", "F"):
-                response = alice.session.request(method, server.url(source), headers={
-                    "Destination": server.url(destination), "Overwrite": overwrite, "Depth": "infinity"})
-                assert response.status_code == 403, (source, destination, response.status_code, response.text)
-                assert "root of your space" in response.text and len(response.text) < 100
-    for destination in ["/dav/", "/dav", "/dav/.", "/dav/downloads/.."]:
-        response = alice.session.request(method, server.dav("keep.txt"), headers={"Destination": server.url(destination)})
-        assert response.status_code == 403 and "root of your space" in response.text, (destination, response.text)
+    for method in ("COPY", "MOVE"):
+        for source in ROOTS:
+            for destination in destinations:
+                for overwrite in ("T", "F"):
+                    response = alice.session.request(method, server.url(source), headers={
+                        "Destination": server.url(destination), "Overwrite": overwrite, "Depth": "infinity"})
+                    assert response.status_code == 403, (source, destination, response.status_code, response.text)
+                    assert "root of your space" in response.text and len(response.text) < 100
+        for destination in ["/dav/", "/dav", "/dav/.", "/dav/downloads/.."]:
+            response = alice.session.request(method, server.dav("keep.txt"),
+                                             headers={"Destination": server.url(destination)})
+            assert response.status_code == 403 and "root of your space" in response.text, (destination, response.text)
     assert sorted(p.name for p in server.space("alice").iterdir()) == ["downloads", "keep.txt"]
     assert "Traceback" not in server.log_text()
 
 
-@pytest.mark.parametrize("user", ["alice", "nobody"])
-def test_after_too_many_wrong_passwords_the_answer_says_so_and_when_to_retry(server, alice, bob, user):
-    for attempt in range(5):
-        assert requests.get(server.dav(), auth=(user, f"guess-{attempt}")).status_code == 401
-    for target in ("/dav/", "/api/v1/me", "/"):
-        # The right password (for alice) is not called wrong; an unknown name is treated alike.
-        answer = requests.get(server.url(target), auth=(user, alice.password))
-        assert answer.status_code == 429, (target, answer.text)
-        assert 1 <= int(answer.headers["Retry-After"]) <= 300
-        assert "too many wrong passwords" in answer.text and "try again in" in answer.text
-        assert "wrong user name or password" not in answer.text
+def test_after_too_many_wrong_passwords_the_answer_says_so_and_when_to_retry(server, alice, bob):
+    for user in ("alice", "nobody"):  # an unknown name is treated like a known one
+        for attempt in range(5):
+            assert requests.get(server.dav(), auth=(user, f"guess-{attempt}")).status_code == 401
+        for target in ("/dav/", "/api/v1/me", "/"):
+            answer = requests.get(server.url(target), auth=(user, alice.password))  # right for alice
+            assert answer.status_code == 429, (user, target, answer.text)
+            assert 1 <= int(answer.headers["Retry-After"]) <= 300
+            assert "too many wrong passwords" in answer.text and "try again in" in answer.text
+            assert "wrong user name or password" not in answer.text
     assert bob.session.get(server.dav()).status_code == 200  # other users are not locked out
 
 
@@ -203,37 +201,33 @@ def test_foreign_origins_cannot_cancel_retry_or_write_files_either(server, alice
     assert alice.session.put(server.dav("mine.txt"), data=b"x", headers={"Origin": server.base_url}).status_code == 201
 
 
-@pytest.mark.parametrize("content_type, body", [
+NOT_JSON = [
     ("text/plain", b'{"url": "http://127.0.0.1:9/x.bin"}'),
     ("text/plain;charset=UTF-8", b'{"url": "http://127.0.0.1:9/x.bin"}'),
     ("application/x-www-form-urlencoded", b"url=http%3A%2F%2F127.0.0.1%3A9%2Fx.bin"),
     ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="url"\r\n\r\nhttp://127.0.0.1:9/x\r\n--b--\r\n'),
     ("application/jsonp", b'{"url": "http://127.0.0.1:9/x.bin"}'),
     ("", b'{"url": "http://127.0.0.1:9/x.bin"}'),
-])
-def test_an_api_body_that_is_not_json_gets_415(server, alice, content_type, body):
-    response = alice.session.post(server.url("/api/v1/tasks"), data=body, headers={"Content-Type": content_type})
-    assert response.status_code == 415, response.text
-    assert "application/json" in response.json()["error"]
+]
+
+
+def test_an_api_body_that_is_not_json_gets_415_and_json_with_a_charset_is_accepted(server, alice):
+    for content_type, body in NOT_JSON:
+        response = alice.session.post(server.url("/api/v1/tasks"), data=body, headers={"Content-Type": content_type})
+        assert response.status_code == 415, (content_type, response.text)
+        assert "application/json" in response.json()["error"]
     assert task_count(alice, server) == 0
-
-
-def test_json_with_a_charset_is_accepted(server, alice):
     response = add_task(alice, server, {"Content-Type": "Application/JSON; charset=utf-8"})
     assert response.status_code == 201, response.text
 
 
-@pytest.mark.parametrize("path", ["/", "/index.html", "/dav/", "/dav/downloads/"])
-def test_pages_cannot_be_framed_or_sniffed(server, alice, path):
-    response = alice.session.get(server.url(path))
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
-    assert response.headers["X-Frame-Options"] == "DENY"
-    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-
-
-@pytest.mark.parametrize("path", ["/api/v1/me", "/dav/file.txt", "/nowhere", "/"])
-def test_every_answer_is_nosniff_including_refusals(server, alice, path):
+def test_pages_cannot_be_framed_and_no_answer_is_sniffed(server, alice):
+    for path in ("/", "/index.html", "/dav/", "/dav/downloads/"):
+        response = alice.session.get(server.url(path))
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
+        assert response.headers["X-Frame-Options"] == "DENY", path
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], path
     alice.session.put(server.dav("file.txt"), data=b"<html>not a page</html>")
-    assert alice.session.get(server.url(path)).headers["X-Content-Type-Options"] == "nosniff"
-    assert requests.get(server.url(path)).headers["X-Content-Type-Options"] == "nosniff"
+    for path in ("/api/v1/me", "/dav/file.txt", "/nowhere", "/", "/dav/%ff"):
+        assert alice.session.get(server.url(path)).headers["X-Content-Type-Options"] == "nosniff", path
+        assert requests.get(server.url(path)).headers["X-Content-Type-Options"] == "nosniff", path
