@@ -10,6 +10,7 @@ import base64
 import hashlib
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -17,6 +18,7 @@ import requests
 from engine.database import Database
 from provider.accounts import Accounts
 from tests.raw_http import raw_request
+from tests.test_client_commands import client
 
 
 def basic(credentials: bytes) -> bytes:
@@ -111,6 +113,18 @@ def test_after_too_many_wrong_passwords_the_answer_says_so_and_when_to_retry(ser
             assert "too many wrong passwords" in answer.text and "try again in" in answer.text
             assert "wrong user name or password" not in answer.text
     assert bob.session.get(server.dav()).status_code == 200  # other users are not locked out
+
+
+def test_the_client_commands_say_the_login_is_throttled_not_that_the_password_is_wrong(server, alice, tmp_path):
+    # A burst: the tries already under way when the lock starts count too, so it lasts longer
+    # than the client commands take to start.
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(lambda attempt: requests.get(server.dav(), auth=("alice", f"guess-{attempt}")), range(20)))
+    assert int(requests.get(server.dav(), auth=("alice", alice.password)).headers["Retry-After"]) >= 16
+    for command in (["add", "https://example.org/x.bin"], ["sync", str(tmp_path / "local")]):
+        result = client(command[0], "--server", server.base_url, "--user", "alice", *command[1:], password=alice.password)
+        assert result.returncode != 0 and "too many wrong passwords" in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_an_unknown_user_and_a_wrong_password_each_derive_one_key_with_the_same_cost(tmp_path, monkeypatch):
