@@ -101,9 +101,8 @@ def dav_guard(app, prefix: str):
                 return _refuse(start_response, f"{problem}.\n".encode())
         if method in ("GET", "HEAD") and _has_body(environ):
             # WsgiDAV means to refuse this for folders, but fails with a 500 doing so.
-            answer = _refuse(start_response, f"a {method} request takes no body.\n".encode(),
-                             status="415 Unsupported Media Type")
-            return [] if method == "HEAD" else answer
+            return _refuse(start_response, f"a {method} request takes no body.\n".encode(),
+                           status="415 Unsupported Media Type")
         if method in XML_METHODS:
             refused = xml_body_problem(environ)
             if refused:

@@ -11,6 +11,7 @@
 - Pages must not be framed by other sites (clickjacking) and no answer may be sniffed into a
   type it was not sent as: every answer gets `X-Content-Type-Options: nosniff`, and every
   HTML answer, whichever part made it, `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'`.
+- An answer to HEAD carries no body, whichever part made it.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _refuse(start_response, status: str, message: str, as_json: bool) -> list[by
 def request_guard(app, api_prefix: str):
     """WSGI middleware in front of the whole application (see the module docstring)."""
 
-    def middleware(environ, start_response):
+    def checked(environ, start_response):
         is_api = environ.get("PATH_INFO", "").startswith(api_prefix + "/")
         problem = path_problem(environ)
         if problem:
@@ -126,5 +127,19 @@ def request_guard(app, api_prefix: str):
             return start_response(status, with_safe_headers(headers), exc_info)
 
         return app(environ, start_safely)
+
+    def middleware(environ, start_response):
+        answer = checked(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return answer
+        # cheroot sends whatever body an application returns, even to HEAD, and the client then
+        # reads those bytes as the start of its next answer on the connection.
+        try:
+            for _ in answer:  # runs the application (a generator may start the response late)
+                pass
+        finally:
+            if hasattr(answer, "close"):
+                answer.close()
+        return []
 
     return middleware

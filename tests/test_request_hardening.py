@@ -245,3 +245,13 @@ def test_pages_cannot_be_framed_and_no_answer_is_sniffed(server, alice):
     for path in ("/api/v1/me", "/dav/file.txt", "/nowhere", "/", "/dav/%ff"):
         assert alice.session.get(server.url(path)).headers["X-Content-Type-Options"] == "nosniff", path
         assert requests.get(server.url(path)).headers["X-Content-Type-Options"] == "nosniff", path
+
+
+def test_an_answer_to_head_has_no_body_whichever_part_made_it(server, alice):
+    alice.session.put(server.dav("file.txt"), data=b"some bytes")
+    credentials = {"Authorization": basic(b"alice:alice-password")}
+    for path, headers in ((b"/dav/", {}), (b"/api/v1/me", {}), (b"/", {}), (b"/dav/%ff", credentials),
+                          (b"/dav/", credentials), (b"/dav/file.txt", credentials), (b"/", credentials),
+                          (b"/api/v1/me", credentials), (b"/nowhere", credentials), (b"/dav/", {"Authorization": b"Basic !"})):
+        answer = raw_request(server.base_url, "HEAD", path, headers)
+        assert answer.status < 500 and answer.body == b"", (path, answer.status, answer.body[:100])
