@@ -78,6 +78,7 @@ class Accounts:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._verified = CredentialCache(database.path.parent / "credentials.generation")
+        self._unknown_user_hash = hash_password(secrets.token_urlsafe(16))
         with database.write() as db:
             db["users"].create(
                 {"name": str, "password_hash": str, "quota_bytes": int, "used_bytes": int, "created_at": float},
@@ -164,17 +165,18 @@ class Accounts:
             db.execute("update users set used_bytes = ? where name = ?", [used_bytes, name])
 
     def verify(self, name: str, password: str) -> bool:
-        """True if `password` is `name`'s; constant-time, and cheap after the first success."""
+        """True if `password` is `name`'s; constant-time, and cheap after the first success.
+
+        An unknown name is checked against a hash of a random password, through the same
+        single `password_matches` call a known name gets, so the answer takes as long.
+        """
         if self._verified.known(name, password):
             return True
         generation = self._verified.generation()
         rows = self._database.read_committed("select password_hash from users where name = ?", [name]) \
             if USER_NAME.match(name or "") else []
-        if not rows:
-            # Hash anyway so a missing user costs the same time as a wrong password.
-            password_matches(password, hash_password("x" * 8))
-            return False
-        if not password_matches(password, rows[0][0]):
+        stored = rows[0][0] if rows else self._unknown_user_hash
+        if not password_matches(password, stored) or not rows:
             return False
         self._verified.remember(name, password, generation)
         return True

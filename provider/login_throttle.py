@@ -29,10 +29,11 @@ class LoginThrottle:
         self._records: dict[tuple[str, str], _Record] = {}
         self._lock = threading.Lock()
 
-    def is_locked(self, user: str, address: str) -> bool:
+    def locked_for(self, user: str, address: str) -> float:
+        """Seconds until `user` may try again from `address`; 0 when they may now."""
         with self._lock:
             record = self._records.get((user, address))
-            return record is not None and record.locked_until > self._clock()
+            return max(0.0, record.locked_until - self._clock()) if record else 0.0
 
     def failed(self, user: str, address: str) -> None:
         with self._lock:

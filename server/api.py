@@ -7,8 +7,6 @@ page is announced in a `Link: <...>; rel="next"` header (`limit` and `cursor` pa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from engine.engine import DownloadEngine, RetryRefused
 from engine.notifications import NOTIFY_FILE
 from engine.tasks import FAILED, CANCELLED, STATES, Task
 from engine.triggers import TriggerError, parse_trigger
-from provider.domain import REALM, Authenticator
+from provider.domain import Authenticator, LoginRefused
 from provider.quota import Quota
 from server.openapi import OPENAPI
 
@@ -32,13 +30,15 @@ _TASK_PATH = re.compile(r"^/api/v1/tasks/(\d+)(/retry)?$")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or []
 
 
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 507: "Insufficient Storage"}
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type",
+            429: "Too Many Requests", 507: "Insufficient Storage"}
 
 
 @dataclass
@@ -99,25 +99,17 @@ class Api:
                 status, payload = self._route(request, headers)
         except ApiError as error:
             status, payload = error.status, {"error": str(error)}
-            if error.status == 401:
-                headers.append(("WWW-Authenticate", f'Basic realm="{REALM}"'))
+            headers += error.headers
         body = json.dumps(payload, indent=1).encode()
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
         start_response(f"{status} {_REASONS.get(status, '')}", headers)
         return [body]
 
     def authenticate(self, environ) -> str:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            raise ApiError(401, "authentication required (HTTP Basic)")
         try:
-            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(401, "malformed Authorization header") from None
-        if not self._authenticator.check(user, password, environ.get("REMOTE_ADDR", "?")):
-            raise ApiError(401, "wrong user name or password")
-        return user
+            return self._authenticator.login(environ)
+        except LoginRefused as refusal:
+            raise ApiError(refusal.status, str(refusal), refusal.headers()) from None
 
     def _route(self, request: Request, headers: list[tuple[str, str]]) -> tuple[int, Any]:
         routes: dict[tuple[str, str], Callable[..., tuple[int, Any]]] = {

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from wsgidav.dav_error import DAVError
 from wsgidav.error_printer import ErrorPrinter
-from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -23,7 +22,7 @@ from engine.retry import RetryPolicy
 from engine.torrent_client import TorrentSettings
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
-from provider.domain import Authenticator, FetchdriveDomainController
+from provider.domain import Authenticator, FetchdriveDomainController, FetchdriveHTTPAuthenticator
 from provider.fast_get import FastGet
 from provider.fast_propfind import FastPropfind
 from provider.path_locks import locked_paths
@@ -168,7 +167,7 @@ class FetchdriveApp:
                 "fast_propfind": self.config["server.fast_propfind"],
                 "fast_get": self.config["server.fast_get"],
             },
-            "middleware_stack": [ErrorPrinter, HTTPAuthenticator, FastGet, FolderToWebDrive, FastPropfind,
+            "middleware_stack": [ErrorPrinter, FetchdriveHTTPAuthenticator, FastGet, FolderToWebDrive, FastPropfind,
                                  RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,

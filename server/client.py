@@ -82,6 +82,8 @@ def _check_login(server: Server) -> None:
         raise _explain(server, error) from None
     if response.status_code == 401:
         raise ClientError(f"wrong user name or password for {server.dav_root}")
+    if response.status_code == 429:  # the server's one line: too many wrong passwords, and when to retry
+        raise ClientError(f"{server.dav_root}: {response.text.strip()}")
     if response.status_code != 207:
         raise ClientError(f"{server.dav_root} is not a fetchdrive drive (HTTP {response.status_code})")
 

@@ -3,7 +3,8 @@
 - PROPFIND with `Depth: infinity` walks a whole tree: refused with 403 and RFC 4918's
   `propfind-finite-depth`; a missing Depth header means 1.
 - A COPY/MOVE `Destination` on another host or outside /dav/ gets a 403 that says so
-  (WsgiDAV answers 502, and a client error must not look like a server fault).
+  (WsgiDAV answers 502, and a client error must not look like a server fault); so does a
+  COPY/MOVE of the space's root, or onto it (WsgiDAV fails with a 500 looking for its parent).
 - XML request bodies (PROPFIND, PROPPATCH, LOCK...) are capped at 1 MiB, and any DTD is
   refused: WebDAV never needs one, and entities are how XML bombs and XXE get in.
 - GET and HEAD with a body get 415 (WsgiDAV's own refusal of that, for folders, is a 500).
@@ -69,10 +70,19 @@ def destination_problem(environ: dict, prefix: str) -> str | None:
         return "the Destination header is not a URL"
     if parts.netloc and parts.netloc.lower() != environ.get("HTTP_HOST", "").lower():
         return "the Destination must be on this server"
-    path = posixpath.normpath(unquote(parts.path) or "/")
+    try:
+        path = posixpath.normpath(unquote(parts.path, errors="strict") or "/")
+    except UnicodeDecodeError:
+        return "the Destination path is not valid UTF-8"
     if path != prefix and not path.startswith(prefix + "/"):
         return f"the Destination must be inside {prefix}/"
+    if path == prefix:
+        return "the root of your space cannot be replaced"
     return None
+
+
+def _is_root(path: str, prefix: str) -> bool:
+    return posixpath.normpath(path) == prefix
 
 
 def dav_guard(app, prefix: str):
@@ -85,14 +95,14 @@ def dav_guard(app, prefix: str):
             if not depth:
                 environ["HTTP_DEPTH"] = "1"
         if method in ("COPY", "MOVE"):
-            problem = destination_problem(environ, prefix)
+            problem = (f"the root of your space cannot be {'copied' if method == 'COPY' else 'moved'}"
+                       if _is_root(environ["PATH_INFO"], prefix) else destination_problem(environ, prefix))
             if problem:
                 return _refuse(start_response, f"{problem}.\n".encode())
         if method in ("GET", "HEAD") and _has_body(environ):
             # WsgiDAV means to refuse this for folders, but fails with a 500 doing so.
-            answer = _refuse(start_response, f"a {method} request takes no body.\n".encode(),
-                             status="415 Unsupported Media Type")
-            return [] if method == "HEAD" else answer
+            return _refuse(start_response, f"a {method} request takes no body.\n".encode(),
+                           status="415 Unsupported Media Type")
         if method in XML_METHODS:
             refused = xml_body_problem(environ)
             if refused:

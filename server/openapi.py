@@ -4,6 +4,9 @@ from __future__ import annotations
 
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _TASK = {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}
+_REFUSED_ORIGIN = {**_ERROR, "description": "The Origin (or Referer) header names another site"}
+_NOT_JSON = {**_ERROR, "description": "The body is not sent as application/json"}
+_THROTTLED = {**_ERROR, "description": "Too many wrong passwords; the Retry-After header says when to try again"}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _SHARE = {"description": "The share", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Share"}}}}
 _SHARE_ID = {"name": "share_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -99,17 +102,18 @@ OPENAPI = {
             "post": {
                 "summary": "Add a download, as a trigger file would",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewTask"}}}},
-                "responses": {"201": _TASK, "400": _ERROR, "401": _ERROR, "507": _ERROR},
+                "responses": {"201": _TASK, "400": _ERROR, "401": _ERROR, "403": _REFUSED_ORIGIN, "415": _NOT_JSON,
+                              "429": _THROTTLED, "507": _ERROR},
             },
         },
         "/api/v1/tasks/{task_id}": {
             "get": {"summary": "One task", "parameters": [_TASK_ID], "responses": {"200": _TASK, "401": _ERROR, "404": _ERROR}},
             "delete": {"summary": "Cancel a task", "parameters": [_TASK_ID],
-                       "responses": {"200": _TASK, "401": _ERROR, "404": _ERROR, "409": _ERROR}},
+                       "responses": {"200": _TASK, "401": _ERROR, "403": _REFUSED_ORIGIN, "404": _ERROR, "409": _ERROR}},
         },
         "/api/v1/tasks/{task_id}/retry": {
             "post": {"summary": "Retry a failed or cancelled task", "parameters": [_TASK_ID],
-                     "responses": {"200": _TASK, "401": _ERROR, "404": _ERROR, "409": _ERROR}},
+                     "responses": {"200": _TASK, "401": _ERROR, "403": _REFUSED_ORIGIN, "404": _ERROR, "409": _ERROR}},
         },
         "/api/v1/notifications": {
             "get": {

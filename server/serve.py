@@ -1,4 +1,5 @@
-"""Runs the app on cheroot: TLS when configured, the first admin, clean shutdown on signals."""
+"""Runs the app on cheroot, behind `request_guard`: TLS when configured, the first admin,
+clean shutdown on signals."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
-from server.app import FetchdriveApp, Storage
+from server.app import API_PREFIX, FetchdriveApp, Storage
 from server.http_server import DeferredHandshakeAdapter, ElasticServer
+from server.request_guard import request_guard
 from server.settings import Config, ConfigError
 from server.sizes import format_size
 
@@ -72,7 +74,7 @@ def serve(config: Config, config_file: Path | None) -> None:
     host, port = config["server.host"], config["server.port"]
     server = ElasticServer(
         (host, port),
-        app,
+        request_guard(app, API_PREFIX),
         threads=config["server.threads"],
         max_threads=config["server.max_threads"],
         timeout=int(config["server.timeout"]),

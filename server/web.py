@@ -1,8 +1,12 @@
 """The web page at `/` (dashboard and file browser, one self-contained HTML file, no CDN),
-behind the same Basic login, and its style sheet under /static/ (public: share pages use it)."""
+behind the same Basic login, and its style sheet under /static/ (public: share pages use it).
+
+Its anti-framing and nosniff headers are added, as for every page, by `server.request_guard`.
+"""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from importlib.resources import files
 
 from server.api import Api, ApiError
@@ -22,8 +26,8 @@ def web_page(api: Api):
             api.authenticate(environ)
         except ApiError as error:
             body = f"{error}\n".encode()
-            start_response("401 Unauthorized", [
-                ("WWW-Authenticate", 'Basic realm="fetchdrive"'),
+            start_response(f"{error.status} {HTTPStatus(error.status).phrase}", [
+                *error.headers,
                 ("Content-Type", "text/plain; charset=utf-8"),
                 ("Content-Length", str(len(body))),
             ])

@@ -24,10 +24,13 @@ def test_wrong_password_and_unknown_user_are_refused(server, alice):
     assert requests.get(server.dav(), auth=("nobody", "whatever-password")).status_code == 401
 
 
-def test_repeated_wrong_passwords_lock_out_even_the_right_one_for_a_while(server, alice):
-    for _ in range(6):
+def test_repeated_wrong_passwords_lock_out_even_the_right_one_for_a_while_and_say_so(server, alice):
+    for _ in range(5):
         assert requests.get(server.dav(), auth=("alice", "guess-guess")).status_code == 401
-    assert requests.get(server.dav(), auth=("alice", alice.password)).status_code == 401
+    locked = requests.get(server.dav(), auth=("alice", alice.password))
+    assert locked.status_code == 429
+    assert 1 <= int(locked.headers["Retry-After"]) <= 300
+    assert "too many wrong passwords" in locked.text and "wrong user name or password" not in locked.text
 
 
 def test_passwords_and_authorization_headers_never_reach_the_log(server, alice):

@@ -1,15 +1,18 @@
-"""Property-based hostile input: API JSON and WebDAV paths and headers never cause a 5xx."""
+"""Property-based hostile input: API JSON, WebDAV paths and headers, Authorization headers and
+undecodable paths never cause a 5xx or a dropped connection."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
-from urllib.parse import quote
+from urllib.parse import quote, quote_from_bytes
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.downloads_helpers import wait_for
+from tests.raw_http import raw_request
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
@@ -28,6 +31,21 @@ HEADERS = st.dictionaries(
     max_size=4,
 )
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+# Header values as raw bytes: anything but CR and LF, which would end the header.
+HEADER_BYTES = st.binary(max_size=300).map(lambda value: value.replace(b"\r", b"").replace(b"\n", b""))
+CREDENTIALS = st.one_of(
+    st.binary(max_size=200),  # not UTF-8, no colon, NULs...
+    st.tuples(st.text(max_size=40), st.text(max_size=80)).map(lambda pair: f"{pair[0]}:{pair[1]}".encode()),
+)
+AUTHORIZATION = st.one_of(
+    HEADER_BYTES,
+    st.tuples(st.sampled_from([b"Basic", b"basic", b"BASIC", b"Basic ", b"Bearer", b"Digest", b""]), st.sampled_from([b" ", b"  ", b"\t"]),
+              CREDENTIALS.map(base64.b64encode) | HEADER_BYTES).map(b"".join),
+    st.integers(min_value=8_000, max_value=200_000).map(lambda size: b"Basic " + b"QUFB" * (size // 4)),
+)
+# Percent-encoded arbitrary bytes: mostly not UTF-8.
+UNDECODABLE = st.lists(st.binary(min_size=1, max_size=12).map(lambda raw: quote_from_bytes(raw, safe="")),
+                       min_size=1, max_size=3).map("/".join)
 
 
 def test_api_never_fails_with_a_server_error(server, alice, tally):
@@ -96,5 +114,39 @@ def test_hostile_trigger_files_get_an_error_file_each_and_nothing_else(server, a
         tally["files checked"] += 1
     tasks = alice.session.get(server.url("/api/v1/tasks")).json()
     assert all(task["state"] == "failed" for task in tasks), tasks
+    assert alice.session.get(server.dav()).status_code == 200
+    assert "Traceback" not in server.log_text()
+
+
+def test_malformed_authorization_headers_never_cause_a_server_error(server, alice, tally):
+    @FUZZ
+    @given(AUTHORIZATION, st.sampled_from(["/dav/", "/dav/downloads/", "/api/v1/me", "/api/v1/tasks", "/"]))
+    def request(authorization, target):
+        answer = raw_request(server.base_url, "GET", target.encode(), {"Authorization": authorization})
+        tally["hostile inputs tried"] += 1
+        tally["requests made"] += 1
+        assert answer.status in (401, 429), (authorization[:100], target, answer.status, answer.body[:200])
+        assert b"Traceback" not in answer.body and len(answer.body) < 300
+
+    request()
+    assert alice.session.get(server.dav()).status_code == 200
+    assert "Traceback" not in server.log_text()
+
+
+def test_undecodable_paths_never_cause_a_server_error_or_a_dropped_connection(server, alice, tally):
+    credentials = {"Authorization": b"Basic " + base64.b64encode(f"alice:{alice.password}".encode())}
+
+    @FUZZ
+    @given(st.sampled_from(["GET", "HEAD", "PUT", "PROPFIND", "DELETE", "MKCOL", "COPY", "MOVE", "LOCK", "POST"]),
+           st.sampled_from(["/dav/", "/dav/downloads/", "/api/v1/tasks/", "/"]), UNDECODABLE)
+    def request(method, prefix, path):
+        headers = {**credentials, "Destination": f"{server.base_url}/dav/{path}".encode()}
+        answer = raw_request(server.base_url, method, (prefix + path).encode(), headers)
+        tally["hostile inputs tried"] += 1
+        tally["requests made"] += 1
+        assert answer.status < 500, (method, prefix + path, answer.status, answer.body[:200])
+        assert b"Traceback" not in answer.body
+
+    request()
     assert alice.session.get(server.dav()).status_code == 200
     assert "Traceback" not in server.log_text()

@@ -1,0 +1,49 @@
+"""One HTTP/1.1 request over a plain socket, for bytes that HTTP libraries refuse to send
+(undecodable paths, non-ASCII header values, huge headers), telling a dropped connection
+apart from an answer."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class DroppedConnection(AssertionError):
+    """The server closed the connection without a complete answer."""
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    headers: dict[str, str]  # names lower-case
+    body: bytes
+
+
+def raw_request(base_url: str, method: str, path: bytes, headers: dict[str, bytes] | None = None,
+                body: bytes = b"", timeout: float = 30) -> RawAnswer:
+    parts = urlsplit(base_url)
+    lines = [method.encode() + b" " + path + b" HTTP/1.1", f"Host: {parts.netloc}".encode(), b"Connection: close"]
+    lines += [name.encode() + b": " + value for name, value in (headers or {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}".encode())
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
+        connection.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    head, separator, rest = received.partition(b"\r\n\r\n")
+    if not separator or not head.startswith(b"HTTP/1.1 "):
+        raise DroppedConnection(f"{method} {path!r}: no answer, got {received[:200]!r}")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    answer_headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        answer_headers[name.strip().lower()] = value.strip()
+    length = answer_headers.get("content-length")
+    if length is not None and len(rest) < int(length) and method != "HEAD":
+        raise DroppedConnection(f"{method} {path!r}: answer cut short ({len(rest)} of {length} bytes)")
+    return RawAnswer(int(status_line.split()[1]), answer_headers, rest)
