@@ -43,14 +43,31 @@ _log = logging.getLogger(__name__)
 ERROR_SUFFIX = ".error.txt"
 
 
+class Allowance(Protocol):
+    """Room in one user's quota held for bytes on their way in (a download in the temporary
+    area), so that concurrent writers never store more than the quota."""
+
+    held: int
+
+    def claim(self, total: int, *, force: bool = False) -> int:
+        """Hold room for `total` bytes, or as many as the quota allows; returns what is held.
+        `force`: hold `total` even over the quota (bytes already on disk)."""
+
+    def settle(self, delta: int) -> None:
+        """Book `delta` bytes as stored and hold nothing more, in one step."""
+
+    def release(self) -> None:
+        """Hold nothing more."""
+
+
 class SpaceAccess(Protocol):
     """What the engine needs from the drive."""
 
     def root(self, user: str) -> Path:
         """The user's space folder."""
 
-    def room(self, user: str) -> int | None:
-        """Bytes the user's quota still allows (None: unlimited)."""
+    def reserve(self, user: str) -> Allowance:
+        """A new, empty allowance in the user's quota."""
 
     def disk_room(self) -> int:
         """Bytes free on disk above the configured reserve."""
@@ -138,6 +155,10 @@ class DownloadEngine:
         self._stopping = threading.Event()
         self._trigger_lock = threading.RLock()
         self._filing: dict[int, Future[str]] = {}
+        # Per task, the quota room its bytes in the temporary area hold (kept while it waits
+        # between tries; given back when the file is published or the data discarded).
+        self._allowances: dict[int, Allowance] = {}
+        self._allowances_lock = threading.Lock()
 
     # --- life cycle -------------------------------------------------------
 
@@ -147,6 +168,7 @@ class DownloadEngine:
             _log.info("resuming %d interrupted download(s)", resumed)
         self._remove_orphan_temp_files()
         for user in users:
+            self._hold_room_of_saved_bytes(user)
             self._pick_up_waiting_triggers(user)
         for number in range(self.settings.workers):
             thread = threading.Thread(target=self._work, name=f"download-worker-{number + 1}", daemon=True)
@@ -249,6 +271,26 @@ class DownloadEngine:
             return ""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         return f"fetchdrive downloads, {stamp}\n\n" + "\n".join(lines) + "\n"
+
+    def _hold_room_of_saved_bytes(self, user: str) -> None:
+        """Reservations live in memory: at start, the partial downloads kept on disk take
+        their room in the quota again (even over it: the bytes are there)."""
+        for task in self.tasks.unfinished_for_user(user):
+            try:
+                saved = os.path.getsize(task.temp_path) if task.temp_path else 0
+            except FileNotFoundError:
+                continue
+            self._allowance(task).claim(saved, force=True)
+
+    def _allowance(self, task: Task) -> Allowance:
+        with self._allowances_lock:
+            if task.id not in self._allowances:
+                self._allowances[task.id] = self._spaces.reserve(task.user)
+            return self._allowances[task.id]
+
+    def _drop_allowance(self, task: Task) -> Allowance | None:
+        with self._allowances_lock:
+            return self._allowances.pop(task.id, None)
 
     def _pick_up_waiting_triggers(self, user: str) -> None:
         """Triggers that arrived just before a crash may have no task yet."""
@@ -416,7 +458,7 @@ class DownloadEngine:
                     connections=self.settings.connections_per_task,
                     on_progress=lambda d: self._save_progress(task, d),
                     is_cancelled=lambda: running.cancel.is_set(),
-                    room=lambda: self._spaces.room(task.user),
+                    room=self._allowance(task).claim,
                     throttle=self._bandwidth.throttle(task.user),
                 )
             except PermanentError as error:
@@ -492,14 +534,15 @@ class DownloadEngine:
         """Hard-link `source` into the task's folder and mark the task done; None if it was
         cancelled at the last moment."""
         size = source.stat().st_size
-        room = self._spaces.room(task.user)
-        if room is not None and size > room:
+        allowance = self._allowance(task)
+        if allowance.claim(size) < size:
             raise PermanentError(
-                f"not enough space: the file is {size} bytes and the quota leaves {room} bytes; "
+                f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
                 "free some space, then upload the trigger again"
             )
         placed = link_under_free_name(source, self._spaces.root(task.user) / task.folder, name)
-        self._spaces.charge(task.user, size)
+        allowance.settle(size)
+        self._drop_allowance(task)
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
@@ -590,11 +633,20 @@ class DownloadEngine:
             self._fail(task, f"{error} (gave up after {attempts} tries over {int(now - first_failure)} s)")
             return
         wait = self.settings.retry.wait_before(attempts, error.retry_after)
+        self._hold_only_saved_bytes(task)
         self.tasks.set_state_if(
             task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
             next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",
         )
         _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
+
+    def _hold_only_saved_bytes(self, task: Task) -> None:
+        """While a task waits between tries, its room in the quota is what it has saved."""
+        try:
+            saved = os.path.getsize(task.temp_path) if task.temp_path else 0
+        except FileNotFoundError:
+            saved = 0
+        self._allowance(task).claim(saved, force=True)
 
     def _fail(self, task: Task, reason: str) -> None:
         if not self.tasks.set_state_if(task.id, UNFINISHED, state=FAILED, error=reason, finished_at=time.time()):
@@ -668,6 +720,9 @@ class DownloadEngine:
     def _discard_temp(self, task: Task) -> None:
         path = Path(task.temp_path) if task.temp_path else self.temp_root / f"{task.id}.part"
         path.unlink(missing_ok=True)
+        allowance = self._drop_allowance(task)
+        if allowance is not None:
+            allowance.release()
         self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
 
     def _remove_orphan_temp_files(self) -> None:
