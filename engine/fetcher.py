@@ -91,6 +91,16 @@ def expected_end(download: Download, response: requests.Response) -> int | None:
     return download.bytes_done + int(length) if length and length.isdigit() else None
 
 
+def require_room(room: Callable[[int], int], total: int) -> None:
+    """Claim room for a file of `total` bytes, or fail for good: it cannot fit."""
+    held = room(total)
+    if held < total:
+        raise PermanentError(
+            f"not enough space: the file is {total} bytes and the quota leaves room for {held}; "
+            "free some space, then upload the trigger again"
+        )
+
+
 def _room_for_next_read(download: Download, room: Callable[[int], int]) -> int:
     """How many bytes the next read may take: up to CHUNK, within the room held (claimed a
     step ahead when the length is unknown); 0 once the quota is reached."""
@@ -253,12 +263,7 @@ class Fetcher:
             self._begin_body(download, response)
             end = expected_end(download, response)
             if end is not None:
-                held = room(end)
-                if held < end:
-                    raise PermanentError(
-                        f"not enough space: the file is {end} bytes and the quota leaves room for "
-                        f"{held}; free some space, then upload the trigger again"
-                    )
+                require_room(room, end)
             on_progress(download)
             self._stream_body(download, response, on_progress, is_cancelled, room, throttle)
 

@@ -27,7 +27,7 @@ import urllib3
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine.errors import Cancelled, PermanentError, TransientError
-from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart
+from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart, require_room
 from engine.following_hasher import FollowingHasher, file_sha256
 from engine.socket_splice import write_all
 
@@ -82,13 +82,11 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Cal
         Fetcher.note_headers(download, response)
         download.bytes_total = int(match.group(3))
         download.temp_path.parent.mkdir(parents=True, exist_ok=True)
-        wanted = min(PROBE, download.bytes_total)
-        allowed = min(wanted, room(wanted))
+        require_room(room, download.bytes_total)
+        limit = min(PROBE, download.bytes_total)  # no more than was asked for, and room was claimed for
         with open(download.temp_path, "wb") as out:
             try:
-                while download.bytes_done < allowed and (
-                    chunk := response.raw.read1(min(CHUNK, allowed - download.bytes_done))
-                ):
+                while chunk := response.raw.read1(min(CHUNK, limit - download.bytes_done)):
                     out.write(chunk)
                     download.bytes_done += len(chunk)
                     throttle(len(chunk))
@@ -106,12 +104,7 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Cal
 
 
 def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle) -> Download:
-    held = room(download.bytes_total)
-    if held < download.bytes_total:
-        raise PermanentError(
-            f"not enough space: the file is {download.bytes_total} bytes and the quota leaves room for "
-            f"{held}; free some space, then upload the trigger again"
-        )
+    require_room(room, download.bytes_total)
     failures: list[BaseException] = []
     stop = threading.Event()
     target = _SharedFile(download.temp_path)
