@@ -233,6 +233,20 @@ class SqlitePropertyManager(PropertyManager):
         finally:
             self._lock.release()
 
+    def remove_properties_under(self, ref_url: str) -> None:
+        """Remove the dead properties of `ref_url` and of everything below it (WsgiDAV's folder
+        DELETE removes the folder's own only, leaving its members' counted in the quota)."""
+        self._lock.acquire_write()
+        try:
+            if not self._loaded:
+                self._lazy_open()
+            under = ref_url.rstrip("/") + "/"
+            for key, _value in self._dict.items_with_prefix(ref_url.rstrip("/")):
+                if key == ref_url or key.startswith(under):
+                    del self._dict[key]
+        finally:
+            self._lock.release()
+
     def bytes_under(self, ref_prefix: str) -> int:
         """Quota bytes of the dead properties of every ref URL starting with `ref_prefix`."""
         if not self._loaded:

@@ -276,6 +276,8 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         self._refuse_protected(self.path, "deleted")
         size, entries = tree_usage(self._file_path)
         super().delete()
+        if self.provider.prop_manager:
+            self.provider.prop_manager.remove_properties_under(self.get_ref_url())
         self.provider.quota.charge(self.user, -size)
         self.provider.quota.remove_entries(self.user, entries + 1)
         self.provider.path_left(self.path, self.environ)

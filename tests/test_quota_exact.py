@@ -242,6 +242,12 @@ def test_properties_follow_copy_move_and_delete(tiny):
     assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny")
     tiny.session.delete(tiny.server.dav("c.txt"))
     assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") == with_one
+    tiny.session.request("MKCOL", tiny.server.dav("folder"))
+    tiny.session.request("MOVE", tiny.server.dav("a.txt"), headers={"Destination": "/dav/folder/a.txt"})
+    proppatch(tiny.session, tiny.server.dav("folder/"), "note", "f" * 1000)
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") > with_one
+    tiny.session.delete(tiny.server.dav("folder/"))  # its members' properties go too
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") == 0
 
 
 def test_properties_stop_at_the_quota_and_the_size_cap(tiny):
