@@ -274,13 +274,9 @@ class DownloadEngine:
 
     def _hold_room_of_saved_bytes(self, user: str) -> None:
         """Reservations live in memory: at start, the partial downloads kept on disk take
-        their room in the quota again (even over it: the bytes are there)."""
+        their room in the quota again."""
         for task in self.tasks.unfinished_for_user(user):
-            try:
-                saved = os.path.getsize(task.temp_path) if task.temp_path else 0
-            except FileNotFoundError:
-                continue
-            self._allowance(task).claim(saved, force=True)
+            self._hold_only_saved_bytes(task)
 
     def _allowance(self, task: Task) -> Allowance:
         with self._allowances_lock:
@@ -641,7 +637,8 @@ class DownloadEngine:
         _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
 
     def _hold_only_saved_bytes(self, task: Task) -> None:
-        """While a task waits between tries, its room in the quota is what it has saved."""
+        """While a task waits between tries, its room in the quota is what it has saved (even
+        over the quota: the bytes are there)."""
         try:
             saved = os.path.getsize(task.temp_path) if task.temp_path else 0
         except FileNotFoundError:
