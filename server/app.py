@@ -26,7 +26,7 @@ from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, Sqlite
 from provider.domain import Authenticator, FetchdriveDomainController
 from provider.fast_propfind import FastPropfind
 from provider.path_locks import locked_paths
-from provider.quota import Quota, Reservation
+from provider.quota import Quota, QuotaExceeded, Reservation
 from provider.resources import user_ref_url
 from provider.spaces import SpacesProvider
 from server.api import Api
@@ -41,9 +41,10 @@ _log = logging.getLogger(__name__)
 
 def _client_faults_unlogged(record: logging.LogRecord) -> bool:
     """WsgiDAV logs every failed PUT body with a traceback, even a client's fault that was
-    answered with a 4xx (a body cut short or stalled, the quota): those stay out of the log."""
+    answered with a 4xx (a body cut short or stalled) or a 507 (the quota): those stay out of
+    the log."""
     error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, DAVError) and 400 <= error.value < 500)
+    return not (isinstance(error, DAVError) and (400 <= error.value < 500 or isinstance(error, QuotaExceeded)))
 
 
 class EngineSpaces:
