@@ -9,7 +9,9 @@ and afterwards the used figure must equal a recount.
 
 from __future__ import annotations
 
+import base64
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -321,3 +323,22 @@ def test_locks_per_user_and_lock_owners_are_capped(capped):
     for owner in ("o" * 300, "<D:href>" + "h" * 400 + "</D:href>"):
         response = lock(sessions["ben"], server.dav("ben.txt") + "2", owner)
         assert response.status_code == 400 and "storage.max_lock_owner_bytes" in response.text
+
+
+def test_cancelled_downloads_and_cut_off_uploads_give_their_room_back(tiny, origin):
+    origin.add("/held.bin", b"h" * 3_000_000, rate=200_000)
+    tiny.session.put(tiny.server.dav("downloads/held.url"), data=url_shortcut(origin.url("/held.bin")))
+    wait_for(lambda: used(tiny.session, tiny.server) > 3_000_000, message="the download's room reserved")
+    assert tiny.session.put(tiny.server.dav("big.bin"), data=b"b" * 2_000_000).status_code == 507
+    tiny.session.delete(tiny.server.dav("downloads/held.url"))  # cancels it
+    wait_for(lambda: used(tiny.session, tiny.server) == tree_size(tiny.server.space(tiny.name)),
+             message="the cancelled download's room given back")
+    for cut_after in (1, 1_000_000):
+        host, port = tiny.server.base_url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"PUT /dav/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+                         + base64.b64encode(b"tiny:tiny-password") + b"\r\nContent-Length: 3000000\r\n\r\n"
+                         + b"c" * cut_after)
+        wait_for(lambda: used(tiny.session, tiny.server) == tree_size(tiny.server.space(tiny.name))
+                 and not any((tiny.server.data / "tmp" / "uploads").iterdir()), message="the cut-off upload's room back")
+    assert tiny.session.put(tiny.server.dav("big.bin"), data=b"b" * 4_000_000).status_code == 201
