@@ -14,8 +14,9 @@ them again for the partial downloads it keeps. `used` reports stored plus reserv
 
 The number of files and folders per user (`storage.max_files`) is counted the same way: a
 walk at start, deltas from the drive's creations and deletions. Files the engine writes
-(downloads, error notes) are not counted as they come, so before refusing a creation the
-count is taken again from the disk.
+(downloads, error notes, and the triggers it removes) are not counted as they come: the
+count is taken again from the disk before a creation is refused, and the cap applies to
+what clients create (a download is held by the byte quota instead).
 """
 
 from __future__ import annotations
