@@ -52,14 +52,31 @@ _log = logging.getLogger(__name__)
 ERROR_SUFFIX = ".error.txt"
 
 
+class Allowance(Protocol):
+    """Room in one user's quota held for bytes on their way in (a download in the temporary
+    area), so that concurrent writers never store more than the quota."""
+
+    held: int
+
+    def claim(self, total: int, *, force: bool = False) -> int:
+        """Hold room for `total` bytes, or as many as the quota allows; returns what is held.
+        `force`: hold `total` even over the quota (bytes already on disk)."""
+
+    def settle(self, delta: int) -> None:
+        """Book `delta` bytes as stored and hold nothing more, in one step."""
+
+    def release(self) -> None:
+        """Hold nothing more."""
+
+
 class SpaceAccess(Protocol):
     """What the engine needs from the drive."""
 
     def root(self, user: str) -> Path:
         """The user's space folder."""
 
-    def room(self, user: str) -> int | None:
-        """Bytes the user's quota still allows (None: unlimited)."""
+    def reserve(self, user: str) -> Allowance:
+        """A new, empty allowance in the user's quota."""
 
     def disk_room(self) -> int:
         """Bytes free on disk above the configured reserve."""
@@ -166,6 +183,10 @@ class DownloadEngine:
         self.notifier = Notifier(allow_private=settings.allow_private_networks, allowlist=settings.private_allowlist)
         self._torrent_client: TorrentClient | None = None
         self.shelf = TorrentShelf(data_root / "torrents")
+        # Per task, the quota room its bytes in the temporary area hold (kept while it waits
+        # between tries; given back when the file is published or the data discarded).
+        self._allowances: dict[int, Allowance] = {}
+        self._allowances_lock = threading.Lock()
 
     # --- life cycle -------------------------------------------------------
 
@@ -175,6 +196,7 @@ class DownloadEngine:
             _log.info("resuming %d interrupted download(s)", resumed)
         self._remove_orphan_temp_files()
         for user in users:
+            self._hold_room_of_saved_bytes(user)
             self._pick_up_waiting_triggers(user)
         for number in range(self.settings.workers):
             thread = threading.Thread(target=self._work, name=f"download-worker-{number + 1}", daemon=True)
@@ -289,6 +311,22 @@ class DownloadEngine:
             return ""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         return f"fetchdrive downloads, {stamp}\n\n" + "\n".join(lines) + "\n"
+
+    def _hold_room_of_saved_bytes(self, user: str) -> None:
+        """Reservations live in memory: at start, the partial downloads kept on disk take
+        their room in the quota again."""
+        for task in self.tasks.unfinished_for_user(user):
+            self._hold_only_saved_bytes(task)
+
+    def _allowance(self, task: Task) -> Allowance:
+        with self._allowances_lock:
+            if task.id not in self._allowances:
+                self._allowances[task.id] = self._spaces.reserve(task.user)
+            return self._allowances[task.id]
+
+    def _drop_allowance(self, task: Task) -> Allowance | None:
+        with self._allowances_lock:
+            return self._allowances.pop(task.id, None)
 
     def _pick_up_waiting_triggers(self, user: str) -> None:
         """Triggers that arrived just before a crash may have no task yet."""
@@ -490,7 +528,7 @@ class DownloadEngine:
                     connections=self.settings.connections_per_task,
                     on_progress=save_progress,
                     is_cancelled=lambda: running.cancel.is_set(),
-                    room=lambda: self._spaces.room(task.user),
+                    room=self._allowance(task).claim,
                     throttle=self._bandwidth.throttle(task.user),
                 )
             except PermanentError as error:
@@ -556,7 +594,7 @@ class DownloadEngine:
 
         meta = self._torrents().fetch(
             task.source, save_dir, metainfo_path, progress=running.torrent, on_progress=on_progress,
-            is_cancelled=running.cancel.is_set, room=lambda: self._spaces.room(task.user),
+            is_cancelled=running.cancel.is_set, room=self._allowance(task).claim,
         )
         task.display_name = meta.name
         self.tasks.update(task.id, display_name=meta.name, bytes_done=meta.total_size, bytes_total=meta.total_size)
@@ -664,15 +702,16 @@ class DownloadEngine:
         and mark the task done; None if it was cancelled at the last moment."""
         folder = source.is_dir()
         size = tree_size(source) if folder else source.stat().st_size
-        room = self._spaces.room(task.user)
-        if room is not None and size > room:
+        allowance = self._allowance(task)
+        if allowance.claim(size) < size:
             raise PermanentError(
-                f"not enough space: the file is {size} bytes and the quota leaves {room} bytes; "
+                f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
                 "delete some files first"
             )
         place = move_under_free_name if folder else link_under_free_name
         placed = place(source, self._spaces.root(task.user) / task.folder, name)
-        self._spaces.charge(task.user, size)
+        allowance.settle(size)
+        self._drop_allowance(task)
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
@@ -738,11 +777,21 @@ class DownloadEngine:
             self._fail(task, f"{error} (gave up after {attempts} tries over {int(now - first_failure)} s)")
             return
         wait = self.settings.retry.wait_before(attempts, error.retry_after if isinstance(error, TransientError) else None)
+        self._hold_only_saved_bytes(task)
         self.tasks.set_state_if(
             task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
             next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",
         )
         _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
+
+    def _hold_only_saved_bytes(self, task: Task) -> None:
+        """While a task waits between tries, its room in the quota is what it has saved (even
+        over the quota: the bytes are there)."""
+        try:
+            saved = os.path.getsize(task.temp_path) if task.temp_path else 0
+        except FileNotFoundError:
+            saved = 0
+        self._allowance(task).claim(saved, force=True)
 
     def _fail(self, task: Task, reason: str) -> None:
         if not self.tasks.set_state_if(task.id, UNFINISHED, state=FAILED, error=reason, finished_at=time.time()):
@@ -819,6 +868,9 @@ class DownloadEngine:
         path = Path(task.temp_path) if task.temp_path else self.temp_root / f"{task.id}.part"
         path.unlink(missing_ok=True)
         self._remove_torrent_temp(task)
+        allowance = self._drop_allowance(task)
+        if allowance is not None:
+            allowance.release()
         self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
 
     def _remove_torrent_temp(self, task: Task) -> None:

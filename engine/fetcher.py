@@ -7,6 +7,11 @@ a file is never stitched from two versions. A stream that drops after making pro
 resumed at once; one that makes none becomes a TransientError for the retry policy.
 The SHA-256 follows the stream, reading the file from the page cache (engine/following_hasher.py),
 so a body can go socket to file by splice(2); the saved prefix is hashed once after a restart.
+
+Room in the user's quota is claimed before bytes are written (`room(total)` holds room for a
+file of `total` bytes and says how much it got): a body of known length all at once, one of
+unknown length a step ahead of what has arrived, never reading past what is held; so it
+stops at the quota instead of filling the temporary area first.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from engine.safe_http import blocked_reason
 from engine.socket_splice import splice_to_file, write_all
 
 CHUNK = 1024 * 1024
-ROOM_CHECK_EVERY = 16 * CHUNK
+ROOM_STEP = 16 * CHUNK
 PROGRESS_EVERY = 0.5
 MAX_RESUMES_PER_TRY = 10_000
 CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -78,6 +83,33 @@ class Dropped(Exception):
     """The body ended early; resume from what was saved."""
 
 
+def expected_end(download: Download, response: requests.Response) -> int | None:
+    """Where the file will end once this response's body is saved, if the headers tell."""
+    if download.bytes_total is not None:
+        return download.bytes_total
+    length = response.headers.get("Content-Length")
+    return download.bytes_done + int(length) if length and length.isdigit() else None
+
+
+def require_room(room: Callable[[int], int], total: int) -> None:
+    """Claim room for a file of `total` bytes, or fail for good: it cannot fit."""
+    held = room(total)
+    if held < total:
+        raise PermanentError(
+            f"not enough space: the file is {total} bytes and the quota leaves room for {held}; "
+            "delete some files first"
+        )
+
+
+def _room_for_next_read(download: Download, room: Callable[[int], int]) -> int:
+    """How many bytes the next read may take: up to CHUNK, within the room held (claimed a
+    step ahead when the length is unknown); 0 once the quota is reached."""
+    held = room(download.bytes_done)  # what is held already: a claim never gives room back
+    if download.bytes_done + CHUNK > held:
+        held = room(download.bytes_done + ROOM_STEP)
+    return max(0, min(CHUNK, held - download.bytes_done))
+
+
 def _host(url: str) -> str:
     return requests.utils.urlparse(url).hostname or url
 
@@ -99,11 +131,11 @@ class Fetcher:
         *,
         on_progress: Callable[[Download], None],
         is_cancelled: Callable[[], bool],
-        room: Callable[[], int | None],
+        room: Callable[[int], int],
         throttle: Callable[[int], None] = lambda n: None,
     ) -> Download:
         """Bring `download` to completion in one stream, or raise TransientError /
-        PermanentError / Cancelled."""
+        PermanentError / Cancelled. `room(total)`: see the module's docstring."""
         self._prepare(download)
         resumes = 0
         while True:
@@ -229,34 +261,21 @@ class Fetcher:
             if response.status_code == 416:
                 return
             self._begin_body(download, response)
-            available = room()
-            if download.bytes_total is not None and available is not None:
-                if download.bytes_total - download.bytes_done > available:
-                    raise PermanentError(
-                        f"not enough space: the file is {download.bytes_total} bytes and the quota "
-                        f"leaves {available} bytes; delete some files first"
-                    )
+            end = expected_end(download, response)
+            if end is not None:
+                require_room(room, end)
             on_progress(download)
             self._stream_body(download, response, on_progress, is_cancelled, room, throttle)
 
     def _stream_body(self, download, response, on_progress, is_cancelled, room, throttle) -> None:
         last_report = time.monotonic()
-        checked_room_at = download.bytes_done
 
         def landed(count: int) -> None:
-            nonlocal last_report, checked_room_at
+            nonlocal last_report
             download.bytes_done += count
             throttle(count)
             if is_cancelled():
                 raise Cancelled()
-            if download.bytes_done - checked_room_at >= ROOM_CHECK_EVERY:
-                checked_room_at = download.bytes_done
-                available = room()
-                if available is not None and download.bytes_done > available:
-                    raise PermanentError(
-                        f"not enough space: {download.bytes_done} bytes saved and the quota leaves "
-                        f"{available}; delete some files first"
-                    )
             if time.monotonic() - last_report >= PROGRESS_EVERY:
                 last_report = time.monotonic()
                 on_progress(download)
@@ -264,7 +283,7 @@ class Fetcher:
         hasher = FollowingHasher(download.temp_path, lambda: download.bytes_done, download.hasher, download.bytes_done)
         hasher.start()
         try:
-            self._write_body(download, response, landed)
+            self._write_body(download, response, landed, room)
         except Dropped:
             download.hasher = hasher.finish()  # the next request continues the hash from here
             raise
@@ -275,14 +294,25 @@ class Fetcher:
         download.pending_hash = hasher.finish  # whoever needs the digest hashes the rest
         on_progress(download)
 
-    def _write_body(self, download: Download, response: requests.Response, landed: Callable[[int], None]) -> None:
+    def _write_body(self, download: Download, response: requests.Response, landed: Callable[[int], None],
+                    room: Callable[[int], int]) -> None:
         """The body into the temporary file after the bytes saved, spliced where it can be."""
         try:
             out = os.open(download.temp_path, os.O_WRONLY)
             try:
                 os.ftruncate(out, download.bytes_done)
                 if not self.splice_body(response, out, None, download.bytes_done, landed):
-                    while chunk := response.raw.read1(CHUNK, decode_content=True):
+                    while True:
+                        allowed = _room_for_next_read(download, room)
+                        # With no room left, one byte more says whether the body goes on.
+                        chunk = response.raw.read1(allowed or 1, decode_content=True)
+                        if not chunk:
+                            break
+                        if not allowed:
+                            raise PermanentError(
+                                f"not enough space: {download.bytes_done} bytes saved and the quota has no room "
+                                "for more; delete some files first"
+                            )
                         write_all(out, chunk, download.bytes_done)
                         landed(len(chunk))
             finally:

@@ -27,7 +27,7 @@ import urllib3
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine.errors import Cancelled, LocalStorageError, PermanentError, TransientError, local_storage_error
-from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart
+from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart, require_room
 from engine.following_hasher import FollowingHasher, file_sha256
 from engine.socket_splice import write_all
 
@@ -52,12 +52,13 @@ def transfer(
     connections: int,
     on_progress: Callable[[Download], None],
     is_cancelled: Callable[[], bool],
-    room: Callable[[], int | None],
+    room: Callable[[int], int],
     throttle: Callable[[int], None] = lambda n: None,
 ) -> Download:
-    """Fetch `download` in parallel segments where the origin allows, else in one stream."""
+    """Fetch `download` in parallel segments where the origin allows, else in one stream.
+    `room(total)` claims quota room before bytes are written (see engine/fetcher.py)."""
     if download.segments is None and download.bytes_done == 0 and connections > 1:
-        _probe(fetcher, download, connections, throttle)
+        _probe(fetcher, download, connections, throttle, room)
         if download.bytes_total is not None and download.bytes_done >= download.bytes_total:
             return _hash_saved(download, on_progress)  # the probe brought the whole file
     if download.segments:
@@ -68,7 +69,8 @@ def transfer(
     return fetcher.fetch(download, on_progress=on_progress, is_cancelled=is_cancelled, room=room, throttle=throttle)
 
 
-def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Callable[[int], None]) -> None:
+def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Callable[[int], None],
+           room: Callable[[int], int]) -> None:
     """Ask for the first PROBE bytes. They are kept (as the start of the file, or of segment 0);
     the answer tells the size and whether ranges work. A large file with a validator is then
     split into segments; anything else continues as one stream from where the probe ended."""
@@ -80,9 +82,11 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Cal
         Fetcher.note_headers(download, response)
         download.bytes_total = int(match.group(3))
         download.temp_path.parent.mkdir(parents=True, exist_ok=True)
+        require_room(room, download.bytes_total)
+        limit = min(PROBE, download.bytes_total)  # no more than was asked for, and room was claimed for
         with open(download.temp_path, "wb") as out:
             try:
-                while chunk := response.raw.read1(CHUNK):
+                while chunk := response.raw.read1(min(CHUNK, limit - download.bytes_done)):
                     out.write(chunk)
                     download.bytes_done += len(chunk)
                     throttle(len(chunk))
@@ -102,12 +106,7 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Cal
 
 
 def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle) -> Download:
-    available = room()
-    if available is not None and download.bytes_total > available:
-        raise PermanentError(
-            f"not enough space: the file is {download.bytes_total} bytes and the quota leaves {available} "
-            "bytes; delete some files first"
-        )
+    require_room(room, download.bytes_total)
     failures: list[BaseException] = []
     stop = threading.Event()
     target = _SharedFile(download.temp_path)

@@ -26,6 +26,7 @@ import libtorrent as lt
 
 from engine.addresses import Network
 from engine.errors import Cancelled, PermanentError, TransientError
+from engine.fetcher import require_room
 from engine.torrent_metainfo import LIMITS, Metainfo, MetainfoError, describe, parse_magnet
 
 POLL_EVERY = 0.5
@@ -139,7 +140,7 @@ class TorrentClient:
 
     def fetch(self, source: str, save_dir: Path, metainfo_path: Path, *, progress: TorrentProgress,
               on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
-              room: Callable[[], int | None]) -> Metainfo:
+              room: Callable[[int], int]) -> Metainfo:
         """Download the torrent `source` (a magnet URI) into `save_dir`; returns its description
         when every piece is verified. The metadata comes from `metainfo_path` if a `.torrent`
         file or an earlier try saved it there, else from the swarm."""
@@ -157,7 +158,7 @@ class TorrentClient:
 
     def _follow(self, handle: lt.torrent_handle, known_peers: list, metainfo_path: Path, progress: TorrentProgress,
                 on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
-                room: Callable[[], int | None]) -> Metainfo:
+                room: Callable[[int], int]) -> Metainfo:
         started = last_peer = time.monotonic()
         last_call = 0.0
         meta: Metainfo | None = None
@@ -192,18 +193,13 @@ class TorrentClient:
                     return meta
             time.sleep(POLL_EVERY)
 
-    def _checked_metadata(self, handle: lt.torrent_handle, metainfo_path: Path, room: Callable[[], int | None]) -> Metainfo:
+    def _checked_metadata(self, handle: lt.torrent_handle, metainfo_path: Path, room: Callable[[int], int]) -> Metainfo:
         info = handle.torrent_file()
         try:
             meta = describe(info)
         except MetainfoError as error:
             raise PermanentError(str(error)) from None
-        left = room()
-        if left is not None and meta.total_size > left:
-            raise PermanentError(
-                f"not enough space: the torrent holds {meta.total_size} bytes and the quota leaves {left} bytes; "
-                "free some space, then upload the trigger again"
-            )
+        require_room(room, meta.total_size)
         if not metainfo_path.exists():
             temporary = metainfo_path.with_name(metainfo_path.name + ".new")
             temporary.write_bytes(b"d4:info" + info.info_section() + b"e")

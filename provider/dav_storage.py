@@ -4,20 +4,28 @@ WsgiDAV's lock storage and property manager work on a dict (`self._dict`) and al
 whole values back. `SqliteMapping` is that dict, backed by a table, so both survive restarts
 and `kill -9` (shelve/dbm files do not reliably). Keys are ref URLs, which our resources
 prefix with the user name, so one user's locks and properties never meet another's.
+
+Dead properties are storage a user makes the server keep: the bytes of each property's
+name and value count in the owner's quota (`MeteredMapping`), and one property is capped at
+`storage.max_property_bytes`. A lock's owner is capped at `storage.max_lock_owner_bytes` and
+a user's live locks at `storage.max_locks`.
 """
 
 from __future__ import annotations
 
 import pickle
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable
 
+from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.prop_man.property_manager import PropertyManager
 
 from engine.database import Database
+from provider.quota import Quota, QuotaExceeded
 
 
 class SqliteMapping(MutableMapping):
@@ -83,6 +91,46 @@ class SqliteMapping(MutableMapping):
         """Every write is already committed; WsgiDAV calls this after changes."""
 
 
+def properties_size(properties: dict[str, bytes] | None) -> int:
+    """What a resource's dead properties cost in the quota: the bytes of names and values."""
+    return sum(len(name.encode()) + len(value) for name, value in (properties or {}).items())
+
+
+class MeteredMapping(SqliteMapping):
+    """The dead-property table, booking every change in the owning user's quota: room for
+    growth is reserved before the write (507 when there is none), shrinkage is given back."""
+
+    def __init__(self, database: Database, table: str, quota: Quota, owner: Callable[[str], str]) -> None:
+        super().__init__(database, table)
+        self._quota = quota
+        self._owner = owner
+
+    def _size_at(self, key: str) -> int:
+        return properties_size(self.get(key))
+
+    def __setitem__(self, key: str, value: dict[str, bytes]) -> None:
+        delta = properties_size(value) - self._size_at(key)
+        with self._quota.reserve(self._owner(key), max(0, delta)) as reservation:
+            super().__setitem__(key, value)
+            reservation.settle(delta)
+
+    def __delitem__(self, key: str) -> None:
+        size = self._size_at(key)
+        super().__delitem__(key)
+        self._quota.charge(self._owner(key), -size)
+
+    def rename(self, old: str, new: str) -> None:
+        """Move one entry to another key of the same user (replacing what is there)."""
+        replaced = self._size_at(new)
+        with self._database.write() as db:
+            db.execute(f"delete from [{self._table}] where key = ?", [new])
+            db.execute(f"update [{self._table}] set key = ? where key = ?", [new, old])
+        self._quota.charge(self._owner(new), -replaced)
+
+    def bytes_under(self, prefix: str) -> int:
+        return sum(properties_size(value) for _key, value in self.items_with_prefix(prefix))
+
+
 class _ExclusiveLock:
     """Stands in for WsgiDAV's read/write lock: one re-entrant lock for both.
 
@@ -121,20 +169,89 @@ class SqliteLockStorage(LockStorageDict):
             self.open()
         return self._dict.has_prefix(f"URL2TOKEN:{ref_prefix}")
 
+    def live_locks_under(self, ref_prefix: str) -> int:
+        """How many unexpired locks have a root starting with `ref_prefix`."""
+        if self._dict is None:
+            self.open()
+        tokens = {token for _key, listed in self._dict.items_with_prefix(f"URL2TOKEN:{ref_prefix}") for token in listed}
+        now = time.time()
+        count = 0
+        for token in tokens:
+            lock = self._dict.get(token)
+            if lock is not None and not 0 <= float(lock["expire"]) < now:
+                count += 1
+        return count
+
     def close(self) -> None:
         self._dict = None
 
 
 class SqlitePropertyManager(PropertyManager):
-    """WsgiDAV dead-property manager whose dict lives in SQLite."""
+    """WsgiDAV dead-property manager whose dict lives in SQLite, metered by the quota."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, quota: Quota, owner: Callable[[str], str], max_property_bytes: int | None) -> None:
+        """`owner`: the user whose space a ref URL is in."""
         super().__init__()
         self._database = database
+        self._quota = quota
+        self._owner = owner
+        self._max_property_bytes = max_property_bytes
 
     def _lazy_open(self) -> None:
-        self._dict = SqliteMapping(self._database, "dav_properties")
+        self._dict = MeteredMapping(self._database, "dav_properties", self._quota, self._owner)
         self._loaded = True
+
+    def write_property(self, norm_url, name, property_value, dry_run=False, environ=None):
+        size = properties_size({name: property_value})
+        if self._max_property_bytes is not None and size > self._max_property_bytes:
+            raise QuotaExceeded(
+                f"a dead property (name and value) may hold at most {self._max_property_bytes} bytes "
+                f"(storage.max_property_bytes); this one has {size}"
+            )
+        if dry_run:
+            # WsgiDAV tries every property of a PROPPATCH first: all are stored or none.
+            room = self._quota.quota_room(self._owner(norm_url))
+            if room is not None and size > room + properties_size(self._current(norm_url, name)):
+                raise QuotaExceeded(f"quota exceeded: {size} bytes of properties do not fit in the {room} bytes left")
+            return
+        super().write_property(norm_url, name, property_value, dry_run, environ)
+
+    def _current(self, norm_url: str, name: str) -> dict[str, bytes]:
+        value = self.get_property(norm_url, name)
+        return {} if value is None else {name: value}
+
+    def move_properties(self, src_url, dest_url, with_children, environ=None):
+        """A move keeps the properties' bytes (within one user's space), so it needs no room."""
+        self._lock.acquire_write()
+        try:
+            if not self._loaded:
+                self._lazy_open()
+            under = src_url.rstrip("/") + "/"
+            for key, _value in self._dict.items_with_prefix(src_url):
+                if key == src_url or (with_children and key.startswith(under)):
+                    self._dict.rename(key, dest_url + key[len(src_url):])
+        finally:
+            self._lock.release()
+
+    def remove_properties_under(self, ref_url: str) -> None:
+        """Remove the dead properties of `ref_url` and of everything below it (WsgiDAV's folder
+        DELETE removes the folder's own only, leaving its members' counted in the quota)."""
+        self._lock.acquire_write()
+        try:
+            if not self._loaded:
+                self._lazy_open()
+            under = ref_url.rstrip("/") + "/"
+            for key, _value in self._dict.items_with_prefix(ref_url.rstrip("/")):
+                if key == ref_url or key.startswith(under):
+                    del self._dict[key]
+        finally:
+            self._lock.release()
+
+    def bytes_under(self, ref_prefix: str) -> int:
+        """Quota bytes of the dead properties of every ref URL starting with `ref_prefix`."""
+        if not self._loaded:
+            self._lazy_open()
+        return self._dict.bytes_under(ref_prefix)
 
     def _close(self) -> None:
         self._dict = None
@@ -151,11 +268,31 @@ class SqlitePropertyManager(PropertyManager):
 
 
 class NotifyingLockManager(LockManager):
-    """A LockManager that reports each released lock's root ref URL (trigger files wait for UNLOCK)."""
+    """A LockManager that reports each released lock's root ref URL (trigger files wait for
+    UNLOCK) and holds each user to the lock caps."""
 
-    def __init__(self, storage: LockStorageDict, on_release: Callable[[str], None]) -> None:
+    def __init__(self, storage: SqliteLockStorage, on_release: Callable[[str], None], *,
+                 user_prefix: Callable[[str], str], max_owner_bytes: int | None = None,
+                 max_locks: int | None = None) -> None:
+        """`user_prefix`: the ref-URL prefix of a principal's space."""
         super().__init__(storage)
         self._on_release = on_release
+        self._user_prefix = user_prefix
+        self._max_owner_bytes = max_owner_bytes
+        self._max_locks = max_locks
+        self._counting = threading.Lock()
+
+    def acquire(self, *, url, lock_type, lock_scope, lock_depth, lock_owner, timeout, principal, token_list):
+        if self._max_owner_bytes is not None and len(lock_owner or b"") > self._max_owner_bytes:
+            raise DAVError(HTTP_BAD_REQUEST, f"the lock owner has {len(lock_owner)} bytes; at most "
+                                             f"{self._max_owner_bytes} are kept (storage.max_lock_owner_bytes)")
+        with self._counting:  # no two LOCKs of one user both take the last place
+            if self._max_locks is not None and \
+                    self.storage.live_locks_under(self._user_prefix(principal)) >= self._max_locks:
+                raise QuotaExceeded(f"too many locks: at most {self._max_locks} per user "
+                                    "(storage.max_locks); unlock files first")
+            return super().acquire(url=url, lock_type=lock_type, lock_scope=lock_scope, lock_depth=lock_depth,
+                                   lock_owner=lock_owner, timeout=timeout, principal=principal, token_list=token_list)
 
     def release(self, token: str) -> None:
         lock = self.get_lock(token)

@@ -19,8 +19,9 @@ from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
+from provider.own_copy import own_file
 from provider.path_locks import locked_paths, size_or_zero
-from provider.quota import tree_size
+from provider.quota import tree_usage
 from provider.upload import AtomicUpload
 
 LOCK_ROOT_LOOKUP = "fetchdrive.lock_root_lookup"
@@ -101,6 +102,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self.file_stat = info or os.stat_result((0o100644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
         self._content = content
         self._upload: AtomicUpload | None = None
+        self._new_entries = 0
 
     def get_etag(self) -> str:
         return file_etag(self.file_stat)
@@ -112,7 +114,22 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         return super().get_content()
 
     def begin_write(self, *, content_type=None):
-        self._upload = AtomicUpload(
+        # A new file's place in storage.max_files is booked before its body arrives.
+        self._new_entries = 0 if os.path.lexists(self._file_path) else 1
+        self.provider.quota.add_entries(self.user, self._new_entries, self.provider.space_root(self.user))
+        try:
+            self._upload = self._start_upload()
+        except BaseException:
+            self._give_back_entries()
+            raise
+        return self._upload
+
+    def _give_back_entries(self) -> None:
+        self.provider.quota.remove_entries(self.user, self._new_entries)
+        self._new_entries = 0
+
+    def _start_upload(self) -> AtomicUpload:
+        return AtomicUpload(
             target=Path(self._file_path),
             temp_dir=self.provider.upload_temp_dir,
             user=self.user,
@@ -120,17 +137,31 @@ class SpaceFile(SpaceResourceMixin, FileResource):
             environ=self.environ,
             splice_timeout=self.provider.splice_timeout,
         )
-        return self._upload
 
     def end_write(self, *, with_errors):
         upload, self._upload = self._upload, None
         if with_errors or upload is None:
             if upload is not None:
                 upload.discard()
+                self._give_back_entries()
             return
-        size_change, self.file_stat = upload.commit()
-        self.provider.quota.charge(self.user, size_change)
+        try:
+            self.file_stat = upload.commit()
+        except BaseException:
+            upload.discard()
+            self._give_back_entries()
+            raise
         self.provider.file_arrived(self.path, self.environ)
+
+    def set_last_modified(self, dest_path, time_stamp, *, dry_run):
+        """Win32LastModifiedTime and the like: set on this user's file alone (see own_copy)."""
+        if dry_run:
+            return super().set_last_modified(dest_path, time_stamp, dry_run=True)
+        try:
+            with own_file(self._file_path, self.provider.upload_temp_dir, self.provider.quota):
+                return super().set_last_modified(dest_path, time_stamp, dry_run=False)
+        except FileNotFoundError:
+            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
 
     def delete(self):
         self._refuse_protected(self.path, "deleted")
@@ -144,29 +175,32 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
         self.provider.quota.charge(self.user, -size)
+        self.provider.quota.remove_entries(self.user, 1)
         self.provider.path_left(self.path, self.environ)
 
     def copy_move_single(self, dest_path, *, is_move):
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
-        if not is_move:
-            self.provider.quota.check_room(self.user, self.file_stat.st_size - size_or_zero(dest_file))
-        # Copy under a temporary name and rename, so a failed copy leaves the target intact.
-        fd, temp = tempfile.mkstemp(dir=self.provider.upload_temp_dir, prefix="copy-")
-        os.close(fd)
-        try:
+        # Copy under a temporary name and rename, so a failed copy leaves the target intact;
+        # the copy's bytes are reserved before they are written.
+        with self.provider.creating(self.environ, dest_file), \
+                self.provider.quota.reserve(self.user, self.file_stat.st_size) as reservation:
+            fd, temp = tempfile.mkstemp(dir=self.provider.upload_temp_dir, prefix="copy-")
+            os.close(fd)
             try:
-                shutil.copy2(self._file_path, temp)
-            except FileNotFoundError:
-                raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
-            size = os.stat(temp).st_size
-            with locked_paths(dest_file):
-                replaced = size_or_zero(dest_file)
-                os.replace(temp, dest_file)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+                try:
+                    shutil.copy2(self._file_path, temp)
+                except FileNotFoundError:
+                    raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
+                size = os.stat(temp).st_size
+                reservation.require(size)  # it grew since the stat
+                with locked_paths(dest_file):
+                    replaced = size_or_zero(dest_file)
+                    os.replace(temp, dest_file)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            reservation.settle(size - replaced)
         self._copy_dead_properties(dest_path, is_move=is_move)
-        self.provider.quota.charge(self.user, size - replaced)
         self.provider.file_arrived(dest_path, self.environ)
 
     def _copy_dead_properties(self, dest_path: str, *, is_move: bool) -> None:
@@ -183,12 +217,14 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         with locked_paths(self._file_path, dest_file):
             # WsgiDAV deleted an existing target already, but another client may have put one back.
+            put_back = os.path.lexists(dest_file)
             replaced = size_or_zero(dest_file)
             try:
                 os.rename(self._file_path, dest_file)
             except FileNotFoundError:
                 raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
         self.provider.quota.charge(self.user, -replaced)
+        self.provider.quota.remove_entries(self.user, int(put_back))
         self._copy_dead_properties(dest_path, is_move=True)
         self.provider.path_left(self.path, self.environ)
         self.provider.file_arrived(dest_path, self.environ)
@@ -218,7 +254,8 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         # A LOCK on an unmapped URL: RFC 4918 wants an empty file. Exclusive create, as
         # WsgiDAV's truncating one would empty a file another client just put there.
         try:
-            os.close(os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            with self.provider.creating(self.environ, file_path):
+                os.close(os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             pass
         try:
@@ -227,11 +264,22 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
             info = None  # another client deleted it already; the lock is on the URL all the same
         return SpaceFile(path, self.environ, file_path, info)
 
+    def create_collection(self, name):
+        with self.provider.creating(self.environ, self.provider._loc_to_file_path(self.path.rstrip("/") + "/" + name, self.environ)):
+            super().create_collection(name)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        with self.provider.creating(self.environ, self.provider._loc_to_file_path(dest_path, self.environ)):
+            super().copy_move_single(dest_path, is_move=is_move)
+
     def delete(self):
         self._refuse_protected(self.path, "deleted")
-        size = tree_size(self._file_path)
+        size, entries = tree_usage(self._file_path)
         super().delete()
+        if self.provider.prop_manager:
+            self.provider.prop_manager.remove_properties_under(self.get_ref_url())
         self.provider.quota.charge(self.user, -size)
+        self.provider.quota.remove_entries(self.user, entries + 1)
         self.provider.path_left(self.path, self.environ)
 
     def move_recursive(self, dest_path):

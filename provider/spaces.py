@@ -12,7 +12,9 @@ import errno
 import os
 import shutil
 import stat
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_REQUEST_URI_TOO_LONG, DAVError
@@ -55,6 +57,20 @@ class SpacesProvider(FilesystemProvider):
             (root / DOWNLOADS).mkdir(parents=True, exist_ok=True)
             self._prepared[user] = str(root)
         return root
+
+    @contextmanager
+    def creating(self, environ: dict, file_path: str) -> Iterator[None]:
+        """Around making a file or folder at `file_path`: one more entry for the user
+        (QuotaExceeded beyond storage.max_files) unless one is there already; given back if
+        the block fails."""
+        user = environ["wsgidav.auth.user_name"]
+        count = 0 if os.path.lexists(file_path) else 1
+        self.quota.add_entries(user, count, self.space_root(user))
+        try:
+            yield
+        except BaseException:
+            self.quota.remove_entries(user, count)
+            raise
 
     def forget_space(self, user: str) -> None:
         self._prepared.pop(user, None)
@@ -197,6 +213,10 @@ class SpacesProvider(FilesystemProvider):
         prefix = self.share_path + "/"
         user, _, rest = key[len(prefix) :].partition("/") if key.startswith(prefix) else ("", "", "")
         return user, "/" + rest
+
+    def ref_url_owner(self, ref_url: str) -> str:
+        """The user in whose space `ref_url` lies."""
+        return self._split_ref_url(ref_url)[0]
 
     def ref_url_to_path(self, ref_url: str) -> str:
         return self._split_ref_url(ref_url)[1]

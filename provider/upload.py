@@ -2,9 +2,12 @@
 
 An interrupted or refused upload never touches the previous content. WsgiDAV 4.4 reports a
 body that ended early as success, so the byte count is compared with Content-Length (or
-Finder's X-Expected-Entity-Length on chunked PUTs) here; quota is checked up front from the
-declared length and again while a body of unknown length streams in. Where it can, the
-body goes from the socket to the file without passing through Python (`body_splice`).
+Finder's X-Expected-Entity-Length on chunked PUTs) here. The body's room in the quota is
+reserved before it is written (provider/quota.py): the declared length up front, a body of
+unknown length a step ahead of what has arrived, so it stops with 507 at the quota. The
+previous content stays until the rename, so a replacement needs room for its whole length.
+Where it can, the body goes from the socket to the file without passing through Python
+(`body_splice`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from provider.body_splice import splice_body, spliceable_body
 from provider.path_locks import locked_paths, size_or_zero
 from provider.quota import Quota, QuotaExceeded
 
-_QUOTA_CHECK_EVERY = 4 * 1024 * 1024
+_RESERVE_AHEAD = 4 * 1024 * 1024
 
 
 def declared_length(environ: dict) -> int | None:
@@ -49,28 +52,26 @@ class AtomicUpload:
         self.target = target
         self._environ = environ
         self._splice_timeout = splice_timeout
-        self._user = user
-        self._quota = quota
         self.expected = declared_length(environ)
-        self._old_size = size_or_zero(str(target))
-        if self.expected is not None:
-            quota.check_room(user, self.expected - self._old_size)
-        temp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=temp_dir, prefix="put-", suffix=".tmp")
+        self._reservation = quota.reserve(user, self.expected or 0)
+        try:
+            temp_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=temp_dir, prefix="put-", suffix=".tmp")
+        except BaseException:
+            self._reservation.release()
+            raise
         self._temp = Path(name)
         self._fd: int | None = fd
         self.received = 0
-        self._next_quota_check = _QUOTA_CHECK_EVERY
 
     def write(self, data: bytes) -> None:
         assert self._fd is not None
-        write_all(self._fd, data)
-        self.received += len(data)
-        if self.expected is not None and self.received > self.expected:
+        arrived = self.received + len(data)
+        if self.expected is not None and arrived > self.expected:
             raise DAVError(HTTP_BAD_REQUEST, f"body is longer than the declared {self.expected} bytes")
-        if self.expected is None and self.received >= self._next_quota_check:
-            self._next_quota_check += _QUOTA_CHECK_EVERY
-            self._quota.check_room(self._user, self.received - self._old_size)
+        self._reservation.require(arrived, ahead=_RESERVE_AHEAD)
+        write_all(self._fd, data)
+        self.received = arrived
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
         """WsgiDAV hands over the body as a stream of blocks read from `wsgi.input`."""
@@ -98,15 +99,15 @@ class AtomicUpload:
                 HTTP_BAD_REQUEST,
                 f"body ended after {self.received} of {self.expected} bytes; the file was left unchanged",
             )
-        if self.expected is None:
-            self._quota.check_room(self._user, self.received - self._old_size)
 
-    def commit(self) -> tuple[int, os.stat_result]:
-        """Rename into place; the size change and the new file's stat, both as of the rename."""
+    def commit(self) -> os.stat_result:
+        """Rename into place and book the size change; the new file's stat as of the rename."""
         with locked_paths(str(self.target)):
             replaced = size_or_zero(str(self.target))
             os.replace(self._temp, self.target)
-            return self.received - replaced, os.stat(self.target)
+            info = os.stat(self.target)
+        self._reservation.settle(self.received - replaced)
+        return info
 
     def _close_file(self) -> None:
         if self._fd is not None:
@@ -115,6 +116,7 @@ class AtomicUpload:
 
     def discard(self) -> None:
         self._close_file()
+        self._reservation.release()
         try:
             self._temp.unlink()
         except FileNotFoundError:

@@ -26,7 +26,8 @@ from provider.domain import Authenticator, FetchdriveDomainController, Fetchdriv
 from provider.fast_get import FastGet
 from provider.fast_propfind import FastPropfind
 from provider.path_locks import locked_paths
-from provider.quota import Quota
+from provider.quota import Quota, QuotaExceeded, Reservation
+from provider.resources import user_ref_url
 from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
@@ -46,9 +47,10 @@ _log = logging.getLogger(__name__)
 
 def _client_faults_unlogged(record: logging.LogRecord) -> bool:
     """WsgiDAV logs every failed PUT body with a traceback, even a client's fault that was
-    answered with a 4xx (a body cut short or stalled, the quota): those stay out of the log."""
+    answered with a 4xx (a body cut short or stalled) or a 507 (the quota): those stay out of
+    the log."""
     error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, DAVError) and 400 <= error.value < 500)
+    return not (isinstance(error, DAVError) and (400 <= error.value < 500 or isinstance(error, QuotaExceeded)))
 
 
 class EngineSpaces:
@@ -62,8 +64,8 @@ class EngineSpaces:
     def root(self, user: str) -> Path:
         return self._provider.space_root(user)
 
-    def room(self, user: str) -> int | None:
-        return self._quota.quota_room(user)
+    def reserve(self, user: str) -> Reservation:
+        return self._quota.reserve(user)
 
     def disk_room(self) -> int:
         return self._quota.disk_free() - self._min_free
@@ -108,7 +110,7 @@ class Storage:
         self.root.mkdir(parents=True, exist_ok=True)
         self.database = Database(self.root / "fetchdrive.sqlite")
         self.accounts = Accounts(self.database)
-        self.quota = Quota(self.accounts, self.root, config["storage.min_free"])
+        self.quota = Quota(self.accounts, self.root, config["storage.min_free"], config["storage.max_files"])
         self.shares = ShareStore(self.database, self.root / "share.key")
         self.spaces_root = self.root / "spaces"
         self.temp_root = self.root / "tmp"
@@ -132,7 +134,11 @@ class FetchdriveApp:
         dav_logger.setLevel(logging.ERROR)
         dav_logger.propagate = True
         logging.getLogger("wsgidav.request_server").addFilter(_client_faults_unlogged)
-        lock_manager = NotifyingLockManager(SqliteLockStorage(self.storage.database), self.provider.lock_released)
+        lock_manager = NotifyingLockManager(
+            SqliteLockStorage(self.storage.database), self.provider.lock_released,
+            user_prefix=lambda user: user_ref_url(self.provider.share_path, user, "/"),
+            max_owner_bytes=config["storage.max_lock_owner_bytes"], max_locks=config["storage.max_locks"],
+        )
         self.dav.lock_manager = lock_manager
         self.provider.set_lock_manager(lock_manager)
         self.engine = DownloadEngine(
@@ -171,7 +177,10 @@ class FetchdriveApp:
                                  RequestResolver],
             # Swapped for a NotifyingLockManager right after construction.
             "lock_storage": False,
-            "property_manager": SqlitePropertyManager(self.storage.database),
+            "property_manager": SqlitePropertyManager(
+                self.storage.database, self.storage.quota, lambda ref_url: self.provider.ref_url_owner(ref_url),
+                self.config["storage.max_property_bytes"],
+            ),
             "verbose": 2,
             # Bytes per read and write when streaming GET and PUT bodies (WsgiDAV's 8 KiB
             # default costs a Python round trip per 8 KiB).
@@ -186,8 +195,10 @@ class FetchdriveApp:
         """Recount used bytes (a crash may have left a delta unapplied), load the config's
         catalog, and start the download workers, which resume unfinished tasks."""
         users = [user.name for user in self.storage.accounts.list()]
+        properties = self.dav.prop_manager
         for user in users:
-            self.storage.quota.recount(user, self.provider.space_root(user))
+            prefix = user_ref_url(self.provider.share_path, user, "/")
+            self.storage.quota.recount(user, self.provider.space_root(user), properties.bytes_under(prefix))
         try:
             self.engine.catalog.load_config_entries(self.config["catalog"])
         except CatalogError as error:

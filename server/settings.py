@@ -54,6 +54,12 @@ def _size(value: Any) -> int | None:
         raise ValueError(str(error)) from None
 
 
+def _count(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    return _integer(1)(value)
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"must be a non-empty string, got {value!r}")
@@ -126,6 +132,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage.root", "./data", _text, "Data folder: database, user spaces, temporary area (relative to the config file)."),
     Setting("storage.default_quota", "10G", _size, "Quota of a new user: 500M, 10G, 1.5T, bytes, or none."),
     Setting("storage.min_free", "1G", _size, "Free disk below which uploads get 507 and downloads pause."),
+    Setting("storage.max_files", 1_000_000, _count, "Files and folders one user may have; more get 507 (none: no limit)."),
+    Setting("storage.max_property_bytes", "64K", _size,
+            "Largest dead property (name and value) a client may store with PROPPATCH; every property counts in the quota."),
+    Setting("storage.max_lock_owner_bytes", "4K", _size, "Largest lock owner a client may send with a LOCK; a longer one gets 400."),
+    Setting("storage.max_locks", 10_000, _count, "Locks one user may hold at once; more get 507 (none: no limit)."),
     Setting("engine.workers", 4, _integer(1, 256), "Downloads that run at once, server-wide."),
     Setting("engine.per_user", 2, _integer(1, 256), "Downloads that run at once for one user."),
     Setting("engine.allow_private_networks", False, _flag, "May the server fetch from loopback, private and link-local addresses."),

@@ -5,7 +5,8 @@ of that same user, clients 40-49 are two other users. Every body written is self
 (its first 64 bytes are the SHA-256 of the rest), so a torn or mixed file shows on any read.
 Private folders are checked against an exact model; a shared file must end up as one of the
 writes no later write or delete could have overtaken. Pass: no 5xx, no lost or torn file,
-every download intact, the quota equal to a recount, server memory bounded.
+every download intact, the quota equal to a recount (files plus the dead properties the
+clients set), server memory bounded.
 `FETCHDRIVE_LOAD_SECONDS` shortens the run for a quick local check.
 """
 
@@ -22,8 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from provider.quota import tree_size
 from tests.downloads_helpers import url_shortcut, wait_for
+from tests.quota_helpers import recounted
 
 LOAD_SECONDS = float(os.environ.get("FETCHDRIVE_LOAD_SECONDS", 60))
 PRIVATE_CLIENTS, SHARED_CLIENTS, OTHER_USER_CLIENTS = 20, 20, 10
@@ -118,7 +119,7 @@ def _private_client(run: _Run, user: str, folder: str, seed: int) -> dict[str, s
     run.call(session, "MKCOL", folder)
     model: dict[str, str] = {}
     while not run.stop.is_set():
-        operation = rng.choice(["put", "put", "get", "get", "move", "copy", "delete", "list", "lock"])
+        operation = rng.choice(["put", "put", "get", "get", "move", "copy", "delete", "list", "lock", "proppatch"])
         name = f"f{rng.randint(0, 9)}.bin"
         path = f"{folder}/{name}"
         if operation == "put" or (operation == "lock" and name not in model):
@@ -146,6 +147,13 @@ def _private_client(run: _Run, user: str, folder: str, seed: int) -> dict[str, s
             response = run.call(session, "DELETE", path)
             if response is not None and response.status_code == 204:
                 model.pop(name, None)
+        elif operation == "proppatch":
+            prop, value = f"note{rng.randint(0, 3)}", "v" * rng.choice([0, 10, 5000, 60_000])
+            body = (f'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:X="urn:load:"><D:set><D:prop>'
+                    f"<X:{prop}>{value}</X:{prop}></D:prop></D:set></D:propertyupdate>")
+            response = run.call(session, "PROPPATCH", path if name in model else folder, data=body.encode())
+            if response is not None and response.status_code not in (207, 404):
+                run.fail(f"PROPPATCH {user}/{path}: {response.status_code}")
         elif operation == "list":
             names = _listing(run, session, folder)
             if names is not None and names != set(model):
@@ -288,6 +296,6 @@ def test_fifty_clients_and_twenty_downloads_for_a_minute(make_server, origin, ta
         run.checked()
     for user, password in USERS.items():
         used = server.session(user, password).get(server.url("/api/v1/me")).json()["used_bytes"]
-        assert used == tree_size(server.space(user)), user
+        assert used == recounted(server, user), user
     assert peak_memory - base_memory < MEMORY_GROWTH_LIMIT, f"server memory grew by {(peak_memory - base_memory) >> 20} MiB"
     assert "Traceback" not in server.log_text()

@@ -1,0 +1,131 @@
+"""Metadata written to one user's copy of deduplicated content changes that copy alone.
+
+Users who download identical content get hard links to one object of the content store.
+Each test here gives two or three users such links (each from their own URL), has one user
+write metadata in every way a client can, and checks that the others' files keep their
+bytes, modification time, Last-Modified and ETag, while the writer sees the change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from tests.downloads_helpers import url_shortcut, wait_for
+
+CONTENT = os.urandom(300_000)
+MS = 'xmlns:Z="urn:schemas-microsoft-com:"'
+WINDOWS = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"}
+
+
+@dataclass
+class Holder:
+    name: str
+    session: requests.Session
+
+
+def proppatch(prop: str, namespace: str = "") -> bytes:
+    return (f'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" {namespace}>'
+            f"<D:set><D:prop>{prop}</D:prop></D:set></D:propertyupdate>").encode()
+
+
+# Each row: what one user does to their copy, and whether it must change their Last-Modified.
+WRITES = {
+    "Win32LastModifiedTime": (
+        lambda h, url: h.session.request("PROPPATCH", url, headers=WINDOWS, data=proppatch(
+            "<Z:Win32LastModifiedTime>Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32LastModifiedTime>", MS)),
+        True,
+    ),
+    "all Win32 times and attributes at once, as Explorer sends them": (
+        lambda h, url: h.session.request("PROPPATCH", url, headers=WINDOWS, data=proppatch(
+            "<Z:Win32CreationTime>Tue, 02 Feb 2021 11:00:00 GMT</Z:Win32CreationTime>"
+            "<Z:Win32LastAccessTime>Tue, 02 Feb 2021 11:00:00 GMT</Z:Win32LastAccessTime>"
+            "<Z:Win32LastModifiedTime>Tue, 02 Feb 2021 11:00:00 GMT</Z:Win32LastModifiedTime>"
+            "<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes>", MS)),
+        True,
+    ),
+    "Win32CreationTime alone": (
+        lambda h, url: h.session.request("PROPPATCH", url, headers=WINDOWS, data=proppatch(
+            "<Z:Win32CreationTime>Tue, 02 Feb 2021 11:00:00 GMT</Z:Win32CreationTime>", MS)),
+        False,
+    ),
+    "getlastmodified (protected)": (
+        lambda h, url: h.session.request("PROPPATCH", url, data=proppatch(
+            "<D:getlastmodified>Mon, 01 Mar 2021 12:00:00 GMT</D:getlastmodified>")),
+        False,
+    ),
+    "a dead property": (
+        lambda h, url: h.session.request("PROPPATCH", url, data=proppatch(
+            "<X:color>red</X:color>", 'xmlns:X="urn:example:"')),
+        False,
+    ),
+    "PUT of the same content (a touch)": (
+        lambda h, url: h.session.put(url, data=CONTENT),
+        True,
+    ),
+}
+
+
+def holder_of_the_content(server, origin, name: str) -> Holder:
+    """A new user who downloaded CONTENT from their own URL; once filed, their copy is a hard
+    link to the one stored object."""
+    server.add_user(name, f"{name}-password", quota="10M")
+    holder = Holder(name, server.session(name, f"{name}-password"))
+    origin.add(f"/{name}/same.bin", CONTENT)
+    holder.session.put(server.dav("downloads/same.bin.url"), data=url_shortcut(origin.url(f"/{name}/same.bin")))
+    wait_for(lambda: (holder.session.get(server.url("/api/v1/tasks")).json() or [{}])[0].get("sha256"),
+             message=f"{name}'s download filed in the store")
+    return holder
+
+
+def inode(server, holder: Holder) -> int:
+    return os.stat(server.space(holder.name) / "downloads" / "same.bin").st_ino
+
+
+def observed(server, holder: Holder) -> tuple:
+    path = server.space(holder.name) / "downloads" / "same.bin"
+    response = holder.session.get(server.dav("downloads/same.bin"))
+    return (hashlib.sha256(response.content).hexdigest(), response.headers["Last-Modified"],
+            response.headers["ETag"], os.stat(path).st_mtime_ns)
+
+
+@pytest.mark.parametrize("observers", [1, 2], ids=["shared with 1 other", "shared with 2 others"])
+def test_a_metadata_write_changes_only_the_writers_copy(make_server, origin, observers):
+    """Every kind of write in WRITES, each by a new user holding the same content."""
+    server = make_server()
+    others = [holder_of_the_content(server, origin, f"other{n}") for n in range(observers)]
+    before = {h.name: observed(server, h) for h in others}
+    for number, (write, (act, changes_date)) in enumerate(WRITES.items()):
+        writer = holder_of_the_content(server, origin, f"writer{number}")
+        assert inode(server, writer) == inode(server, others[0]), "not stored once; the test would prove nothing"
+        mine_before = observed(server, writer)
+        used_before = writer.session.get(server.url("/api/v1/me")).json()["used_bytes"]
+        response = act(writer, server.dav("downloads/same.bin"))
+        assert response.status_code < 500, (write, response.text)
+        for other in others:
+            assert observed(server, other) == before[other.name], f"{write} changed {other.name}'s file"
+        mine = observed(server, writer)
+        assert mine[0] == mine_before[0], write  # the same bytes
+        if changes_date:
+            assert mine[2] != mine_before[2], f"{write}: the writer's ETag did not change"
+        if write != "a dead property":
+            assert writer.session.get(server.url("/api/v1/me")).json()["used_bytes"] == used_before, write
+
+
+def test_every_user_may_set_their_own_time_on_shared_content(make_server, origin):
+    server = make_server()
+    holders = [holder_of_the_content(server, origin, name) for name in ("ann", "ben", "cat")]
+    stamps = {"ann": "Wed, 01 Jan 2020 10:00:00 GMT", "ben": "Thu, 02 Jan 2020 10:00:00 GMT",
+              "cat": "Fri, 03 Jan 2020 10:00:00 GMT"}
+    for holder in holders:
+        body = proppatch(f"<Z:Win32LastModifiedTime>{stamps[holder.name]}</Z:Win32LastModifiedTime>", MS)
+        assert holder.session.request("PROPPATCH", server.dav("downloads/same.bin"), headers=WINDOWS,
+                                      data=body).status_code == 207
+    for holder in holders:
+        got = holder.session.get(server.dav("downloads/same.bin"))
+        assert got.headers["Last-Modified"] == stamps[holder.name] and got.content == CONTENT
+    assert len({observed(server, h)[2] for h in holders}) == 3  # three ETags
