@@ -97,6 +97,8 @@ class TorrentClient:
             # quarter of TCP's rate here; TCP is what other clients (aria2) use.
             "enable_outgoing_utp": False,
             "enable_incoming_utp": False,
+            # Writes waiting for the disk are held in memory; libtorrent's default is 100 MiB.
+            "max_queued_disk_bytes": 16 * 1024 * 1024,
             "alert_mask": 0,
             "user_agent": "fetchdrive/0.1",
         })
