@@ -26,6 +26,8 @@ from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
 from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
+from engine.devices import Devices
+from engine.events import EventLog, TaskEvents
 from engine.errors import Cancelled, FetchError, PermanentError, TransientError
 from engine.fetcher import Download, Fetcher
 from engine.following_hasher import file_sha256
@@ -119,6 +121,9 @@ def _is_content_hash(task: Task) -> bool:
 class DownloadEngine:
     def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings) -> None:
         self.tasks = TaskStore(database)
+        self.events = EventLog(database)
+        self.devices = Devices(database, self.events)
+        self.tasks.on_change = TaskEvents(self.events, self.devices.send_finished).changed
         self.catalog = Catalog(database)
         self.store = ContentStore(data_root / "store")
         self.temp_root = data_root / "tmp" / "downloads"
@@ -195,6 +200,11 @@ class DownloadEngine:
             if task.source not in wanted:
                 self._cancel(task)
         kept = {task.source for task in unfinished if task.source in wanted}
+        unknown_devices = self.devices.unknown(user, trigger.send_to)
+        if unknown_devices:
+            self._write_error_file(user, rel_path, f"{PurePosixPath(rel_path).name} cannot be used: no device "
+                                   f"{', '.join(unknown_devices)}; run `fetchdrive sync --device NAME` there first")
+            return
         self._remove_error_file(user, rel_path)
         path = PurePosixPath(rel_path)
         for source in trigger.sources:
@@ -208,6 +218,7 @@ class DownloadEngine:
                     sha256_expected=trigger.sha256,
                     filename_hint=trigger.filename,
                     stem=path.stem,
+                    send_to=",".join(trigger.send_to) or None,
                 )
 
     def path_removed(self, user: str, rel_path: str) -> None:
@@ -263,20 +274,21 @@ class DownloadEngine:
 
     # --- tasks (called by the API) ----------------------------------------
 
-    def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None, sha256: str | None = None) -> Task:
+    def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None,
+            sha256: str | None = None, send_to: str | None = None) -> Task:
         stem = sanitize_filename(PurePosixPath(source).name or "download")
         return self._add_task(user, source=source, kind=kind, folder=folder, trigger_path=None,
-                              sha256_expected=sha256, filename_hint=filename, stem=stem)
+                              sha256_expected=sha256, filename_hint=filename, stem=stem, send_to=send_to)
 
     def _add_task(self, user: str, *, source: str, kind: str, folder: str, trigger_path: str | None,
-                  sha256_expected: str | None, filename_hint: str | None, stem: str) -> Task:
+                  sha256_expected: str | None, filename_hint: str | None, stem: str, send_to: str | None = None) -> Task:
         if kind == "id":
             display = sanitize_filename(filename_hint or stem)
         else:
             display = choose_filename(trigger_filename=filename_hint, content_disposition=None, final_url=source, trigger_stem=stem)
         task = self.tasks.add(
             user=user, source=source, kind=kind, folder=folder, trigger_path=trigger_path,
-            display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint,
+            display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint, send_to=send_to,
         )
         self.tasks.update(task.id, temp_path=str(self.temp_root / f"{task.id}.part"))
         self.wake()

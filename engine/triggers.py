@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import plistlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
+
+from engine.devices import DeviceError, parse_names
 
 TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".id"})
 MAX_TRIGGER_BYTES = 64 * 1024
@@ -31,6 +33,7 @@ class Trigger:
     is_content_id: bool
     sha256: str | None
     filename: str | None
+    send_to: tuple[str, ...] = ()  # devices that receive the finished file
 
 
 def is_os_junk(name: str) -> bool:
@@ -109,7 +112,7 @@ def _lines_and_options(text: str) -> tuple[list[str], dict[str, str]]:
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        if sep and key.strip().lower() in ("sha256", "filename"):
+        if sep and key.strip().lower() in ("sha256", "filename", "send-to"):
             options[key.strip().lower()] = value
         else:
             lines.append(line)
@@ -216,7 +219,22 @@ def parse_trigger(name: str, data: bytes) -> Trigger:
     if not text.strip():
         raise TriggerError("the file is empty")
     if suffix == ".url":
-        return _parse_url_file(text)
-    if suffix == ".desktop":
-        return _parse_desktop(text)
-    return _parse_id(text)
+        trigger = _parse_url_file(text)
+    elif suffix == ".desktop":
+        trigger = _parse_desktop(text)
+    else:
+        trigger = _parse_id(text)
+    return replace(trigger, send_to=_send_to(text))
+
+
+def _send_to(text: str) -> tuple[str, ...]:
+    """The devices of a `send-to=NAME[,NAME...]` line (the last one wins, as for other keys)."""
+    names: tuple[str, ...] = ()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == "send-to":
+            try:
+                names = parse_names(value)
+            except DeviceError as error:
+                raise TriggerError(str(error)) from None
+    return names

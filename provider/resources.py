@@ -128,8 +128,10 @@ class SpaceFile(SpaceResourceMixin, FileResource):
             if upload is not None:
                 upload.discard()
             return
+        created = self.file_stat.st_ino == 0
         size_change, self.file_stat = upload.commit()
         self.provider.quota.charge(self.user, size_change)
+        self.provider.announce(self.environ, "created" if created else "changed", self.path)
         self.provider.file_arrived(self.path, self.environ)
 
     def delete(self):
@@ -144,6 +146,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
         self.provider.quota.charge(self.user, -size)
+        self.provider.announce(self.environ, "deleted", self.path)
         self.provider.path_left(self.path, self.environ)
 
     def copy_move_single(self, dest_path, *, is_move):
@@ -161,12 +164,14 @@ class SpaceFile(SpaceResourceMixin, FileResource):
             size = os.stat(temp).st_size
             with locked_paths(dest_file):
                 replaced = size_or_zero(dest_file)
+                existed = os.path.exists(dest_file)
                 os.replace(temp, dest_file)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
         self._copy_dead_properties(dest_path, is_move=is_move)
         self.provider.quota.charge(self.user, size - replaced)
+        self.provider.announce(self.environ, "changed" if existed else "created", dest_path)
         self.provider.file_arrived(dest_path, self.environ)
 
     def _copy_dead_properties(self, dest_path: str, *, is_move: bool) -> None:
@@ -190,6 +195,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
                 raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
         self.provider.quota.charge(self.user, -replaced)
         self._copy_dead_properties(dest_path, is_move=True)
+        self.provider.announce(self.environ, "moved", self.path, to=dest_path)
         self.provider.path_left(self.path, self.environ)
         self.provider.file_arrived(dest_path, self.environ)
 
@@ -232,9 +238,19 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         size = tree_size(self._file_path)
         super().delete()
         self.provider.quota.charge(self.user, -size)
+        self.provider.announce(self.environ, "deleted", self.path, folder=True)
         self.provider.path_left(self.path, self.environ)
+
+    def create_collection(self, name):
+        super().create_collection(name)
+        self.provider.announce(self.environ, "created", self.path.rstrip("/") + "/" + name, folder=True)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        super().copy_move_single(dest_path, is_move=is_move)
+        self.provider.announce(self.environ, "created", dest_path, folder=True)
 
     def move_recursive(self, dest_path):
         super().move_recursive(dest_path)
+        self.provider.announce(self.environ, "moved", self.path, to=dest_path, folder=True)
         self.provider.path_left(self.path, self.environ)
         self.provider.tree_arrived(dest_path, self.environ)

@@ -80,6 +80,7 @@ def serve(config: Config) -> None:
 
     def stop(signum, _frame):
         _log.info("received %s, shutting down", signal.Signals(signum).name)
+        app.end_streams()
         threading.Thread(target=server.stop, daemon=True).start()
 
     signal.signal(signal.SIGINT, stop)

@@ -133,6 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.read_timeout", 60, _seconds, "Seconds an origin may stay silent mid-download before the try counts as failed."),
     Setting("engine.mirrors", [], _mirrors, "URL templates tried for sha256: IDs, e.g. https://m.example/{sha256}."),
     Setting("engine.cache_ttl", 86400, _seconds, "Seconds a finished URL may be delivered again without a transfer."),
+    Setting("events.keepalive", 15, _seconds, "Seconds between keep-alive comments on an idle /api/v1/events stream."),
+    Setting("events.history", 1000, _integer(10), "Events kept per user for clients that resume with Last-Event-ID; one further behind resyncs."),
+    Setting("events.max_streams_per_user", 20, _integer(1), "Event streams one user may hold open at once (each holds an HTTP worker thread)."),
     Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),
 )
 
