@@ -16,7 +16,8 @@ from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
 from provider.accounts import AccountError
-from server.client import ClientError, add, server_from, sync
+from server.client import ClientError, add, server_from
+from server.live_sync import sync
 from server.settings import Config, ConfigError, load_config
 from server.sizes import SizeError, format_size, parse_size
 
@@ -151,7 +152,8 @@ def cmd_add(config: Config | None, args: argparse.Namespace) -> None:
 
 def cmd_sync(config: Config | None, args: argparse.Namespace) -> None:
     server = server_from(args.server, args.user, _client_password(args))
-    raise SystemExit(sync(server, args.folder, Path(args.local_dir), delete=args.delete, watch=args.watch))
+    raise SystemExit(sync(server, args.folder, Path(args.local_dir), delete=args.delete, watch=args.watch,
+                          device=args.device))
 
 
 def _catalog(config: Config):
@@ -228,9 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="mirror a folder of the drive into a local folder")
     sync.add_argument("local_dir", metavar="LOCAL_DIR")
     client_options(sync)
-    sync.add_argument("--folder", default="", metavar="PATH", help="folder of the drive (default: all of it)")
+    sync.add_argument("--folder", metavar="PATH",
+                      help="folder of the drive (default: all of it; with --device: none, only what is sent)")
     sync.add_argument("--delete", action="store_true", help="delete local files removed from the drive")
-    sync.add_argument("--watch", type=float, metavar="SECONDS", help="keep syncing every SECONDS")
+    sync.add_argument("--watch", type=float, metavar="SECONDS",
+                      help="keep following the drive's changes as they happen; sync every SECONDS at the latest")
+    sync.add_argument("--device", metavar="NAME",
+                      help="register this machine as device NAME and receive into LOCAL_DIR the files sent to it")
     sync.set_defaults(run=cmd_sync, needs_config=False)
     return parser
 
