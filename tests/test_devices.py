@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import Account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import REPO
 from tests.test_client_commands import tree
+from tests.test_web_page import browser, open_page  # noqa: F401 - the browser fixture
 
 
 @pytest.fixture
@@ -148,3 +150,17 @@ def test_sync_with_a_malformed_device_name_stops_with_one_line(server, alice, tm
     result = _run_once(server, alice, "not/allowed", tmp_path / "x")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("fetchdrive: error: ")
+
+
+def test_the_web_page_sends_a_finished_file_to_a_chosen_device(browser, server, alice, origin):
+    for name in ("laptop", "phone"):
+        alice.session.put(server.url(f"/api/v1/devices/{name}"))
+    origin.add("/song.ogg", b"ogg" * 100)
+    alice.session.post(server.url("/api/v1/tasks"), json={"url": origin.url("/song.ogg")})
+    page = open_page(browser, server, alice)
+    task = page.locator("li.task").first
+    expect(task).to_have_attribute("data-state", "done")
+    task.get_by_label("Send to device").select_option("phone")
+    expect(page.locator("#message")).to_have_text("Sent song.ogg to phone")
+    devices = _devices(alice, server)
+    assert devices["phone"]["pending"] == 1 and devices["laptop"]["pending"] == 0

@@ -9,12 +9,14 @@ import sys
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 from tests.conftest import Account
 from tests.downloads_helpers import wait_for
 from tests.server_process import REPO
 from tests.sse_helpers import Listener, free_port
 from tests.test_client_commands import tree
+from tests.test_web_page import browser, open_page  # noqa: F401 - the browser fixture
 
 QUICK = {"events.keepalive": 0.5}
 
@@ -226,3 +228,18 @@ def test_sync_watch_follows_the_stream_and_catches_up_after_a_server_restart(mak
         watcher.terminate()
         watcher.wait(timeout=30)
     assert sorted(tree(local)) == ["after-restart.txt", "first.txt", "second.txt"]
+
+
+def test_the_dashboard_follows_the_stream_instead_of_polling(browser, server, alice, origin):
+    page = open_page(browser, server, alice)
+    expect(page.locator("#user")).to_have_text("alice")
+    origin.add("/live.bin", b"l" * 1000)
+    alice.session.post(server.url("/api/v1/tasks"), json={"url": origin.url("/live.bin")})  # not from the page
+    task = page.locator("li.task").first
+    expect(task).to_have_attribute("data-state", "done")
+    expect(task.locator("a", has_text="Open")).to_have_attribute("href", "/dav/downloads/live.bin")
+    page.wait_for_timeout(1000)  # the refreshes the last events asked for
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/api/v1/tasks" in request.url else None)
+    page.wait_for_timeout(3000)  # idle: the page used to poll every second
+    assert polls == []
