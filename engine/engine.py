@@ -631,6 +631,7 @@ class DownloadEngine:
                     size = trigger_file.stat().st_size
                     trigger_file.unlink()
                     self._spaces.charge(task.user, -size)
+                    self.events.publish(task.user, "file.deleted", {"path": task.trigger_path})
                 except FileNotFoundError:
                     pass
                 self._remove_error_file(task.user, task.trigger_path)
@@ -667,6 +668,7 @@ class DownloadEngine:
         temp.write_bytes(body)
         os.replace(temp, target)
         self._spaces.charge(user, len(body) - old_size)
+        self.events.publish(user, "file.changed" if old_size else "file.created", {"path": rel_path + ERROR_SUFFIX})
 
     def _remove_error_file(self, user: str, rel_path: str) -> None:
         target = self._error_file(user, rel_path)
@@ -674,6 +676,7 @@ class DownloadEngine:
             size = target.stat().st_size
             target.unlink()
             self._spaces.charge(user, -size)
+            self.events.publish(user, "file.deleted", {"path": rel_path + ERROR_SUFFIX})
         except FileNotFoundError:
             pass
 

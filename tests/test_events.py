@@ -12,7 +12,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.conftest import Account
-from tests.downloads_helpers import wait_for
+from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import REPO
 from tests.sse_helpers import Listener, free_port
 from tests.test_client_commands import tree
@@ -42,6 +42,9 @@ def _work_of(account: Account, server, origin) -> None:
     origin.add(f"/{name}-gone.bin", b"", status=404)
     for path in (f"/{name}-ok.bin", f"/{name}-gone.bin"):
         assert session.post(server.url("/api/v1/tasks"), json={"url": origin.url(path)}).status_code == 201
+    origin.add(f"/{name}-by-trigger.bin", b"t")
+    session.put(server.dav(f"downloads/{name}-trigger.url"), data=url_shortcut(origin.url(f"/{name}-by-trigger.bin")))
+    session.put(server.dav(f"downloads/{name}.url"), data=b"not a link")
 
 
 EXPECTED = [  # (kind, fields) every user's stream must carry for _work_of, with NAME for the user
@@ -55,6 +58,8 @@ EXPECTED = [  # (kind, fields) every user's stream must carry for _work_of, with
     ("task.done", {"name": "NAME-ok.bin", "path": "downloads/NAME-ok.bin"}),
     ("file.created", {"path": "downloads/NAME-ok.bin"}),
     ("task.failed", {"name": "NAME-gone.bin"}),
+    ("file.created", {"path": "downloads/NAME.url.error.txt"}),  # the engine's own files too
+    ("file.deleted", {"path": "downloads/NAME-trigger.url"}),
 ]
 
 
