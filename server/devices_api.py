@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.devices import Delivery, DeviceError, Devices, check_name
+from provider.resources import file_etag
 from server.api import ApiError, Request, _text_field
 
 _DEVICE_PATH = re.compile(r"^/api/v1/devices/([^/]+)(?:/(send|deliveries|ack))?$")
@@ -93,8 +94,19 @@ class DevicesApi:
         return "/".join(parts)
 
     def _deliveries(self, request: Request, name: str) -> tuple[int, Any]:
+        """Pending deliveries with the file's size and ETag as they are now (both null when the
+        file is gone), so the device can fetch each with a single GET."""
         self._devices.seen(request.user, name)
-        return 200, [_delivery(delivery) for delivery in self._devices.pending(request.user, name)]
+        root = self._space_root(request.user)
+        answer = []
+        for delivery in self._devices.pending(request.user, name):
+            try:
+                info = os.stat(root / delivery.path)
+                current = {"size": info.st_size, "etag": file_etag(info)}
+            except OSError:
+                current = {"size": None, "etag": None}
+            answer.append({**_delivery(delivery), **current})
+        return 200, answer
 
     def _ack(self, request: Request, name: str) -> tuple[int, Any]:
         delivery_id = request.json().get("delivery")

@@ -31,7 +31,6 @@ from server.client import ClientError, RemoteFile, Server, Sync, _explain
 
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
 _READ_TIMEOUT = 90  # several keep-alive intervals: a silent stream is a dead one
-_SETTLE = 0.15  # gather a burst of file events into one sync
 
 
 @dataclass(frozen=True)
@@ -131,17 +130,12 @@ class Device:
         self._job.partial_dir.mkdir(parents=True, exist_ok=True)
         received = 0
         for delivery in self._call("GET", self._api + "/deliveries"):
-            path = delivery["path"]
-            try:
-                info = self._job.client.info(path)
-            except Exception:  # webdav3 raises its own types, and RemoteResourceNotFound when gone
-                info = None
-            if info is not None:
-                item = RemoteFile(path, int(info.get("size") or 0), info.get("etag"), info.get("modified"))
-                with tqdm(total=item.size, unit="B", unit_scale=True, desc=posixpath.basename(path),
-                          file=sys.stderr) as bar:
-                    self._job.download(path, self._job.local / posixpath.basename(path), item, bar)
-                print(f"received {posixpath.basename(path)}", flush=True)
+            path, name = delivery["path"], posixpath.basename(delivery["path"])
+            if delivery["size"] is not None:
+                item = RemoteFile(path, delivery["size"], delivery["etag"], None)
+                with tqdm(total=item.size, unit="B", unit_scale=True, desc=name, file=sys.stderr) as bar:
+                    self._job.download(path, self._job.local / name, item, bar)
+                print(f"received {name}", flush=True)
                 received += 1
             else:
                 print(f"{path} was sent to {self.name} but is no longer in the drive", file=sys.stderr, flush=True)
@@ -172,6 +166,7 @@ def sync(server: Server, folder: str | None, local: Path, *, delete: bool, watch
     feed = EventFeed(server)
     feed.start()
     pending_sync = pending_receive = False
+    registered = True
     while True:
         try:
             event = feed.queue.get(timeout=watch)
@@ -180,13 +175,13 @@ def sync(server: Server, folder: str | None, local: Path, *, delete: bool, watch
         else:
             events = [event]
             try:
-                while True:
-                    events.append(feed.queue.get(timeout=_SETTLE))
+                while True:  # what queued up meanwhile is handled by the same sync
+                    events.append(feed.queue.get_nowait())
             except queue.Empty:
                 pass
             for event in events:
                 if event.kind in ("ready", "resync"):
-                    pending_sync, pending_receive = mirror, receiver is not None
+                    pending_sync, pending_receive, registered = mirror, receiver is not None, False
                 elif event.kind.startswith("file.") and mirror and _concerns(job, event):
                     pending_sync = True
                 elif event.kind == "device.send" and receiver is not None and event.data.get("device") == device:
@@ -195,7 +190,9 @@ def sync(server: Server, folder: str | None, local: Path, *, delete: bool, watch
             if pending_sync:
                 job.run()
             if pending_receive and receiver is not None:
-                receiver.register()  # again: the server may have been restarted with another database
+                if not registered:  # again on a new stream: the server may have lost its database
+                    receiver.register()
+                    registered = True
                 receiver.receive()
             pending_sync = pending_receive = False
         except ClientError as error:
