@@ -95,6 +95,11 @@ class Devices:
             db.execute("delete from deliveries where user = ? and device = ?", [user, name])
             return db.execute("delete from devices where user = ? and name = ?", [user, name]).rowcount == 1
 
+    def forget_user(self, user: str) -> None:
+        with self._database.write() as db:
+            db.execute("delete from deliveries where user = ?", [user])
+            db.execute("delete from devices where user = ?", [user])
+
     def of_user(self, user: str) -> list[Device]:
         rows = self._database.read_committed(
             "select name, created_at, last_seen, (select count(*) from deliveries d where d.user = devices.user "

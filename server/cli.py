@@ -103,11 +103,16 @@ def cmd_user_quota(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_user_remove(config: Config, args: argparse.Namespace) -> None:
+    from engine.devices import Devices
+    from engine.events import EventLog
     from engine.tasks import TaskStore
 
     storage = _storage(config)
     storage.accounts.remove(args.name)
     TaskStore(storage.database).delete_user(args.name)
+    events = EventLog(storage.database)  # a later user of the same name inherits none of it
+    events.forget_user(args.name)
+    Devices(storage.database, events).forget_user(args.name)
     if not args.keep_files:
         shutil.rmtree(storage.space(args.name), ignore_errors=True)
     kept = f"; files kept in {storage.space(args.name)}" if args.keep_files else " and their files"

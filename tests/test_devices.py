@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 from tests.conftest import Account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import REPO
+from tests.sse_helpers import Listener
 from tests.test_client_commands import tree
 from tests.test_web_page import browser, open_page  # noqa: F401 - the browser fixture
 
@@ -164,3 +165,21 @@ def test_the_web_page_sends_a_finished_file_to_a_chosen_device(browser, server, 
     expect(page.locator("#message")).to_have_text("Sent song.ogg to phone")
     devices = _devices(alice, server)
     assert devices["phone"]["pending"] == 1 and devices["laptop"]["pending"] == 0
+
+
+def test_a_new_user_of_a_removed_users_name_inherits_no_events_and_no_devices(server):
+    server.add_user("dana", "dana-password-1")
+    old = server.session("dana", "dana-password-1")
+    old.put(server.url("/api/v1/devices/old-laptop"))
+    old.put(server.dav("secret-plans.txt"), data=b"x")
+    assert server.cli("user", "remove", "dana").returncode == 0
+    server.add_user("dana", "dana-password-2")
+    new = server.session("dana", "dana-password-2")
+    assert new.get(server.url("/api/v1/devices")).json() == []
+    listener = Listener(new, server.base_url, last_id=1)  # a number of the old user's
+    try:
+        resync = listener.wait_for("resync")
+        wait_for(lambda: listener.keepalives >= 1, message="a keep-alive after the resync")
+    finally:
+        listener.close()
+    assert resync.id == 0 and [event.kind for event in listener.events()] == ["resync"]
