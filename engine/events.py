@@ -67,8 +67,9 @@ class LocalNotifier:
 class Subscription:
     """One open stream: wakes on the user's events and holds transient ones until sent."""
 
-    def __init__(self, user: str) -> None:
+    def __init__(self, user: str, device: str | None = None) -> None:
         self.user = user
+        self.device = device  # the device that follows this stream, if it said so
         self._cond = threading.Condition()
         self._flashes: deque[Event] = deque(maxlen=_FLASH_BACKLOG)
         self._stored = False
@@ -160,8 +161,8 @@ class EventLog:
 
     # --- streams ------------------------------------------------------------
 
-    def subscribe(self, user: str) -> Subscription:
-        subscription = Subscription(user)
+    def subscribe(self, user: str, device: str | None = None) -> Subscription:
+        subscription = Subscription(user, device)
         with self._lock:
             if self._closed:
                 subscription.closed = True
@@ -177,6 +178,10 @@ class EventLog:
 
     def streams(self, user: str) -> int:
         return len(self._streams_of(user))
+
+    def online_devices(self, user: str) -> set[str]:
+        """Devices of `user` following a stream on this node now."""
+        return {stream.device for stream in self._streams_of(user) if stream.device}
 
     def close(self) -> None:
         """End every open stream (the server is stopping); clients reconnect and resume."""

@@ -132,8 +132,9 @@ class FetchdriveApp:
         self.provider.events = self.engine.events
         self.engine.events.history = config["events.history"]
         self.api = Api(self.engine, self.authenticator, self.storage.quota)
-        self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(self.engine.devices, self.provider.space_root)
-        self.events = EventStream(self.api, self.engine.events, keepalive=config["events.keepalive"],
+        self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(
+            self.engine.devices, self.provider.space_root, self.engine.events.online_devices)
+        self.events = EventStream(self.api, self.engine.events, self.engine.devices, keepalive=config["events.keepalive"],
                                   max_streams_per_user=config["events.max_streams_per_user"])
         self.page = web_page(self.api)
         self._dav_entry = dav_guard(self.dav, DAV_PREFIX)

@@ -1,6 +1,6 @@
 """The devices API under /api/v1/devices (SPEC 6): register, list, send files, deliver.
 
-    GET    /api/v1/devices                   the user's devices, when each was last seen
+    GET    /api/v1/devices                   the user's devices, when each was last seen, which are online
     PUT    /api/v1/devices/NAME              register NAME (or mark it seen)
     DELETE /api/v1/devices/NAME              forget NAME and its undelivered files
     POST   /api/v1/devices/NAME/send         {"path": "downloads/x.iso"}: queue a file for NAME
@@ -29,16 +29,18 @@ def _delivery(delivery: Delivery) -> dict[str, Any]:
 
 
 class DevicesApi:
-    def __init__(self, devices: Devices, space_root: Callable[[str], Path]) -> None:
+    def __init__(self, devices: Devices, space_root: Callable[[str], Path], online: Callable[[str], set[str]]) -> None:
         self._devices = devices
         self._space_root = space_root
+        self._online = online
 
     def __call__(self, request: Request) -> tuple[int, Any]:
         if request.path == "/api/v1/devices":
             if request.method != "GET":
                 raise ApiError(405, f"{request.method} is not allowed on {request.path}")
-            return 200, [{"name": d.name, "created_at": d.created_at, "last_seen": d.last_seen, "pending": d.pending}
-                         for d in self._devices.of_user(request.user)]
+            online = self._online(request.user)
+            return 200, [{"name": d.name, "created_at": d.created_at, "last_seen": d.last_seen, "pending": d.pending,
+                          "online": d.name in online} for d in self._devices.of_user(request.user)]
         match = _DEVICE_PATH.match(request.path)
         if not match:
             raise ApiError(404, f"no API route {request.path}; see /api/v1/openapi.json")

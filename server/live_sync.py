@@ -62,8 +62,9 @@ def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str | None, str, str]]:
 class EventFeed:
     """The user's event stream, kept open across network losses; events arrive in `queue`."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, device: str | None = None) -> None:
         self._server = server
+        self._url = server.url + "/api/v1/events" + (f"?device={quote(device, safe='')}" if device else "")
         self.queue: queue.Queue[FeedEvent] = queue.Queue()
         self.last_id: str | None = None
         self._stop = threading.Event()
@@ -83,7 +84,7 @@ class EventFeed:
             if self.last_id is not None:
                 headers["Last-Event-ID"] = self.last_id
             try:
-                with session.get(self._server.url + "/api/v1/events", headers=headers, stream=True,
+                with session.get(self._url, headers=headers, stream=True,
                                  timeout=(10, _READ_TIMEOUT)) as response:
                     if response.status_code != 200:
                         raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
@@ -163,7 +164,7 @@ def sync(server: Server, folder: str | None, local: Path, *, delete: bool, watch
         receiver.receive()
     if watch is None:
         return status
-    feed = EventFeed(server)
+    feed = EventFeed(server, device)
     feed.start()
     pending_sync = pending_receive = False
     registered = True
@@ -171,7 +172,7 @@ def sync(server: Server, folder: str | None, local: Path, *, delete: bool, watch
         try:
             event = feed.queue.get(timeout=watch)
         except queue.Empty:
-            pending_sync, pending_receive = mirror, receiver is not None  # the fallback poll
+            pending_sync, pending_receive, registered = mirror, receiver is not None, False  # the fallback poll
         else:
             events = [event]
             try:

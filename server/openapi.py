@@ -109,16 +109,19 @@ OPENAPI["paths"].update({
                        "task.done, task.failed, task.cancelled, file.created, file.changed, file.moved, file.deleted, "
                        "device.send; ready and resync carry the newest event number)",
             "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}},
-                           {"name": "last_event_id", "in": "query", "schema": {"type": "integer"}}],
+                           {"name": "last_event_id", "in": "query", "schema": {"type": "integer"}},
+                           {"name": "device", "in": "query", "schema": {"type": "string"},
+                            "description": "the device following this stream: listed as online, seen at each keep-alive"}],
             "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
-                          "400": _ERROR, "401": _ERROR, "429": _ERROR},
+                          "400": _ERROR, "401": _ERROR, "404": _ERROR, "429": _ERROR},
         },
     },
     "/api/v1/devices": {
         "get": {"summary": "The caller's devices and when each was last seen", "responses": {
             "200": {"description": "Devices", "content": {_JSON: {"schema": {"type": "array", "items": {
                 "type": "object", "properties": {"name": {"type": "string"}, "created_at": {"type": "number"},
-                                                 "last_seen": {"type": ["number", "null"]}, "pending": {"type": "integer"}}}}}}},
+                                                 "last_seen": {"type": ["number", "null"]}, "pending": {"type": "integer"},
+                                                 "online": {"type": "boolean"}}}}}}},
             "401": _ERROR}},
     },
     "/api/v1/devices/{name}": {

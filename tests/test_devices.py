@@ -62,7 +62,8 @@ def watching(server, tmp_path):
 
 def test_a_trigger_sends_its_file_to_the_named_devices_only(server, alice, origin, watching):
     folders = {name: watching(alice, name) for name in ("laptop", "phone", "tablet")}
-    wait_for(lambda: len(_devices(alice, server)) == 3, message="three devices registered")
+    wait_for(lambda: len(_devices(alice, server)) == 3 and all(d["online"] for d in _devices(alice, server).values()),
+             message="three devices registered and following their streams")
     body = os.urandom(200_000)
     origin.add("/film.mkv", body)
     trigger = url_shortcut(origin.url("/film.mkv"), **{"send-to": "laptop, phone"})
@@ -101,7 +102,7 @@ def test_a_device_offline_when_its_download_finishes_receives_it_when_it_starts(
     second = _run_once(server, alice, "desk", local)
     assert second.returncode == 0, second.stderr
     assert tree(local) == {"report.pdf": b"%PDF report"}
-    assert _devices(alice, server)["desk"]["pending"] == 0
+    assert _devices(alice, server)["desk"]["pending"] == 0 and not _devices(alice, server)["desk"]["online"]
     assert _devices(alice, server)["desk"]["last_seen"] >= _devices(alice, server)["desk"]["created_at"]
 
 
