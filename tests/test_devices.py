@@ -3,12 +3,16 @@ devices (by a trigger's `send-to=` line or the API) reaches those and no others.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from playwright.sync_api import expect
 
 from tests.conftest import Account
@@ -184,3 +188,30 @@ def test_a_new_user_of_a_removed_users_name_inherits_no_events_and_no_devices(se
     finally:
         listener.close()
     assert resync.id == 0 and [event.kind for event in listener.events()] == ["resync"]
+
+
+HOSTILE_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+
+
+def test_hostile_device_names_and_bodies_never_cause_a_server_error(server, alice):
+    alice.session.put(server.url("/api/v1/devices/laptop"))
+    alice.session.put(server.dav("a.txt"), data=b"a")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(["laptop", "ghost"]) | st.text(min_size=1, max_size=70),
+           st.sampled_from(["", "/send", "/ack", "/deliveries"]),
+           st.sampled_from(["GET", "PUT", "POST", "DELETE"]),
+           st.fixed_dictionaries({}, optional={"path": HOSTILE_JSON | st.text(max_size=60), "delivery": HOSTILE_JSON})
+           | HOSTILE_JSON)
+    def request(name, action, method, body):
+        url = server.url("/api/v1/devices/" + quote(name, safe="") + action)
+        response = alice.session.request(method, url, data=json.dumps(body), headers={"Content-Type": "application/json"})
+        assert response.status_code < 500, (name, action, method, body, response.text)
+        assert "Traceback" not in response.text
+
+    request()
+    assert alice.session.get(server.url("/api/v1/me")).status_code == 200
