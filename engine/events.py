@@ -75,7 +75,7 @@ class Subscription:
         self._stored = False
         self.closed = False
 
-    def _wake(self, flash: Event | None = None) -> None:
+    def wake(self, flash: Event | None = None) -> None:
         with self._cond:
             if flash is None:
                 self._stored = True
@@ -137,7 +137,7 @@ class EventLog:
         """Hand a transient event to the user's open streams on this node."""
         event = Event(kind, data)
         for subscription in self._streams_of(user):
-            subscription._wake(event)
+            subscription.wake(event)
 
     def latest(self, user: str) -> int:
         rows = self._database.read_committed("select last_seq from event_users where user = ?", [user])
@@ -197,7 +197,7 @@ class EventLog:
 
     def _wake_streams(self, user: str) -> None:
         for subscription in self._streams_of(user):
-            subscription._wake()
+            subscription.wake()
 
 
 def task_data(task: Task) -> dict[str, Any]:
