@@ -12,6 +12,9 @@ per task, since the next durable event (or the task list) supersedes it.
 `Notifier` is what wakes waiting streams when a user's events change: `LocalNotifier` for one
 process; a PostgreSQL `LISTEN/NOTIFY` notifier fills the same two methods for several nodes
 (a stored event then reaches streams on every node, which read it from the shared table).
+Until then a stream on another node still reads the table at each keep-alive, so stored
+events reach it within `events.keepalive` seconds; progress stays on the node that runs the
+download.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ interval is only the fallback: a sync also runs when no event came for that long
 
 A device (`--device NAME`) registers itself, then fetches what it was sent (its delivery
 queue) into LOCAL_DIR under each file's own name, at start and on each `device.send` event
-for it, and acknowledges each file once it is complete on disk. Files go through the same
+for it, and acknowledges each file once it is complete on disk. A file of that name already
+in LOCAL_DIR is kept: the new one arrives as `name (1).ext`. Files go through the same
 partial-file download as the folder sync, so nothing partial is ever under a final name.
 """
 
@@ -27,6 +28,7 @@ from urllib.parse import quote
 import requests
 from tqdm import tqdm
 
+from engine.naming import sanitize_filename, unique_name
 from server.client import ClientError, RemoteFile, Server, Sync, _explain
 
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
@@ -131,7 +133,9 @@ class Device:
         self._job.partial_dir.mkdir(parents=True, exist_ok=True)
         received = 0
         for delivery in self._call("GET", self._api + "/deliveries"):
-            path, name = delivery["path"], posixpath.basename(delivery["path"])
+            path = delivery["path"]
+            # Its own name, but never over a file already there (ours or the user's).
+            name = unique_name(sanitize_filename(posixpath.basename(path)), lambda n: (self._job.local / n).exists())
             if delivery["size"] is not None:
                 item = RemoteFile(path, delivery["size"], delivery["etag"], None)
                 with tqdm(total=item.size, unit="B", unit_scale=True, desc=name, file=sys.stderr) as bar:

@@ -215,3 +215,16 @@ def test_hostile_device_names_and_bodies_never_cause_a_server_error(server, alic
 
     request()
     assert alice.session.get(server.url("/api/v1/me")).status_code == 200
+
+
+def test_a_delivered_file_never_replaces_a_local_file_of_the_same_name(server, alice, tmp_path):
+    local = tmp_path / "desk"
+    assert _run_once(server, alice, "desk", local).returncode == 0
+    (local / "notes.txt").write_bytes(b"the user's own notes")
+    alice.session.put(server.dav("notes.txt"), data=b"sent notes")
+    for _ in range(2):
+        assert alice.session.post(server.url("/api/v1/devices/desk/send"), json={"path": "notes.txt"}).status_code == 201
+    result = _run_once(server, alice, "desk", local)
+    assert result.returncode == 0, result.stderr
+    assert tree(local) == {"notes.txt": b"the user's own notes", "notes (1).txt": b"sent notes",
+                           "notes (2).txt": b"sent notes"}
