@@ -29,6 +29,8 @@ from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
 from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
+from engine.devices import Devices
+from engine.events import EventLog, TaskEvents
 from engine.errors import Cancelled, FetchError, LocalStorageError, PermanentError, TransientError, local_storage_error
 from engine.fetcher import PROGRESS_EVERY, Download, Fetcher
 from engine.following_hasher import file_sha256
@@ -157,6 +159,9 @@ def _remove_temp(item: Path) -> None:
 class DownloadEngine:
     def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings) -> None:
         self.tasks = TaskStore(database)
+        self.events = EventLog(database)
+        self.devices = Devices(database, self.events)
+        self.tasks.on_change = TaskEvents(self.events, self.devices.send_finished).changed
         self.catalog = Catalog(database)
         self.store = ContentStore(data_root / "store")
         self.temp_root = data_root / "tmp" / "downloads"
@@ -253,6 +258,11 @@ class DownloadEngine:
             if task.source not in wanted:
                 self._cancel(task)
         kept = {task.source for task in unfinished if task.source in wanted}
+        unknown_devices = self.devices.unknown(user, trigger.send_to)
+        if unknown_devices:
+            self._write_error_file(user, rel_path, f"{PurePosixPath(rel_path).name} cannot be used: no device "
+                                   f"{', '.join(unknown_devices)}; run `fetchdrive sync --device NAME` there first")
+            return
         self._remove_error_file(user, rel_path)
         path = PurePosixPath(rel_path)
         for source in trigger.sources:
@@ -267,6 +277,7 @@ class DownloadEngine:
                     filename_hint=trigger.filename,
                     stem=path.stem,
                     metainfo=trigger.metainfo,
+                    send_to=",".join(trigger.send_to) or None,
                 )
 
     def path_removed(self, user: str, rel_path: str) -> None:
@@ -341,14 +352,16 @@ class DownloadEngine:
 
     # --- tasks (called by the API) ----------------------------------------
 
-    def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None, sha256: str | None = None) -> Task:
+    def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None,
+            sha256: str | None = None, send_to: str | None = None) -> Task:
         stem = sanitize_filename(PurePosixPath(source).name or "download")
         return self._add_task(user, source=source, kind=source_kind(source, kind == "id"), folder=folder,
-                              trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem)
+                              trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem,
+                              send_to=send_to)
 
     def _add_task(self, user: str, *, source: str, kind: str, folder: str, trigger_path: str | None,
                   sha256_expected: str | None, filename_hint: str | None, stem: str,
-                  metainfo: bytes | None = None) -> Task:
+                  metainfo: bytes | None = None, send_to: str | None = None) -> Task:
         if kind == "id":
             display = sanitize_filename(filename_hint or stem)
         elif kind == "torrent":
@@ -357,7 +370,7 @@ class DownloadEngine:
             display = choose_filename(trigger_filename=filename_hint, content_disposition=None, final_url=source, trigger_stem=stem)
         task = self.tasks.add(
             user=user, source=source, kind=kind, folder=folder, trigger_path=trigger_path,
-            display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint,
+            display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint, send_to=send_to,
         )
         self.tasks.update(task.id, temp_path=str(self.temp_root / f"{task.id}.part"))
         if metainfo is not None:
@@ -818,6 +831,7 @@ class DownloadEngine:
                     size = trigger_file.stat().st_size
                     trigger_file.unlink()
                     self._spaces.charge(task.user, -size)
+                    self.events.publish(task.user, "file.deleted", {"path": task.trigger_path})
                 except FileNotFoundError:
                     pass
                 self._remove_error_file(task.user, task.trigger_path)
@@ -854,6 +868,7 @@ class DownloadEngine:
         temp.write_bytes(body)
         os.replace(temp, target)
         self._spaces.charge(user, len(body) - old_size)
+        self.events.publish(user, "file.changed" if old_size else "file.created", {"path": rel_path + ERROR_SUFFIX})
 
     def _remove_error_file(self, user: str, rel_path: str) -> None:
         target = self._error_file(user, rel_path)
@@ -861,6 +876,7 @@ class DownloadEngine:
             size = target.stat().st_size
             target.unlink()
             self._spaces.charge(user, -size)
+            self.events.publish(user, "file.deleted", {"path": rel_path + ERROR_SUFFIX})
         except FileNotFoundError:
             pass
 

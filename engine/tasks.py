@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from engine.database import Database
 
@@ -48,6 +48,7 @@ class Task:
     segments: str | None = None  # JSON [[start, end, done], ...] of a segmented transfer
     fetched_url: str | None = None  # the URL the content came from: the source, or the one behind an ID
     superseded_by: int | None = None  # a later task of the same trigger and source that finished
+    send_to: str | None = None  # comma-separated devices that receive the finished file
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
@@ -72,6 +73,8 @@ class TaskStore:
 
     def __init__(self, database: Database) -> None:
         self._database = database
+        # Told of every write with the columns it set (live events: engine.events.TaskEvents).
+        self.on_change: Callable[[Task, Collection[str]], None] = lambda task, fields: None
         with database.write() as db:
             if "tasks" not in db.table_names():
                 db["tasks"].create(
@@ -110,6 +113,8 @@ class TaskStore:
                 "and other.state = ?) where state in (?, ?)",
                 [DONE, FAILED, CANCELLED],
             )
+        if "send_to" not in columns:
+            db["tasks"].add_column("send_to", str)
 
     @staticmethod
     def _task(row: dict[str, Any]) -> Task:
@@ -125,7 +130,9 @@ class TaskStore:
         values.update(created_at=now, updated_at=now)
         with self._database.write() as db:
             task_id = db["tasks"].insert(values).last_pk
-        return self.get(task_id)
+        task = self.get(task_id)
+        self.on_change(task, _COLUMNS)
+        return task
 
     def get(self, task_id: int) -> Task | None:
         found = self._query("select * from tasks where id = ?", [task_id])
@@ -136,6 +143,12 @@ class TaskStore:
         assignments = ", ".join(f"[{name}] = ?" for name in values)
         with self._database.write() as db:
             db.execute(f"update tasks set {assignments} where id = ?", [*values.values(), task_id])
+        self._changed(task_id, values)
+
+    def _changed(self, task_id: int, values: dict[str, Any]) -> None:
+        task = self.get(task_id)
+        if task is not None:
+            self.on_change(task, values.keys())
 
     def set_state_if(self, task_id: int, expected: Iterable[str], **values: Any) -> bool:
         """Update only while the task is still in one of `expected` (a cancel may have won)."""
@@ -148,7 +161,10 @@ class TaskStore:
                 f"update tasks set {assignments} where id = ? and state in ({marks})",
                 [*values.values(), task_id, *expected],
             )
-            return cursor.rowcount == 1
+            changed = cursor.rowcount == 1
+        if changed:
+            self._changed(task_id, values)
+        return changed
 
     def for_user(self, user: str, *, state: str | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
         """The user's tasks, newest first, without failures a later task has made good."""

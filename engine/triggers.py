@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import plistlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from engine.devices import DeviceError, parse_names
 from engine.torrent_metainfo import MAX_METAINFO_BYTES, MetainfoError, make_magnet, parse_magnet, parse_metainfo
 
 TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".id", ".torrent"})
@@ -34,6 +35,7 @@ class Trigger:
     sha256: str | None
     filename: str | None
     metainfo: bytes | None = None  # a .torrent file's bytes
+    send_to: tuple[str, ...] = ()  # devices that receive the finished file
 
 
 def is_os_junk(name: str) -> bool:
@@ -137,7 +139,7 @@ def _lines_and_options(text: str) -> tuple[list[str], dict[str, str]]:
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        if sep and key.strip().lower() in ("sha256", "filename"):
+        if sep and key.strip().lower() in ("sha256", "filename", "send-to"):
             options[key.strip().lower()] = value
         else:
             lines.append(line)
@@ -254,7 +256,22 @@ def parse_trigger(name: str, data: bytes) -> Trigger:
     if not text.strip():
         raise TriggerError("the file is empty")
     if suffix == ".url":
-        return _parse_url_file(text)
-    if suffix == ".desktop":
-        return _parse_desktop(text)
-    return _parse_id(text)
+        trigger = _parse_url_file(text)
+    elif suffix == ".desktop":
+        trigger = _parse_desktop(text)
+    else:
+        trigger = _parse_id(text)
+    return replace(trigger, send_to=_send_to(text))
+
+
+def _send_to(text: str) -> tuple[str, ...]:
+    """The devices of a `send-to=NAME[,NAME...]` line (the last one wins, as for other keys)."""
+    names: tuple[str, ...] = ()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == "send-to":
+            try:
+                names = parse_names(value)
+            except DeviceError as error:
+                raise TriggerError(str(error)) from None
+    return names

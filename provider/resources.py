@@ -145,12 +145,14 @@ class SpaceFile(SpaceResourceMixin, FileResource):
                 upload.discard()
                 self._give_back_entries()
             return
+        created = self.file_stat.st_ino == 0
         try:
             self.file_stat = upload.commit()
         except BaseException:
             upload.discard()
             self._give_back_entries()
             raise
+        self.provider.announce(self.environ, "created" if created else "changed", self.path)
         self.provider.file_arrived(self.path, self.environ)
 
     def set_last_modified(self, dest_path, time_stamp, *, dry_run):
@@ -176,6 +178,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self.remove_all_locks(recursive=True)
         self.provider.quota.charge(self.user, -size)
         self.provider.quota.remove_entries(self.user, 1)
+        self.provider.announce(self.environ, "deleted", self.path)
         self.provider.path_left(self.path, self.environ)
 
     def copy_move_single(self, dest_path, *, is_move):
@@ -195,12 +198,14 @@ class SpaceFile(SpaceResourceMixin, FileResource):
                 reservation.require(size)  # it grew since the stat
                 with locked_paths(dest_file):
                     replaced = size_or_zero(dest_file)
+                    existed = os.path.exists(dest_file)
                     os.replace(temp, dest_file)
             except BaseException:
                 Path(temp).unlink(missing_ok=True)
                 raise
             reservation.settle(size - replaced)
         self._copy_dead_properties(dest_path, is_move=is_move)
+        self.provider.announce(self.environ, "changed" if existed else "created", dest_path)
         self.provider.file_arrived(dest_path, self.environ)
 
     def _copy_dead_properties(self, dest_path: str, *, is_move: bool) -> None:
@@ -226,6 +231,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self.provider.quota.charge(self.user, -replaced)
         self.provider.quota.remove_entries(self.user, int(put_back))
         self._copy_dead_properties(dest_path, is_move=True)
+        self.provider.announce(self.environ, "moved", self.path, to=dest_path)
         self.provider.path_left(self.path, self.environ)
         self.provider.file_arrived(dest_path, self.environ)
 
@@ -265,12 +271,15 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         return SpaceFile(path, self.environ, file_path, info)
 
     def create_collection(self, name):
-        with self.provider.creating(self.environ, self.provider._loc_to_file_path(self.path.rstrip("/") + "/" + name, self.environ)):
+        path = self.path.rstrip("/") + "/" + name
+        with self.provider.creating(self.environ, self.provider._loc_to_file_path(path, self.environ)):
             super().create_collection(name)
+        self.provider.announce(self.environ, "created", path, folder=True)
 
     def copy_move_single(self, dest_path, *, is_move):
         with self.provider.creating(self.environ, self.provider._loc_to_file_path(dest_path, self.environ)):
             super().copy_move_single(dest_path, is_move=is_move)
+        self.provider.announce(self.environ, "created", dest_path, folder=True)
 
     def delete(self):
         self._refuse_protected(self.path, "deleted")
@@ -280,9 +289,11 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
             self.provider.prop_manager.remove_properties_under(self.get_ref_url())
         self.provider.quota.charge(self.user, -size)
         self.provider.quota.remove_entries(self.user, entries + 1)
+        self.provider.announce(self.environ, "deleted", self.path, folder=True)
         self.provider.path_left(self.path, self.environ)
 
     def move_recursive(self, dest_path):
         super().move_recursive(dest_path)
+        self.provider.announce(self.environ, "moved", self.path, to=dest_path, folder=True)
         self.provider.path_left(self.path, self.environ)
         self.provider.tree_arrived(dest_path, self.environ)

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_REQUEST_URI_TOO_LONG, DAVError
 from wsgidav.fs_dav_provider import BUFFER_SIZE, FilesystemProvider
 
+from engine.events import EventLog
 from engine.socket_splice import splice_supported
 from engine.triggers import is_trigger_name
 from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
@@ -46,6 +47,7 @@ class SpacesProvider(FilesystemProvider):
         self.splice_timeout = body_timeout if splice_supported(self.upload_temp_dir) else None
         self.quota = quota
         self.hooks: DownloadsHooks | None = None
+        self.events: EventLog | None = None
         self._prepared: dict[str, str] = {}  # user -> their folder, as text
 
     # --- spaces and paths -------------------------------------------------
@@ -202,6 +204,13 @@ class SpacesProvider(FilesystemProvider):
             for name in files:
                 sub = path.rstrip("/") + ("" if relative == "." else "/" + relative.replace(os.sep, "/"))
                 self.file_arrived(f"{sub}/{name}", environ)
+
+    def announce(self, environ: dict, kind: str, path: str, **details: str | bool) -> None:
+        """A `file.*` live event (engine.events) for the requesting user."""
+        if self.events is not None:
+            clean = {key: "/".join(filter(None, str(value).split("/"))) if key in ("path", "to") else value
+                     for key, value in {"path": path, **details}.items()}
+            self.events.publish(environ["wsgidav.auth.user_name"], f"file.{kind}", clean)
 
     def path_left(self, path: str, environ: dict) -> None:
         if self.hooks is not None and self.in_downloads(path):

@@ -83,6 +83,8 @@ class Api:
         self._shares = shares
         self._authenticator = authenticator
         self._quota = quota
+        # Routes other modules serve under a path prefix (server.devices_api).
+        self.extra_routes: dict[str, Callable[[Request], tuple[int, Any]]] = {}
 
     # --- WSGI ---------------------------------------------------------------
 
@@ -121,6 +123,9 @@ class Api:
         }
         if (request.method, request.path) in routes:
             return routes[(request.method, request.path)]()
+        for prefix, handler in self.extra_routes.items():
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                return handler(request)
         match = _TASK_PATH.match(request.path)
         if match:
             task = self._own_task(request.user, int(match.group(1)))

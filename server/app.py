@@ -31,6 +31,8 @@ from provider.resources import user_ref_url
 from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
+from server.devices_api import DevicesApi
+from server.events_api import EventStream
 from server.folder_view import FolderToWebDrive
 from server.page_headers import sandboxed_files
 from server.plain_errors import plain_errors
@@ -148,7 +150,13 @@ class FetchdriveApp:
             engine_settings(config),
         )
         self.provider.hooks = self.engine
+        self.provider.events = self.engine.events
+        self.engine.events.history = config["events.history"]
         self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
+        self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(
+            self.engine.devices, self.provider.space_root, self.engine.events.online_devices)
+        self.events = EventStream(self.api, self.engine.events, self.engine.devices, keepalive=config["events.keepalive"],
+                                  max_streams_per_user=config["events.max_streams_per_user"])
         self.page = web_page(self.api)
         self._dav_entry = dav_guard(plain_errors(self.dav), DAV_PREFIX)
         self._dav_for_clients = sandboxed_files(self._dav_entry)
@@ -208,10 +216,16 @@ class FetchdriveApp:
     def stop_background_work(self) -> None:
         self.engine.stop()
 
+    def end_streams(self) -> None:
+        """Let open event streams finish, so the server's threads can stop."""
+        self.engine.events.close()
+
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
             return self._dav_for_clients(environ, start_response)
+        if path == API_PREFIX + "/events":
+            return self.events(environ, start_response)
         if path.startswith(API_PREFIX + "/"):
             return self.api(environ, start_response)
         if path in ("/", "/index.html"):

@@ -17,7 +17,8 @@ from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
 from provider.accounts import AccountError
-from server.client import ClientError, add, server_from, sync
+from server.client import ClientError, add, server_from
+from server.live_sync import sync
 from server.settings import Config, ConfigError, load_config
 from server.sizes import SizeError, format_size, parse_size
 
@@ -124,12 +125,17 @@ def cmd_user_quota(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_user_remove(config: Config, args: argparse.Namespace) -> None:
+    from engine.devices import Devices
+    from engine.events import EventLog
     from engine.tasks import TaskStore
 
     storage = _storage(config)
     storage.accounts.remove(args.name)
     TaskStore(storage.database).delete_user(args.name)
     storage.shares.remove_owner(args.name)
+    events = EventLog(storage.database)  # a later user of the same name inherits none of it
+    events.forget_user(args.name)
+    Devices(storage.database, events).forget_user(args.name)
     if not args.keep_files:
         shutil.rmtree(storage.space(args.name), ignore_errors=True)
     kept = f"; files kept in {storage.space(args.name)}" if args.keep_files else " and their files"
@@ -176,7 +182,8 @@ def cmd_add(config: Config | None, args: argparse.Namespace) -> None:
 
 def cmd_sync(config: Config | None, args: argparse.Namespace) -> None:
     server = server_from(args.server, args.user, _client_password(args))
-    raise SystemExit(sync(server, args.folder, Path(args.local_dir), delete=args.delete, watch=args.watch))
+    raise SystemExit(sync(server, args.folder, Path(args.local_dir), delete=args.delete, watch=args.watch,
+                          device=args.device))
 
 
 def _catalog(config: Config):
@@ -258,9 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="mirror a folder of the drive into a local folder")
     sync.add_argument("local_dir", metavar="LOCAL_DIR")
     client_options(sync)
-    sync.add_argument("--folder", default="", metavar="PATH", help="folder of the drive (default: all of it)")
+    sync.add_argument("--folder", metavar="PATH",
+                      help="folder of the drive (default: all of it; with --device: none, only what is sent)")
     sync.add_argument("--delete", action="store_true", help="delete local files removed from the drive")
-    sync.add_argument("--watch", type=float, metavar="SECONDS", help="keep syncing every SECONDS")
+    sync.add_argument("--watch", type=float, metavar="SECONDS",
+                      help="keep following the drive's changes as they happen; sync every SECONDS at the latest")
+    sync.add_argument("--device", metavar="NAME",
+                      help="register this machine as device NAME and receive into LOCAL_DIR the files sent to it")
     sync.set_defaults(run=cmd_sync, needs_config=False)
     return parser
 

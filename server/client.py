@@ -353,13 +353,17 @@ class Sync:
         return known.get("size") == item.size and known.get("modified") == item.modified
 
     def _fetch(self, item: RemoteFile, bar: tqdm) -> None:
-        target = self.local / item.path
-        partial = self.partial_dir / (hashlib.sha256(item.path.encode()).hexdigest() + ".part")
+        self.download(f"{self.folder}/{item.path}".strip("/"), self.local / item.path, item, bar)
+
+    def download(self, remote_path: str, target: Path, item: RemoteFile, bar: tqdm) -> None:
+        """Fetch the drive's `remote_path` into `target` by way of a resumable partial file:
+        nothing partial is ever under the final name."""
+        partial = self.partial_dir / (hashlib.sha256(remote_path.encode()).hexdigest() + ".part")
         have = partial.stat().st_size if partial.exists() else 0
         headers = {}
         if have and item.etag:
             headers = {"Range": f"bytes={have}-", "If-Range": f'"{item.etag.strip(chr(34))}"'}
-        url = self.server.dav_root + quote(f"{self.folder}/{item.path}".strip("/"))
+        url = self.server.dav_root + quote(remote_path)
         try:
             with self.http.get(url, headers=headers, stream=True, timeout=60) as response:
                 if response.status_code == 401:
@@ -385,12 +389,3 @@ class Sync:
             raise ClientError(f"{item.path}: got {partial.stat().st_size} of {item.size} bytes; run sync again to resume")
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, target)
-
-
-def sync(server: Server, folder: str, local: Path, *, delete: bool, watch: float | None) -> int:
-    job = Sync(server, folder, local, delete=delete)
-    while True:
-        status = job.run()
-        if watch is None:
-            return status
-        time.sleep(watch)

@@ -79,6 +79,12 @@ class _DeadlineRequest(cheroot_server.HTTPRequest):
         with self.conn.wfile.holding():  # a small response leaves in one send
             super().respond()
 
+    def send_headers(self) -> None:
+        super().send_headers()
+        content_type = dict((name.lower(), value) for name, value in self.outheaders).get(b"content-type", b"")
+        if content_type.startswith(b"text/event-stream"):
+            self.conn.wfile.release()  # each event leaves at once, not when the response ends
+
     def parse_request(self) -> None:
         deadlines: _HeadDeadlines = self.server.head_deadlines
         deadlines.start(self.conn)

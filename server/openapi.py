@@ -169,3 +169,55 @@ OPENAPI = {
         },
     },
 }
+
+_DEVICE = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
+_DELIVERY = {"type": "object", "properties": {"id": {"type": "integer"}, "device": {"type": "string"},
+                                              "path": {"type": "string"}, "created_at": {"type": "number"}}}
+_JSON = "application/json"
+OPENAPI["paths"].update({
+    "/api/v1/events": {
+        "get": {
+            "summary": "The caller's live events as Server-Sent Events (task.created, task.state, task.progress, "
+                       "task.done, task.failed, task.cancelled, file.created, file.changed, file.moved, file.deleted, "
+                       "device.send; ready and resync carry the newest event number)",
+            "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}},
+                           {"name": "last_event_id", "in": "query", "schema": {"type": "integer"}},
+                           {"name": "device", "in": "query", "schema": {"type": "string"},
+                            "description": "the device following this stream: listed as online, seen at each keep-alive"}],
+            "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
+                          "400": _ERROR, "401": _ERROR, "404": _ERROR, "429": _ERROR},
+        },
+    },
+    "/api/v1/devices": {
+        "get": {"summary": "The caller's devices and when each was last seen", "responses": {
+            "200": {"description": "Devices", "content": {_JSON: {"schema": {"type": "array", "items": {
+                "type": "object", "properties": {"name": {"type": "string"}, "created_at": {"type": "number"},
+                                                 "last_seen": {"type": ["number", "null"]}, "pending": {"type": "integer"},
+                                                 "online": {"type": "boolean"}}}}}}},
+            "401": _ERROR}},
+    },
+    "/api/v1/devices/{name}": {
+        "put": {"summary": "Register a device (or mark it seen)", "parameters": [_DEVICE],
+                "responses": {"200": {"description": "Seen"}, "201": {"description": "Registered"}, "400": _ERROR, "401": _ERROR}},
+        "delete": {"summary": "Forget a device and its undelivered files", "parameters": [_DEVICE],
+                   "responses": {"200": {"description": "Removed"}, "401": _ERROR, "404": _ERROR}},
+    },
+    "/api/v1/devices/{name}/send": {
+        "post": {"summary": "Send a file of the drive to the device", "parameters": [_DEVICE],
+                 "requestBody": {"required": True, "content": {_JSON: {"schema": {
+                     "type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}}}}},
+                 "responses": {"201": {"description": "Queued", "content": {_JSON: {"schema": _DELIVERY}}},
+                               "400": _ERROR, "401": _ERROR, "404": _ERROR}},
+    },
+    "/api/v1/devices/{name}/deliveries": {
+        "get": {"summary": "Files the device still has to fetch (marks it seen)", "parameters": [_DEVICE],
+                "responses": {"200": {"description": "Deliveries", "content": {_JSON: {"schema": {
+                    "type": "array", "items": _DELIVERY}}}}, "401": _ERROR, "404": _ERROR}},
+    },
+    "/api/v1/devices/{name}/ack": {
+        "post": {"summary": "The device has the file", "parameters": [_DEVICE],
+                 "requestBody": {"required": True, "content": {_JSON: {"schema": {
+                     "type": "object", "required": ["delivery"], "properties": {"delivery": {"type": "integer"}}}}}},
+                 "responses": {"200": {"description": "Delivered"}, "400": _ERROR, "401": _ERROR, "404": _ERROR}},
+    },
+})

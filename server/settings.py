@@ -157,6 +157,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.torrent.seed_time", 0, _ratio, "Keep seeding for these seconds (0 = stop when complete)."),
     Setting("engine.torrent.metadata_timeout", 600, _seconds, "Seconds a magnet link may wait for its metadata before the task fails."),
     Setting("engine.torrent.stall_timeout", 3600, _seconds, "Seconds a torrent may go without any peer before the task fails."),
+    Setting("events.keepalive", 15, _seconds, "Seconds between keep-alive comments on an idle /api/v1/events stream."),
+    Setting("events.history", 1000, _integer(10), "Events kept per user for clients that resume with Last-Event-ID; one further behind resyncs."),
+    Setting("events.max_streams_per_user", 20, _integer(1), "Event streams one user may hold open at once (each holds an HTTP worker thread)."),
     Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),
 )
 

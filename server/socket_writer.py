@@ -32,6 +32,11 @@ class DirectWriter(StreamWriter):
             if not self.closed:
                 self.flush()
 
+    def release(self) -> None:
+        """Send what is held and stop holding for the rest of the response (a stream)."""
+        self._holding = False
+        self.flush()
+
     def write(self, data: bytes) -> int:
         if len(data) >= DIRECT_MIN:
             return self._send_direct(data)

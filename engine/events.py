@@ -1,0 +1,243 @@
+"""Live events: what changed in one user's tasks and files, for `/api/v1/events` (SPEC 6).
+
+An event is a kind (`task.created`, `task.state`, `task.done`, `task.failed`,
+`task.cancelled`, `task.progress`, `file.created`, `file.changed`, `file.moved`,
+`file.deleted`, `device.send`) and a small JSON object. Durable events are numbered per user
+(1, 2, 3...; numbers say nothing about other users) and kept in the `events` table, the last
+`history` of them per user, so a client that lost its connection, or a server restart,
+resumes from `Last-Event-ID` without missing one. A client further behind than the history
+gets `resync`. Progress is transient: it has no number, is not stored, and is rate-limited
+per task, since the next durable event (or the task list) supersedes it.
+
+`Notifier` is what wakes waiting streams when a user's events change: `LocalNotifier` for one
+process; a PostgreSQL `LISTEN/NOTIFY` notifier fills the same two methods for several nodes
+(a stored event then reaches streams on every node, which read it from the shared table).
+Until then a stream on another node still reads the table at each keep-alive, so stored
+events reach it within `events.keepalive` seconds; progress stays on the node that runs the
+download.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, Protocol
+
+from engine.database import Database
+from engine.tasks import CANCELLED, DONE, FAILED, FINISHED, Task
+
+PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second per task
+_FLASH_BACKLOG = 200  # transient events a slow stream may hold before the oldest are dropped
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    data: dict[str, Any]
+    id: int | None = None  # None: transient (progress), not resumable
+
+    def sse(self) -> bytes:
+        """The event in text/event-stream framing."""
+        head = f"id: {self.id}\n" if self.id is not None else ""
+        return f"{head}event: {self.kind}\ndata: {json.dumps(self.data, separators=(',', ':'))}\n\n".encode()
+
+
+class Notifier(Protocol):
+    def notify(self, user: str) -> None:
+        """Say that `user` has a new durable event (on every node)."""
+
+    def listen(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(user)` whenever `notify(user)` was called anywhere."""
+
+
+class LocalNotifier:
+    """The notifier of a single process: a direct call."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[str], None]] = []
+
+    def notify(self, user: str) -> None:
+        for callback in self._callbacks:
+            callback(user)
+
+    def listen(self, callback: Callable[[str], None]) -> None:
+        self._callbacks.append(callback)
+
+
+class Subscription:
+    """One open stream: wakes on the user's events and holds transient ones until sent."""
+
+    def __init__(self, user: str, device: str | None = None) -> None:
+        self.user = user
+        self.device = device  # the device that follows this stream, if it said so
+        self._cond = threading.Condition()
+        self._flashes: deque[Event] = deque(maxlen=_FLASH_BACKLOG)
+        self._stored = False
+        self.closed = False
+
+    def wake(self, flash: Event | None = None) -> None:
+        with self._cond:
+            if flash is None:
+                self._stored = True
+            else:
+                self._flashes.append(flash)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> tuple[bool, list[Event]]:
+        """Block until something happens or `timeout`: (new durable events?, transient events)."""
+        with self._cond:
+            if not (self._stored or self._flashes or self.closed):
+                self._cond.wait(timeout)
+            stored, self._stored = self._stored, False
+            flashes = list(self._flashes)
+            self._flashes.clear()
+            return stored, flashes
+
+
+class EventLog:
+    """Stores, numbers and fans out the events of every user."""
+
+    def __init__(self, database: Database, *, history: int = 1000, notifier: Notifier | None = None) -> None:
+        self._database = database
+        self.history = history
+        self._notifier = notifier or LocalNotifier()
+        self._notifier.listen(self._wake_streams)
+        self._lock = threading.Lock()
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._closed = False
+        with database.write() as db:
+            if "events" not in db.table_names():
+                db["events"].create({"user": str, "seq": int, "kind": str, "data": str, "created_at": float},
+                                    pk=("user", "seq"), not_null={"user", "seq", "kind", "data"})
+            if "event_users" not in db.table_names():
+                # last_seq: the user's newest event; floor: the newest one dropped from the history
+                db["event_users"].create({"user": str, "last_seq": int, "floor": int}, pk="user")
+
+    def publish(self, user: str, kind: str, data: dict[str, Any]) -> Event:
+        """Store a durable event and wake the user's streams."""
+        with self._database.write() as db:
+            row = db.execute("select last_seq, floor from event_users where user = ?", [user]).fetchone()
+            last, floor = row if row else (0, 0)
+            seq = last + 1
+            db.execute("insert into events (user, seq, kind, data, created_at) values (?, ?, ?, ?, ?)",
+                       [user, seq, kind, json.dumps(data), time.time()])
+            if seq - self.history > floor:
+                floor = seq - self.history
+                db.execute("delete from events where user = ? and seq <= ?", [user, floor])
+            db.execute("insert or replace into event_users (user, last_seq, floor) values (?, ?, ?)", [user, seq, floor])
+        self._notifier.notify(user)
+        return Event(kind, data, seq)
+
+    def flash(self, user: str, kind: str, data: dict[str, Any]) -> None:
+        """Hand a transient event to the user's open streams on this node."""
+        event = Event(kind, data)
+        for subscription in self._streams_of(user):
+            subscription.wake(event)
+
+    def latest(self, user: str) -> int:
+        rows = self._database.read_committed("select last_seq from event_users where user = ?", [user])
+        return rows[0][0] if rows else 0
+
+    def since(self, user: str, after: int, limit: int = 500) -> list[Event] | None:
+        """Durable events after number `after`, oldest first; None if some are no longer kept
+        (or `after` is not a number this user's history has reached): the client must resync."""
+        rows = self._database.read_committed("select last_seq, floor from event_users where user = ?", [user])
+        last, floor = rows[0] if rows else (0, 0)
+        if after < floor or after > last:
+            return None
+        found = self._database.read_committed(
+            "select seq, kind, data from events where user = ? and seq > ? order by seq limit ?", [user, after, limit])
+        return [Event(kind, json.loads(data), seq) for seq, kind, data in found]
+
+    def forget_user(self, user: str) -> None:
+        with self._database.write() as db:
+            db.execute("delete from events where user = ?", [user])
+            db.execute("delete from event_users where user = ?", [user])
+
+    # --- streams ------------------------------------------------------------
+
+    def subscribe(self, user: str, device: str | None = None) -> Subscription:
+        subscription = Subscription(user, device)
+        with self._lock:
+            if self._closed:
+                subscription.closed = True
+            self._subscriptions.setdefault(user, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            streams = self._subscriptions.get(subscription.user, set())
+            streams.discard(subscription)
+            if not streams:
+                self._subscriptions.pop(subscription.user, None)
+
+    def streams(self, user: str) -> int:
+        return len(self._streams_of(user))
+
+    def online_devices(self, user: str) -> set[str]:
+        """Devices of `user` following a stream on this node now."""
+        return {stream.device for stream in self._streams_of(user) if stream.device}
+
+    def close(self) -> None:
+        """End every open stream (the server is stopping); clients reconnect and resume."""
+        with self._lock:
+            self._closed = True
+            everything = [s for streams in self._subscriptions.values() for s in streams]
+        for subscription in everything:
+            subscription.close()
+
+    def _streams_of(self, user: str) -> list[Subscription]:
+        with self._lock:
+            return list(self._subscriptions.get(user, ()))
+
+    def _wake_streams(self, user: str) -> None:
+        for subscription in self._streams_of(user):
+            subscription.wake()
+
+
+def task_data(task: Task) -> dict[str, Any]:
+    return {"id": task.id, "state": task.state, "name": task.display_name, "folder": task.folder,
+            "path": task.path, "bytes_done": task.bytes_done, "bytes_total": task.bytes_total, "error": task.error}
+
+
+class TaskEvents:
+    """Turns task store changes into events: created, state changes, rate-limited progress;
+    a finished download also announces its file, and `on_done` hears of it (devices)."""
+
+    def __init__(self, log: EventLog, on_done: Callable[[Task], None]) -> None:
+        self._log = log
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._last_progress: dict[int, float] = {}  # task id -> when its last progress event went out
+
+    def changed(self, task: Task, fields: Collection[str]) -> None:
+        """`fields`: the columns just written (all of them for a new task)."""
+        if "id" in fields:
+            kind = "task.created"
+        elif "state" in fields:
+            kind = f"task.{task.state}" if task.state in (DONE, FAILED, CANCELLED) else "task.state"
+        elif "bytes_done" in fields and task.state not in FINISHED:
+            with self._lock:
+                now = time.monotonic()
+                if now - self._last_progress.get(task.id, 0.0) < PROGRESS_INTERVAL:
+                    return
+                self._last_progress[task.id] = now
+            self._log.flash(task.user, "task.progress", task_data(task))
+            return
+        else:
+            return
+        if task.state in FINISHED:
+            with self._lock:
+                self._last_progress.pop(task.id, None)
+        self._log.publish(task.user, kind, task_data(task))
+        if kind == "task.done" and task.path:
+            self._log.publish(task.user, "file.created", {"path": task.path})
+            self._on_done(task)
