@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import Browser
 
+from tests.browser import chromium
 from tests.origin import Origin
 from tests.server_process import ADMIN_PASSWORD, PASSWORDS_USED, ServerProcess
 
@@ -72,6 +74,13 @@ def bob(server: ServerProcess) -> Account:
 @pytest.fixture
 def admin(server: ServerProcess) -> Account:
     return Account("admin", ADMIN_PASSWORD, server.session("admin", ADMIN_PASSWORD))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, one a module (tests/browser.py)."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

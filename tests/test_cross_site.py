@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from tests.downloads_helpers import wait_for
 from tests.origin import Origin
-from tests.test_web_page import add, browser, open_page  # noqa: F401 - `browser` is a fixture
+from tests.browser import add, open_page
 
 ATTACK = """<!doctype html>
 <html><body>
@@ -58,7 +58,7 @@ attack();
 """
 
 
-def test_another_sites_page_cannot_add_cancel_or_write_with_the_users_credentials(browser, server, alice, origin):  # noqa: F811
+def test_another_sites_page_cannot_add_cancel_or_write_with_the_users_credentials(browser, server, alice, origin):
     origin.add("/wanted.bin", b"w" * 1000)
     origin.add("/stalled.bin", b"s" * 100_000, stall_after=10, stall_seconds=60)
     dashboard = open_page(browser, server, alice)

@@ -20,7 +20,7 @@ from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import REPO
 from tests.sse_helpers import Listener
 from tests.test_client_commands import tree
-from tests.test_web_page import browser, open_page  # noqa: F401 - the browser fixture
+from tests.browser import open_page
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from engine.errors import LocalStorageError, local_storage_error
-from tests.downloads_helpers import fill_disk, small_tmpfs, url_shortcut, wait_for
+from tests.downloads_helpers import fill_disk, small_tmpfs, wait_for
 from tests.server_process import ServerProcess
 
 BODY = os.urandom(16 * 1024 * 1024)

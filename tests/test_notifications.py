@@ -12,6 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from playwright.sync_api import expect
+
+from tests.browser import open_page
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import PASSWORDS_USED
 
@@ -161,3 +164,15 @@ def test_the_api_shows_targets_masked_and_sends_a_test(server, alice, bob, recei
     assert receiver.messages[0]["title"] == "fetchdrive: test message"
     assert bob.session.get(server.base_url + "/api/v1/notifications").json() == {"targets": []}
     assert SECRET not in server.log_path.read_text()
+
+
+def test_the_page_shows_the_targets_masked_and_sends_a_test(browser, server, alice, receiver):
+    write_targets(server, alice, receiver.url())
+    page = open_page(browser, server, alice)
+    page.goto(server.url("/#shares"))
+    target = page.locator("#notify-targets li")
+    expect(target).to_have_count(1)
+    assert "127.0.0.1" in target.inner_text() and SECRET not in page.content()
+    page.click("#notify-test")
+    expect(page.locator("#message")).to_contain_text("Test message sent to 1 target")
+    assert receiver.messages[0]["title"] == "fetchdrive: test message"

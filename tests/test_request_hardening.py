@@ -12,7 +12,6 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 
 from engine.database import Database

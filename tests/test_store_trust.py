@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import Account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
-from tests.test_web_page import browser, open_page  # noqa: F401 - browser is a fixture
+from tests.browser import open_page
 
 PRIVATE = [os.urandom(300_000 + n) for n in range(3)]
 DIGESTS = [hashlib.sha256(body).hexdigest() for body in PRIVATE]

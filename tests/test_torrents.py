@@ -15,7 +15,7 @@ import pytest
 from engine.triggers import TriggerError, parse_trigger
 from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait_for
 from tests.test_client_commands import client
-from tests.torrent_seeder import Seeder, Shared
+from tests.torrent_seeder import Seeder
 
 BIG = os.urandom(3 * 1024 * 1024)
 PACK = {"a.bin": os.urandom(300_000), "sub/b.txt": b"hello\n" * 1000, "sub/deeper/c.dat": os.urandom(70_000), "empty": b""}

@@ -2,36 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import expect
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
-
-
-def open_page(browser: Browser, server, account, **options) -> Page:
-    context = browser.new_context(http_credentials={"username": account.name, "password": account.password}, **options)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(server.url("/"))
-    return page
-
-
-def add(page: Page, source: str) -> None:
-    page.fill("#source", source)
-    page.click("#add button[type=submit]")
+from tests.browser import add, open_page
 
 
 def test_adding_a_url_shows_progress_to_100_percent_and_the_file(browser, server, alice, origin, tmp_path):
