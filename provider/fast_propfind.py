@@ -26,6 +26,7 @@ from lxml import etree
 from wsgidav import util
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from engine.naming import xml_safe_name
 from provider.resources import file_etag
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ class _Listing:
             f"{_D}resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if is_folder else "<D:resourcetype/>",
             f"{_D}creationdate": f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>",
             f"{_D}getlastmodified": f"<D:getlastmodified>{util.get_rfc1123_time(info.st_mtime)}</D:getlastmodified>",
-            f"{_D}displayname": f"<D:displayname>{escape(name)}</D:displayname>",
+            f"{_D}displayname": f"<D:displayname>{escape(xml_safe_name(name))}</D:displayname>",
             f"{_D}lockdiscovery": "<D:lockdiscovery/>",
             f"{_D}supportedlock": _SUPPORTED_LOCK,
         }

@@ -83,6 +83,7 @@ def engine_settings(config: Config) -> EngineSettings:
         read_timeout=config["engine.read_timeout"],
         mirrors=tuple(config["engine.mirrors"]),
         cache_ttl=config["engine.cache_ttl"],
+        trigger_linger=config["engine.trigger_linger"],
     )
 
 

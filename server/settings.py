@@ -133,6 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.read_timeout", 60, _seconds, "Seconds an origin may stay silent mid-download before the try counts as failed."),
     Setting("engine.mirrors", [], _mirrors, "URL templates tried for sha256: IDs, e.g. https://m.example/{sha256}."),
     Setting("engine.cache_ttl", 86400, _seconds, "Seconds a finished URL may be delivered again without a transfer."),
+    Setting("engine.trigger_linger", 30, _seconds, "Seconds the trigger of a finished download stays beside the file before it is removed (clients such as rclone read their upload back)."),
     Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),
 )
 
