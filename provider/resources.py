@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVNonCollection
@@ -83,15 +83,19 @@ class SpaceResourceMixin:
         self._refuse_protected(self.path, "deleted")
         return False
 
+    def _refuse_unlistable_destination(self) -> None:
+        # The header as sent: WsgiDAV's urlparse drops tabs and line breaks from the path.
+        refuse_unlistable_name(unquote(self.environ.get("HTTP_DESTINATION", "")).replace("/", ""))
+
     def handle_move(self, dest_path):
         self._refuse_protected(self.path, "moved")
         self._refuse_protected(dest_path, "replaced")
-        refuse_unlistable_name(dest_path)
+        self._refuse_unlistable_destination()
         return False
 
     def handle_copy(self, dest_path, *, depth_infinity):
         self._refuse_protected(dest_path, "replaced")
-        refuse_unlistable_name(dest_path)
+        self._refuse_unlistable_destination()
         return False
 
 
