@@ -79,7 +79,6 @@ class EngineSettings:
     trigger_linger: float = 30
 
 
-
 @dataclass(frozen=True)
 class Placeholder:
     """A read-only entry of the downloads folder: partial data on disk, or generated text."""
