@@ -16,6 +16,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from engine.engine import DownloadEngine
+from engine.naming import client_name_problem
 from engine.tasks import FAILED, CANCELLED, STATES, Task
 from engine.triggers import TriggerError, parse_trigger
 from provider.domain import REALM, Authenticator
@@ -213,6 +214,10 @@ class Api:
             parts = parts[1:]
         if any(part in (".", "..") or "\0" in part for part in parts):
             raise ApiError(400, f"folder {folder!r} must be a folder inside downloads/ without '..'")
+        for part in parts:
+            problem = client_name_problem(part)
+            if problem:
+                raise ApiError(400, f"folder {part!r}: {problem}")
         return "/".join(["downloads", *parts])
 
     def cancel(self, task: Task) -> tuple[int, Any]:

@@ -222,3 +222,18 @@ def test_an_identical_trigger_starts_nothing_while_its_file_is_there_but_does_on
     counts = tasks_by_trigger(carol, server)
     assert [counts[f"downloads/{trigger}"] for trigger, _ in gone] == [2, 2]
     assert [counts[f"downloads/{trigger}.url"] for trigger, _ in kept] == [1, 1]
+
+
+def test_a_trigger_still_lingering_at_a_crash_goes_after_the_restart_and_starts_nothing(
+        lingering_server, carol, origin, tmp_path):
+    server = lingering_server
+    expected = make_links(origin, tmp_path / "links", "crash")
+    for name in expected:
+        carol.session.put(server.dav(f"downloads/{name}"), data=(tmp_path / "links" / name).read_bytes())
+    downloads = server.space("carol") / "downloads"
+    wait_for(lambda: set(expected.values()) <= set(files_in(downloads)), message="every file delivered")
+    server.kill()
+    assert set(expected) & set(files_in(downloads))  # killed while (some of) the triggers lingered
+    server.start()
+    wait_until_delivered(carol, server, "downloads", expected)
+    assert_one_task_per_trigger(carol, server, "downloads", expected)

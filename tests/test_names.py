@@ -253,6 +253,14 @@ def test_every_way_a_client_names_an_entry_refuses_what_a_listing_cannot_carry(s
     assert sorted(os.listdir(server.space("alice") / folder)) == sorted(listing(alice, server.dav(folder)))
 
 
+def test_the_api_refuses_a_download_folder_a_listing_could_not_carry(server, alice):
+    for name in UNLISTABLE:
+        response = alice.session.post(server.url("/api/v1/tasks"), json={"url": "http://127.0.0.1:9/x", "folder": f"downloads/{name}"})
+        assert response.status_code == 400 and "cannot carry" in response.json()["error"], (ascii(name), response.text)
+    assert alice.session.get(server.url("/api/v1/tasks")).json() == []
+    assert listing(alice, server.dav("downloads/")) == []
+
+
 def test_a_folder_holding_an_unlistable_name_from_before_the_rule_stays_listable(server, alice):
     legacy = server.space("alice") / "old\x06name.txt"
     legacy.write_bytes(b"made before the rule")
