@@ -15,7 +15,7 @@ import pytest
 from webdav3.client import Client
 
 from tests.conftest import Account
-from tests.downloads_helpers import files_in, url_shortcut, wait_for
+from tests.downloads_helpers import files_in, rclone, url_shortcut, wait_for
 
 LOCK_BODY = (
     '<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
@@ -65,14 +65,10 @@ def wait_until_delivered(account, server, folder: str, expected: dict[str, str])
     wait_for(settled, timeout=60, message=f"{folder}: every download done and every trigger gone")
 
 
-def rclone(server, account, *args: str) -> subprocess.CompletedProcess:
-    obscured = subprocess.run(["rclone", "obscure", account.password], capture_output=True, text=True, check=True).stdout
-    env = {
-        **os.environ, "RCLONE_CONFIG_FD_TYPE": "webdav", "RCLONE_CONFIG_FD_URL": server.dav(),
-        "RCLONE_CONFIG_FD_VENDOR": "other", "RCLONE_CONFIG_FD_USER": account.name,
-        "RCLONE_CONFIG_FD_PASS": obscured.strip(), "RCLONE_CONFIG": os.devnull,
-    }
-    return subprocess.run(["rclone", *args], env=env, capture_output=True, text=True, timeout=300)
+def upload(account, server, local: Path, names) -> None:
+    """PUT each of the trigger files `names` from `local` into downloads/."""
+    for name in names:
+        assert account.session.put(server.dav(f"downloads/{name}"), data=(local / name).read_bytes()).status_code < 300
 
 
 def assert_one_task_per_trigger(account, server, folder: str, expected: dict[str, str]) -> None:
@@ -202,11 +198,9 @@ def test_an_identical_trigger_starts_nothing_while_its_file_is_there_but_does_on
         lingering_server, carol, origin, tmp_path):
     server = lingering_server
     expected = make_links(origin, tmp_path / "links", "again")
-    for name in expected:
-        carol.session.put(server.dav(f"downloads/{name}"), data=(tmp_path / "links" / name).read_bytes())
+    upload(carol, server, tmp_path / "links", expected)
     wait_until_delivered(carol, server, "downloads", expected)
-    for name in expected:  # identical again: nothing new
-        carol.session.put(server.dav(f"downloads/{name}"), data=(tmp_path / "links" / name).read_bytes())
+    upload(carol, server, tmp_path / "links", expected)  # identical again: nothing new
     wait_until_delivered(carol, server, "downloads", expected)
     assert_one_task_per_trigger(carol, server, "downloads", expected)
 
@@ -228,8 +222,7 @@ def test_a_trigger_still_lingering_at_a_crash_goes_after_the_restart_and_starts_
         lingering_server, carol, origin, tmp_path):
     server = lingering_server
     expected = make_links(origin, tmp_path / "links", "crash")
-    for name in expected:
-        carol.session.put(server.dav(f"downloads/{name}"), data=(tmp_path / "links" / name).read_bytes())
+    upload(carol, server, tmp_path / "links", expected)
     downloads = server.space("carol") / "downloads"
     wait_for(lambda: set(expected.values()) <= set(files_in(downloads)), message="every file delivered")
     server.kill()

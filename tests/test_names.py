@@ -9,7 +9,6 @@ listable by every client (`rclone test info` found the hole).
 from __future__ import annotations
 
 import os
-import subprocess
 import unicodedata
 from urllib.parse import quote, unquote, urlsplit
 
@@ -22,7 +21,7 @@ from engine.naming import (
     MAX_NAME_BYTES, choose_filename, client_name_problem, filename_from_content_disposition, filename_from_url,
     sanitize_filename, unique_name,
 )
-from tests.downloads_helpers import url_shortcut, wait_for
+from tests.downloads_helpers import rclone, url_shortcut, wait_for
 
 
 @pytest.mark.parametrize(
@@ -296,26 +295,18 @@ def test_whatever_names_clients_try_every_folder_stays_well_formed_and_lists_wha
     assert sorted(os.listdir(server.space("alice") / "names")) == sorted(made)
 
 
-def test_rclone_test_info_completes_and_leaves_the_folder_listable(server, alice, tmp_path):
-    obscured = subprocess.run(["rclone", "obscure", alice.password], capture_output=True, text=True, check=True).stdout
-    env = {**os.environ, "RCLONE_CONFIG_FD_TYPE": "webdav", "RCLONE_CONFIG_FD_URL": server.dav(),
-           "RCLONE_CONFIG_FD_VENDOR": "other", "RCLONE_CONFIG_FD_USER": alice.name,
-           "RCLONE_CONFIG_FD_PASS": obscured.strip(), "RCLONE_CONFIG": os.devnull}
-    result = subprocess.run(
-        ["rclone", "test", "info", "--check-control", "--check-normalization", "--low-level-retries", "1",
-         "fd:downloads/info"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+def test_rclone_test_info_completes_and_leaves_the_folder_listable(server, alice):
+    result = rclone(server, alice, "test", "info", "--check-control", "--check-normalization", "--low-level-retries", "1",
+                    "fd:downloads/info")
     assert result.returncode == 0 and "canWriteUnnormalized = true" in result.stdout, result.stderr[-2000:]
-    listed = subprocess.run(["rclone", "lsf", "-R", "fd:downloads/info"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    listed = rclone(server, alice, "lsf", "-R", "fd:downloads/info")
     assert listed.returncode == 0, listed.stderr[-2000:]
     root = server.space("alice") / "downloads" / "info"
-    for folder, _dirs, files in os.walk(root):
-        relative = os.path.relpath(folder, root).replace(os.sep, "/").removeprefix(".")
-        assert sorted(listing(alice, server.dav(quote(f"downloads/info/{relative}/".replace("//", "/"))))) \
-            == sorted(_dirs + files)
-        assert not [name for name in files if client_name_problem(name)]
+    for folder, dirs, files in os.walk(root):
+        relative = os.path.relpath(folder, root).replace(os.sep, "/")
+        url = server.dav(quote("downloads/info/" + ("" if relative == "." else relative + "/")))
+        assert sorted(listing(alice, url)) == sorted(dirs + files)
+        assert not [name for name in dirs + files if client_name_problem(name)]
 
 
 # --- names origins choose, end to end ----------------------------------------------
