@@ -35,7 +35,7 @@ from engine.errors import Cancelled, FetchError, LocalStorageError, PermanentErr
 from engine.fetcher import PROGRESS_EVERY, Download, Fetcher
 from engine.following_hasher import file_sha256
 from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
-from engine.naming import choose_filename, sanitize_filename
+from engine.naming import ERROR_SUFFIX, PART_SUFFIX, STATUS_FILE, choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier, Outcome, read_targets
 from engine.progress import ProgressSaver
 from engine.retry import RetryPolicy
@@ -48,10 +48,10 @@ from engine.socket_splice import splice_supported
 from engine.tasks import (
     CANCELLED, DONE, DOWNLOADING, FAILED, QUEUED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore,
 )
-from engine.triggers import Trigger, TriggerError, is_trigger_name, parse_trigger, source_kind, trigger_size_limit
+from engine.trigger_linger import LingeringTriggers
+from engine.triggers import MAX_TRIGGER_BYTES, Trigger, TriggerError, is_trigger_name, parse_trigger, source_kind, trigger_size_limit
 
 _log = logging.getLogger(__name__)
-ERROR_SUFFIX = ".error.txt"
 
 
 class Allowance(Protocol):
@@ -105,9 +105,7 @@ class EngineSettings:
     mirrors: tuple[str, ...] = ()
     cache_ttl: float = 86400
     torrent: TorrentSettings = TorrentSettings()
-
-
-STATUS_FILE = "fetchdrive-status.txt"
+    trigger_linger: float = 30
 
 
 @dataclass(frozen=True)
@@ -192,6 +190,7 @@ class DownloadEngine:
         # between tries; given back when the file is published or the data discarded).
         self._allowances: dict[int, Allowance] = {}
         self._allowances_lock = threading.Lock()
+        self._lingering = LingeringTriggers(settings.trigger_linger, self._remove_finished_trigger)
 
     # --- life cycle -------------------------------------------------------
 
@@ -200,6 +199,7 @@ class DownloadEngine:
         if resumed:
             _log.info("resuming %d interrupted download(s)", resumed)
         self._remove_orphan_temp_files()
+        self._lingering.start()
         for user in users:
             self._hold_room_of_saved_bytes(user)
             self._pick_up_waiting_triggers(user)
@@ -218,6 +218,7 @@ class DownloadEngine:
         for thread in self._threads:
             thread.join(timeout=10)
         self.notifier.stop()
+        self._lingering.stop()
 
     def wake(self) -> None:
         with self._cond:
@@ -265,8 +266,14 @@ class DownloadEngine:
             return
         self._remove_error_file(user, rel_path)
         path = PurePosixPath(rel_path)
+        # SPEC 4.4: the same trigger again (rclone uploads it again once it is gone) starts
+        # nothing new while the file its earlier download made is still in the folder.
+        delivered = {source for source, task in self._latest_in_folder(user, str(path.parent), trigger).items()
+                     if task.state == DONE and self._still_there(task)}
+        if delivered >= wanted:
+            self._lingering.schedule(user, rel_path)
         for source in trigger.sources:
-            if source not in kept:
+            if source not in kept and source not in delivered:
                 self._add_task(
                     user,
                     source=source,
@@ -280,6 +287,18 @@ class DownloadEngine:
                     send_to=",".join(trigger.send_to) or None,
                 )
 
+    def _latest_in_folder(self, user: str, folder: str, trigger: Trigger) -> dict[str, Task]:
+        """The newest task for each of the trigger's sources in `folder`, made with the same
+        options (checksum, file name), by this trigger or any other."""
+        latest: dict[str, Task] = {}
+        for task in self.tasks.in_folder_for_sources(user, folder, trigger.sources):
+            if task.sha256_expected == trigger.sha256 and task.filename_hint == trigger.filename:
+                latest[task.source] = task
+        return latest
+
+    def _still_there(self, task: Task) -> bool:
+        return bool(task.path) and (self._spaces.root(task.user) / str(task.path)).is_file()
+
     def path_removed(self, user: str, rel_path: str) -> None:
         """A trigger (or a folder holding triggers) was deleted or moved away: cancel."""
         for task in self.tasks.under_trigger_prefix(user, rel_path.rstrip("/")):
@@ -291,9 +310,9 @@ class DownloadEngine:
         for task in self.tasks.unfinished_in_folder(user, folder):
             running = self._running.get(task.id)
             size = running.download.bytes_done if running and running.download else task.bytes_done
-            name = f"{task.display_name}.part"
+            name = f"{task.display_name}{PART_SUFFIX}"
             if name in names:
-                name = f"{task.display_name} (task {task.id}).part"
+                name = f"{task.display_name} (task {task.id}){PART_SUFFIX}"
             names.add(name)
             shown.append(Placeholder(name, size, task.updated_at, task.temp_path))
         if folder == "downloads":
@@ -347,7 +366,9 @@ class DownloadEngine:
                 if not is_trigger_name(file_name) or file_name + ERROR_SUFFIX in files:
                     continue
                 rel = os.path.relpath(os.path.join(folder, file_name), self._spaces.root(user)).replace(os.sep, "/")
-                if not self.tasks.for_trigger(user, rel) and os.path.getsize(os.path.join(folder, file_name)):
+                if self.tasks.for_trigger(user, rel):
+                    self._lingering.schedule(user, rel)  # goes if its downloads finished meanwhile
+                elif os.path.getsize(os.path.join(folder, file_name)) and not self.tasks.delivered_to(user, rel):
                     self.trigger_ready(user, rel)
 
     # --- tasks (called by the API) ----------------------------------------
@@ -817,24 +838,33 @@ class DownloadEngine:
             self._report_trigger_errors(task)
 
     def _trigger_finished(self, task: Task) -> None:
-        """Remove the trigger once every task it started is done."""
-        if not task.trigger_path:
-            return
-        with self._trigger_lock:
-            siblings = self.tasks.for_trigger(task.user, task.trigger_path)
-            latest = {}
-            for sibling in siblings:
-                latest[sibling.source] = sibling
-            if all(t.state == DONE for t in latest.values()):
-                trigger_file = self._spaces.root(task.user) / task.trigger_path
+        """A download finished: its trigger goes after the linger time, if all its others did."""
+        if task.trigger_path:
+            self._lingering.schedule(task.user, task.trigger_path)
+
+    def _remove_finished_trigger(self, user: str, rel_path: str) -> None:
+        """Remove the trigger at `rel_path` if every download it now asks for is done (it may
+        have been uploaded again with other links, or replaced by a broken file, meanwhile)."""
+        trigger_file = self._spaces.root(user) / rel_path
+        with self._trigger_lock, self._spaces.locked(trigger_file):
+            try:
+                with open(trigger_file, "rb") as handle:
+                    data = handle.read(MAX_TRIGGER_BYTES + 1)
+                trigger = parse_trigger(trigger_file.name, data)
+            except (OSError, TriggerError):
+                return
+            latest = self._latest_in_folder(user, str(PurePosixPath(rel_path).parent), trigger)
+            if not all(source in latest and latest[source].state == DONE for source in trigger.sources):
+                return
+            for path in (trigger_file, trigger_file.with_name("._" + trigger_file.name)):  # and Finder's AppleDouble file
                 try:
-                    size = trigger_file.stat().st_size
-                    trigger_file.unlink()
-                    self._spaces.charge(task.user, -size)
-                    self.events.publish(task.user, "file.deleted", {"path": task.trigger_path})
+                    size = path.stat().st_size
+                    path.unlink()
+                    self._spaces.charge(user, -size)
+                    self.events.publish(user, "file.deleted", {"path": str(path.relative_to(self._spaces.root(user)))})
                 except FileNotFoundError:
                     pass
-                self._remove_error_file(task.user, task.trigger_path)
+            self._remove_error_file(user, rel_path)
 
     def _report_trigger_errors(self, task: Task) -> None:
         latest: dict[str, Task] = {}

@@ -195,6 +195,20 @@ class TaskStore:
             "select * from tasks where user = ? and trigger_path = ? order by id", [user, trigger_path]
         )
 
+    def in_folder_for_sources(self, user: str, folder: str, sources: Iterable[str]) -> list[Task]:
+        """The user's tasks that fetch one of `sources` into `folder`, oldest first."""
+        sources = list(sources)
+        marks = ", ".join("?" for _ in sources)
+        return self._query(
+            f"select * from tasks where user = ? and folder = ? and source in ({marks}) order by id",
+            [user, folder, *sources],
+        )
+
+    def delivered_to(self, user: str, path: str) -> bool:
+        """Whether a download made the file at `path` (e.g. an origin's `next.url`)."""
+        with self._database.read() as db:
+            return db.execute("select 1 from tasks where user = ? and path = ? limit 1", [user, path]).fetchone() is not None
+
     def under_trigger_prefix(self, user: str, prefix: str) -> list[Task]:
         """Unfinished tasks whose trigger is `prefix` or inside the folder `prefix`."""
         marks = ", ".join("?" for _ in UNFINISHED)

@@ -29,6 +29,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from provider.http_dates import rfc1123, rfc1123_now
 from provider.mime_types import mime_type
+from engine.naming import xml_safe_name
 from provider.resources import file_etag
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ class _Listing:
             f"{_D}resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if is_folder else "<D:resourcetype/>",
             f"{_D}creationdate": f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>",
             f"{_D}getlastmodified": f"<D:getlastmodified>{rfc1123(info.st_mtime)}</D:getlastmodified>",
-            f"{_D}displayname": f"<D:displayname>{escape(name)}</D:displayname>",
+            f"{_D}displayname": f"<D:displayname>{escape(xml_safe_name(name))}</D:displayname>",
             f"{_D}lockdiscovery": "<D:lockdiscovery/>",
             f"{_D}supportedlock": _SUPPORTED_LOCK,
         }

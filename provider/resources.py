@@ -13,12 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
+from engine.naming import client_name_problem, xml_safe_name
 from provider.own_copy import own_file
 from provider.path_locks import locked_paths, size_or_zero
 from provider.quota import tree_usage
@@ -37,6 +38,13 @@ def file_etag(info: os.stat_result) -> str:
 def user_ref_url(share_path: str, user: str, path: str) -> str:
     """The lock and property key of `path` in `user`'s space."""
     return quote(share_path + "/" + user + path)
+
+
+def refuse_unlistable_name(path: str) -> None:
+    """400 for a new entry whose name no listing could show (see `engine.naming`)."""
+    problem = client_name_problem(path.rstrip("/").rpartition("/")[2])
+    if problem:
+        raise DAVError(HTTP_BAD_REQUEST, problem)
 
 
 class SpaceResourceMixin:
@@ -65,6 +73,9 @@ class SpaceResourceMixin:
         finally:
             del self.environ[LOCK_ROOT_LOOKUP]
 
+    def get_display_name(self) -> str:
+        return xml_safe_name(super().get_display_name())
+
     def _refuse_protected(self, path: str, action: str) -> None:
         if self.provider.is_protected(path):
             raise DAVError(HTTP_FORBIDDEN, f"{path or '/'} cannot be {action}: the downloads folder always exists")
@@ -73,13 +84,19 @@ class SpaceResourceMixin:
         self._refuse_protected(self.path, "deleted")
         return False
 
+    def _refuse_unlistable_destination(self) -> None:
+        # The header as sent: WsgiDAV's urlparse drops tabs and line breaks from the path.
+        refuse_unlistable_name(unquote(self.environ.get("HTTP_DESTINATION", "")).replace("/", ""))
+
     def handle_move(self, dest_path):
         self._refuse_protected(self.path, "moved")
         self._refuse_protected(dest_path, "replaced")
+        self._refuse_unlistable_destination()
         return False
 
     def handle_copy(self, dest_path, *, depth_infinity):
         self._refuse_protected(dest_path, "replaced")
+        self._refuse_unlistable_destination()
         return False
 
 
@@ -253,6 +270,7 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         return names
 
     def create_empty_resource(self, name):
+        refuse_unlistable_name(name)
         path = self.path.rstrip("/") + "/" + name
         file_path = self.provider._loc_to_file_path(path, self.environ)
         if self.environ.get("REQUEST_METHOD") == "PUT":
@@ -271,6 +289,7 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
         return SpaceFile(path, self.environ, file_path, info)
 
     def create_collection(self, name):
+        refuse_unlistable_name(name)
         path = self.path.rstrip("/") + "/" + name
         with self.provider.creating(self.environ, self.provider._loc_to_file_path(path, self.environ)):
             super().create_collection(name)

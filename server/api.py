@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from engine.engine import DownloadEngine, RetryRefused
-
+from engine.naming import client_name_problem
 from engine.notifications import NOTIFY_FILE
 from engine.tasks import FAILED, CANCELLED, STATES, Task
 from engine.triggers import TriggerError, parse_trigger
@@ -227,6 +227,10 @@ class Api:
             parts = parts[1:]
         if any(part in (".", "..") or "\0" in part for part in parts):
             raise ApiError(400, f"folder {folder!r} must be a folder inside downloads/ without '..'")
+        for part in parts:
+            problem = client_name_problem(part)
+            if problem:
+                raise ApiError(400, f"folder {part!r}: {problem}")
         return "/".join(["downloads", *parts])
 
     def cancel(self, task: Task) -> tuple[int, Any]:

@@ -101,6 +101,7 @@ def engine_settings(config: Config) -> EngineSettings:
             metadata_timeout=config["engine.torrent.metadata_timeout"],
             stall_timeout=config["engine.torrent.stall_timeout"],
         ),
+        trigger_linger=config["engine.trigger_linger"],
     )
 
 

@@ -160,6 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("events.keepalive", 15, _seconds, "Seconds between keep-alive comments on an idle /api/v1/events stream."),
     Setting("events.history", 1000, _integer(10), "Events kept per user for clients that resume with Last-Event-ID; one further behind resyncs."),
     Setting("events.max_streams_per_user", 20, _integer(1), "Event streams one user may hold open at once (each holds an HTTP worker thread)."),
+    Setting("engine.trigger_linger", 30, _seconds, "Seconds the trigger of a finished download stays beside the file before it is removed (clients such as rclone read their upload back)."),
     Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),
 )
 

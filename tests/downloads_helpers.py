@@ -1,4 +1,4 @@
-"""Small helpers for download tests: polling, trigger files and reading the downloads folder."""
+"""Small helpers for download tests: polling, trigger files, reading the downloads folder, rclone."""
 
 from __future__ import annotations
 
@@ -64,3 +64,14 @@ def fill_disk(path: Path) -> int:
                 written += out.write(block)
         except OSError:
             return written
+
+
+def rclone(server, account, *args: str) -> subprocess.CompletedProcess:
+    """Run `rclone ARGS...` with the remote `fd:` set to the account's drive (no config file)."""
+    obscured = subprocess.run(["rclone", "obscure", account.password], capture_output=True, text=True, check=True).stdout
+    env = {
+        **os.environ, "RCLONE_CONFIG_FD_TYPE": "webdav", "RCLONE_CONFIG_FD_URL": server.dav(),
+        "RCLONE_CONFIG_FD_VENDOR": "other", "RCLONE_CONFIG_FD_USER": account.name,
+        "RCLONE_CONFIG_FD_PASS": obscured.strip(), "RCLONE_CONFIG": os.devnull,
+    }
+    return subprocess.run(["rclone", *args], env=env, capture_output=True, text=True, timeout=600)

@@ -48,7 +48,8 @@ class ServerProcess:
         tree: dict[str, Any] = {
             "server": {"host": "127.0.0.1", "port": 0, "threads": 20, "timeout": 30},
             "storage": {"root": str(base / "data"), "min_free": "1M"},
-            "engine": {"allow_private_networks": True, "retry": {"initial": 0.2, "max_wait": 1},
+            # A finished trigger lingers 1 s, not 30: tests wait for it to go.
+            "engine": {"allow_private_networks": True, "retry": {"initial": 0.2, "max_wait": 1}, "trigger_linger": 1,
                        "torrent": {"port": 0, "dht": False}},
         }
         for key, value in (settings or {}).items():

@@ -5,6 +5,7 @@ unfinished tasks resume and complete, no temporary data is left, and quota equal
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sqlite3
 import threading
@@ -70,6 +71,7 @@ def test_kill_9_at_random_moments_loses_nothing(make_server, origin, tally):
         tally["files checked"] += 1
     wait_for(lambda: not any((server.data / "tmp" / "downloads").iterdir()), message="no temporary data")
     assert not any((server.data / "tmp" / "uploads").iterdir())
+    wait_for(lambda: not [name for name in os.listdir(downloads) if name.endswith(".url")], message="triggers gone")
     assert session.get(server.url("/api/v1/me")).json()["used_bytes"] == tree_size(server.space("crash"))
     tasks = session.get(server.url("/api/v1/tasks?limit=1000")).json()
     assert {task["state"] for task in tasks} == {"done"}

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
+import unicodedata
 from urllib.parse import quote, quote_from_bytes
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 
 from tests.downloads_helpers import wait_for
 from tests.raw_http import raw_request
@@ -149,4 +152,60 @@ def test_undecodable_paths_never_cause_a_server_error_or_a_dropped_connection(se
 
     request()
     assert alice.session.get(server.dav()).status_code == 200
+
+
+INVISIBLE_AND_CONTROL = st.sampled_from(
+    ["\x00", "\x06", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\u200b", "\u202e", "\u2066", "\u2028", "\ufeff",
+     "\ufffe", "\uffff", "\u3164", "/", "\\", ".", " "]
+)
+PRODUCT_FORMS = st.sampled_from([".part", ".PART", ".error.txt", "fetchdrive-status.txt", "Fetchdrive-Status.TXT", ""])
+HOSTILE_NAME = st.builds(
+    lambda head, hidden, form, tail: head + hidden + form + tail,
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60),
+    st.text(alphabet=INVISIBLE_AND_CONTROL, max_size=4), PRODUCT_FORMS, st.text(alphabet=INVISIBLE_AND_CONTROL, max_size=3),
+)
+
+
+def _well_formed_listing(account, url: str) -> list[str]:
+    response = account.session.request("PROPFIND", url, headers={"Depth": "1"})
+    assert response.status_code == 207, response.text[:300]
+    return [href.text for href in etree.fromstring(response.content).iter("{DAV:}href")]
+
+
+def test_hostile_names_from_clients_and_origins_never_break_a_listing_or_pass_for_the_product(server, alice, origin, tally):
+    """Clients get a 400 for names a listing cannot carry; origins' names are cleaned and
+    never look like a placeholder, an error file or the status file."""
+
+    @FUZZ
+    @given(HOSTILE_NAME, st.sampled_from(["PUT", "MKCOL", "LOCK", "COPY", "MOVE", "origin"]))
+    def name_something(name, how):
+        tally["hostile inputs tried"] += 1
+        tally["requests made"] += 1
+        if how == "origin":
+            path = f"/o{tally['hostile inputs tried']}"
+            origin.add(path, b"x", content_disposition="attachment; filename*=UTF-8''" + quote(name, safe=""))
+            response = alice.session.put(server.dav(f"downloads/names{path}.url"),
+                                         data=f"[InternetShortcut]\r\nURL={origin.url(path)}\r\n".encode())
+        elif how in ("COPY", "MOVE"):
+            alice.session.put(server.dav("names/source"), data=b"x")
+            # Overwrite: F, as a `/` in the name may lead the Destination to a folder this test lists.
+            response = alice.session.request(how, server.dav("names/source"), headers={
+                "Destination": server.dav("names/" + quote(name, safe="")), "Overwrite": "F"})
+        else:
+            response = alice.session.request(how, server.dav("names/" + quote(name, safe="")), data=b"x" if how == "PUT" else b"")
+        assert response.status_code < 500, (ascii(name), how, response.status_code, response.text[:300])
+
+    assert alice.session.request("MKCOL", server.dav("names")).status_code == 201
+    assert alice.session.request("MKCOL", server.dav("downloads/names")).status_code == 201
+    name_something()
+    downloads = server.space("alice") / "downloads" / "names"
+    wait_for(lambda: not [name for name in os.listdir(downloads) if name.endswith(".url")], timeout=120,
+             message="every origin download finished and its trigger gone")
+    for folder in ("names/", "downloads/names/"):
+        tally["files checked"] += len(_well_formed_listing(alice, server.dav(folder)))
+    for name in os.listdir(downloads):
+        lower = name.lower()
+        assert not lower.endswith(".part") and lower != "fetchdrive-status.txt", ascii(name)
+        assert not lower.endswith(".error.txt"), ascii(name)  # every download here succeeds
+        assert not any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name), ascii(name)
     assert "Traceback" not in server.log_text()

@@ -295,6 +295,8 @@ def test_fifty_clients_and_twenty_downloads_for_a_minute(make_server, origin, ta
         tally["downloads delivered"] += 1
         run.checked()
     for user, password in USERS.items():
+        downloads = server.space(user) / "downloads"
+        wait_for(lambda: not [name for name in os.listdir(downloads) if name.endswith(".url")], message="triggers gone")
         used = server.session(user, password).get(server.url("/api/v1/me")).json()["used_bytes"]
         assert used == recounted(server, user), user
     assert peak_memory - base_memory < MEMORY_GROWTH_LIMIT, f"server memory grew by {(peak_memory - base_memory) >> 20} MiB"
