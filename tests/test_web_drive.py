@@ -145,6 +145,22 @@ def test_seeking_in_audio_streams_with_a_range_request(browser, server, alice):
     assert any(r.startswith("bytes=") and int(r[6:].split("-")[0]) > 1_000_000 for r in partial), partial
 
 
+def test_seeking_in_a_video_streams_with_a_range_request(browser, server, alice):
+    # tests/data/clip.webm: 60 s of ffmpeg's test pattern, VP8 at 250 kbit/s (1.9 MB), made once with
+    # `ffmpeg -f lavfi -i testsrc2=size=320x240:rate=10 -t 60 -c:v libvpx -b:v 250k -g 20 clip.webm`.
+    alice.session.put(server.dav("clip.webm"), data=(Path(__file__).parent / "data" / "clip.webm").read_bytes())
+    page = drive(browser, server, alice)
+    partial: list[str] = []
+    page.on("response", lambda response: partial.append(response.request.headers.get("range", ""))
+            if response.url.endswith("/dav/clip.webm") and response.status == 206 else None)
+    row(page, "clip.webm").get_by_role("link", name="clip.webm").click()
+    expect(page.locator("#preview video")).to_be_visible()
+    page.wait_for_function("() => document.querySelector('#preview video').readyState >= 1")
+    page.evaluate("() => { document.querySelector('#preview video').currentTime = 55; }")
+    page.wait_for_function("() => { const v = document.querySelector('#preview video'); return !v.seeking && v.currentTime >= 54; }")
+    assert any(r.startswith("bytes=") and int(r[6:].split("-")[0]) > 1_000_000 for r in partial), partial
+
+
 def test_a_share_made_in_the_page_opens_without_a_login_until_revoked(browser, server, alice, tmp_path):
     alice.session.put(server.dav("downloads/holiday.txt"), data=b"postcard")
     page = drive(browser, server, alice, "downloads/")
