@@ -10,6 +10,7 @@ import wave
 import zlib
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import open_page
@@ -129,35 +130,26 @@ def test_an_image_and_a_text_file_preview_in_the_page(browser, server, alice):
     expect(page.locator("#preview pre")).to_have_text("# Hello\nplain words, ünïcode")
 
 
-def test_seeking_in_audio_streams_with_a_range_request(browser, server, alice):
-    alice.session.put(server.dav("tone.wav"), data=wav())
+# tests/data/clip.webm: 60 s of ffmpeg's test pattern, VP8 at 250 kbit/s (1.9 MB), made once with
+# `ffmpeg -f lavfi -i testsrc2=size=320x240:rate=10 -t 60 -c:v libvpx -b:v 250k -g 20 clip.webm`.
+MEDIA = [("tone.wav", "audio", lambda: wav(), 110),
+         ("clip.webm", "video", lambda: (Path(__file__).parent / "data" / "clip.webm").read_bytes(), 55)]
+
+
+@pytest.mark.parametrize("name, element, body, seek_to", MEDIA, ids=["audio", "video"])
+def test_seeking_in_audio_and_video_streams_with_a_range_request(browser, server, alice, name, element, body, seek_to):
+    alice.session.put(server.dav(name), data=body())
     page = drive(browser, server, alice)
     partial: list[str] = []
     page.on("response", lambda response: partial.append(response.request.headers.get("range", ""))
-            if response.url.endswith("/dav/tone.wav") and response.status == 206 else None)
-    row(page, "tone.wav").get_by_role("link", name="tone.wav").click()
-    expect(page.locator("#preview audio")).to_be_visible()
-    page.wait_for_function("() => document.querySelector('#preview audio').readyState >= 1")
-    page.evaluate("() => { const audio = document.querySelector('#preview audio'); audio.currentTime = 110; }")
-    page.wait_for_function("() => { const a = document.querySelector('#preview audio'); return !a.seeking && a.currentTime >= 109; }")
-    page.wait_for_function("() => document.querySelector('#preview audio').readyState >= 2")
+            if response.url.endswith(f"/dav/{name}") and response.status == 206 else None)
+    row(page, name).get_by_role("link", name=name).click()
+    player = f"document.querySelector('#preview {element}')"
+    expect(page.locator(f"#preview {element}")).to_be_visible()
+    page.wait_for_function(f"() => {player}.readyState >= 1")
+    page.evaluate(f"() => {{ {player}.currentTime = {seek_to}; }}")
+    page.wait_for_function(f"() => !{player}.seeking && {player}.currentTime >= {seek_to - 1}")
     # The server answered 206 to a range that starts past the first megabyte: a real seek.
-    assert any(r.startswith("bytes=") and int(r[6:].split("-")[0]) > 1_000_000 for r in partial), partial
-
-
-def test_seeking_in_a_video_streams_with_a_range_request(browser, server, alice):
-    # tests/data/clip.webm: 60 s of ffmpeg's test pattern, VP8 at 250 kbit/s (1.9 MB), made once with
-    # `ffmpeg -f lavfi -i testsrc2=size=320x240:rate=10 -t 60 -c:v libvpx -b:v 250k -g 20 clip.webm`.
-    alice.session.put(server.dav("clip.webm"), data=(Path(__file__).parent / "data" / "clip.webm").read_bytes())
-    page = drive(browser, server, alice)
-    partial: list[str] = []
-    page.on("response", lambda response: partial.append(response.request.headers.get("range", ""))
-            if response.url.endswith("/dav/clip.webm") and response.status == 206 else None)
-    row(page, "clip.webm").get_by_role("link", name="clip.webm").click()
-    expect(page.locator("#preview video")).to_be_visible()
-    page.wait_for_function("() => document.querySelector('#preview video').readyState >= 1")
-    page.evaluate("() => { document.querySelector('#preview video').currentTime = 55; }")
-    page.wait_for_function("() => { const v = document.querySelector('#preview video'); return !v.seeking && v.currentTime >= 54; }")
     assert any(r.startswith("bytes=") and int(r[6:].split("-")[0]) > 1_000_000 for r in partial), partial
 
 
