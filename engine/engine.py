@@ -33,6 +33,7 @@ from engine.following_hasher import file_sha256
 from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
 from engine.naming import choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier, Outcome, read_targets
+from engine.origin_login import Login, read_login, trigger_secrets, without_userinfo
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
@@ -220,15 +221,17 @@ class DownloadEngine:
 
     def _submit(self, user: str, rel_path: str, trigger: Trigger) -> None:
         unfinished = [t for t in self.tasks.for_trigger(user, rel_path) if t.unfinished]
-        wanted = set(trigger.sources)
+        wanted = {without_userinfo(source) for source in trigger.sources}  # tasks keep sources without logins
         for task in unfinished:
             if task.source not in wanted:
                 self._cancel(task)
-        kept = {task.source for task in unfinished if task.source in wanted}
+        kept = {task.source: task.id for task in unfinished if task.source in wanted}
         self._remove_error_file(user, rel_path)
         path = PurePosixPath(rel_path)
         for source in trigger.sources:
-            if source not in kept:
+            if without_userinfo(source) in kept:  # a login fixed in the trigger counts from the next try
+                self.tasks.update(kept[without_userinfo(source)], origin_headers=trigger_secrets(source, trigger.headers))
+            else:
                 self._add_task(
                     user,
                     source=source,
@@ -239,6 +242,7 @@ class DownloadEngine:
                     filename_hint=trigger.filename,
                     stem=path.stem,
                     metainfo=trigger.metainfo,
+                    headers=trigger.headers,
                 )
 
     def path_removed(self, user: str, rel_path: str) -> None:
@@ -301,7 +305,10 @@ class DownloadEngine:
 
     def _add_task(self, user: str, *, source: str, kind: str, folder: str, trigger_path: str | None,
                   sha256_expected: str | None, filename_hint: str | None, stem: str,
-                  metainfo: bytes | None = None) -> Task:
+                  metainfo: bytes | None = None, headers: tuple[tuple[str, str], ...] = ()) -> Task:
+        """`source` may carry `user:pass@`: the task keeps it, with `headers`, as a secret
+        apart from the source it shows."""
+        secrets, source = trigger_secrets(source, headers), without_userinfo(source)
         if kind == "id":
             display = sanitize_filename(filename_hint or stem)
         elif kind == "torrent":
@@ -311,6 +318,7 @@ class DownloadEngine:
         task = self.tasks.add(
             user=user, source=source, kind=kind, folder=folder, trigger_path=trigger_path,
             display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint,
+            origin_headers=secrets,
         )
         self.tasks.update(task.id, temp_path=str(self.temp_root / f"{task.id}.part"))
         if metainfo is not None:
@@ -414,9 +422,10 @@ class DownloadEngine:
             if task.kind == "torrent":
                 self._run_torrent(task, running)
                 return
-            if self._deliver_instantly(task):
+            login = read_login(self._spaces.root(task.user), task.origin_headers)
+            if self._deliver_instantly(task, login):
                 return
-            download = self._transfer(task, running)
+            download = self._transfer(task, running, login)
             self._finish(task, running, download)
         except Cancelled:
             if not self._stopping.is_set():
@@ -450,7 +459,7 @@ class DownloadEngine:
             )
         return [(entry.url, expected_sha256(task, entry.sha256), task.filename_hint or entry.filename)]
 
-    def _transfer(self, task: Task, running: _Running) -> Download:
+    def _transfer(self, task: Task, running: _Running, login: Login) -> Download:
         candidates = self._resolve(task)
         last_error: FetchError | None = None
         for url, expected, filename in candidates:
@@ -463,6 +472,7 @@ class DownloadEngine:
                 last_modified=task.last_modified,
                 final_url=task.final_url,
                 segments=json.loads(task.segments) if task.segments else None,
+                login=login.at(url),
             )
             running.download = download
             try:
@@ -666,10 +676,10 @@ class DownloadEngine:
         self._trigger_finished(task)
         return placed
 
-    def _deliver_instantly(self, task: Task) -> bool:
+    def _deliver_instantly(self, task: Task, login: Login) -> bool:
         """Content this server already holds, and the task's own source leads to (see
-        engine/instant.py), is delivered without a transfer."""
-        held = self._instant.find(task)
+        engine/instant.py), asked with the task's own `login`, is delivered without a transfer."""
+        held = self._instant.find(task, login)
         if held is None:
             return False
         self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
