@@ -33,6 +33,7 @@ _MAX_FILE_BYTES = 1024 * 1024
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 _FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+_SESSION_EXPIRY = re.compile(r"^((?:[^\t\n]*\t){4})0(\t)", re.MULTILINE)
 _COOKIES_MAGIC = re.compile(r"#( Netscape)? HTTP Cookie File")
 # Headers that frame the message, pick the connection or the byte range, or that the fetcher
 # sets itself to resume and to ask about freshness: a trigger may not set them.
@@ -179,6 +180,8 @@ def _read_cookies(path: Path) -> MozillaCookieJar:
         return jar
     if not _COOKIES_MAGIC.match(text):
         text = "# Netscape HTTP Cookie File\n" + text  # many exporters leave the header out
+    # Browsers export a session cookie with expiry 0, which http.cookiejar would take as expired.
+    text = _SESSION_EXPIRY.sub(r"\1\2", text)
     try:
         # load() takes only a file name; the text was read (size-limited, header added) already.
         jar._really_load(io.StringIO(text), COOKIES_FILE, ignore_discard=True, ignore_expires=False)
