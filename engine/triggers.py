@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import plistlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from engine.origin_login import MAX_HEADERS, parse_header_line, without_userinfo
@@ -36,7 +36,7 @@ class Trigger:
     sha256: str | None
     filename: str | None
     metainfo: bytes | None = None  # a .torrent file's bytes
-    headers: tuple[tuple[str, str], ...] = ()  # header= lines, for each source's own origin (secret)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # header= lines, for each source's own origin (secret)
 
 
 def is_os_junk(name: str) -> bool:

@@ -233,12 +233,12 @@ def test_content_fetched_with_a_login_never_reaches_a_user_the_origin_refuses(se
     url = origin.url("/paid.bin")
     drop(alice, server, "paid.url", way.give(alice, server, url))
     task_for(alice, server, "paid.url", ("done",))
-    sent = origin.bytes_sent("/paid.bin")
     drop(bob, server, "paid.url", url_shortcut(url))
     error = error_file(server, "bob", "paid.url")
     assert "HTTP 40" in error
     assert not (server.space("bob") / "downloads" / "paid.bin").exists()
     assert not any(t["state"] == "done" for t in tasks_of(bob, server))
+    sent = origin.bytes_sent("/paid.bin")
     drop(carol, server, "paid.url", way.give(carol, server, url))
     task = task_for(carol, server, "paid.url", ("done",))
     assert task["instant"] and origin.bytes_sent("/paid.bin") == sent
