@@ -10,6 +10,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pytest
 
@@ -261,3 +262,16 @@ def test_a_login_is_never_in_the_log_api_or_error_files_of_a_busy_run(server, al
         seen += path.read_text()
     for way in ways:
         assert not any(trace in seen for trace in way.traces())
+
+
+@pytest.mark.parametrize("password", ["plain", "with:colon", "p@ss/word"])
+def test_a_link_with_a_login_given_to_the_api_is_shown_and_kept_without_it(server, alice, origin, password):
+    hidden = secret(password)
+    origin.add("/api.bin", b"through the api", basic_auth=("fetcher", hidden))
+    login = "fetcher:" + quote(hidden, safe="")
+    url = origin.url("/api.bin")
+    answer = alice.session.post(server.url("/api/v1/tasks"), json={"url": url.replace("://", f"://{login}@", 1)})
+    assert answer.status_code == 201 and answer.json()["source"] == url
+    wait_for(lambda: alice.session.get(server.url(f"/api/v1/tasks/{answer.json()['id']}")).json()["state"] == "done")
+    assert (server.space("alice") / "downloads" / "api.bin").read_bytes() == b"through the api"
+    assert hidden not in answers_of(alice, server) + server.log_text()
