@@ -33,7 +33,7 @@ from engine.following_hasher import file_sha256
 from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
 from engine.naming import choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier, Outcome, read_targets
-from engine.origin_login import Login, read_login, trigger_secrets, without_userinfo
+from engine.origin_login import Login, read_login
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
@@ -221,16 +221,16 @@ class DownloadEngine:
 
     def _submit(self, user: str, rel_path: str, trigger: Trigger) -> None:
         unfinished = [t for t in self.tasks.for_trigger(user, rel_path) if t.unfinished]
-        wanted = {without_userinfo(source) for source in trigger.sources}  # tasks keep sources without logins
+        wanted = set(trigger.sources)
         for task in unfinished:
             if task.source not in wanted:
                 self._cancel(task)
         kept = {task.source: task.id for task in unfinished if task.source in wanted}
         self._remove_error_file(user, rel_path)
         path = PurePosixPath(rel_path)
-        for source in trigger.sources:
-            if without_userinfo(source) in kept:  # a login fixed in the trigger counts from the next try
-                self.tasks.update(kept[without_userinfo(source)], origin_headers=trigger_secrets(source, trigger.headers))
+        for source, secrets in zip(trigger.sources, trigger.secrets):
+            if source in kept:  # a login fixed in the trigger counts from the next try
+                self.tasks.update(kept[source], origin_headers=secrets)
             else:
                 self._add_task(
                     user,
@@ -242,7 +242,7 @@ class DownloadEngine:
                     filename_hint=trigger.filename,
                     stem=path.stem,
                     metainfo=trigger.metainfo,
-                    headers=trigger.headers,
+                    secrets=secrets,
                 )
 
     def path_removed(self, user: str, rel_path: str) -> None:
@@ -298,17 +298,19 @@ class DownloadEngine:
 
     # --- tasks (called by the API) ----------------------------------------
 
-    def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None, sha256: str | None = None) -> Task:
+    def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None,
+            sha256: str | None = None, secrets: str | None = None) -> Task:
+        """`source` and `secrets` as a parsed trigger gives them (Trigger.sources, .secrets)."""
         stem = sanitize_filename(PurePosixPath(source).name or "download")
         return self._add_task(user, source=source, kind=source_kind(source, kind == "id"), folder=folder,
-                              trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem)
+                              trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem,
+                              secrets=secrets)
 
     def _add_task(self, user: str, *, source: str, kind: str, folder: str, trigger_path: str | None,
                   sha256_expected: str | None, filename_hint: str | None, stem: str,
-                  metainfo: bytes | None = None, headers: tuple[tuple[str, str], ...] = ()) -> Task:
-        """`source` may carry `user:pass@`: the task keeps it, with `headers`, as a secret
-        apart from the source it shows."""
-        secrets, source = trigger_secrets(source, headers), without_userinfo(source)
+                  metainfo: bytes | None = None, secrets: str | None = None) -> Task:
+        """`secrets`: the login the trigger gives the origin (Trigger.secrets), kept apart
+        from the source, which never holds one."""
         if kind == "id":
             display = sanitize_filename(filename_hint or stem)
         elif kind == "torrent":

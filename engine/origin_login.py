@@ -77,12 +77,13 @@ def parse_header_line(line: str) -> tuple[str, str]:
     return name, value
 
 
-def trigger_secrets(url: str, headers: tuple[tuple[str, str], ...]) -> str | None:
+def trigger_secrets(url: str | None, headers: tuple[tuple[str, str], ...]) -> str | None:
     """What a task stores of its trigger's login: its header= lines, plus Basic credentials
-    from the URL's userinfo unless a header= line sets Authorization. JSON, or None if none."""
+    from the URL's userinfo (None: no URL, a content ID) unless a header= line sets
+    Authorization. JSON, or None if none."""
     sent = [list(pair) for pair in headers]
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url or "")
         user, password = parts.username, parts.password
     except ValueError:
         user = password = None

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import plistlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from engine.origin_login import MAX_HEADERS, parse_header_line, without_userinfo
+from engine.origin_login import MAX_HEADERS, parse_header_line, trigger_secrets, without_userinfo
 from engine.torrent_metainfo import MAX_METAINFO_BYTES, MetainfoError, make_magnet, parse_magnet, parse_metainfo
 
 TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".id", ".torrent"})
@@ -36,7 +36,10 @@ class Trigger:
     sha256: str | None
     filename: str | None
     metainfo: bytes | None = None  # a .torrent file's bytes
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # header= lines, for each source's own origin (secret)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # header= lines, for each source's own origin
+    # Per source, what its origin gets: header= lines and the link's user:pass@ (secret; it
+    # follows from the file like the rest, so it takes no part in comparing triggers).
+    secrets: tuple[str | None, ...] = field(default=(), repr=False, compare=False)
 
 
 def is_os_junk(name: str) -> bool:
@@ -256,6 +259,21 @@ def _parse_torrent(data: bytes) -> Trigger:
 
 def parse_trigger(name: str, data: bytes) -> Trigger:
     """What the trigger file `name` with content `data` asks for."""
+    return _logins_apart(_parse_any(name, data))
+
+
+def _logins_apart(trigger: Trigger) -> Trigger:
+    """The trigger with its links as they are shown (without `user:pass@`) and, beside each,
+    the secret login its origin gets (engine/origin_login.py)."""
+    if trigger.is_content_id:
+        return replace(trigger, secrets=(trigger_secrets(None, trigger.headers),))
+    secrets: dict[str, str | None] = {}
+    for source in trigger.sources:
+        secrets.setdefault(without_userinfo(source), trigger_secrets(source, trigger.headers))
+    return replace(trigger, sources=tuple(secrets), secrets=tuple(secrets.values()))
+
+
+def _parse_any(name: str, data: bytes) -> Trigger:
     suffix = name.lower()[name.rfind(".") :] if "." in name else ""
     if suffix not in TRIGGER_SUFFIXES:
         raise TriggerError(f"{name!r} is not a trigger; use a .url, .webloc, .desktop, .id or .torrent file")
