@@ -38,6 +38,7 @@ from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is
 from engine.naming import ERROR_SUFFIX, PART_SUFFIX, STATUS_FILE, choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier, Outcome, read_targets
 from engine.progress import ProgressSaver
+from engine.origin_login import Login, read_login
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
@@ -258,7 +259,7 @@ class DownloadEngine:
         for task in unfinished:
             if task.source not in wanted:
                 self._cancel(task)
-        kept = {task.source for task in unfinished if task.source in wanted}
+        kept = {task.source: task.id for task in unfinished if task.source in wanted}
         unknown_devices = self.devices.unknown(user, trigger.send_to)
         if unknown_devices:
             self._write_error_file(user, rel_path, f"{PurePosixPath(rel_path).name} cannot be used: no device "
@@ -272,8 +273,10 @@ class DownloadEngine:
                      if task.state == DONE and self._still_there(task)}
         if delivered >= wanted:
             self._lingering.schedule(user, rel_path)
-        for source in trigger.sources:
-            if source not in kept and source not in delivered:
+        for source, secrets in zip(trigger.sources, trigger.secrets):
+            if source in kept:  # a login fixed in the trigger counts from the next try
+                self.tasks.update(kept[source], origin_headers=secrets)
+            elif source not in delivered:
                 self._add_task(
                     user,
                     source=source,
@@ -285,6 +288,7 @@ class DownloadEngine:
                     stem=path.stem,
                     metainfo=trigger.metainfo,
                     send_to=",".join(trigger.send_to) or None,
+                    secrets=secrets,
                 )
 
     def _latest_in_folder(self, user: str, folder: str, trigger: Trigger) -> dict[str, Task]:
@@ -374,15 +378,18 @@ class DownloadEngine:
     # --- tasks (called by the API) ----------------------------------------
 
     def add(self, user: str, *, source: str, kind: str, folder: str = "downloads", filename: str | None = None,
-            sha256: str | None = None, send_to: str | None = None) -> Task:
+            sha256: str | None = None, send_to: str | None = None, secrets: str | None = None) -> Task:
+        """`source` and `secrets` as a parsed trigger gives them (Trigger.sources, .secrets)."""
         stem = sanitize_filename(PurePosixPath(source).name or "download")
         return self._add_task(user, source=source, kind=source_kind(source, kind == "id"), folder=folder,
                               trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem,
-                              send_to=send_to)
+                              send_to=send_to, secrets=secrets)
 
     def _add_task(self, user: str, *, source: str, kind: str, folder: str, trigger_path: str | None,
                   sha256_expected: str | None, filename_hint: str | None, stem: str,
-                  metainfo: bytes | None = None, send_to: str | None = None) -> Task:
+                  metainfo: bytes | None = None, send_to: str | None = None, secrets: str | None = None) -> Task:
+        """`secrets`: the login the trigger gives the origin (Trigger.secrets), kept apart
+        from the source, which never holds one."""
         if kind == "id":
             display = sanitize_filename(filename_hint or stem)
         elif kind == "torrent":
@@ -392,6 +399,7 @@ class DownloadEngine:
         task = self.tasks.add(
             user=user, source=source, kind=kind, folder=folder, trigger_path=trigger_path,
             display_name=display, sha256_expected=sha256_expected, filename_hint=filename_hint, send_to=send_to,
+            origin_headers=secrets,
         )
         self.tasks.update(task.id, temp_path=str(self.temp_root / f"{task.id}.part"))
         if metainfo is not None:
@@ -495,9 +503,10 @@ class DownloadEngine:
             if task.kind == "torrent":
                 self._run_torrent(task, running)
                 return
-            if self._deliver_instantly(task):
+            login = read_login(self._spaces.root(task.user), task.origin_headers)
+            if self._deliver_instantly(task, login):
                 return
-            download = self._transfer(task, running)
+            download = self._transfer(task, running, login)
             self._finish(task, running, download)
         except Cancelled:
             if not self._stopping.is_set():
@@ -537,7 +546,7 @@ class DownloadEngine:
             )
         return [(entry.url, expected_sha256(task, entry.sha256), task.filename_hint or entry.filename)]
 
-    def _transfer(self, task: Task, running: _Running) -> Download:
+    def _transfer(self, task: Task, running: _Running, login: Login) -> Download:
         candidates = self._resolve(task)
         last_error: FetchError | None = None
         for url, expected, filename in candidates:
@@ -552,6 +561,7 @@ class DownloadEngine:
                 last_modified=task.last_modified,
                 final_url=task.final_url,
                 segments=json.loads(task.segments) if task.segments else None,
+                login=login.at(url),
             )
             running.download = download
             save_progress = ProgressSaver(lambda d: self._save_progress(task, d), PROGRESS_EVERY)
@@ -764,10 +774,10 @@ class DownloadEngine:
         self._trigger_finished(task)
         return placed
 
-    def _deliver_instantly(self, task: Task) -> bool:
+    def _deliver_instantly(self, task: Task, login: Login) -> bool:
         """Content this server already holds, and the task's own source leads to (see
-        engine/instant.py), is delivered without a transfer."""
-        held = self._instant.find(task)
+        engine/instant.py), asked with the task's own `login`, is delivered without a transfer."""
+        held = self._instant.find(task, login)
         if held is None:
             return False
         self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -32,6 +33,7 @@ import urllib3
 from engine.addresses import BlockedAddressError
 from engine.errors import Cancelled, PermanentError, TransientError, local_storage_error
 from engine.following_hasher import FollowingHasher, file_sha256
+from engine.origin_login import Login, login_refused
 from engine.retry import parse_retry_after
 from engine.safe_http import blocked_reason
 from engine.socket_splice import splice_to_file, write_all
@@ -57,6 +59,7 @@ class Download:
     content_disposition: str | None = None
     # [start, end, done] per range when fetched in parallel segments, else None
     segments: list[list[int]] | None = None
+    login: Login | None = field(default=None, repr=False)
     hasher: "hashlib._Hash | None" = field(default=None, repr=False)
     # Set while the hash is still catching up with bytes already saved: waits, returns the hasher.
     pending_hash: "Callable[[], hashlib._Hash] | None" = field(default=None, repr=False)
@@ -187,15 +190,32 @@ class Fetcher:
             headers["If-Range"] = validator
         return headers
 
-    def get(self, url: str, headers: dict[str, str]) -> requests.Response:
-        """A streaming GET; connection problems come out as TransientError / PermanentError."""
+    def get(self, url: str, headers: dict[str, str], login: Login | None = None) -> requests.Response:
+        """A streaming GET; connection problems come out as TransientError / PermanentError.
+        Redirects are followed here, one checked request a hop, so that each hop carries only
+        the part of `login` that belongs to its own host (requests would keep custom headers
+        across hosts). `response.sent_login` tells whether the last hop carried any of it."""
         try:
-            return self.session.get(url, headers=headers, stream=True, timeout=(self.connect_timeout, self.read_timeout))
+            hop = url
+            for _ in range(self.session.max_redirects + 1):
+                extra = login.headers_for(hop) if login else {}
+                response = self.session.get(hop, headers={**headers, **extra}, stream=True, allow_redirects=False,
+                                            cookies=login.cookies if login else None,
+                                            timeout=(self.connect_timeout, self.read_timeout))
+                if login:  # cookies an origin sets stay with this task, never with the shared session
+                    requests.cookies.extract_cookies_to_jar(login.cookies, response.request, response.raw)
+                target = self.session.get_redirect_target(response)
+                if not target:
+                    response.sent_login = bool(extra) or "Cookie" in response.request.headers
+                    return response
+                response.close()
+                hop = urljoin(response.url, target)
+            raise requests.exceptions.TooManyRedirects()
         except (requests.exceptions.RequestException, BlockedAddressError) as error:
             raise self._classify(url, error) from None
 
     def _open(self, download: Download) -> requests.Response:
-        return self.get(download.url, self._request_headers(download))
+        return self.get(download.url, self._request_headers(download), download.login)
 
     @staticmethod
     def _classify(url: str, error: BaseException) -> Exception:
@@ -223,6 +243,8 @@ class Fetcher:
             if download.bytes_total is not None and download.bytes_done >= download.bytes_total:
                 return
             raise Restart()
+        if status in (401, 403) and getattr(response, "sent_login", False):
+            raise login_refused(host, status)
         if status >= 400 or status not in (200, 206):
             raise PermanentError(f"{host} answered HTTP {status} {response.reason} for {download.url}")
 

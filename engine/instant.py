@@ -4,7 +4,9 @@ The content store is shared and users are strangers, so the store answers a task
 that task's own source, never through a hash alone:
 
 - a URL that a recent task fetched (within `engine.cache_ttl`), when its origin, asked now
-  with this task's own URL, confirms with a conditional request that nothing changed since;
+  with this task's own URL and login (SPEC 4c), confirms with a conditional request that
+  nothing changed since, so content fetched with one user's login never reaches a user
+  the origin would refuse;
   the URL behind a catalog ID is such a URL too, both ways;
 - a catalog ID whose entry names a sha256 that an earlier task of the same ID delivered;
 - a `sha256:` ID that a configured mirror confirms it serves: it answers 2xx, with the size
@@ -28,6 +30,7 @@ from engine.catalog import Catalog, CatalogEntry
 from engine.content_store import ContentStore
 from engine.errors import FetchError, PermanentError
 from engine.fetcher import CONTENT_RANGE, Fetcher
+from engine.origin_login import Login
 from engine.tasks import Task, TaskStore
 
 # How many leading bytes a mirror must show to prove that it serves the stored object.
@@ -84,11 +87,12 @@ class InstantSource:
         self._holds = holds  # whether a user's file links to the object, once pending filings settle
         self._filed_digest = filed_digest
 
-    def find(self, task: Task) -> Held | None:
-        """What the store may deliver for `task`, or None (then it is transferred). Raises the
-        checksum-mismatch PermanentError when that content is not what the trigger expects."""
+    def find(self, task: Task, login: Login) -> Held | None:
+        """What the store may deliver for `task`, whose own login is `login`, or None (then it
+        is transferred). Raises the checksum-mismatch PermanentError when that content is not
+        what the trigger expects."""
         if task.kind == "url":
-            held, expected = self._fresh(task.source, task.display_name, keep_url_name=True), task.sha256_expected
+            held, expected = self._fresh(task.source, task.display_name, login, keep_url_name=True), task.sha256_expected
         elif is_content_hash(task):
             digest = task.source[7:].lower()
             expected = expected_sha256(task, digest)
@@ -99,12 +103,12 @@ class InstantSource:
                 return None
             expected = expected_sha256(task, entry.sha256)
             name = entry.filename or task.display_name
-            held = self._catalogued(entry, name) or self._fresh(entry.url, name, keep_url_name=False)
+            held = self._catalogued(entry, name) or self._fresh(entry.url, name, login, keep_url_name=False)
         if held is not None and expected and held.digest != expected.lower():
             raise checksum_mismatch(expected.lower(), held.digest)
         return held
 
-    def _fresh(self, url: str, name: str, *, keep_url_name: bool) -> Held | None:
+    def _fresh(self, url: str, name: str, login: Login, *, keep_url_name: bool) -> Held | None:
         """`keep_url_name`: a URL task takes the name an earlier URL task chose (it may come
         from Content-Disposition); a catalog ID keeps its own."""
         answers: dict[tuple[str | None, str | None], bool] = {}
@@ -113,22 +117,23 @@ class InstantSource:
             if validators == (None, None):
                 continue
             if validators not in answers:
-                answers[validators] = self._unchanged(url, *validators)
+                answers[validators] = self._unchanged(url, *validators, login.at(url))
             digest = self._filed_digest(previous.id) if answers[validators] else None
             if digest and self._holds(digest):
                 named = previous.display_name if keep_url_name and previous.kind == "url" else name
                 return Held(digest, named, url, *validators)
         return None
 
-    def _unchanged(self, url: str, etag: str | None, last_modified: str | None) -> bool:
-        """Ask the origin, with a conditional request, whether the content is still the same."""
+    def _unchanged(self, url: str, etag: str | None, last_modified: str | None, login: Login) -> bool:
+        """Ask the origin, with a conditional request carrying the asking task's own login,
+        whether the content is still the same: an origin that refuses this user says no."""
         headers = {"Accept-Encoding": "identity"}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         try:
-            with self._fetcher.get(url, headers) as response:
+            with self._fetcher.get(url, headers, login) as response:
                 return response.status_code == 304
         except FetchError:
             return False

@@ -3,13 +3,14 @@
 Every new connection (the first request, each redirect, each retry) resolves its host once
 with `resolve_checked` and connects to exactly the address it checked, so there is no
 DNS-rebinding gap; Host, SNI and certificate checks still use the name. Proxies from the
-environment are ignored, since a proxy would bypass the check. A refused address surfaces
+environment are ignored, since a proxy would bypass the check, and the session keeps no cookies. A refused address surfaces
 as `BlockedAddressError` (possibly inside requests' exceptions): `blocked_reason` finds it.
 """
 
 from __future__ import annotations
 
 import socket
+from http.cookiejar import DefaultCookiePolicy
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -69,6 +70,9 @@ def make_session(
     session.trust_env = False
     session.max_redirects = max_redirects
     session.headers["User-Agent"] = user_agent
+    # One session serves every user: a cookie an origin sets for one must never go out with
+    # another's request. Cookies live only in each task's own jar (engine/origin_login.py).
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     adapter = CheckedAdapter(allow_private=allow_private, allowlist=allowlist)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

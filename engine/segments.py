@@ -74,7 +74,7 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Cal
     """Ask for the first PROBE bytes. They are kept (as the start of the file, or of segment 0);
     the answer tells the size and whether ranges work. A large file with a validator is then
     split into segments; anything else continues as one stream from where the probe ended."""
-    with fetcher.get(download.url, {"Accept-Encoding": "identity", "Range": f"bytes=0-{PROBE - 1}"}) as response:
+    with fetcher.get(download.url, {"Accept-Encoding": "identity", "Range": f"bytes=0-{PROBE - 1}"}, download.login) as response:
         fetcher.check_status(download, response)
         match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
         if response.status_code != 206 or not match or match.group(3) == "*" or int(match.group(1)) != 0:
@@ -240,7 +240,7 @@ def _fetch_segment(fetcher, download, segment, target, check_stop, throttle) -> 
 
 
 def _stream_segment(fetcher, download, segment, target, headers, offset, check_stop, throttle) -> None:
-    with fetcher.get(download.final_url or download.url, headers) as response:
+    with fetcher.get(download.final_url or download.url, headers, download.login) as response:
         fetcher.check_status(download, response)
         match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
         etag = response.headers.get("ETag")

@@ -8,7 +8,7 @@ and `failed` / `cancelled` as the other ends. Every change is committed at once,
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Collection, Iterable
 
 from engine.database import Database
@@ -49,6 +49,9 @@ class Task:
     fetched_url: str | None = None  # the URL the content came from: the source, or the one behind an ID
     superseded_by: int | None = None  # a later task of the same trigger and source that finished
     send_to: str | None = None  # comma-separated devices that receive the finished file
+    # JSON [[name, value], ...]: the trigger's header= lines and its URL's Basic login (SPEC 4c).
+    # A secret: never shown, logged or returned by the API.
+    origin_headers: str | None = field(default=None, repr=False)
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
@@ -86,7 +89,7 @@ class TaskStore:
                         "temp_path": str, "attempts": int, "next_attempt_at": float,
                         "first_failure_at": float, "error": str, "path": str, "sha256": str,
                         "instant": int, "segments": str, "created_at": float, "updated_at": float, "finished_at": float,
-                        "fetched_url": str, "superseded_by": int,
+                        "fetched_url": str, "superseded_by": int, "origin_headers": str,
                     },
                     pk="id",
                     not_null={"user", "source", "kind", "folder", "state", "display_name"},
@@ -99,7 +102,7 @@ class TaskStore:
 
     @staticmethod
     def _add_missing_columns(db) -> None:
-        """Databases made before `fetched_url` and `superseded_by` existed get them; a URL
+        """Databases made before `fetched_url`, `superseded_by` and `origin_headers` existed get them; a URL
         task's source is the URL it came from, and failures that a later task of the same
         trigger made good are marked as such."""
         columns = db["tasks"].columns_dict
@@ -115,6 +118,8 @@ class TaskStore:
             )
         if "send_to" not in columns:
             db["tasks"].add_column("send_to", str)
+        if "origin_headers" not in columns:
+            db["tasks"].add_column("origin_headers", str)
 
     @staticmethod
     def _task(row: dict[str, Any]) -> Task:

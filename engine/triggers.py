@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import plistlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from engine.devices import DeviceError, parse_names
+from engine.origin_login import MAX_HEADERS, parse_header_line, trigger_secrets, without_userinfo
 from engine.torrent_metainfo import MAX_METAINFO_BYTES, MetainfoError, make_magnet, parse_magnet, parse_metainfo
 
 TRIGGER_SUFFIXES: frozenset[str] = frozenset({".url", ".webloc", ".desktop", ".id", ".torrent"})
@@ -21,6 +22,7 @@ MAX_URL_LENGTH = 8192
 _URL_SCHEMES = ("http", "https")  # SPEC 4: and magnet:, which has no host (see check_url)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _CONTENT_ID = re.compile(r"^[\x21-\x7e]{1,512}$")
+_LONE_BREAK = re.compile("\r(?!\n)|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
 
 
@@ -36,6 +38,10 @@ class Trigger:
     filename: str | None
     metainfo: bytes | None = None  # a .torrent file's bytes
     send_to: tuple[str, ...] = ()  # devices that receive the finished file
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # header= lines, for each source's own origin
+    # Per source, what its origin gets: header= lines and the link's user:pass@ (secret; it
+    # follows from the file like the rest, so it takes no part in comparing triggers).
+    secrets: tuple[str | None, ...] = field(default=(), repr=False, compare=False)
 
 
 def is_os_junk(name: str) -> bool:
@@ -76,27 +82,28 @@ def check_url(url: str) -> str:
     """The URL stripped, if it is an absolute http or https URL or a magnet: URI; else TriggerError.
     Any other scheme (ftp:, file:, data:, ...) is refused here, when the trigger is read (SPEC 4)."""
     url = url.strip()
+    quoted = _shorten(without_userinfo(url))  # a password in the link is never repeated
     if len(url) > MAX_URL_LENGTH:
-        raise TriggerError(f"URL {_shorten(url)!r} is longer than {MAX_URL_LENGTH} characters")
+        raise TriggerError(f"URL {quoted!r} is longer than {MAX_URL_LENGTH} characters")
     if not re.match(r"[a-z][a-z0-9+.-]*:", url, re.IGNORECASE):
-        raise TriggerError(f"{_shorten(url)!r} is not a link; write one URL a line, such as https://example.com/file.iso")
+        raise TriggerError(f"{quoted!r} is not a link; write one URL a line, such as https://example.com/file.iso")
     if re.search(r"[\s\x00-\x1f\x7f]", url):
-        raise TriggerError(f"URL {_shorten(url)!r} contains spaces or control characters; percent-encode them")
+        raise TriggerError(f"URL {quoted!r} contains spaces or control characters; percent-encode them")
     try:
         parts = urlsplit(url)
         host = parts.hostname
     except ValueError:
-        raise TriggerError(f"{_shorten(url)!r} is not a valid URL") from None
+        raise TriggerError(f"{quoted!r} is not a valid URL") from None
     if parts.scheme.lower() == "magnet":
         return _check_magnet(url)
     if parts.scheme.lower() not in _URL_SCHEMES:
         shown = f"{parts.scheme}:" if parts.scheme else "no scheme"
         raise TriggerError(
-            f"URL {_shorten(url)!r} uses {shown}, which fetchdrive does not download; "
+            f"URL {quoted!r} uses {shown}, which fetchdrive does not download; "
             "use an http://, https:// or magnet: link"
         )
     if not host:
-        raise TriggerError(f"URL {_shorten(url)!r} has no host name")
+        raise TriggerError(f"URL {quoted!r} has no host name")
     return url
 
 
@@ -126,12 +133,29 @@ def _ini_sections(text: str) -> dict[str, dict[str, str]]:
             current = sections.setdefault(line[1:-1].strip().lower(), {})
         elif "=" in line and current is not None:
             key, _, value = line.partition("=")
-            current[key.strip().lower()] = value.strip()
+            _keep(current, key, value)
     return sections
 
 
+def _keep(options: dict[str, str], key: str, value: str) -> None:
+    """Record one `key=value` line: the last one wins, except that `header=` lines add up
+    (one a line, so "\n" can separate them)."""
+    key, value = key.strip().lower(), value.strip()
+    options[key] = f"{options[key]}\n{value}" if key == "header" and key in options else value
+
+
+def _headers(values: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    lines = values["header"].split("\n") if "header" in values else []
+    if len(lines) > MAX_HEADERS:
+        raise TriggerError(f"more than {MAX_HEADERS} header= lines")
+    try:
+        return tuple(parse_header_line(line) for line in lines)
+    except ValueError as error:
+        raise TriggerError(str(error)) from None
+
+
 def _lines_and_options(text: str) -> tuple[list[str], dict[str, str]]:
-    """The non-blank, non-comment lines of a plain-text trigger, and its sha256=/filename= lines."""
+    """The non-blank, non-comment lines of a plain-text trigger, and its sha256=/filename=/header= lines."""
     lines: list[str] = []
     options: dict[str, str] = {}
     for raw in text.splitlines():
@@ -139,8 +163,8 @@ def _lines_and_options(text: str) -> tuple[list[str], dict[str, str]]:
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        if sep and key.strip().lower() in ("sha256", "filename", "send-to"):
-            options[key.strip().lower()] = value
+        if sep and key.strip().lower() in ("sha256", "filename", "send-to", "header"):
+            _keep(options, key, value)
         else:
             lines.append(line)
     return lines, options
@@ -169,7 +193,7 @@ def _parse_url_file(text: str) -> Trigger:
         if not section.get("url"):
             raise TriggerError("the [InternetShortcut] section has no URL= line")
         sha256, filename = _options(section, 1)
-        return Trigger((check_url(section["url"]),), False, sha256, filename)
+        return Trigger((check_url(section["url"]),), False, sha256, filename, headers=_headers(section))
     urls: list[str] = []
     lines, options = _lines_and_options(text)
     for line in lines:
@@ -181,7 +205,7 @@ def _parse_url_file(text: str) -> Trigger:
     if not urls:
         raise TriggerError("the file holds no URL")
     sha256, filename = _options(options, len(urls))
-    return Trigger(tuple(urls), False, sha256, filename)
+    return Trigger(tuple(urls), False, sha256, filename, headers=_headers(options))
 
 
 def _parse_webloc(data: bytes) -> Trigger:
@@ -210,7 +234,7 @@ def _parse_desktop(text: str) -> Trigger:
     if not entry.get("url"):
         raise TriggerError("the .desktop link has no URL= key")
     sha256, filename = _options(entry, 1)
-    return Trigger((check_url(entry["url"]),), False, sha256, filename)
+    return Trigger((check_url(entry["url"]),), False, sha256, filename, headers=_headers(entry))
 
 
 def _parse_id(text: str) -> Trigger:
@@ -228,7 +252,7 @@ def _parse_id(text: str) -> Trigger:
             raise TriggerError(f"{_shorten(content_id, 80)!r} is not sha256: followed by 64 hexadecimal digits")
         content_id = "sha256:" + digest.lower()
     sha256, filename = _options(options, 1)
-    return Trigger((content_id,), True, sha256, filename)
+    return Trigger((content_id,), True, sha256, filename, headers=_headers(options))
 
 
 def _parse_torrent(data: bytes) -> Trigger:
@@ -241,6 +265,21 @@ def _parse_torrent(data: bytes) -> Trigger:
 
 def parse_trigger(name: str, data: bytes) -> Trigger:
     """What the trigger file `name` with content `data` asks for."""
+    return _logins_apart(_parse_any(name, data))
+
+
+def _logins_apart(trigger: Trigger) -> Trigger:
+    """The trigger with its links as they are shown (without `user:pass@`) and, beside each,
+    the secret login its origin gets (engine/origin_login.py)."""
+    if trigger.is_content_id:
+        return replace(trigger, secrets=(trigger_secrets(None, trigger.headers),))
+    secrets: dict[str, str | None] = {}
+    for source in trigger.sources:
+        secrets.setdefault(without_userinfo(source), trigger_secrets(source, trigger.headers))
+    return replace(trigger, sources=tuple(secrets), secrets=tuple(secrets.values()))
+
+
+def _parse_any(name: str, data: bytes) -> Trigger:
     suffix = name.lower()[name.rfind(".") :] if "." in name else ""
     if suffix not in TRIGGER_SUFFIXES:
         raise TriggerError(f"{name!r} is not a trigger; use a .url, .webloc, .desktop, .id or .torrent file")
@@ -255,6 +294,9 @@ def parse_trigger(name: str, data: bytes) -> Trigger:
     text = _decode(data)
     if not text.strip():
         raise TriggerError("the file is empty")
+    if _LONE_BREAK.search(text) and "header=" in text.lower():
+        # A lone CR would end a header= line early and start a line of its own.
+        raise TriggerError("the file has a line break other than LF or CRLF; header= lines need plain line ends")
     if suffix == ".url":
         trigger = _parse_url_file(text)
     elif suffix == ".desktop":

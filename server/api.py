@@ -214,7 +214,7 @@ class Api:
             raise ApiError(507, "your quota is used up; delete files before adding downloads")
         task = self._engine.add(
             request.user, source=trigger.sources[0], kind="id" if content_id else "url", folder=folder,
-            filename=trigger.filename, sha256=trigger.sha256,
+            filename=trigger.filename, sha256=trigger.sha256, secrets=trigger.secrets[0],
         )
         return 201, self.describe(task)
 

@@ -2,11 +2,14 @@
 
 Each path serves a `Resource` whose options make it misbehave: fail the first N requests,
 drop the connection after N body bytes, stall, throttle, ignore Range, redirect, send a
-hostile Content-Disposition. Every request is logged, with the body bytes actually sent.
+hostile Content-Disposition, demand a login (Basic credentials: 401; a cookie or a header:
+403), checked before anything else. Every request is logged, with its headers and the body
+bytes actually sent.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import socket
 import threading
@@ -41,6 +44,9 @@ class Resource:
     fail_range_start: int | None = None  # requests whose Range starts here fail with fail_status...
     fail_range_times: int = 0  # ...this many times
     version: int = 1
+    basic_auth: tuple[str, str] | None = None  # (user, password) the origin wants
+    cookie: str | None = None  # "name=value" the Cookie header must hold
+    header: tuple[str, str] | None = None  # (name, value) the request must carry
     served: int = field(default=0, repr=False)
 
     @property
@@ -87,6 +93,9 @@ class _Handler(BaseHTTPRequestHandler):
                 resource.served += 1
         if resource is None:
             return self._simple(entry, 404, b"not found")
+        refusal = self._refuses_login(resource)
+        if refusal:
+            return self._simple(entry, refusal, b"log in first", {"WWW-Authenticate": 'Basic realm="origin"'})
         if self._fails_range(resource):
             extra = {"Retry-After": resource.retry_after} if resource.retry_after else {}
             return self._simple(entry, resource.fail_status, b"this range is unlucky", extra)
@@ -184,6 +193,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
             entry.body_bytes_sent = len(body)
+
+    def _refuses_login(self, resource: Resource) -> int:
+        """401 or 403 if the request lacks the login `resource` wants, else 0."""
+        if resource.basic_auth:
+            wanted = "Basic " + base64.b64encode(":".join(resource.basic_auth).encode()).decode()
+            if self.headers.get("Authorization") != wanted:
+                return 401
+        cookies = [part.strip() for part in self.headers.get("Cookie", "").split(";")]
+        if resource.cookie and resource.cookie not in cookies:
+            return 403
+        if resource.header and self.headers.get(resource.header[0]) != resource.header[1]:
+            return 403
+        return 0
 
     def _fails_range(self, resource: Resource) -> bool:
         wanted = self.headers.get("Range", "")

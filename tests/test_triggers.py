@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import plistlib
 
 import pytest
@@ -113,3 +114,34 @@ def test_any_bytes_give_a_trigger_or_a_trigger_error(suffix, data):
         assert str(error)
     else:
         assert result.sources
+
+
+@pytest.mark.parametrize(
+    "name, data, sources, secrets",
+    [
+        ("a.url", b"https://me:pw@example.com/f\n", ("https://example.com/f",), [[["Authorization", "Basic bWU6cHc="]]]),
+        ("a.url", b"https://me%40x:p%3Aw@example.com/f\nhttp://example.org/g\n",
+         ("https://example.com/f", "http://example.org/g"), [[["Authorization", "Basic bWVAeDpwOnc="]], None]),
+        ("a.url", b"[InternetShortcut]\nURL=https://example.com/f\nheader=X-Key: 1\nheader=Cookie: a=b; c=d\n",
+         ("https://example.com/f",), [[["X-Key", "1"], ["Cookie", "a=b; c=d"]]]),
+        ("a.url", b"https://me:pw@example.com/f\nheader=Authorization: Bearer t\n",
+         ("https://example.com/f",), [[["Authorization", "Bearer t"]]]),
+        ("a.desktop", b"[Desktop Entry]\nType=Link\nURL=https://u@example.com/f\nheader=Referer: https://example.com/\n",
+         ("https://example.com/f",), [[["Referer", "https://example.com/"], ["Authorization", "Basic dTo="]]]),
+        ("a.id", b"debian-12\nheader=X-Key: 2\n", ("debian-12",), [[["X-Key", "2"]]]),
+        ("a.webloc", plistlib.dumps({"URL": "https://me:pw@example.com/f"}), ("https://example.com/f",),
+         [[["Authorization", "Basic bWU6cHc="]]]),
+    ],
+)
+def test_a_login_in_a_trigger_is_kept_apart_from_the_link_it_shows(name, data, sources, secrets):
+    trigger = parse_trigger(name, data)
+    assert trigger.sources == sources
+    assert [json.loads(s) if s else None for s in trigger.secrets] == secrets
+    assert "pw" not in repr(trigger) and "X-Key" not in repr(trigger)
+
+
+@pytest.mark.parametrize("password", ["hunter2", "p@ss word", "x" * 300])
+def test_an_unusable_link_is_quoted_without_its_password(password):
+    with pytest.raises(TriggerError) as raised:
+        parse_trigger("a.url", f"https://me:{password}@example.com/a b\n".encode())
+    assert password not in str(raised.value) and "example.com" in str(raised.value)
