@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,29 @@ from tests.origin import Origin
 from tests.server_process import ADMIN_PASSWORD, PASSWORDS_USED, ServerProcess
 
 _AUTHORIZATION_VALUE = re.compile(r"Basic [A-Za-z0-9+/=]{8,}")
+TALLY: Counter = Counter()  # what the adversarial suite tried (tests/adversarial/conftest.py)
+
+
+def pytest_sessionfinish(session) -> None:
+    """Under pytest-xdist, a worker hands its tally to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["adversarial_tally"] = dict(TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    TALLY.update(getattr(node, "workeroutput", {}).get("adversarial_tally", {}))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not TALLY or hasattr(config, "workeroutput"):
+        return
+    failures = len(terminalreporter.stats.get("failed", [])) + len(terminalreporter.stats.get("error", []))
+    terminalreporter.section("adversarial summary")
+    for name in ("requests made", "files checked", "crashes survived", "hostile inputs tried", "downloads delivered"):
+        terminalreporter.write_line(f"{name:22s} {TALLY[name]}")
+    terminalreporter.write_line(f"{'failures':22s} {failures}")
 
 
 @dataclass
