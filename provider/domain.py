@@ -118,6 +118,10 @@ class FetchdriveHTTPAuthenticator(HTTPAuthenticator):
         environ["wsgidav.auth.realm"] = REALM
         environ["wsgidav.auth.roles"] = None
         environ["wsgidav.auth.permissions"] = None
+        if self.trusted_auth_header and environ.get(self.trusted_auth_header):
+            # Set by the share pages inside the process (server/share_pages.py); no request can.
+            environ["wsgidav.auth.user_name"] = environ[self.trusted_auth_header]
+            return self.next_app(environ, start_response)
         try:
             environ["wsgidav.auth.user_name"] = self._authenticator.login(environ)
         except LoginRefused as refusal:

@@ -237,7 +237,7 @@ class _Listing:
         piece: a listing asks this once per entry."""
         common = (f"<D:creationdate>{util.get_rfc3339_time(info.st_ctime)}</D:creationdate>"
                   f"<D:getlastmodified>{rfc1123(info.st_mtime)}</D:getlastmodified>"
-                  f"<D:displayname>{escape(name)}</D:displayname><D:lockdiscovery/>{_SUPPORTED_LOCK}")
+                  f"<D:displayname>{escape(xml_safe_name(name))}</D:displayname><D:lockdiscovery/>{_SUPPORTED_LOCK}")
         if is_folder:
             return f"<D:resourcetype><D:collection/></D:resourcetype>{common}{self._quota_text}"
         return (f"<D:resourcetype/>{common}<D:getcontentlength>{info.st_size}</D:getcontentlength>"

@@ -105,7 +105,7 @@ class SharePages:
     def _password_ok(self, share: Share, environ: dict) -> bool:
         password = _basic_password(environ)
         key, address = f"share:{share.id}", environ.get("REMOTE_ADDR", "?")
-        if password is None or self._throttle.is_locked(key, address):
+        if password is None or self._throttle.locked_for(key, address) > 0:
             return False
         if share.password_accepted(password):
             self._throttle.succeeded(key, address)

@@ -3,6 +3,7 @@ that includes dead properties, shared by the quota tests and the adversarial sui
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sqlite3
@@ -38,10 +39,22 @@ class Sampler(threading.Thread):
         self._done = threading.Event()
 
     def on_disk(self) -> int:
-        # The space first: a file renamed from the temporary area meanwhile is then missed,
-        # never counted twice.
-        total = tree_size(self.server.space(self.user))
-        return total + tree_size(self.server.data / "tmp" / "uploads") + tree_size(self.server.data / "tmp" / "downloads")
+        """Bytes in the space and the temporary areas, each inode once: a published download is
+        a hard link to its temporary file until the content store takes it. The space first: a
+        file renamed from the temporary area meanwhile is then missed, never counted twice."""
+        seen: set[tuple[int, int]] = set()
+        total = 0
+        for tree in (self.server.space(self.user), self.server.data / "tmp" / "uploads", self.server.data / "tmp" / "downloads"):
+            for folder, _dirs, names in os.walk(tree):
+                for name in names:
+                    try:
+                        info = os.lstat(os.path.join(folder, name))
+                    except FileNotFoundError:
+                        continue
+                    if (info.st_dev, info.st_ino) not in seen:
+                        seen.add((info.st_dev, info.st_ino))
+                        total += info.st_size
+        return total
 
     def run(self) -> None:
         while not self._done.is_set():

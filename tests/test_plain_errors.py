@@ -14,7 +14,7 @@ def test_dav_errors_are_one_line_of_plain_text(server, alice):
         (alice.session, "DELETE", "downloads/", {}, None, 403, "downloads"),
         (alice.session, "PUT", "big.bin", {}, b"x" * (11 * 1024 * 1024), 507, "quota"),
         (alice.session, "MOVE", "nothing.txt", {"Destination": server.dav("b.txt")}, None, 404, "nothing.txt"),
-        (anonymous, "PROPFIND", "", {}, None, 401, "not authorized"),
+        (anonymous, "PROPFIND", "", {}, None, 401, "authentication required"),
     ]
     for session, method, path, headers, body, status, reason in cases:
         answer = session.request(method, server.dav(path), headers=headers, data=body)

@@ -163,7 +163,7 @@ def test_content_nobody_links_to_is_not_held(make_server, origin):
     task_for(owner, server, "pinned.id", ("done",))
     download(owner, server, origin, "/third.bin", PRIVATE[2], "third.url")
     wait_for(lambda: all(t["sha256"] for t in tasks_of(owner, server)), message="all filed")
-    for name in ("first.bin", "pinned", "third.bin"):
+    for name in ("first.bin", "pinned.bin", "third.bin"):  # an ID names its file after its URL
         assert owner.session.delete(server.dav(f"downloads/{name}")).status_code == 204
     drop(other, server, "mirror.id", f"sha256:{DIGESTS[0]}\n".encode())
     drop(other, server, "pinned.id", b"pinned\n")
@@ -236,8 +236,8 @@ def test_a_wrong_sha256_fails_on_every_delivery_path_and_a_right_one_succeeds(ma
         drop(other, server, f"right-{label}{suffix}", body(digest.upper()))
         task = task_for(other, server, f"right-{label}{suffix}", ("done", "failed"))
         assert task["state"] == "done" and task["instant"] is True, (label, task)
-    assert sorted(f for f in files_in(server.space("other") / "downloads") if not f.startswith("wrong-")) == [
-        "c.bin", "f.bin", "m.bin"]
+    wait_for(lambda: sorted(f for f in files_in(server.space("other") / "downloads") if not f.startswith("wrong-")) == [
+        "c.bin", "f.bin", "m.bin"], message="only the files (the triggers linger a moment)")
 
 
 def test_a_sha256_line_that_contradicts_the_id_fails_before_anything_is_fetched(make_server, origin):
@@ -253,7 +253,8 @@ def test_a_sha256_line_that_contradicts_the_id_fails_before_anything_is_fetched(
     for trigger in ("m.id", "c.id"):
         assert "checksum mismatch" in task_for(user, server, trigger, ("failed",))["error"]
     assert origin.requests == []
-    assert files_in(server.space("user") / "downloads") == ["c.id", "c.id.error.txt", "m.id", "m.id.error.txt"]
+    wait_for(lambda: files_in(server.space("user") / "downloads") == ["c.id", "c.id.error.txt", "m.id", "m.id.error.txt"],
+             message="both triggers and their error files")
 
 
 # --- a retry never copies twice ------------------------------------------------------------------
@@ -277,8 +278,8 @@ def test_retrying_a_failure_that_a_later_upload_made_good_copies_nothing_and_it_
         task_for(alice, server, trigger, ("done",))
     api_new = alice.session.post(server.url("/api/v1/tasks"), json={"url": origin.url("/later/a.bin"), "filename": "api.bin"}).json()
     wait_for(lambda: alice.session.get(server.url(f"/api/v1/tasks/{api_new['id']}")).json()["state"] == "done", message="API done")
-    before = files_in(server.space("alice") / "downloads")
-    assert before == ["a.bin", "api.bin", "b.bin"]
+    before = ["a.bin", "api.bin", "b.bin"]
+    wait_for(lambda: files_in(server.space("alice") / "downloads") == before, message="the files (the triggers linger a moment)")
     listed = {t["id"] for t in tasks_of(alice, server)}
     for task_id in [t["id"] for t in old.values()] + [api_old["id"]]:
         assert task_id not in listed
@@ -301,7 +302,7 @@ def test_retrying_a_failure_while_a_newer_upload_of_its_trigger_runs_starts_noth
     retried = alice.session.post(server.url(f"/api/v1/tasks/{old['id']}/retry"))
     assert retried.status_code == 409 and "needs no retry" in retried.json()["error"], retried.text
     task_for(alice, server, "slow.url", ("done",))
-    assert [f for f in files_in(server.space("alice") / "downloads")] == ["slow.bin"]
+    wait_for(lambda: files_in(server.space("alice") / "downloads") == ["slow.bin"], message="one file, the trigger gone")
 
 
 def test_the_dashboard_drops_a_failure_once_a_later_upload_made_it_good(browser, server, alice, origin):
@@ -314,4 +315,4 @@ def test_the_dashboard_drops_a_failure_once_a_later_upload_made_it_good(browser,
     drop(alice, server, "fixed.url", url_shortcut(origin.url("/fixed.bin")))
     expect(page.locator("li.task[data-state=done]")).to_have_count(1)
     expect(page.locator("li.task[data-state=failed]")).to_have_count(0)
-    assert files_in(server.space("alice") / "downloads") == ["fixed.bin"]
+    wait_for(lambda: files_in(server.space("alice") / "downloads") == ["fixed.bin"], message="one file, the trigger gone")
