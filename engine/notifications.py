@@ -165,5 +165,6 @@ class Notifier:
             raise TargetError(f"the host {host} does not resolve") from None
         plugin.socket_connect_timeout = _TIMEOUT
         plugin.socket_read_timeout = _TIMEOUT
+        plugin.redirects = False  # a redirect could lead past the address check above
         if not plugin.notify(body=message.body, title=message.title):
             raise TargetError("the target did not accept the message")

@@ -30,6 +30,7 @@ class Receiver:
     host: str = "127.0.0.1"
     fail_first: int = 0
     hang: bool = False
+    redirect_to: str | None = None
     messages: list[dict] = field(default_factory=list)
     attempts: int = 0
 
@@ -45,6 +46,12 @@ class Receiver:
                 receiver.attempts += 1
                 if receiver.hang:
                     time.sleep(30)
+                    return
+                if receiver.redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", receiver.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if receiver.attempts <= receiver.fail_first:
                     self.send_response(500)
@@ -146,6 +153,23 @@ def test_targets_obey_the_address_rules(make_server, origin, allowlist, reachabl
     finally:
         for receiver in receivers:
             receiver.stop()
+
+
+def test_a_target_cannot_redirect_a_message_past_the_address_rules(make_server):
+    server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": ["127.0.0.1/32"]})
+    server.add_user("carol", "carol-password", quota="10M")
+    session = server.session("carol", "carol-password")
+    inside = Receiver("127.0.0.2")
+    door = Receiver("127.0.0.1", redirect_to=f"http://127.0.0.2:{inside._server.server_address[1]}/hook")
+    try:
+        session.request("MKCOL", server.dav(".fetchdrive/"))
+        session.put(server.dav(".fetchdrive/notify.txt"), data=door.url().encode())
+        results = session.post(server.base_url + "/api/v1/notifications/test").json()["results"]
+        assert door.attempts == 1 and not results[0]["ok"]
+        assert inside.attempts == 0
+    finally:
+        door.stop()
+        inside.stop()
 
 
 def test_the_api_shows_targets_masked_and_sends_a_test(server, alice, bob, receiver):
