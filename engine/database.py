@@ -50,13 +50,25 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
-        """One transaction; nested calls become savepoints of the outer one."""
-        with self.lock, self.db.atomic():
-            yield self.db
+        """One transaction; nested calls become savepoints of the outer one.
 
-    def integrity_ok(self) -> bool:
+        The outer transaction begins IMMEDIATE: it takes the write lock at once (waiting up
+        to the busy timeout), because a deferred one that reads first and writes later fails
+        at once with "database is locked" when another process (a CLI command beside the
+        server) committed in between; SQLite cannot wait for that case.
+        """
         with self.lock:
-            return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            if self._conn.in_transaction:
+                with self.db.atomic():
+                    yield self.db
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self._conn.rollback()
+                raise
+            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self.lock:
