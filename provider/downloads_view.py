@@ -15,7 +15,7 @@ from typing import Protocol
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVNonCollection
 
-from engine.engine import Placeholder
+from engine.placeholders import Placeholder
 from provider.resources import user_ref_url
 
 

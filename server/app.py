@@ -56,7 +56,7 @@ def _client_faults_unlogged(record: logging.LogRecord) -> bool:
 
 
 class EngineSpaces:
-    """The drive as the engine sees it (engine.engine.SpaceAccess)."""
+    """The drive as the engine sees it (engine.space_access.SpaceAccess)."""
 
     def __init__(self, provider: SpacesProvider, quota: Quota, min_free: int | None) -> None:
         self._provider = provider

@@ -1,0 +1,95 @@
+"""One try of a claimed task and what comes of it: the task's source runs it (engine/sources),
+and its outcome is decided here in one place. Cancelled: the data goes (unless the server is
+stopping: then it stays for the next start). Transient: the task waits and tries again, up to
+engine.retry.give_up_after. Permanent: the task fails, the user is told and the trigger gets
+its `.error.txt`. A fault of the server's own disk waits without counting towards giving up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from engine.allowances import Allowances
+from engine.errors import Cancelled, LocalStorageError, PermanentError, TransientError, local_storage_error
+from engine.notifications import Message, Notifier
+from engine.scheduler import Running
+from engine.sources import Source
+from engine.space_access import SpaceAccess
+from engine.tasks import DOWNLOADING, FAILED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore
+from engine.temp_area import TempArea
+
+if TYPE_CHECKING:
+    from engine.engine import EngineSettings
+
+_log = logging.getLogger(__name__)
+
+
+class Attempts:
+    """`report_trigger_errors(task)` writes the `.error.txt` of a failed task's trigger."""
+
+    def __init__(self, tasks: TaskStore, spaces: SpaceAccess, sources: Iterable[Source], settings: EngineSettings, *,
+                 notifier: Notifier, allowances: Allowances, temp: TempArea, stopping: threading.Event,
+                 report_trigger_errors: Callable[[Task], None]) -> None:
+        self.tasks = tasks
+        self._spaces = spaces
+        self._sources = {kind: source for source in sources for kind in source.kinds}
+        self.settings = settings
+        self.notifier = notifier
+        self._allowances = allowances
+        self._temp = temp
+        self._stopping = stopping
+        self._report_trigger_errors = report_trigger_errors
+
+    def run(self, task: Task, running: Running) -> None:
+        try:
+            if self._spaces.disk_room() <= 0:
+                raise LocalStorageError("the server's disk is almost full (storage.min_free); waiting for space")
+            self._sources[task.kind].run(task, running)
+        except Cancelled:
+            if not self._stopping.is_set():
+                self._temp.discard_temp(task)
+        except TransientError as error:
+            self.retry_later(task, error)
+        except PermanentError as error:
+            self.fail(task, str(error))
+        except Exception as error:
+            local = local_storage_error(error)
+            if local is None:
+                _log.exception("task %d: unexpected error", task.id)
+                self.fail(task, "an internal error stopped this download; the server log has the details")
+                return
+            _log.warning("task %d waits for the server's disk: %r", task.id, error)
+            self.retry_later(task, local)
+
+    def retry_later(self, task: Task, error: TransientError | LocalStorageError) -> None:
+        """Park the task as waiting. Network faults count towards engine.retry.give_up_after;
+        a fault of the server's own disk does not, and ends a run of network faults."""
+        current = self.tasks.get(task.id)
+        if current is None or current.state not in (DOWNLOADING, VERIFYING):
+            return
+        now = time.time()
+        attempts = current.attempts + 1
+        first_failure = None if isinstance(error, LocalStorageError) else current.first_failure_at or now
+        if first_failure is not None and self.settings.retry.gives_up(first_failure, now):
+            self.fail(task, f"{error} (gave up after {attempts} tries over {int(now - first_failure)} s)")
+            return
+        wait = self.settings.retry.wait_before(attempts, error.retry_after if isinstance(error, TransientError) else None)
+        self._allowances.hold_only_saved_bytes(task)
+        self.tasks.set_state_if(
+            task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
+            next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",
+        )
+        _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
+
+    def fail(self, task: Task, reason: str) -> None:
+        if not self.tasks.set_state_if(task.id, UNFINISHED, state=FAILED, error=reason, finished_at=time.time()):
+            return
+        _log.info("task %d failed: %s", task.id, reason)
+        self.notifier.notify(self._spaces.root(task.user), Message(
+            f"fetchdrive: {task.display_name} failed", f"The download of {task.display_name} failed: {reason}"))
+        self._temp.discard_temp(task)
+        if task.trigger_path:
+            self._report_trigger_errors(task)

@@ -1,0 +1,167 @@
+"""Delivery: the last step of a task. The file (or a torrent's folder) is published into the
+user's folder under its final name (`final_name`, SPEC 4.4), the task is marked done and the
+user notified; then the bytes are filed in the content store. Content the server already
+holds is delivered from the store without a transfer (engine/instant.py)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from engine.allowances import Allowances
+from engine.catalog import Catalog
+from engine.content_store import ContentStore, link_under_free_name
+from engine.errors import Cancelled, PermanentError
+from engine.fetcher import Download, Fetcher
+from engine.instant import InstantSource
+from engine.naming import choose_filename, sanitize_filename
+from engine.notifications import Message, Notifier
+from engine.origin_login import Login
+from engine.placeholders import human_size
+from engine.scheduler import Running
+from engine.space_access import SpaceAccess
+from engine.tasks import DONE, DOWNLOADING, VERIFYING, Task, TaskStore
+from engine.temp_area import TempArea
+from engine.torrent_shelf import move_under_free_name, tree_size
+
+_log = logging.getLogger(__name__)
+
+_SHA256_IN_NAME = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def final_name(task: Task, download: Download) -> str:
+    """SPEC 4.4: the trigger's name, else Content-Disposition, else the URL's last segment."""
+    if task.kind == "torrent":
+        return task.display_name
+    url = download.final_url or download.url
+    if task.kind == "id":
+        # An ID's name: the catalog's or trigger's filename, the mirror's Content-Disposition
+        # or URL name (unless that is only the hash, as `{sha256}` templates make), the stem.
+        named_by_hash = _SHA256_IN_NAME.search(PurePosixPath(urlsplit(url or "").path).name) is not None
+        return choose_filename(trigger_filename=task.filename_hint, content_disposition=download.content_disposition,
+                               final_url=None if named_by_hash else url, trigger_stem=task.display_name)
+    return choose_filename(
+        trigger_filename=task.filename_hint,
+        content_disposition=download.content_disposition,
+        final_url=url,
+        trigger_stem=PurePosixPath(task.trigger_path).stem if task.trigger_path else "download",
+    )
+
+
+class Delivery:
+    """`trigger_finished(task)` is told of every published task (its trigger may go)."""
+
+    def __init__(self, tasks: TaskStore, store: ContentStore, spaces: SpaceAccess, allowances: Allowances,
+                 temp: TempArea, notifier: Notifier, *, fetcher: Fetcher, catalog: Catalog, mirrors: tuple[str, ...],
+                 cache_ttl: float, trigger_finished: Callable[[Task], None]) -> None:
+        self.tasks = tasks
+        self.store = store
+        self._spaces = spaces
+        self._allowances = allowances
+        self._temp = temp
+        self.notifier = notifier
+        self._trigger_finished = trigger_finished
+        self._filing: dict[int, Future[str]] = {}
+        self._instant = InstantSource(
+            tasks, catalog, store, fetcher, mirrors=mirrors, cache_ttl=cache_ttl,
+            holds=self._store_holds, filed_digest=self._filed_digest,
+        )
+
+    def finish(self, task: Task, running: Running, download: Download) -> None:
+        """Publish the downloaded file, then file it in the content store. The file appears as
+        soon as its bytes are complete; the hash may still be catching up (see `segments`), so
+        the task's sha256 follows a moment later (a checksum to verify was checked before)."""
+        if running.cancel.is_set():
+            raise Cancelled()
+        filed: Future[str] = Future()
+        self._filing[task.id] = filed
+        try:
+            placed = self.publish(task, download.temp_path, final_name(task, download), digest=None,
+                                  instant=False, validators=(download.etag, download.last_modified))
+            if placed is None:
+                raise Cancelled()
+            digest = download.sha256()
+            self.file_away(task, download.temp_path, digest, placed)
+            filed.set_result(digest)
+        finally:
+            if not filed.done():
+                filed.set_result("")
+            del self._filing[task.id]
+
+    def file_away(self, task: Task, temp: Path, digest: str, placed: Path) -> None:
+        self.store.adopt(temp, digest, placed, self._spaces.locked)
+        self.tasks.update(task.id, sha256=digest)
+
+    def publish(self, task: Task, source: Path, name: str, *, digest: str | None, instant: bool,
+                validators: tuple[str | None, str | None] = (None, None)) -> Path | None:
+        """Hard-link the file `source`, or rename the folder `source`, into the task's folder
+        and mark the task done; None if it was cancelled at the last moment."""
+        folder = source.is_dir()
+        size = tree_size(source) if folder else source.stat().st_size
+        allowance = self._allowances.allowance(task)
+        if allowance.claim(size) < size:
+            raise PermanentError(
+                f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
+                "delete some files first"
+            )
+        place = move_under_free_name if folder else link_under_free_name
+        placed = place(source, self._spaces.root(task.user) / task.folder, name)
+        allowance.settle(size)
+        self._allowances.drop_allowance(task)
+        etag, last_modified = validators
+        rel = f"{task.folder}/{placed.name}"
+        if not self.tasks.set_state_if(
+            task.id, (DOWNLOADING, VERIFYING), state=DONE, path=rel, sha256=digest, bytes_done=size,
+            bytes_total=size, error=None, finished_at=time.time(), instant=int(instant),
+            etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
+        ):
+            # Cancelled at the last moment: take the file back.
+            shutil.rmtree(placed) if folder else placed.unlink()
+            self._spaces.charge(task.user, -size)
+            return None
+        _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
+        self.tasks.supersede(task.id)
+        self.notifier.notify(self._spaces.root(task.user), Message(
+            f"fetchdrive: {placed.name} is ready", f"{placed.name} ({human_size(size)}) finished downloading into {task.folder}/."))
+        self._trigger_finished(task)
+        return placed
+
+    def deliver_instantly(self, task: Task, login: Login) -> bool:
+        """Content this server already holds, and the task's own source leads to (see
+        engine/instant.py), asked with the task's own `login`, is delivered without a transfer."""
+        held = self._instant.find(task, login)
+        if held is None:
+            return False
+        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self._temp.discard_temp(task)
+        task.fetched_url = held.fetched_url
+        name = sanitize_filename(task.filename_hint or held.name)
+        try:
+            self.publish(task, self.store.object_path(held.digest), name, digest=held.digest, instant=True,
+                         validators=(held.etag, held.last_modified))
+        except FileNotFoundError:
+            return False  # `fetchdrive gc` took the object just now: transfer it instead
+        return True
+
+    def _store_holds(self, digest: str) -> bool:
+        """Whether a user's file links to the stored `digest`, counting downloads published
+        but still being filed."""
+        if self.store.linked(digest):
+            return True
+        for filing in list(self._filing.values()):
+            filing.result()
+        return self.store.linked(digest)
+
+    def _filed_digest(self, task_id: int) -> str | None:
+        """The digest of a finished task, waiting for it if the task is still being filed away."""
+        filing = self._filing.get(task_id)
+        if filing is not None:
+            return filing.result() or None
+        task = self.tasks.get(task_id)
+        return task.sha256 if task else None

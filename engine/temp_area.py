@@ -1,0 +1,80 @@
+"""The temporary area (`data/tmp/downloads`): where each task keeps its bytes until they are
+published (`<id>.part` for HTTP; `<id>.bt`, `<id>.torrent` and `<id>.deliver` for torrents),
+how a task's data is discarded, and the clean-up at start."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.allowances import Allowances
+from engine.following_hasher import file_sha256
+from engine.space_access import SpaceAccess
+from engine.tasks import DONE, Task, TaskStore
+
+_log = logging.getLogger(__name__)
+
+FileAway = Callable[[Task, Path, str, Path], None]
+"""Files a published download's temporary file in the content store: (task, temp, digest, placed)."""
+
+
+def _remove_temp(item: Path) -> None:
+    if item.is_dir() and not item.is_symlink():
+        shutil.rmtree(item, ignore_errors=True)
+    else:
+        item.unlink(missing_ok=True)
+
+
+class TempArea:
+    def __init__(self, root: Path, tasks: TaskStore, allowances: Allowances, spaces: SpaceAccess) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tasks = tasks
+        self._allowances = allowances
+        self._spaces = spaces
+
+    def part_path(self, task: Task) -> Path:
+        return Path(task.temp_path) if task.temp_path else self.root / f"{task.id}.part"
+
+    def torrent_paths(self, task: Task) -> tuple[Path, Path]:
+        """Where a torrent task keeps its data, and its metainfo once known."""
+        return self.root / f"{task.id}.bt", self.root / f"{task.id}.torrent"
+
+    def discard_temp(self, task: Task) -> None:
+        self.part_path(task).unlink(missing_ok=True)
+        self.remove_torrent_temp(task)
+        allowance = self._allowances.drop_allowance(task)
+        if allowance is not None:
+            allowance.release()
+        self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
+
+    def remove_torrent_temp(self, task: Task) -> None:
+        if task.kind == "torrent":
+            for item in self.root.glob(f"{task.id}.*"):
+                _remove_temp(item)
+
+    def remove_orphan_temp_files(self, file_away: FileAway) -> None:
+        """Temporary files nobody needs go; a published download that a crash kept from being
+        filed in the content store is filed now, on a thread of its own (it needs hashing)."""
+        unfiled: list[tuple[Task, Path]] = []
+        for item in self.root.iterdir():
+            stem = item.name.split(".", 1)[0]
+            task = self.tasks.get(int(stem)) if stem.isdigit() else None
+            if task is not None and task.state == DONE and not task.sha256 and task.path and item.suffix == ".part":
+                unfiled.append((task, item))
+            elif task is None or not task.unfinished:
+                _remove_temp(item)
+        if unfiled:
+            threading.Thread(target=self._file_away_after_restart, args=(unfiled, file_away), name="filing",
+                             daemon=True).start()
+
+    def _file_away_after_restart(self, unfiled: list[tuple[Task, Path]], file_away: FileAway) -> None:
+        for task, temp in unfiled:
+            try:
+                digest = file_sha256(temp).hexdigest()
+                file_away(task, temp, digest, self._spaces.root(task.user) / task.path)
+            except OSError as error:
+                _log.warning("task %d: could not file %s in the content store: %s", task.id, temp, error)
