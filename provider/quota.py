@@ -101,9 +101,6 @@ class Quota:
     def disk_free(self) -> int:
         return shutil.disk_usage(self._storage_root).free
 
-    def low_on_disk(self) -> bool:
-        return self.disk_free() < self._min_free
-
     def reserve(self, user: str, nbytes: int = 0) -> Reservation:
         """A reservation holding `nbytes` for `user`; QuotaExceeded if they do not fit."""
         reservation = Reservation(self, user)

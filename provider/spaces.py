@@ -74,9 +74,6 @@ class SpacesProvider(FilesystemProvider):
             self.quota.remove_entries(user, count)
             raise
 
-    def forget_space(self, user: str) -> None:
-        self._prepared.pop(user, None)
-
     def _loc_to_file_path(self, path: str, environ: dict | None = None) -> str:
         user = (environ or {}).get("wsgidav.auth.user_name")
         if not user:
