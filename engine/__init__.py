@@ -1,4 +1,12 @@
 """The downloads engine: triggers, resolvers, the task store, workers and fetching.
 
-It imports nothing else from the project, so it can be tested alone.
+It imports nothing else from the project, so it can be tested alone. `__all__` names the
+modules the drive (provider/), the server and bench/ may import; the rest are the engine's
+own parts (tests/test_package_surfaces.py holds both rules). `engine.engine.DownloadEngine`
+is the facade the drive and the API talk to; `space_access` is what the drive gives it.
 """
+
+__all__ = [
+    "catalog", "content_store", "database", "devices", "engine", "events", "naming", "notifications",
+    "placeholders", "retry", "socket_splice", "space_access", "tasks", "torrent_client", "triggers",
+]
