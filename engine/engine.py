@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from engine.addresses import Network
 from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
-from engine.content_store import ContentStore, link_under_free_name
+from engine.content_store import ContentStore
 from engine.database import Database
 from engine.devices import Devices
 from engine.events import EventLog, TaskEvents
@@ -44,7 +44,7 @@ from engine.safe_http import make_session
 from engine.segments import transfer
 from engine.torrent_client import TorrentClient, TorrentProgress, TorrentSettings
 from engine.torrent_metainfo import Metainfo, magnet_info_hash, parse_magnet
-from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, move_under_free_name, stage_tree, tree_size
+from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, stage_tree, tree_size
 from engine.socket_splice import splice_supported
 from engine.tasks import (
     CANCELLED, DONE, DOWNLOADING, FAILED, QUEUED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore,
@@ -73,10 +73,11 @@ class Allowance(Protocol):
 
 
 class SpaceAccess(Protocol):
-    """What the engine needs from the drive."""
+    """What the engine needs from the drive: its space writer (provider/space_writer.py),
+    through which every write into a user's space goes, with the path lock and the quota."""
 
     def root(self, user: str) -> Path:
-        """The user's space folder."""
+        """The user's space folder (to read; writes go through the methods below)."""
 
     def reserve(self, user: str) -> Allowance:
         """A new, empty allowance in the user's quota."""
@@ -84,11 +85,22 @@ class SpaceAccess(Protocol):
     def disk_room(self) -> int:
         """Bytes free on disk above the configured reserve."""
 
-    def charge(self, user: str, delta: int) -> None:
-        """Book `delta` bytes against the user's quota."""
-
     def locked(self, path: Path) -> AbstractContextManager[None]:
-        """Hold the drive's lock on one file of a space while replacing it."""
+        """Hold the drive's lock on one path of a space while deciding to change it (the
+        writer's methods may be called inside)."""
+
+    def write_file(self, user: str, target: Path, body: bytes) -> bool:
+        """Put a small file at `target` atomically and book its size; whether it replaced one."""
+
+    def remove(self, user: str, path: Path) -> bool:
+        """Remove a file or folder and refund its bytes; False if nothing was there."""
+
+    def place(self, source: Path, folder: Path, name: str, allowance: Allowance, size: int) -> Path:
+        """Hard-link the file, or rename the folder, `source` into `folder` under a free name
+        and book its `size` bytes from `allowance`; where it went."""
+
+    def relink(self, stored: Path, published: Path, downloaded: Path) -> None:
+        """Make `published` a link to the content store's `stored`, if it is still `downloaded`."""
 
 
 @dataclass(frozen=True)
@@ -667,7 +679,7 @@ class DownloadEngine:
         for (source, parts), user_copy, file in zip(sources, published, meta.files):
             digest = file_sha256(user_copy).hexdigest()
             if source.exists():
-                self.store.adopt(source, digest, user_copy, self._spaces.locked)
+                self.store.adopt(source, digest, user_copy, self._spaces.relink)
             filed.append(ShelvedFile(parts, digest, file.size))
         if not meta.multi_file:
             self.tasks.update(task.id, sha256=filed[0].sha256)
@@ -737,7 +749,7 @@ class DownloadEngine:
             del self._filing[task.id]
 
     def _file_away(self, task: Task, temp: Path, digest: str, placed: Path) -> None:
-        self.store.adopt(temp, digest, placed, self._spaces.locked)
+        self.store.adopt(temp, digest, placed, self._spaces.relink)
         self.tasks.update(task.id, sha256=digest)
 
     def _publish(self, task: Task, source: Path, name: str, *, digest: str | None, instant: bool,
@@ -752,9 +764,7 @@ class DownloadEngine:
                 f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
                 "delete some files first"
             )
-        place = move_under_free_name if folder else link_under_free_name
-        placed = place(source, self._spaces.root(task.user) / task.folder, name)
-        allowance.settle(size)
+        placed = self._spaces.place(source, self._spaces.root(task.user) / task.folder, name, allowance, size)
         self._drop_allowance(task)
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
@@ -764,8 +774,7 @@ class DownloadEngine:
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
             # Cancelled at the last moment: take the file back.
-            shutil.rmtree(placed) if folder else placed.unlink()
-            self._spaces.charge(task.user, -size)
+            self._spaces.remove(task.user, placed)
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
         self.tasks.supersede(task.id)
@@ -867,13 +876,8 @@ class DownloadEngine:
             if not all(source in latest and latest[source].state == DONE for source in trigger.sources):
                 return
             for path in (trigger_file, trigger_file.with_name("._" + trigger_file.name)):  # and Finder's AppleDouble file
-                try:
-                    size = path.stat().st_size
-                    path.unlink()
-                    self._spaces.charge(user, -size)
+                if self._spaces.remove(user, path):
                     self.events.publish(user, "file.deleted", {"path": str(path.relative_to(self._spaces.root(user)))})
-                except FileNotFoundError:
-                    pass
             self._remove_error_file(user, rel_path)
 
     def _report_trigger_errors(self, task: Task) -> None:
@@ -899,26 +903,12 @@ class DownloadEngine:
         target = self._error_file(user, rel_path)
         if not target.parent.is_dir():
             return
-        body = (text.rstrip() + "\n").encode()
-        try:
-            old_size = target.stat().st_size
-        except FileNotFoundError:
-            old_size = 0
-        temp = self.temp_root / f"error-{os.getpid()}-{threading.get_ident()}.tmp"
-        temp.write_bytes(body)
-        os.replace(temp, target)
-        self._spaces.charge(user, len(body) - old_size)
-        self.events.publish(user, "file.changed" if old_size else "file.created", {"path": rel_path + ERROR_SUFFIX})
+        replaced = self._spaces.write_file(user, target, (text.rstrip() + "\n").encode())
+        self.events.publish(user, "file.changed" if replaced else "file.created", {"path": rel_path + ERROR_SUFFIX})
 
     def _remove_error_file(self, user: str, rel_path: str) -> None:
-        target = self._error_file(user, rel_path)
-        try:
-            size = target.stat().st_size
-            target.unlink()
-            self._spaces.charge(user, -size)
+        if self._spaces.remove(user, self._error_file(user, rel_path)):
             self.events.publish(user, "file.deleted", {"path": rel_path + ERROR_SUFFIX})
-        except FileNotFoundError:
-            pass
 
     def _discard_temp(self, task: Task) -> None:
         path = Path(task.temp_path) if task.temp_path else self.temp_root / f"{task.id}.part"
