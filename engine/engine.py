@@ -85,9 +85,9 @@ class SpaceAccess(Protocol):
     def disk_room(self) -> int:
         """Bytes free on disk above the configured reserve."""
 
-    def locked(self, path: Path) -> AbstractContextManager[None]:
-        """Hold the drive's lock on one path of a space while deciding to change it (the
-        writer's methods may be called inside)."""
+    def locked(self, *paths: Path) -> AbstractContextManager[None]:
+        """Hold the drive's locks on paths of a space while deciding to change them (the
+        writer's methods may be called inside, on these paths only)."""
 
     def write_file(self, user: str, target: Path, body: bytes) -> bool:
         """Put a small file at `target` atomically and book its size; whether it replaced one."""
@@ -865,7 +865,8 @@ class DownloadEngine:
         """Remove the trigger at `rel_path` if every download it now asks for is done (it may
         have been uploaded again with other links, or replaced by a broken file, meanwhile)."""
         trigger_file = self._spaces.root(user) / rel_path
-        with self._trigger_lock, self._spaces.locked(trigger_file):
+        apple_double = trigger_file.with_name("._" + trigger_file.name)  # Finder's, beside the trigger
+        with self._trigger_lock, self._spaces.locked(trigger_file, apple_double, self._error_file(user, rel_path)):
             try:
                 with open(trigger_file, "rb") as handle:
                     data = handle.read(MAX_TRIGGER_BYTES + 1)
@@ -875,7 +876,7 @@ class DownloadEngine:
             latest = self._latest_in_folder(user, str(PurePosixPath(rel_path).parent), trigger)
             if not all(source in latest and latest[source].state == DONE for source in trigger.sources):
                 return
-            for path in (trigger_file, trigger_file.with_name("._" + trigger_file.name)):  # and Finder's AppleDouble file
+            for path in (trigger_file, apple_double):
                 if self._spaces.remove(user, path):
                     self.events.publish(user, "file.deleted", {"path": str(path.relative_to(self._spaces.root(user)))})
             self._remove_error_file(user, rel_path)

@@ -51,8 +51,9 @@ class SpaceWriter:
     def disk_room(self) -> int:
         return self._quota.disk_free() - self._min_free
 
-    def locked(self, path: Path) -> AbstractContextManager[None]:
-        return locked_paths(str(path))
+    def locked(self, *paths: Path) -> AbstractContextManager[None]:
+        """All of `paths` at once (locks taken one inside another could deadlock)."""
+        return locked_paths(*map(str, paths))
 
     def write_file(self, user: str, target: Path, body: bytes) -> bool:
         """Put a small generated file (an error note) at `target` atomically, booked even over
