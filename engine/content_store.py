@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable
 
-from engine.naming import unique_name
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -42,23 +40,18 @@ class ContentStore:
             return False
 
     def adopt(self, temp_file: Path, sha256: str, published: Path,
-              locked: Callable[[Path], AbstractContextManager[None]]) -> None:
+              relink: Callable[[Path, Path, Path], None]) -> None:
         """Take a finished download, already published as `published` (a hard link to
         `temp_file`), into the store. If the store holds that content already, `published`
-        becomes a link to the stored object, so the content is on disk once; that happens only
-        while `published` is still the downloaded file (under `locked`, the drive's lock on it),
-        never over a file the user has replaced meanwhile."""
+        becomes a link to the stored object, so the content is on disk once: `relink(stored,
+        published, temp_file)` (the drive's space writer) does that only while `published` is
+        still the downloaded file, never over a file the user has replaced meanwhile."""
         target = self.object_path(sha256)
         target.parent.mkdir(exist_ok=True)
         try:
             os.link(temp_file, target)
         except FileExistsError:
-            with locked(published):
-                if _same_file(published, temp_file):
-                    swap = temp_file.with_name(temp_file.name + ".link")
-                    swap.unlink(missing_ok=True)
-                    os.link(target, swap)
-                    os.replace(swap, published)
+            relink(target, published, temp_file)
         temp_file.unlink()
         self.release_if_unused(sha256)  # the user may have deleted the file already
 
@@ -82,23 +75,3 @@ class ContentStore:
         except FileNotFoundError:
             pass
 
-
-def _same_file(one: Path, other: Path) -> bool:
-    try:
-        return os.path.samefile(one, other)
-    except FileNotFoundError:
-        return False
-
-
-def link_under_free_name(source: Path, folder: Path, name: str) -> Path:
-    """Hard-link `source` into `folder` as `name`, or `name (1)`... if taken.
-    os.link never replaces an existing file, so a race cannot clobber one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    taken: set[str] = set()
-    while True:
-        candidate = unique_name(name, lambda n: n in taken or (folder / n).exists())
-        try:
-            os.link(source, folder / candidate)
-            return folder / candidate
-        except FileExistsError:
-            taken.add(candidate)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 
 from engine.allowances import Allowances
 from engine.catalog import Catalog
-from engine.content_store import ContentStore, link_under_free_name
+from engine.content_store import ContentStore
 from engine.errors import Cancelled, PermanentError
 from engine.fetcher import Download, Fetcher
 from engine.instant import InstantSource
@@ -28,7 +27,7 @@ from engine.scheduler import Running
 from engine.space_access import SpaceAccess
 from engine.tasks import DONE, DOWNLOADING, VERIFYING, Task, TaskStore
 from engine.temp_area import TempArea
-from engine.torrent_shelf import move_under_free_name, tree_size
+from engine.torrent_shelf import tree_size
 
 _log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ class Delivery:
             del self._filing[task.id]
 
     def file_away(self, task: Task, temp: Path, digest: str, placed: Path) -> None:
-        self.store.adopt(temp, digest, placed, self._spaces.locked)
+        self.store.adopt(temp, digest, placed, self._spaces.relink)
         self.tasks.update(task.id, sha256=digest)
 
     def publish(self, task: Task, source: Path, name: str, *, digest: str | None, instant: bool,
@@ -110,9 +109,7 @@ class Delivery:
                 f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
                 "delete some files first"
             )
-        place = move_under_free_name if folder else link_under_free_name
-        placed = place(source, self._spaces.root(task.user) / task.folder, name)
-        allowance.settle(size)
+        placed = self._spaces.place(source, self._spaces.root(task.user) / task.folder, name, allowance, size)
         self._allowances.drop_allowance(task)
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
@@ -122,8 +119,7 @@ class Delivery:
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
             # Cancelled at the last moment: take the file back.
-            shutil.rmtree(placed) if folder else placed.unlink()
-            self._spaces.charge(task.user, -size)
+            self._spaces.remove(task.user, placed)
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
         self.tasks.supersede(task.id)

@@ -27,10 +27,11 @@ class Allowance(Protocol):
 
 
 class SpaceAccess(Protocol):
-    """What the engine needs from the drive."""
+    """What the engine needs from the drive: its space writer (provider/space_writer.py),
+    through which every write into a user's space goes, with the path lock and the quota."""
 
     def root(self, user: str) -> Path:
-        """The user's space folder."""
+        """The user's space folder (to read; writes go through the methods below)."""
 
     def reserve(self, user: str) -> Allowance:
         """A new, empty allowance in the user's quota."""
@@ -38,8 +39,19 @@ class SpaceAccess(Protocol):
     def disk_room(self) -> int:
         """Bytes free on disk above the configured reserve."""
 
-    def charge(self, user: str, delta: int) -> None:
-        """Book `delta` bytes against the user's quota."""
+    def locked(self, *paths: Path) -> AbstractContextManager[None]:
+        """Hold the drive's locks on paths of a space while deciding to change them (the
+        writer's methods may be called inside, on these paths only)."""
 
-    def locked(self, path: Path) -> AbstractContextManager[None]:
-        """Hold the drive's lock on one file of a space while replacing it."""
+    def write_file(self, user: str, target: Path, body: bytes) -> bool:
+        """Put a small file at `target` atomically and book its size; whether it replaced one."""
+
+    def remove(self, user: str, path: Path) -> bool:
+        """Remove a file or folder and refund its bytes; False if nothing was there."""
+
+    def place(self, source: Path, folder: Path, name: str, allowance: Allowance, size: int) -> Path:
+        """Hard-link the file, or rename the folder, `source` into `folder` under a free name
+        and book its `size` bytes from `allowance`; where it went."""
+
+    def relink(self, stored: Path, published: Path, downloaded: Path) -> None:
+        """Make `published` a link to the content store's `stored`, if it is still `downloaded`."""

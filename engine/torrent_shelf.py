@@ -3,7 +3,8 @@
 After a torrent's files are filed in the content store, a small manifest records which stored
 object each file is, so a later task for the same info-hash is delivered from the store
 without the swarm (SPEC 4b). A multi-file torrent is assembled as a tree of hard links in the
-temporary area and renamed into the user's folder, so it appears whole or not at all.
+temporary area and renamed into the user's folder (by the drive's space writer), so it
+appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.naming import unique_name
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,3 @@ def stage_tree(files: list[tuple[Path, tuple[str, ...]]], staging: Path) -> None
 def tree_size(folder: Path) -> int:
     return sum(os.path.getsize(os.path.join(top, name)) for top, _dirs, names in os.walk(folder) for name in names)
 
-
-def move_under_free_name(source: Path, folder: Path, name: str) -> Path:
-    """Rename the folder `source` into `folder` as `name`, or `name (1)`... if taken: one
-    rename, so the folder appears whole."""
-    folder.mkdir(parents=True, exist_ok=True)
-    taken: set[str] = set()
-    while True:
-        candidate = unique_name(name, lambda n: n in taken or os.path.lexists(folder / n))
-        try:
-            os.rename(source, folder / candidate)
-            return folder / candidate
-        except OSError:
-            if not os.path.lexists(folder / candidate):
-                raise
-            taken.add(candidate)

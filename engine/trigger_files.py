@@ -137,7 +137,8 @@ class TriggerFiles:
         """Remove the trigger at `rel_path` if every download it now asks for is done (it may
         have been uploaded again with other links, or replaced by a broken file, meanwhile)."""
         trigger_file = self._spaces.root(user) / rel_path
-        with self._trigger_lock, self._spaces.locked(trigger_file):
+        apple_double = trigger_file.with_name("._" + trigger_file.name)  # Finder's, beside the trigger
+        with self._trigger_lock, self._spaces.locked(trigger_file, apple_double, self._error_file(user, rel_path)):
             try:
                 with open(trigger_file, "rb") as handle:
                     data = handle.read(MAX_TRIGGER_BYTES + 1)
@@ -147,14 +148,9 @@ class TriggerFiles:
             latest = self._latest_in_folder(user, str(PurePosixPath(rel_path).parent), trigger)
             if not all(source in latest and latest[source].state == DONE for source in trigger.sources):
                 return
-            for path in (trigger_file, trigger_file.with_name("._" + trigger_file.name)):  # and Finder's AppleDouble file
-                try:
-                    size = path.stat().st_size
-                    path.unlink()
-                    self._spaces.charge(user, -size)
+            for path in (trigger_file, apple_double):
+                if self._spaces.remove(user, path):
                     self.events.publish(user, "file.deleted", {"path": str(path.relative_to(self._spaces.root(user)))})
-                except FileNotFoundError:
-                    pass
             self.remove_error_file(user, rel_path)
 
     def report_trigger_errors(self, task: Task) -> None:
@@ -180,23 +176,9 @@ class TriggerFiles:
         target = self._error_file(user, rel_path)
         if not target.parent.is_dir():
             return
-        body = (text.rstrip() + "\n").encode()
-        try:
-            old_size = target.stat().st_size
-        except FileNotFoundError:
-            old_size = 0
-        temp = self.temp_root / f"error-{os.getpid()}-{threading.get_ident()}.tmp"
-        temp.write_bytes(body)
-        os.replace(temp, target)
-        self._spaces.charge(user, len(body) - old_size)
-        self.events.publish(user, "file.changed" if old_size else "file.created", {"path": rel_path + ERROR_SUFFIX})
+        replaced = self._spaces.write_file(user, target, (text.rstrip() + "\n").encode())
+        self.events.publish(user, "file.changed" if replaced else "file.created", {"path": rel_path + ERROR_SUFFIX})
 
     def remove_error_file(self, user: str, rel_path: str) -> None:
-        target = self._error_file(user, rel_path)
-        try:
-            size = target.stat().st_size
-            target.unlink()
-            self._spaces.charge(user, -size)
+        if self._spaces.remove(user, self._error_file(user, rel_path)):
             self.events.publish(user, "file.deleted", {"path": rel_path + ERROR_SUFFIX})
-        except FileNotFoundError:
-            pass

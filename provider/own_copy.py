@@ -6,7 +6,8 @@ the old one), but metadata is: a modification time set through one link would sh
 every other link, and change every user's Last-Modified and ETag. So before a metadata write
 the user's link is swapped for a copy of their own (copy on write): a reflink where the
 filesystem shares blocks (btrfs, XFS), else copy_file_range(2) inside the kernel. The copy
-holds the same bytes, so the user's quota does not move; the disk needs room for it.
+holds the same bytes, so the user's quota does not move; the disk needs room for it. The
+space writer (provider/space_writer.py) swaps it in under the file's path lock.
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ import fcntl
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-from provider.path_locks import locked_paths
-from provider.quota import Quota
 
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
@@ -41,27 +37,19 @@ def _copy_content(source: int, target: int, size: int) -> None:
         copied += moved
 
 
-@contextmanager
-def own_file(path: str, temp_dir: Path, quota: Quota) -> Iterator[None]:
-    """Hold the file at `path` as the user's alone for the block: if it is a hard link shared
-    with other names (the content store's object, other users' copies), it is first replaced
-    by a private copy with the same times and mode. The drive's lock on the path is held
-    throughout, so the content store cannot link it back meanwhile."""
-    with locked_paths(path):
-        info = os.lstat(path)
-        if info.st_nlink > 1:
-            quota.check_disk(info.st_size)
-            fd, temp = tempfile.mkstemp(dir=temp_dir, prefix="own-")
-            try:
-                with open(path, "rb") as source:
-                    _copy_content(source.fileno(), fd, info.st_size)
-                os.close(fd)
-                fd = -1
-                shutil.copystat(path, temp)
-                os.replace(temp, path)
-            except BaseException:
-                if fd >= 0:
-                    os.close(fd)
-                Path(temp).unlink(missing_ok=True)
-                raise
-        yield
+def private_copy(path: str, info: os.stat_result, temp_dir: Path) -> Path:
+    """A copy of the file at `path` (as `info` describes it) in `temp_dir`, with the same
+    times and mode, for the space writer to rename over it."""
+    fd, temp = tempfile.mkstemp(dir=temp_dir, prefix="own-")
+    try:
+        with open(path, "rb") as source:
+            _copy_content(source.fileno(), fd, info.st_size)
+        os.close(fd)
+        fd = -1
+        shutil.copystat(path, temp)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return Path(temp)

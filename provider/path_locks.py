@@ -3,7 +3,8 @@
 Replacing, deleting, copying onto and moving a file each read the size of what they replace
 and then change it; with two clients racing on one path, the size read must be the size
 changed, or quota drifts. A fixed set of lock stripes keyed by path keeps that exact without
-a lock object per file.
+a lock object per file. The stripes are reentrant: a caller that holds a path while it decides
+(the engine reading a trigger before removing it) may then have the space writer change it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
-_STRIPES = tuple(threading.Lock() for _ in range(256))
+_STRIPES = tuple(threading.RLock() for _ in range(256))
 
 
 @contextmanager

@@ -1,28 +1,25 @@
 """Files and folders of a user's space, extending WsgiDAV's filesystem resources.
 
 What they add: ref URLs that carry the user (locks and dead properties are per user),
-atomic PUTs with quota, quota bookkeeping on DELETE/COPY/MOVE, a `downloads/` folder that
-cannot be deleted or moved, and notices to the downloads engine when a trigger file is
-complete, unlocked and non-empty, or goes away.
+a `downloads/` folder that cannot be deleted or moved, and notices to the downloads engine
+when a trigger file is complete, unlocked and non-empty, or goes away. Every change on disk
+(atomic PUTs, DELETE, COPY, MOVE, MKCOL, times), with its quota booking, is made by the
+provider's space writer (provider/space_writer.py), never by WsgiDAV's filesystem code.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote
 
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav import util
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED, DAVError
 from wsgidav.dav_provider import DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
 from engine.naming import client_name_problem, xml_safe_name
-from provider.own_copy import own_file
-from provider.path_locks import locked_paths, size_or_zero
-from provider.quota import tree_usage
 from provider.upload import AtomicUpload
 
 LOCK_ROOT_LOOKUP = "fetchdrive.lock_root_lookup"
@@ -99,6 +96,36 @@ class SpaceResourceMixin:
         self._refuse_unlistable_destination()
         return False
 
+    def set_last_modified(self, dest_path, time_stamp, *, dry_run):
+        """Win32LastModifiedTime and the like: on this user's file alone (see own_copy)."""
+        seconds = time_stamp if isinstance(time_stamp, int) else util.parse_time_string(time_stamp)
+        if not dry_run:
+            try:
+                self.provider.writer.set_times(self._file_path, seconds)
+            except FileNotFoundError:
+                raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
+        return True
+
+    def _move_on_disk(self, dest_path: str) -> str:
+        dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
+        try:
+            self.provider.writer.move(self.user, self._file_path, dest_file)
+        except FileNotFoundError:
+            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
+        except FileExistsError:
+            raise DAVError(HTTP_PRECONDITION_FAILED, f"{dest_path} was created meanwhile") from None
+        return dest_file
+
+    def _copy_dead_properties(self, dest_path: str, *, is_move: bool, with_children: bool = False) -> None:
+        prop_manager = self.provider.prop_manager
+        dest = self.provider.get_resource_inst(dest_path, self.environ)
+        if not prop_manager or dest is None:
+            return
+        if is_move:
+            prop_manager.move_properties(self.get_ref_url(), dest.get_ref_url(), with_children=with_children)
+        else:
+            prop_manager.copy_properties(self.get_ref_url(), dest.get_ref_url())
+
 
 class SpaceFile(SpaceResourceMixin, FileResource):
     """A regular file of a user's space (or, while its first PUT streams in, one to be).
@@ -132,8 +159,7 @@ class SpaceFile(SpaceResourceMixin, FileResource):
 
     def begin_write(self, *, content_type=None):
         # A new file's place in storage.max_files is booked before its body arrives.
-        self._new_entries = 0 if os.path.lexists(self._file_path) else 1
-        self.provider.quota.add_entries(self.user, self._new_entries, self.provider.space_root(self.user))
+        self._new_entries = self.provider.writer.book_entry(self.user, self._file_path)
         try:
             self._upload = self._start_upload()
         except BaseException:
@@ -142,18 +168,11 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         return self._upload
 
     def _give_back_entries(self) -> None:
-        self.provider.quota.remove_entries(self.user, self._new_entries)
+        self.provider.writer.give_back_entries(self.user, self._new_entries)
         self._new_entries = 0
 
     def _start_upload(self) -> AtomicUpload:
-        return AtomicUpload(
-            target=Path(self._file_path),
-            temp_dir=self.provider.upload_temp_dir,
-            user=self.user,
-            quota=self.provider.quota,
-            environ=self.environ,
-            splice_timeout=self.provider.splice_timeout,
-        )
+        return self.provider.writer.upload(self.user, Path(self._file_path), self.environ, self.provider.splice_timeout)
 
     def end_write(self, *, with_errors):
         upload, self._upload = self._upload, None
@@ -172,81 +191,28 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self.provider.announce(self.environ, "created" if created else "changed", self.path)
         self.provider.file_arrived(self.path, self.environ)
 
-    def set_last_modified(self, dest_path, time_stamp, *, dry_run):
-        """Win32LastModifiedTime and the like: set on this user's file alone (see own_copy)."""
-        if dry_run:
-            return super().set_last_modified(dest_path, time_stamp, dry_run=True)
-        try:
-            with own_file(self._file_path, self.provider.upload_temp_dir, self.provider.quota):
-                return super().set_last_modified(dest_path, time_stamp, dry_run=False)
-        except FileNotFoundError:
-            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
-
     def delete(self):
         self._refuse_protected(self.path, "deleted")
-        with locked_paths(self._file_path):
-            try:
-                size = os.stat(self._file_path).st_size
-                os.unlink(self._file_path)
-            except FileNotFoundError:
-                raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
+        if not self.provider.writer.delete(self.user, self._file_path):
+            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile")
         self.provider.deleted_in_request(self.path, self.environ)
         self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
-        self.provider.quota.charge(self.user, -size)
-        self.provider.quota.remove_entries(self.user, 1)
         self.provider.announce(self.environ, "deleted", self.path)
         self.provider.path_left(self.path, self.environ)
 
     def copy_move_single(self, dest_path, *, is_move):
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
-        # Copy under a temporary name and rename, so a failed copy leaves the target intact;
-        # the copy's bytes are reserved before they are written.
-        with self.provider.creating(self.environ, dest_file), \
-                self.provider.quota.reserve(self.user, self.file_stat.st_size) as reservation:
-            fd, temp = tempfile.mkstemp(dir=self.provider.upload_temp_dir, prefix="copy-")
-            os.close(fd)
-            try:
-                try:
-                    shutil.copy2(self._file_path, temp)
-                except FileNotFoundError:
-                    raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
-                size = os.stat(temp).st_size
-                reservation.require(size)  # it grew since the stat
-                with locked_paths(dest_file):
-                    replaced = size_or_zero(dest_file)
-                    existed = os.path.exists(dest_file)
-                    os.replace(temp, dest_file)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
-            reservation.settle(size - replaced)
+        try:
+            existed = self.provider.writer.copy_file(self.user, self._file_path, dest_file, self.file_stat.st_size)
+        except FileNotFoundError:
+            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
         self._copy_dead_properties(dest_path, is_move=is_move)
         self.provider.announce(self.environ, "changed" if existed else "created", dest_path)
         self.provider.file_arrived(dest_path, self.environ)
 
-    def _copy_dead_properties(self, dest_path: str, *, is_move: bool) -> None:
-        prop_manager = self.provider.prop_manager
-        dest = self.provider.get_resource_inst(dest_path, self.environ)
-        if not prop_manager or dest is None:
-            return
-        if is_move:
-            prop_manager.move_properties(self.get_ref_url(), dest.get_ref_url(), with_children=False)
-        else:
-            prop_manager.copy_properties(self.get_ref_url(), dest.get_ref_url())
-
     def move_recursive(self, dest_path):
-        dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
-        with locked_paths(self._file_path, dest_file):
-            # WsgiDAV deleted an existing target already, but another client may have put one back.
-            put_back = os.path.lexists(dest_file)
-            replaced = size_or_zero(dest_file)
-            try:
-                os.rename(self._file_path, dest_file)
-            except FileNotFoundError:
-                raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
-        self.provider.quota.charge(self.user, -replaced)
-        self.provider.quota.remove_entries(self.user, int(put_back))
+        self._move_on_disk(dest_path)
         self._copy_dead_properties(dest_path, is_move=True)
         self.provider.announce(self.environ, "moved", self.path, to=dest_path)
         self.provider.path_left(self.path, self.environ)
@@ -277,11 +243,7 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
             return SpaceFile(path, self.environ, file_path, None)
         # A LOCK on an unmapped URL: RFC 4918 wants an empty file. Exclusive create, as
         # WsgiDAV's truncating one would empty a file another client just put there.
-        try:
-            with self.provider.creating(self.environ, file_path):
-                os.close(os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        except FileExistsError:
-            pass
+        self.provider.writer.create_empty(self.user, file_path)
         try:
             info = os.lstat(file_path)
         except FileNotFoundError:
@@ -291,28 +253,30 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
     def create_collection(self, name):
         refuse_unlistable_name(name)
         path = self.path.rstrip("/") + "/" + name
-        with self.provider.creating(self.environ, self.provider._loc_to_file_path(path, self.environ)):
-            super().create_collection(name)
+        self.provider.writer.make_folder(self.user, self.provider._loc_to_file_path(path, self.environ))
         self.provider.announce(self.environ, "created", path, folder=True)
 
     def copy_move_single(self, dest_path, *, is_move):
-        with self.provider.creating(self.environ, self.provider._loc_to_file_path(dest_path, self.environ)):
-            super().copy_move_single(dest_path, is_move=is_move)
+        dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
+        # WsgiDAV copies a folder's members one by one after this.
+        self.provider.writer.make_folder(self.user, dest_file, like=self._file_path)
+        self._copy_dead_properties(dest_path, is_move=is_move)
         self.provider.announce(self.environ, "created", dest_path, folder=True)
 
     def delete(self):
         self._refuse_protected(self.path, "deleted")
-        size, entries = tree_usage(self._file_path)
-        super().delete()
+        if not self.provider.writer.delete(self.user, self._file_path):
+            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile")
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
         if self.provider.prop_manager:
             self.provider.prop_manager.remove_properties_under(self.get_ref_url())
-        self.provider.quota.charge(self.user, -size)
-        self.provider.quota.remove_entries(self.user, entries + 1)
         self.provider.announce(self.environ, "deleted", self.path, folder=True)
         self.provider.path_left(self.path, self.environ)
 
     def move_recursive(self, dest_path):
-        super().move_recursive(dest_path)
+        self._move_on_disk(dest_path)
+        self._copy_dead_properties(dest_path, is_move=True, with_children=True)
         self.provider.announce(self.environ, "moved", self.path, to=dest_path, folder=True)
         self.provider.path_left(self.path, self.environ)
         self.provider.tree_arrived(dest_path, self.environ)

@@ -12,9 +12,7 @@ import errno
 import os
 import shutil
 import stat
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_REQUEST_URI_TOO_LONG, DAVError
@@ -26,6 +24,7 @@ from engine.triggers import is_trigger_name
 from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
 from provider.quota import Quota
 from provider.resources import LOCK_ROOT_LOOKUP, SpaceFile, SpaceFolder, user_ref_url
+from provider.space_writer import SpaceWriter
 
 DOWNLOADS = "downloads"
 _PROTECTED = {"", f"/{DOWNLOADS}"}
@@ -35,8 +34,10 @@ _DELETED_KEY = "fetchdrive.deleted_paths"
 class SpacesProvider(FilesystemProvider):
     """Serves `spaces/<user>/` of whoever authenticated."""
 
-    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float = 300) -> None:
-        """`body_timeout`: how long a request body may stall (server.timeout)."""
+    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float = 300,
+                 min_free: int | None = None) -> None:
+        """`body_timeout`: how long a request body may stall (server.timeout); `min_free`: the
+        disk's reserve (storage.min_free)."""
         spaces_root.mkdir(parents=True, exist_ok=True)
         super().__init__(str(spaces_root), readonly=False, fs_opts={"follow_symlinks": False})
         self.spaces_root = Path(os.path.realpath(spaces_root))
@@ -46,6 +47,7 @@ class SpacesProvider(FilesystemProvider):
         self.upload_temp_dir.mkdir(parents=True, exist_ok=True)
         self.splice_timeout = body_timeout if splice_supported(self.upload_temp_dir) else None
         self.quota = quota
+        self.writer = SpaceWriter(quota, self.upload_temp_dir, self.space_root, min_free)
         self.hooks: DownloadsHooks | None = None
         self.events: EventLog | None = None
         self._prepared: dict[str, str] = {}  # user -> their folder, as text
@@ -59,20 +61,6 @@ class SpacesProvider(FilesystemProvider):
             (root / DOWNLOADS).mkdir(parents=True, exist_ok=True)
             self._prepared[user] = str(root)
         return root
-
-    @contextmanager
-    def creating(self, environ: dict, file_path: str) -> Iterator[None]:
-        """Around making a file or folder at `file_path`: one more entry for the user
-        (QuotaExceeded beyond storage.max_files) unless one is there already; given back if
-        the block fails."""
-        user = environ["wsgidav.auth.user_name"]
-        count = 0 if os.path.lexists(file_path) else 1
-        self.quota.add_entries(user, count, self.space_root(user))
-        try:
-            yield
-        except BaseException:
-            self.quota.remove_entries(user, count)
-            raise
 
     def _loc_to_file_path(self, path: str, environ: dict | None = None) -> str:
         user = (environ or {}).get("wsgidav.auth.user_name")

@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 
 from engine.socket_splice import write_all
 from provider.body_splice import splice_body, spliceable_body
-from provider.path_locks import locked_paths, size_or_zero
-from provider.quota import Quota, QuotaExceeded
+from provider.quota import QuotaExceeded, Reservation
 
 _RESERVE_AHEAD = 4 * 1024 * 1024
 
@@ -43,17 +42,24 @@ def declared_length(environ: dict) -> int | None:
     return None
 
 
-class AtomicUpload:
-    """File-like sink for one PUT; `commit()` renames it into place."""
+Place = Callable[[Path, Path, Reservation, int], tuple[os.stat_result, bool]]
 
-    def __init__(self, *, target: Path, temp_dir: Path, user: str, quota: Quota, environ: dict,
+
+class AtomicUpload:
+    """File-like sink for one PUT; `commit()` has it renamed into place."""
+
+    def __init__(self, *, target: Path, temp_dir: Path, reservation: Reservation, place: Place, environ: dict,
                  splice_timeout: float | None = None) -> None:
-        """`splice_timeout`: how long a spliced body may stall; None where splicing cannot work."""
+        """`reservation`: an empty one in the user's quota; `place`: the space writer's
+        `put_in_place`; `splice_timeout`: how long a spliced body may stall, None where
+        splicing cannot work."""
         self.target = target
         self._environ = environ
         self._splice_timeout = splice_timeout
+        self._place = place
         self.expected = declared_length(environ)
-        self._reservation = quota.reserve(user, self.expected or 0)
+        self._reservation = reservation
+        reservation.require(self.expected or 0)
         try:
             temp_dir.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=temp_dir, prefix="put-", suffix=".tmp")
@@ -102,12 +108,7 @@ class AtomicUpload:
 
     def commit(self) -> os.stat_result:
         """Rename into place and book the size change; the new file's stat as of the rename."""
-        with locked_paths(str(self.target)):
-            replaced = size_or_zero(str(self.target))
-            os.replace(self._temp, self.target)
-            info = os.stat(self.target)
-        self._reservation.settle(self.received - replaced)
-        return info
+        return self._place(self._temp, self.target, self._reservation, self.received)[0]
 
     def _close_file(self) -> None:
         if self._fd is not None:

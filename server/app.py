@@ -7,7 +7,6 @@ to the JSON API, `/` to the web page. Nothing here parses arguments or opens soc
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 from wsgidav.dav_error import DAVError
@@ -25,8 +24,7 @@ from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, Sqlite
 from provider.domain import Authenticator, FetchdriveDomainController, FetchdriveHTTPAuthenticator
 from provider.fast_get import FastGet
 from provider.fast_propfind import FastPropfind
-from provider.path_locks import locked_paths
-from provider.quota import Quota, QuotaExceeded, Reservation
+from provider.quota import Quota, QuotaExceeded
 from provider.resources import user_ref_url
 from provider.spaces import SpacesProvider
 from server.api import Api
@@ -53,30 +51,6 @@ def _client_faults_unlogged(record: logging.LogRecord) -> bool:
     the log."""
     error = record.exc_info[1] if record.exc_info else None
     return not (isinstance(error, DAVError) and (400 <= error.value < 500 or isinstance(error, QuotaExceeded)))
-
-
-class EngineSpaces:
-    """The drive as the engine sees it (engine.space_access.SpaceAccess)."""
-
-    def __init__(self, provider: SpacesProvider, quota: Quota, min_free: int | None) -> None:
-        self._provider = provider
-        self._quota = quota
-        self._min_free = min_free or 0
-
-    def root(self, user: str) -> Path:
-        return self._provider.space_root(user)
-
-    def reserve(self, user: str) -> Reservation:
-        return self._quota.reserve(user)
-
-    def disk_room(self) -> int:
-        return self._quota.disk_free() - self._min_free
-
-    def charge(self, user: str, delta: int) -> None:
-        self._quota.charge(user, delta)
-
-    def locked(self, path: Path) -> AbstractContextManager[None]:
-        return locked_paths(str(path))
 
 
 def engine_settings(config: Config) -> EngineSettings:
@@ -130,7 +104,7 @@ class FetchdriveApp:
         self.storage = storage or Storage(config)
         self.authenticator = Authenticator(self.storage.accounts)
         self.provider = SpacesProvider(self.storage.spaces_root, self.storage.temp_root, self.storage.quota,
-                                       body_timeout=config["server.timeout"])
+                                       body_timeout=config["server.timeout"], min_free=config["storage.min_free"])
         self.dav = WsgiDAVApp(self._dav_config())
         # WsgiDAV's own logging stays off, but an internal error (a 500) must reach our log.
         dav_logger = logging.getLogger("wsgidav")
@@ -147,7 +121,7 @@ class FetchdriveApp:
         self.engine = DownloadEngine(
             self.storage.database,
             self.storage.root,
-            EngineSpaces(self.provider, self.storage.quota, config["storage.min_free"]),
+            self.provider.writer,
             engine_settings(config),
         )
         self.provider.hooks = self.engine

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 from pathlib import Path
 
 from engine.content_store import ContentStore
+from provider.space_writer import SpaceWriter
 
 OLD = b"the downloaded bytes"
 DIGEST = hashlib.sha256(OLD).hexdigest()
@@ -26,7 +26,7 @@ def published_download(tmp_path: Path) -> tuple[Path, Path]:
 def test_filing_new_content_keeps_the_published_file_as_the_stored_object(tmp_path):
     store = ContentStore(tmp_path / "store")
     temp, published = published_download(tmp_path)
-    store.adopt(temp, DIGEST, published, lambda path: nullcontext())
+    store.adopt(temp, DIGEST, published, SpaceWriter.relink)
     assert not temp.exists()
     assert store.object_path(DIGEST).samefile(published)
 
@@ -36,7 +36,7 @@ def test_filing_content_the_store_holds_links_the_published_file_to_the_stored_o
     store.object_path(DIGEST).parent.mkdir(parents=True)
     store.object_path(DIGEST).write_bytes(OLD)
     temp, published = published_download(tmp_path)
-    store.adopt(temp, DIGEST, published, lambda path: nullcontext())
+    store.adopt(temp, DIGEST, published, SpaceWriter.relink)
     assert store.object_path(DIGEST).samefile(published) and published.read_bytes() == OLD
     assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == []
 
@@ -49,7 +49,7 @@ def test_a_file_the_user_replaced_before_filing_is_left_alone(tmp_path):
     replacement = tmp_path / "space" / "new"
     replacement.write_bytes(b"the user's own edit")
     replacement.replace(published)
-    store.adopt(temp, DIGEST, published, lambda path: nullcontext())
+    store.adopt(temp, DIGEST, published, SpaceWriter.relink)
     assert published.read_bytes() == b"the user's own edit"
     assert not temp.exists()
 
@@ -58,5 +58,5 @@ def test_content_whose_published_file_was_deleted_before_filing_is_not_kept(tmp_
     store = ContentStore(tmp_path / "store")
     temp, published = published_download(tmp_path)
     published.unlink()
-    store.adopt(temp, DIGEST, published, lambda path: nullcontext())
+    store.adopt(temp, DIGEST, published, SpaceWriter.relink)
     assert not store.has(DIGEST) and not temp.exists()

@@ -101,7 +101,7 @@ class TorrentSource:
         for (source, parts), user_copy, file in zip(sources, published, meta.files):
             digest = file_sha256(user_copy).hexdigest()
             if source.exists():
-                self.store.adopt(source, digest, user_copy, self._spaces.locked)
+                self.store.adopt(source, digest, user_copy, self._spaces.relink)
             filed.append(ShelvedFile(parts, digest, file.size))
         if not meta.multi_file:
             self.tasks.update(task.id, sha256=filed[0].sha256)

@@ -1,0 +1,248 @@
+"""The one place that writes into users' spaces: the drive's requests and the engine's alike.
+
+Every change to a space goes through `SpaceWriter`, which holds the path lock of what it
+changes (provider/path_locks.py), reads the size there before and after, and books the
+difference in the quota (provider/quota.py): bytes on their way in under a `Reservation`
+settled once they are in place, removals refunded by what was actually removed. The engine
+reaches it as its `SpaceAccess` (engine/engine.py), so error notes, trigger removals and
+published downloads take the same locks as a client's PUT, DELETE or MOVE on the same path.
+No other module opens a user's path for writing (tests/test_space_writer.py checks the
+sources); the helpers it uses (free_names, own_copy, upload) write only to the temporary area.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from provider.free_names import link_under_free_name, move_under_free_name
+from provider.own_copy import private_copy
+from provider.path_locks import locked_paths, size_or_zero
+from provider.quota import Quota, Reservation
+from provider.upload import AtomicUpload
+
+# A client may put a file into a folder being deleted; its removal then tries again.
+_TREE_TRIES = 5
+
+
+class SpaceWriter:
+    """Writes into the spaces of all users, with their path locks and quota bookings."""
+
+    def __init__(self, quota: Quota, temp_dir: Path, space_root: Callable[[str], Path], min_free: int | None) -> None:
+        """`temp_dir`: on the spaces' filesystem, for files made before they are renamed in."""
+        self._quota = quota
+        self._temp_dir = temp_dir
+        self._space_root = space_root
+        self._min_free = min_free or 0
+
+    # --- what the engine sees (engine.engine.SpaceAccess) -------------------
+
+    def root(self, user: str) -> Path:
+        return self._space_root(user)
+
+    def reserve(self, user: str, nbytes: int = 0) -> Reservation:
+        return self._quota.reserve(user, nbytes)
+
+    def disk_room(self) -> int:
+        return self._quota.disk_free() - self._min_free
+
+    def locked(self, *paths: Path) -> AbstractContextManager[None]:
+        """All of `paths` at once (locks taken one inside another could deadlock)."""
+        return locked_paths(*map(str, paths))
+
+    def write_file(self, user: str, target: Path, body: bytes) -> bool:
+        """Put a small generated file (an error note) at `target` atomically, booked even over
+        the quota (it explains why a download stopped); whether it replaced one."""
+        fd, temp = tempfile.mkstemp(dir=self._temp_dir, prefix="note-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+            with self._quota.reserve(user) as reservation:
+                reservation.claim(len(body), force=True)
+                return self.put_in_place(Path(temp), target, reservation, len(body))[1]
+        finally:
+            Path(temp).unlink(missing_ok=True)
+
+    def remove(self, user: str, path: Path) -> bool:
+        """Remove the file or folder at `path` and refund its bytes; False if nothing was there.
+        Files the engine removes are not taken off storage.max_files' count (see quota)."""
+        return self._remove(user, str(path), count_entries=False)
+
+    def place(self, source: Path, folder: Path, name: str, allowance: Reservation, size: int) -> Path:
+        """Hard-link the file `source`, or rename the folder `source`, into `folder` under a
+        free name, and book its `size` bytes from `allowance`; where it went."""
+        put = move_under_free_name if source.is_dir() else link_under_free_name
+        placed = put(source, folder, name)
+        allowance.settle(size)
+        return placed
+
+    @staticmethod
+    def relink(stored: Path, published: Path, downloaded: Path) -> None:
+        """Make `published` a link to the content store's `stored` object, if it is still the
+        `downloaded` file (same bytes, same size: the quota does not move)."""
+        with locked_paths(str(published)):
+            try:
+                if not os.path.samefile(published, downloaded):
+                    return
+            except FileNotFoundError:
+                return
+            swap = downloaded.with_name(downloaded.name + ".link")
+            swap.unlink(missing_ok=True)
+            os.link(stored, swap)
+            os.replace(swap, published)
+
+    # --- what the drive's requests do ---------------------------------------
+
+    def upload(self, user: str, target: Path, environ: dict, splice_timeout: float | None) -> AtomicUpload:
+        """A PUT body's sink; it comes back here (`put_in_place`) to be renamed in."""
+        return AtomicUpload(target=target, temp_dir=self._temp_dir, reservation=self._quota.reserve(user),
+                            place=self.put_in_place, environ=environ, splice_timeout=splice_timeout)
+
+    def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int) -> tuple[os.stat_result, bool]:
+        """Rename `temp` (`size` bytes, held by `reservation`) over `target` and book the
+        difference; the new file's stat as of the rename, and whether it replaced one."""
+        with locked_paths(str(target)):
+            existed = os.path.lexists(target)
+            replaced = size_or_zero(str(target))
+            os.replace(temp, target)
+            info = os.stat(target)
+        reservation.settle(size - replaced)
+        return info, existed
+
+    def book_entry(self, user: str, path: str) -> int:
+        """Before making a file or folder at `path`: one more entry for the user (QuotaExceeded
+        beyond storage.max_files) unless one is there already; how many were booked."""
+        count = 0 if os.path.lexists(path) else 1
+        self._quota.add_entries(user, count, self._space_root(user))
+        return count
+
+    def give_back_entries(self, user: str, count: int) -> None:
+        self._quota.remove_entries(user, count)
+
+    @contextmanager
+    def creating(self, user: str, path: str) -> Iterator[None]:
+        """`book_entry` around a block that makes `path`, given back if the block fails."""
+        count = self.book_entry(user, path)
+        try:
+            yield
+        except BaseException:
+            self.give_back_entries(user, count)
+            raise
+
+    def create_empty(self, user: str, path: str) -> None:
+        """An empty file at `path` unless something is there (RFC 4918's LOCK of a new URL)."""
+        try:
+            with self.creating(user, path), locked_paths(path):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            pass
+
+    def make_folder(self, user: str, path: str, *, like: str | None = None) -> None:
+        """A folder at `path` (kept if one is there and `like` is given), with the times and
+        mode of the folder `like`."""
+        with self.creating(user, path), locked_paths(path):
+            if like is None or not os.path.isdir(path):
+                os.mkdir(path)
+            if like is not None:
+                shutil.copystat(like, path)
+
+    def copy_file(self, user: str, source: str, dest: str, expected: int) -> bool:
+        """Copy the file `source` over `dest` (made aside, then renamed in, so a failed copy
+        leaves `dest` intact; its `expected` size is reserved first); whether it replaced one.
+        FileNotFoundError if `source` went away."""
+        with self.creating(user, dest), self._quota.reserve(user, expected) as reservation:
+            fd, temp = tempfile.mkstemp(dir=self._temp_dir, prefix="copy-")
+            os.close(fd)
+            try:
+                shutil.copy2(source, temp)
+                size = os.stat(temp).st_size
+                reservation.require(size)  # it grew since the stat
+                return self.put_in_place(Path(temp), Path(dest), reservation, size)[1]
+            finally:
+                Path(temp).unlink(missing_ok=True)
+
+    def move(self, user: str, source: str, dest: str) -> None:
+        """Rename the file or folder `source` to `dest`, refunding a file that was at `dest`
+        (WsgiDAV deleted an existing target already, but another client may have put one back).
+        FileNotFoundError if `source` went away."""
+        with locked_paths(source, dest):
+            put_back = os.path.lexists(dest)
+            if put_back and os.path.isdir(source):
+                raise FileExistsError(f"{dest} appeared meanwhile")  # a rename would replace an empty folder
+            replaced = size_or_zero(dest)
+            os.rename(source, dest)
+        self._quota.charge(user, -replaced)
+        self._quota.remove_entries(user, int(put_back))
+
+    def delete(self, user: str, path: str) -> bool:
+        """A client's DELETE of a file or folder: refunds its bytes and its entries."""
+        return self._remove(user, path, count_entries=True)
+
+    def set_times(self, path: str, seconds: int) -> None:
+        """Set the modification time of this user's file alone (see own_copy)."""
+        with locked_paths(path):
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                self._quota.check_disk(info.st_size)
+                temp = private_copy(path, info, self._temp_dir)
+                try:
+                    os.replace(temp, path)
+                finally:
+                    temp.unlink(missing_ok=True)
+            os.utime(path, (seconds, seconds))
+
+    # --- removal -----------------------------------------------------------
+
+    def _remove(self, user: str, path: str, *, count_entries: bool) -> bool:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(info.st_mode):
+            size, entries = self._remove_tree(path)
+        else:
+            with locked_paths(path):
+                try:
+                    size, entries = os.lstat(path).st_size, 1
+                    os.unlink(path)
+                except FileNotFoundError:
+                    return False
+        self._quota.charge(user, -size)
+        if count_entries:
+            self._quota.remove_entries(user, entries)
+        return True
+
+    @staticmethod
+    def _remove_tree(root: str) -> tuple[int, int]:
+        """Remove the folder `root`, each file under its path lock; (bytes, entries) removed."""
+        size = entries = 0
+        for attempt in range(1, _TREE_TRIES + 1):
+            for folder, dirs, files in os.walk(root, topdown=False):
+                for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+                    path = os.path.join(folder, name)
+                    with locked_paths(path):
+                        try:
+                            info = os.lstat(path)
+                            os.unlink(path)
+                        except FileNotFoundError:
+                            continue
+                    size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+                    entries += 1
+                if folder != root:
+                    try:
+                        os.rmdir(folder)
+                        entries += 1
+                    except OSError:
+                        pass  # something arrived meanwhile: the next round takes it
+            try:
+                os.rmdir(root)
+                break
+            except OSError:
+                if attempt == _TREE_TRIES or not os.path.isdir(root):
+                    raise
+        return size, entries + 1

@@ -1,0 +1,196 @@
+"""Every write into a user's space goes through one place, provider/space_writer.py.
+
+Two ways to see it. From outside: the engine's writes (error notes, finished triggers taken
+away, published downloads) race a client's PUT, DELETE and MOVE on the very same paths, and
+afterwards the quota equals a recount and the trigger the client uploaded last is still there.
+From the sources: no module of engine/, provider/ or server/ other than the writer and its
+helpers calls a function that writes to the filesystem, except the few listed below, each
+with the reason why what it writes is not a user's space.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.downloads_helpers import url_shortcut, wait_for
+from tests.quota_helpers import recounted, used
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The writer and the helpers it calls; nothing else changes a user's space.
+WRITER = {"provider/space_writer.py", "provider/free_names.py", "provider/own_copy.py", "provider/upload.py"}
+
+# Writes elsewhere, and where they go. A new write into a user's space belongs in the writer;
+# a new write outside the spaces belongs here, with its reason.
+ELSEWHERE: dict[str, tuple[Counter, str]] = {
+    "engine/content_store.py": (Counter({".mkdir": 2, ".unlink": 3, "os.link": 1}), "the content store's objects"),
+    "engine/database.py": (Counter({".mkdir": 1}), "the database's folder"),
+    "engine/engine.py": (Counter({".write_bytes": 1}), "a magnet's metainfo in the temporary area"),
+    "engine/temp_area.py": (Counter({"shutil.rmtree": 1, ".unlink": 2, ".mkdir": 1}),
+                            "the engine's temporary area (partial downloads, torrent data)"),
+    "engine/fetcher.py": (Counter({".mkdir": 1, ".touch": 1, "open(write)": 1, "os.open(write)": 1}),
+                          "a download's temporary file"),
+    "engine/segments.py": (Counter({".mkdir": 1, "open(write)": 2, "os.open(write)": 1}), "a download's temporary file"),
+    "engine/socket_splice.py": (Counter({"os.unlink": 1}), "a probe file in the temporary area"),
+    "engine/torrent_client.py": (Counter({".mkdir": 1, ".write_bytes": 1, "os.replace": 1, "shutil.rmtree": 1}),
+                                 "a torrent's temporary and seeding folders"),
+    "engine/torrent_shelf.py": (Counter({".mkdir": 2, ".write_text": 1, "os.replace": 1, "os.link": 1, ".touch": 1}),
+                                "torrent manifests and the staging tree in the temporary area"),
+    "provider/credential_cache.py": (Counter({"os.open(write)": 1}), "the login cache's generation file"),
+    "provider/dav_storage.py": (Counter({".rename": 1}), "a key of the dead-property store, in the database"),
+    "provider/spaces.py": (Counter({".mkdir": 3, "shutil.rmtree": 1}),
+                           "the spaces' root, a new space with its downloads/ folder, the upload area"),
+    "server/app.py": (Counter({".mkdir": 1}), "the data folder"),
+    "server/cli.py": (Counter({".mkdir": 1, "shutil.rmtree": 1}),
+                      "`user add` makes the space, `user remove` removes it with the account"),
+    "server/client.py": (Counter({".write_text": 1, "os.replace": 2, ".mkdir": 3, ".unlink": 2}),
+                         "the sync client's local folder, on the user's own machine"),
+    "server/live_sync.py": (Counter({".mkdir": 1}), "the sync client's partial files"),
+    "server/shares.py": (Counter({"os.open(write)": 1, "os.link": 1, ".unlink": 1}), "the share links' key file"),
+}
+
+_OS = {"replace", "rename", "renames", "link", "symlink", "unlink", "remove", "rmdir", "removedirs", "mkdir",
+       "makedirs", "utime", "truncate", "chmod", "mkfifo"}
+_SHUTIL = {"rmtree", "move", "copy", "copy2", "copyfile", "copystat", "copytree", "copyfileobj"}
+_PATH = {"unlink", "mkdir", "rmdir", "write_bytes", "write_text", "touch", "hardlink_to", "symlink_to", "rename", "chmod"}
+
+
+def filesystem_writes(source: str) -> Counter:
+    """Calls in `source` that change the filesystem, by kind (`os.replace`, `.unlink`...)."""
+    found: Counter = Counter()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        function = node.func
+        if isinstance(function, ast.Name) and function.id == "open":
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if isinstance(mode, ast.Constant) and any(letter in mode.value for letter in "wax+"):
+                found["open(write)"] += 1
+            continue
+        if not isinstance(function, ast.Attribute):
+            continue
+        base = function.value.id if isinstance(function.value, ast.Name) else None
+        if base == "os" and function.attr == "open":
+            flags = ast.unparse(node.args[1]) if len(node.args) > 1 else ""
+            if any(flag in flags for flag in ("O_WRONLY", "O_RDWR", "O_CREAT")):
+                found["os.open(write)"] += 1
+        elif base == "os" and function.attr in _OS:
+            found[f"os.{function.attr}"] += 1
+        elif base == "shutil" and function.attr in _SHUTIL:
+            found[f"shutil.{function.attr}"] += 1
+        elif base not in ("os", "shutil") and function.attr in _PATH:
+            found[f".{function.attr}"] += 1
+    return found
+
+
+@pytest.mark.parametrize("snippet, kind", [
+    ("os.replace(temp, target)", "os.replace"),
+    ("Path(x).unlink(missing_ok=True)", ".unlink"),
+    ("shutil.rmtree(folder)", "shutil.rmtree"),
+    ("open(path, 'ab')", "open(write)"),
+    ("os.open(path, os.O_WRONLY | os.O_CREAT)", "os.open(write)"),
+    ("target.write_bytes(body)", ".write_bytes"),
+    ("os.link(a, b)", "os.link"),
+])
+def test_the_source_check_sees_every_kind_of_write(snippet, kind):
+    assert filesystem_writes(snippet) == Counter({kind: 1})
+
+
+@pytest.mark.parametrize("snippet", ["open(path, 'rb')", "os.open(path, os.O_RDONLY)", "text.replace('a', 'b')",
+                                     "os.stat(path)", "shutil.disk_usage(path)"])
+def test_the_source_check_ignores_reads(snippet):
+    assert not filesystem_writes(snippet)
+
+
+@pytest.mark.parametrize("package", ["engine", "provider", "server"])
+def test_only_the_space_writer_writes_into_user_spaces(package):
+    unexpected = []
+    for module in sorted((REPO / package).rglob("*.py")):
+        name = module.relative_to(REPO).as_posix()
+        if name in WRITER:
+            continue
+        writes = filesystem_writes(module.read_text())
+        allowed = ELSEWHERE.get(name, (Counter(), ""))[0]
+        if writes - allowed:
+            unexpected.append(f"{name}: {dict(writes - allowed)}")
+    assert not unexpected, ("writes outside provider/space_writer.py; route a write into a user's space through it, "
+                            f"or list a write elsewhere in ELSEWHERE with its reason: {unexpected}")
+
+
+# --- the engine and clients on the same paths ---------------------------------
+
+BROKEN = b"please fetch this for me\n"  # a trigger the engine answers with an .error.txt
+ROUNDS = 120
+
+
+@pytest.mark.parametrize("folder, seed", [("downloads", 1), ("downloads/sub folder", 2), ("downloads/a/b", 3)])
+def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigger(make_server, origin, folder, seed):
+    server = make_server(settings={"engine.trigger_linger": 0.1})
+    server.add_user("carol", "carol-password-1", quota="10M")
+    client = server.session("carol", "carol-password-1")
+    for depth in range(1, len(folder.split("/")) + 1):
+        client.request("MKCOL", server.dav("/".join(folder.split("/")[:depth])))
+    origin.add("/file.bin", bytes(range(256)) * 8)
+    good = url_shortcut(origin.url("/file.bin"))
+    base = f"{folder}/"
+    failures: list[str] = []
+
+    def broken_triggers() -> None:
+        """Each upload of a broken trigger has the engine write its error note anew..."""
+        for round_ in range(ROUNDS):
+            answer = client.put(server.dav(base + "bad.url"), data=BROKEN + b"#" * (round_ % 7))
+            if answer.status_code >= 500:
+                failures.append(f"PUT bad.url: {answer.status_code}")
+
+    def client_notes() -> None:
+        """...while the client replaces, deletes and moves that very note."""
+        chance = random.Random(seed)
+        note = base + "bad.url.error.txt"
+        for round_ in range(ROUNDS):
+            method, extra = chance.choice([
+                ("PUT", {"data": b"mine" * chance.randrange(1, 500)}),
+                ("PUT", {"data": b"x"}),
+                ("DELETE", {}),
+                ("MOVE", {"headers": {"Destination": server.dav(base + f"moved-{round_ % 3}.txt"), "Overwrite": "T"}}),
+            ])
+            answer = client.request(method, server.dav(note), **extra)
+            if answer.status_code >= 500:
+                failures.append(f"{method} {note}: {answer.status_code}")
+
+    def finished_triggers() -> None:
+        """A trigger whose download finished goes away while the client uploads it again."""
+        chance = random.Random(-seed)
+        for _ in range(10):
+            client.put(server.dav(base + "good.url"), data=good)
+            for name in chance.sample(["file.bin", "file (1).bin", "file (2).bin"], 2):
+                answer = client.delete(server.dav(base + name))
+                if answer.status_code >= 500:
+                    failures.append(f"DELETE {name}: {answer.status_code}")
+        client.put(server.dav(base + "good.url"), data=BROKEN)  # the last upload: it must stay
+
+    threads = [threading.Thread(target=work) for work in (broken_triggers, client_notes, finished_triggers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+    def idle() -> bool:
+        tasks = client.get(server.url("/api/v1/tasks")).json()
+        return not any(task["state"] in ("queued", "downloading", "waiting", "verifying") for task in tasks)
+
+    wait_for(idle, timeout=60, message="no task running")
+    space = server.space("carol") / folder
+    assert (space / "good.url").read_bytes() == BROKEN
+    wait_for(lambda: (space / "good.url.error.txt").exists(), message="the last trigger's error note")
+    assert (space / "bad.url").exists()
+    try:  # the engine may still be writing the last note
+        wait_for(lambda: used(client, server) == recounted(server, "carol"), timeout=10, message="an exact quota")
+    finally:
+        assert used(client, server) == recounted(server, "carol")
