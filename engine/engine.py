@@ -24,12 +24,12 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from engine.addresses import Network
 from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
 from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
 from engine.devices import Devices
+from engine.engine_settings import EngineSettings
 from engine.events import EventLog, TaskEvents
 from engine.errors import Cancelled, FetchError, LocalStorageError, PermanentError, TransientError, local_storage_error
 from engine.fetcher import PROGRESS_EVERY, Download, Fetcher
@@ -39,10 +39,9 @@ from engine.naming import ERROR_SUFFIX, PART_SUFFIX, STATUS_FILE, choose_filenam
 from engine.notifications import Message, Notifier, Outcome, read_targets
 from engine.progress import ProgressSaver
 from engine.origin_login import Login, read_login
-from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
-from engine.torrent_client import TorrentClient, TorrentProgress, TorrentSettings
+from engine.torrent_client import TorrentClient, TorrentProgress
 from engine.torrent_metainfo import Metainfo, magnet_info_hash, parse_magnet
 from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, move_under_free_name, stage_tree, tree_size
 from engine.socket_splice import splice_supported
@@ -89,24 +88,6 @@ class SpaceAccess(Protocol):
 
     def locked(self, path: Path) -> AbstractContextManager[None]:
         """Hold the drive's lock on one file of a space while replacing it."""
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    workers: int = 4
-    per_user: int = 2
-    allow_private_networks: bool = False
-    private_allowlist: tuple[Network, ...] = ()
-    retry: RetryPolicy = RetryPolicy(1, 300, 86400)
-    connections_per_task: int = 4
-    rate_limit: int | None = None
-    per_user_rate_limit: int | None = None
-    connect_timeout: float = 15
-    read_timeout: float = 60
-    mirrors: tuple[str, ...] = ()
-    cache_ttl: float = 86400
-    torrent: TorrentSettings = TorrentSettings()
-    trigger_linger: float = 30
 
 
 @dataclass(frozen=True)
