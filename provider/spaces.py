@@ -35,7 +35,7 @@ _DELETED_KEY = "fetchdrive.deleted_paths"
 class SpacesProvider(FilesystemProvider):
     """Serves `spaces/<user>/` of whoever authenticated."""
 
-    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float = 300) -> None:
+    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float) -> None:
         """`body_timeout`: how long a request body may stall (server.timeout)."""
         spaces_root.mkdir(parents=True, exist_ok=True)
         super().__init__(str(spaces_root), readonly=False, fs_opts={"follow_symlinks": False})
