@@ -1,8 +1,10 @@
 """The settings table: every `config.yaml` key with its default, type and meaning.
 
-Validation, defaults and the documentation test all follow from `SETTINGS`. `load_config`
-reads a YAML file, rejects unknown keys and bad values with one line naming the key, and
-returns a `Config` whose values are already parsed (sizes in bytes, paths absolute).
+Validation, defaults and config.yaml (written by server/config_template.py, each key under its
+help text) all follow from `SETTINGS`; the engine's settings take the `engine.*` keys by field
+name (engine/engine_settings.py). `load_config` reads a YAML file, rejects unknown keys and
+bad values with one line naming the key, and returns a `Config` whose values are already
+parsed (sizes in bytes, paths absolute).
 """
 
 from __future__ import annotations
