@@ -7,6 +7,6 @@ is the facade the drive and the API talk to; `space_access` is what the drive gi
 """
 
 __all__ = [
-    "catalog", "content_store", "database", "devices", "engine", "events", "naming", "notifications",
-    "placeholders", "retry", "socket_splice", "space_access", "tasks", "torrent_client", "triggers",
+    "catalog", "content_store", "database", "devices", "engine", "engine_settings", "events", "naming",
+    "notifications", "placeholders", "socket_splice", "space_access", "tasks", "triggers",
 ]

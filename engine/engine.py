@@ -22,11 +22,8 @@ nothing from the drive.
 from __future__ import annotations
 
 import logging
-
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from engine.addresses import Network
 from engine.allowances import Allowances
 from engine.attempts import Attempts
 from engine.bandwidth import Bandwidth
@@ -35,12 +32,12 @@ from engine.content_store import ContentStore
 from engine.database import Database
 from engine.delivery import Delivery
 from engine.devices import Devices
+from engine.engine_settings import EngineSettings
 from engine.events import EventLog, TaskEvents
 from engine.fetcher import Fetcher
 from engine.naming import choose_filename, sanitize_filename
 from engine.notifications import Notifier, Outcome, read_targets
 from engine.placeholders import DownloadsStatus, Placeholder
-from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.scheduler import Scheduler
 from engine.socket_splice import splice_supported
@@ -49,7 +46,7 @@ from engine.sources.torrent import TorrentSource
 from engine.space_access import SpaceAccess
 from engine.tasks import CANCELLED, FAILED, QUEUED, Task, TaskStore
 from engine.temp_area import TempArea
-from engine.torrent_client import TorrentProgress, TorrentSettings
+from engine.torrent_client import TorrentProgress
 from engine.torrent_metainfo import parse_magnet
 from engine.torrent_shelf import TorrentShelf
 from engine.trigger_files import TriggerFiles
@@ -58,24 +55,6 @@ from engine.triggers import source_kind
 __all__ = ["DownloadEngine", "EngineSettings", "Placeholder", "RetryRefused", "SpaceAccess"]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    workers: int = 4
-    per_user: int = 2
-    allow_private_networks: bool = False
-    private_allowlist: tuple[Network, ...] = ()
-    retry: RetryPolicy = RetryPolicy(1, 300, 86400)
-    connections_per_task: int = 4
-    rate_limit: int | None = None
-    per_user_rate_limit: int | None = None
-    connect_timeout: float = 15
-    read_timeout: float = 60
-    mirrors: tuple[str, ...] = ()
-    cache_ttl: float = 86400
-    torrent: TorrentSettings = TorrentSettings()
-    trigger_linger: float = 30
 
 
 class RetryRefused(ValueError):

@@ -45,12 +45,14 @@ _BLOCKED = [ipaddress.ip_network(n) for n in (
 
 @dataclass(frozen=True)
 class TorrentSettings:
-    port: int = 6881
-    dht: bool = True
-    seed_ratio: float = 0
-    seed_time: float = 0
-    metadata_timeout: float = 600
-    stall_timeout: float = 3600
+    """The `engine.torrent.*` keys (defaults: server/settings.py)."""
+
+    port: int
+    dht: bool
+    seed_ratio: float
+    seed_time: float
+    metadata_timeout: float
+    stall_timeout: float
 
 
 @dataclass

@@ -272,8 +272,7 @@ class NotifyingLockManager(LockManager):
     UNLOCK) and holds each user to the lock caps."""
 
     def __init__(self, storage: SqliteLockStorage, on_release: Callable[[str], None], *,
-                 user_prefix: Callable[[str], str], max_owner_bytes: int | None = None,
-                 max_locks: int | None = None) -> None:
+                 user_prefix: Callable[[str], str], max_owner_bytes: int | None, max_locks: int | None) -> None:
         """`user_prefix`: the ref-URL prefix of a principal's space."""
         super().__init__(storage)
         self._on_release = on_release

@@ -34,8 +34,8 @@ _DELETED_KEY = "fetchdrive.deleted_paths"
 class SpacesProvider(FilesystemProvider):
     """Serves `spaces/<user>/` of whoever authenticated."""
 
-    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float = 300,
-                 min_free: int | None = None) -> None:
+    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float,
+                 min_free: int | None) -> None:
         """`body_timeout`: how long a request body may stall (server.timeout); `min_free`: the
         disk's reserve (storage.min_free)."""
         spaces_root.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,8 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from engine.catalog import CatalogError
 from engine.database import Database
-from engine.engine import DownloadEngine, EngineSettings
-from engine.retry import RetryPolicy
-from engine.torrent_client import TorrentSettings
+from engine.engine import DownloadEngine
+from engine.engine_settings import EngineSettings, from_keys
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController, FetchdriveHTTPAuthenticator
@@ -51,32 +50,6 @@ def _client_faults_unlogged(record: logging.LogRecord) -> bool:
     the log."""
     error = record.exc_info[1] if record.exc_info else None
     return not (isinstance(error, DAVError) and (400 <= error.value < 500 or isinstance(error, QuotaExceeded)))
-
-
-def engine_settings(config: Config) -> EngineSettings:
-    return EngineSettings(
-        workers=config["engine.workers"],
-        per_user=config["engine.per_user"],
-        allow_private_networks=config["engine.allow_private_networks"],
-        private_allowlist=tuple(config["engine.private_allowlist"]),
-        retry=RetryPolicy(config["engine.retry.initial"], config["engine.retry.max_wait"], config["engine.retry.give_up_after"]),
-        connections_per_task=config["engine.connections_per_task"],
-        rate_limit=config["engine.rate_limit"],
-        per_user_rate_limit=config["engine.per_user_rate_limit"],
-        connect_timeout=config["engine.connect_timeout"],
-        read_timeout=config["engine.read_timeout"],
-        mirrors=tuple(config["engine.mirrors"]),
-        cache_ttl=config["engine.cache_ttl"],
-        torrent=TorrentSettings(
-            port=config["engine.torrent.port"],
-            dht=config["engine.torrent.dht"],
-            seed_ratio=config["engine.torrent.seed_ratio"],
-            seed_time=config["engine.torrent.seed_time"],
-            metadata_timeout=config["engine.torrent.metadata_timeout"],
-            stall_timeout=config["engine.torrent.stall_timeout"],
-        ),
-        trigger_linger=config["engine.trigger_linger"],
-    )
 
 
 class Storage:
@@ -122,7 +95,7 @@ class FetchdriveApp:
             self.storage.database,
             self.storage.root,
             self.provider.writer,
-            engine_settings(config),
+            from_keys(EngineSettings, config.values),
         )
         self.provider.hooks = self.engine
         self.provider.events = self.engine.events

@@ -9,7 +9,7 @@ longer kept. Idle streams get a comment every `events.keepalive` seconds, so pro
 them open and a vanished client is noticed.
 
 Each open stream holds one HTTP worker thread, blocked on a condition variable: the pool
-grows up to `server.max_threads` (1000 by default), and `events.max_streams_per_user` keeps one
+grows up to `server.max_threads`, and `events.max_streams_per_user` keeps one
 user from taking them all. `bench/push.py` measures what 200 idle streams cost.
 """
 

@@ -1,8 +1,10 @@
 """The settings table: every `config.yaml` key with its default, type and meaning.
 
-Validation, defaults and the documentation test all follow from `SETTINGS`. `load_config`
-reads a YAML file, rejects unknown keys and bad values with one line naming the key, and
-returns a `Config` whose values are already parsed (sizes in bytes, paths absolute).
+Validation, defaults and config.yaml (written by server/config_template.py, each key under its
+help text) all follow from `SETTINGS`; the engine's settings take the `engine.*` keys by field
+name (engine/engine_settings.py). `load_config` reads a YAML file, rejects unknown keys and
+bad values with one line naming the key, and returns a `Config` whose values are already
+parsed (sizes in bytes, paths absolute).
 """
 
 from __future__ import annotations
@@ -119,15 +121,19 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("server.host", "127.0.0.1", _text, "Address to listen on; 0.0.0.0 for every interface."),
+    Setting("server.host", "127.0.0.1", _text, "Address to listen on; 0.0.0.0 for every interface (use HTTPS beyond localhost)."),
     Setting("server.port", 8080, _integer(0, 65535), "TCP port to listen on (0 picks a free one)."),
     Setting("server.tls.cert", None, _optional_file, "PEM certificate; with server.tls.key set, serve HTTPS."),
     Setting("server.tls.key", None, _optional_file, "PEM private key for server.tls.cert."),
     Setting("server.threads", 50, _integer(1, 1000), "HTTP worker threads (Windows Explorer opens many connections)."),
-    Setting("server.max_threads", 1000, _integer(1, 10000), "Most HTTP worker threads; the pool grows to this while every thread is busy."),
+    Setting("server.max_threads", 1000, _integer(1, 10000),
+            "Most HTTP worker threads; the pool grows to this while every thread is busy "
+            "(clients trickling request heads each hold one until server.header_timeout)."),
     Setting("server.timeout", 300, _seconds, "Socket time-out in seconds; long enough for slow uploads."),
     Setting("server.header_timeout", 30, _seconds, "Seconds a client may take to send a request's head before it is cut off."),
-    Setting("server.fast_propfind", True, _flag, "Answer plain Depth 0/1 PROPFINDs without WsgiDAV's generic machinery (off: to compare)."),
+    Setting("server.fast_propfind", True, _flag,
+            "Answer plain Depth 0/1 PROPFINDs without WsgiDAV's generic machinery "
+            "(same answers, several times faster; false only to compare or debug)."),
     Setting("server.fast_get", True, _flag, "Answer plain GET/HEAD of files without WsgiDAV's generic machinery (off: to compare)."),
     Setting("storage.root", "./data", _text, "Data folder: database, user spaces, temporary area (relative to the config file)."),
     Setting("storage.default_quota", "10G", _size, "Quota of a new user: 500M, 10G, 1.5T, bytes, or none."),
@@ -151,6 +157,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.read_timeout", 60, _seconds, "Seconds an origin may stay silent mid-download before the try counts as failed."),
     Setting("engine.mirrors", [], _mirrors, "URL templates tried for sha256: IDs, e.g. https://m.example/{sha256}."),
     Setting("engine.cache_ttl", 86400, _seconds, "Seconds a finished URL may be delivered again without a transfer."),
+    Setting("engine.trigger_linger", 30, _seconds,
+            "Seconds the trigger of a finished download stays beside the file before it is removed "
+            "(clients such as rclone read their upload back)."),
     Setting("engine.torrent.port", 6881, _integer(0, 65535), "BitTorrent listen port (0 = any free port)."),
     Setting("engine.torrent.dht", True, _flag, "Use the DHT to find peers."),
     Setting("engine.torrent.seed_ratio", 0, _ratio, "Keep seeding until this upload/download ratio (0 = stop when complete)."),
@@ -160,8 +169,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("events.keepalive", 15, _seconds, "Seconds between keep-alive comments on an idle /api/v1/events stream."),
     Setting("events.history", 1000, _integer(10), "Events kept per user for clients that resume with Last-Event-ID; one further behind resyncs."),
     Setting("events.max_streams_per_user", 20, _integer(1), "Event streams one user may hold open at once (each holds an HTTP worker thread)."),
-    Setting("engine.trigger_linger", 30, _seconds, "Seconds the trigger of a finished download stays beside the file before it is removed (clients such as rclone read their upload back)."),
-    Setting("catalog", [], _catalog, "Content IDs and their sources: a list of {id, url, sha256?, filename?}."),
+    Setting("catalog", [], _catalog,
+            "Content IDs and their sources: a list of {id, url, sha256?, filename?}, "
+            "e.g. [{id: debian-12, url: https://cdimage.example/debian-12.iso}]."),
 )
 
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
