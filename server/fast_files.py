@@ -1,0 +1,114 @@
+"""Answers a plain GET or HEAD of a file in the drive as soon as cheroot has read its head.
+
+The request a drive serves most is a logged-in client reading one of its files. Through the
+whole application it passes nine layers (cheroot's WSGI gateway and environ, `request_guard`,
+the routing, `sandboxed_files`, `dav_guard`, `plain_errors`, WsgiDAV's app, error printer and
+authenticator) before `provider.fast_get` answers it, and each layer costs a call, a wrapped
+`start_response` and a look through the headers. `FastFiles` answers it from cheroot's own
+request object, with the headers all those layers give, in their order, and sends large
+bodies with `sendfile`.
+
+It answers only what it can answer exactly as the full stack does: GET or HEAD under the DAV
+root, without a query, body, `Range`, `If`/`If-*`, `Depth` or `Expect` header, of a path
+that is already canonical UTF-8, with Basic credentials verified before (the credential
+cache) for a login that is not throttled, naming a regular file (`open_plain_file`: no
+symlink, placeholder or refused path). Anything else returns False and goes through the
+full stack as before. `tests/test_fast_get.py` compares the answers with `server.fast_get`
+on and off.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from cheroot.server import HTTPRequest
+
+from provider.domain import Authenticator, LoginRefused, basic_credentials
+from provider.fast_get import WHOLE_BODY, file_headers, open_plain_file
+from server.page_headers import FILE_CSP
+from server.request_guard import with_safe_headers
+
+if TYPE_CHECKING:
+    from provider.spaces import SpacesProvider
+
+# Request headers after which the answer depends on more than the file (or on a body).
+_GENERAL = frozenset({b"Range", b"If", b"If-Match", b"If-None-Match", b"If-Modified-Since", b"If-Unmodified-Since",
+                      b"If-Range", b"Transfer-Encoding", b"Expect", b"Depth"})
+
+
+class FastFiles:
+    """The early answer to plain GET/HEAD of drive files (see the module docstring)."""
+
+    def __init__(self, provider: SpacesProvider, authenticator: Authenticator, dav_config: dict, prefix: str) -> None:
+        self._provider = provider
+        self._authenticator = authenticator
+        self._dav_config = dav_config
+        self._prefix = prefix.encode() + b"/"
+
+    def answered(self, req: HTTPRequest) -> bool:
+        """Answer `req` and return True, or return False (nothing sent) for the full stack."""
+        if req.method not in (b"GET", b"HEAD") or req.qs or not self._plain_headers(req.inheaders):
+            return False
+        path = self._dav_path(req.path)
+        user = self._user(req)
+        if path is None or user is None:
+            return False
+        opened = open_plain_file(self._provider, path, user)
+        if opened is None:
+            return False
+        fd, info = opened
+        try:
+            headers = with_safe_headers([*file_headers(info, path, self._dav_config),
+                                         ("Content-Security-Policy", FILE_CSP), ("X-Content-Type-Options", "nosniff")])
+            req.status = b"200 OK"
+            req.outheaders = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+            req.sent_headers = True
+            req.send_headers()
+            if req.method == b"GET" and info.st_size:
+                self._send_body(req, fd, info.st_size)
+        finally:
+            os.close(fd)
+        return True
+
+    @staticmethod
+    def _plain_headers(headers: dict[bytes, bytes]) -> bool:
+        return headers.get(b"Content-Length", b"0") == b"0" and _GENERAL.isdisjoint(headers)
+
+    def _dav_path(self, raw: bytes) -> str | None:
+        """The path below the DAV root, where WsgiDAV would see the same one unchanged."""
+        if not raw.startswith(self._prefix) or raw.endswith(b"/") or b"%" in raw:
+            return None  # `%2F` is the one escape cheroot leaves in the path
+        try:
+            path = raw[len(self._prefix) - 1:].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if any(part in ("", ".", "..") or "\0" in part for part in path[1:].split("/")):
+            return None
+        return path
+
+    def _user(self, req: HTTPRequest) -> str | None:
+        header = req.inheaders.get(b"Authorization")
+        if header is None:
+            return None
+        try:
+            user, password = basic_credentials(header.decode("latin-1"))
+        except LoginRefused:
+            return None
+        address = req.conn.remote_addr or ""  # as in the WSGI environ
+        return user if self._authenticator.check_remembered(user, password, address) else None
+
+    @staticmethod
+    def _send_body(req: HTTPRequest, fd: int, size: int) -> None:
+        """The first `size` bytes, as Content-Length promised; small ones leave with the head
+        in one send, larger ones through `sendfile`."""
+        if size <= WHOLE_BODY:
+            body = os.read(fd, size)
+            req.write(body)
+            sent = len(body)
+        else:
+            req.conn.wfile.flush()
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as content:
+                sent = req.conn.socket.sendfile(content, 0, size)
+        if sent < size:  # the file shrank meanwhile: the client must not wait for the rest
+            req.close_connection = True
