@@ -54,10 +54,10 @@ def open_plain_file(provider: SpacesProvider, path: str, user: str | None) -> tu
     return fd, info
 
 
-def file_headers(info: os.stat_result, path: str, config: dict) -> list[tuple[str, str]]:
-    """The headers of WsgiDAV's 200 answer to a GET of the file, in its order."""
+def file_headers(info: os.stat_result, path: str, config: dict, length: int | None = None) -> list[tuple[str, str]]:
+    """The headers of WsgiDAV's answer to a GET of the file (of `length` bytes of it), in its order."""
     return [
-        ("Content-Length", str(info.st_size)),
+        ("Content-Length", str(info.st_size if length is None else length)),
         ("Last-Modified", rfc1123(info[stat.ST_MTIME])),
         ("Content-Type", mime_type(path, config)),
         ("Date", rfc1123_now()),

@@ -6,10 +6,11 @@ the routing, `sandboxed_files`, `dav_guard`, `plain_errors`, WsgiDAV's app, erro
 authenticator) before `provider.fast_get` answers it, and each layer costs a call, a wrapped
 `start_response` and a look through the headers. `FastFiles` answers it from cheroot's own
 request object, with the headers all those layers give, in their order, and sends large
-bodies with `sendfile`.
+bodies with `sendfile`; a single satisfiable `Range` gets its 206, as WsgiDAV parses it.
 
 It answers only what it can answer exactly as the full stack does: GET or HEAD under the DAV
-root, without a query, body, `Range`, `If`/`If-*`, `Depth` or `Expect` header, of a path
+root, without a query, body, `If`/`If-*`, `Depth` or `Expect` header (conditions, lock
+tokens, several or unsatisfiable ranges go to WsgiDAV), of a path
 that is already canonical UTF-8, with Basic credentials verified before (the credential
 cache) for a login that is not throttled, naming a regular file (`open_plain_file`: no
 symlink, placeholder or refused path). Anything else returns False and goes through the
@@ -23,6 +24,8 @@ import os
 from typing import TYPE_CHECKING
 
 from cheroot.server import HTTPRequest
+from wsgidav.dav_error import DAVError
+from wsgidav.util import obtain_content_ranges
 
 from provider.domain import Authenticator, LoginRefused, basic_credentials
 from provider.fast_get import WHOLE_BODY, file_headers, open_plain_file
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     from provider.spaces import SpacesProvider
 
 # Request headers after which the answer depends on more than the file (or on a body).
-_GENERAL = frozenset({b"Range", b"If", b"If-Match", b"If-None-Match", b"If-Modified-Since", b"If-Unmodified-Since",
+_GENERAL = frozenset({b"If", b"If-Match", b"If-None-Match", b"If-Modified-Since", b"If-Unmodified-Since",
                       b"If-Range", b"Transfer-Encoding", b"Expect", b"Depth"})
 
 
@@ -59,14 +62,23 @@ class FastFiles:
             return False
         fd, info = opened
         try:
-            headers = with_safe_headers([*file_headers(info, path, self._dav_config),
-                                         ("Content-Security-Policy", FILE_CSP), ("X-Content-Type-Options", "nosniff")])
-            req.status = b"200 OK"
-            req.outheaders = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+            range_header = req.inheaders.get(b"Range")
+            span = _span(range_header, info.st_size)
+            if span is None:
+                return False
+            start, length = span
+            headers = file_headers(info, path, self._dav_config, length)
+            if range_header is not None and info.st_size:
+                headers.append(("Content-Range", f"bytes {start}-{start + length - 1}/{info.st_size}"))
+                req.status = b"206 Partial Content"
+            else:
+                req.status = b"200 OK"
+            headers += [("Content-Security-Policy", FILE_CSP), ("X-Content-Type-Options", "nosniff")]
+            req.outheaders = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in with_safe_headers(headers)]
             req.sent_headers = True
             req.send_headers()
-            if req.method == b"GET" and info.st_size:
-                self._send_body(req, fd, info.st_size)
+            if req.method == b"GET" and length:
+                self._send_body(req, fd, start, length)
         finally:
             os.close(fd)
         return True
@@ -99,16 +111,31 @@ class FastFiles:
         return user if self._authenticator.check_remembered(user, password, address) else None
 
     @staticmethod
-    def _send_body(req: HTTPRequest, fd: int, size: int) -> None:
-        """The first `size` bytes, as Content-Length promised; small ones leave with the head
-        in one send, larger ones through `sendfile`."""
-        if size <= WHOLE_BODY:
-            body = os.read(fd, size)
+    def _send_body(req: HTTPRequest, fd: int, start: int, length: int) -> None:
+        """`length` bytes from `start`, as Content-Length promised; small bodies leave with
+        the head in one send, larger ones through `sendfile`."""
+        if length <= WHOLE_BODY:
+            body = os.pread(fd, length, start)
             req.write(body)
             sent = len(body)
         else:
             req.conn.wfile.flush()
             with os.fdopen(fd, "rb", buffering=0, closefd=False) as content:
-                sent = req.conn.socket.sendfile(content, 0, size)
-        if sent < size:  # the file shrank meanwhile: the client must not wait for the rest
+                sent = req.conn.socket.sendfile(content, start, length)
+        if sent < length:  # the file shrank meanwhile: the client must not wait for the rest
             req.close_connection = True
+
+
+def _span(range_header: bytes | None, size: int) -> tuple[int, int] | None:
+    """(start, length) to send: the whole file, or the one range asked for, as WsgiDAV
+    reads `Range`; None where WsgiDAV must answer (several ranges, none satisfiable)."""
+    if range_header is None or size == 0:  # WsgiDAV ignores ranges of an empty file
+        return 0, size
+    try:
+        ranges, _ = obtain_content_ranges(range_header.decode("latin-1"), size)
+    except DAVError:
+        return None
+    if len(ranges) != 1:
+        return None
+    start, _, length = ranges[0]
+    return start, length

@@ -42,6 +42,12 @@ HEADER_ROWS = [
     lambda etag, modified: {"Range": "bytes=0-1,4-5"},  # several ranges
     lambda etag, modified: {"Range": "bytes=9-2"},  # invalid
     lambda etag, modified: {"Range": "bytes=100000000-"},  # unsatisfiable
+    lambda etag, modified: {"Range": "bytes=0-0"},
+    lambda etag, modified: {"Range": "bytes=-0"},
+    lambda etag, modified: {"Range": "bytes=70000-"},  # past the first read of the large file
+    lambda etag, modified: {"Range": "bytes=1-2,2-3"},  # overlapping: one range
+    lambda etag, modified: {"Range": "bytes=abc"},
+    lambda etag, modified: {"Range": "items=0-3"},
     lambda etag, modified: {"Range": "bytes=0-3", "If-Range": etag},
     lambda etag, modified: {"Range": "bytes=0-3", "If-Range": '"other"'},
     lambda etag, modified: {"If-None-Match": etag},
