@@ -6,11 +6,14 @@ the routing, `sandboxed_files`, `dav_guard`, `plain_errors`, WsgiDAV's app, erro
 authenticator) before `provider.fast_get` answers it, and each layer costs a call, a wrapped
 `start_response` and a look through the headers. `FastFiles` answers it from cheroot's own
 request object, with the headers all those layers give, in their order, and sends large
-bodies with `sendfile`; a single satisfiable `Range` gets its 206, as WsgiDAV parses it.
+bodies with `sendfile`; a single satisfiable `Range` gets its 206, as WsgiDAV parses it, and
+conditions (`If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`) are
+weighed by WsgiDAV's own `evaluate_http_conditionals`.
 
 It answers only what it can answer exactly as the full stack does: GET or HEAD under the DAV
-root, without a query, body, `If`/`If-*`, `Depth` or `Expect` header (conditions, lock
-tokens, several or unsatisfiable ranges go to WsgiDAV), of a path
+root, without a query, body, `If` (lock tokens), `If-Range`, `Depth` or `Expect` header,
+whose conditions hold (a 304 or 412 comes from WsgiDAV, as do several or unsatisfiable
+ranges), of a path
 that is already canonical UTF-8, with Basic credentials verified before (the credential
 cache) for a login that is not throttled, naming a regular file (`open_plain_file`: no
 symlink, placeholder or refused path). Anything else returns False and goes through the
@@ -25,10 +28,11 @@ from typing import TYPE_CHECKING
 
 from cheroot.server import HTTPRequest
 from wsgidav.dav_error import DAVError
-from wsgidav.util import obtain_content_ranges
+from wsgidav.util import evaluate_http_conditionals, obtain_content_ranges
 
 from provider.domain import Authenticator, LoginRefused, basic_credentials
 from provider.fast_get import WHOLE_BODY, file_headers, open_plain_file
+from provider.resources import file_etag
 from server.page_headers import FILE_CSP
 from server.request_guard import with_safe_headers
 
@@ -36,8 +40,10 @@ if TYPE_CHECKING:
     from provider.spaces import SpacesProvider
 
 # Request headers after which the answer depends on more than the file (or on a body).
-_GENERAL = frozenset({b"If", b"If-Match", b"If-None-Match", b"If-Modified-Since", b"If-Unmodified-Since",
-                      b"If-Range", b"Transfer-Encoding", b"Expect", b"Depth"})
+_GENERAL = frozenset({b"If", b"If-Range", b"Transfer-Encoding", b"Expect", b"Depth"})
+# The conditions on the file's ETag and date, under their WSGI names.
+_CONDITIONS = {b"If-Match": "HTTP_IF_MATCH", b"If-None-Match": "HTTP_IF_NONE_MATCH",
+               b"If-Modified-Since": "HTTP_IF_MODIFIED_SINCE", b"If-Unmodified-Since": "HTTP_IF_UNMODIFIED_SINCE"}
 
 
 class FastFiles:
@@ -64,7 +70,7 @@ class FastFiles:
         try:
             range_header = req.inheaders.get(b"Range")
             span = _span(range_header, info.st_size)
-            if span is None:
+            if span is None or not _conditions_hold(req, info):
                 return False
             start, length = span
             headers = file_headers(info, path, self._dav_config, length)
@@ -124,6 +130,32 @@ class FastFiles:
                 sent = req.conn.socket.sendfile(content, start, length)
         if sent < length:  # the file shrank meanwhile: the client must not wait for the rest
             req.close_connection = True
+
+
+class _Validated:
+    """What `evaluate_http_conditionals` asks of a resource: a file has an ETag and a date."""
+
+    @staticmethod
+    def support_etag() -> bool:
+        return True
+
+    @staticmethod
+    def support_modified() -> bool:
+        return True
+
+
+def _conditions_hold(req: HTTPRequest, info: os.stat_result) -> bool:
+    """True unless the request's `If-*` conditions make WsgiDAV answer 304 or 412."""
+    environ = {name: req.inheaders[header].decode("latin-1") for header, name in _CONDITIONS.items()
+               if header in req.inheaders}
+    if not environ:
+        return True
+    environ["REQUEST_METHOD"] = req.method.decode("ascii")
+    try:
+        evaluate_http_conditionals(_Validated(), int(info.st_mtime), file_etag(info), environ)
+    except DAVError:
+        return False
+    return True
 
 
 def _span(range_header: bytes | None, size: int) -> tuple[int, int] | None:
