@@ -80,7 +80,8 @@ class FastFiles:
             else:
                 req.status = b"200 OK"
             headers += [("Content-Security-Policy", FILE_CSP), ("X-Content-Type-Options", "nosniff")]
-            req.outheaders = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in with_safe_headers(headers)]
+            headers = with_safe_headers(headers)
+            req.outheaders = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
             req.sent_headers = True
             req.send_headers()
             if req.method == b"GET" and length:

@@ -219,7 +219,8 @@ def reading(server) -> dict[str, str]:
 
 def test_a_remembered_login_reading_a_file_ends_as_every_login_does(server, reading):
     # One user after the other: throttled by wrong guesses, a new password, removed.
-    steps = [("carol", None), ("dave", ("user", "passwd", "dave", "--password-stdin")), ("erin", ("user", "remove", "erin"))]
+    steps = [("carol", None), ("dave", ("user", "passwd", "dave", "--password-stdin")),
+             ("erin", ("user", "remove", "erin"))]
     for user, command in steps:
         if command is None:
             for _ in range(5):
