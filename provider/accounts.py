@@ -164,13 +164,18 @@ class Accounts:
         with self._database.write() as db:
             db.execute("update users set used_bytes = ? where name = ?", [used_bytes, name])
 
+    def verified_before(self, name: str, password: str) -> bool:
+        """True if `password` is `name`'s and was verified since the last change; a dictionary
+        lookup. False means only `verify` can tell."""
+        return self._verified.known(name, password)
+
     def verify(self, name: str, password: str) -> bool:
         """True if `password` is `name`'s; constant-time, and cheap after the first success.
 
         An unknown name is checked against a hash of a random password, through the same
         single `password_matches` call a known name gets, so the answer takes as long.
         """
-        if self._verified.known(name, password):
+        if self.verified_before(name, password):
             return True
         generation = self._verified.generation()
         rows = self._database.read_committed("select password_hash from users where name = ?", [name]) \

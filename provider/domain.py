@@ -105,6 +105,14 @@ class Authenticator:
         _log.info("wrong password for %s from %s", _shown(user_name), address)
         return False
 
+    def check_remembered(self, user_name: str, password: str, address: str) -> bool:
+        """True where `check` would say True without a password hash: the login is not
+        throttled and the password was verified before. False: only `check` can tell."""
+        if self.throttle.locked_for(user_name, address) or not self.accounts.verified_before(user_name, password):
+            return False
+        self.throttle.succeeded(user_name, address)
+        return True
+
 
 class FetchdriveHTTPAuthenticator(HTTPAuthenticator):
     """WsgiDAV's authentication step, done by `Authenticator.login`: short plain-text refusals

@@ -31,7 +31,39 @@ if TYPE_CHECKING:
 # Headers after which WsgiDAV's answer depends on more than the file: WsgiDAV decides.
 _GENERAL = ("HTTP_RANGE", "HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
             "HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_RANGE", "HTTP_TRANSFER_ENCODING")
-_WHOLE_BODY = 64 * 1024  # read in one go; larger bodies stream in the configured block size
+WHOLE_BODY = 64 * 1024  # read in one go; larger bodies stream in the configured block size
+
+
+def open_plain_file(provider: SpacesProvider, path: str, user: str | None) -> tuple[int, os.stat_result] | None:
+    """The descriptor and `fstat` of `user`'s regular file at `path` (below the DAV root);
+    None where WsgiDAV must decide (missing, a folder, a symlink, a placeholder, a refused
+    path). Opened non-blocking, so that a FIFO cannot hold the thread."""
+    try:
+        file_path = provider._loc_to_file_path(path, {"wsgidav.auth.user_name": user})
+        fd = os.open(file_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (DAVError, OSError):
+        return None
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    return fd, info
+
+
+def file_headers(info: os.stat_result, path: str, config: dict, length: int | None = None) -> list[tuple[str, str]]:
+    """The headers of WsgiDAV's answer to a GET of the file (of `length` bytes of it), in its order."""
+    return [
+        ("Content-Length", str(info.st_size if length is None else length)),
+        ("Last-Modified", rfc1123(info[stat.ST_MTIME])),
+        ("Content-Type", mime_type(path, config)),
+        ("Date", rfc1123_now()),
+        ("ETag", f'"{file_etag(info)}"'),
+        ("Accept-Ranges", "bytes"),
+    ]
 
 
 class FastGet(BaseMiddleware):
@@ -47,26 +79,17 @@ class FastGet(BaseMiddleware):
         method = environ["REQUEST_METHOD"]
         if not (self.enabled and method in ("GET", "HEAD")) or not self._plain(environ):
             return self.next_app(environ, start_response)
-        fd = self._open(environ)
-        if fd is None:
+        path = environ["PATH_INFO"]
+        opened = open_plain_file(self.provider, path, environ.get("wsgidav.auth.user_name"))
+        if opened is None:
             return self.next_app(environ, start_response)
+        fd, info = opened
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                os.close(fd)
-                return self.next_app(environ, start_response)
-            start_response("200 OK", [
-                ("Content-Length", str(info.st_size)),
-                ("Last-Modified", rfc1123(info[stat.ST_MTIME])),
-                ("Content-Type", mime_type(environ["PATH_INFO"], environ["wsgidav.config"])),
-                ("Date", rfc1123_now()),
-                ("ETag", f'"{file_etag(info)}"'),
-                ("Accept-Ranges", "bytes"),
-            ])
+            start_response("200 OK", file_headers(info, path, environ["wsgidav.config"]))
             if method == "HEAD":
                 os.close(fd)
                 return [b""]
-            if info.st_size <= _WHOLE_BODY:
+            if info.st_size <= WHOLE_BODY:
                 body = os.read(fd, info.st_size)
                 os.close(fd)
                 return [body]
@@ -81,15 +104,6 @@ class FastGet(BaseMiddleware):
                 and environ.get("HTTP_DEPTH", "0") == "0"
                 and not environ["PATH_INFO"].endswith("/")
                 and not any(header in environ for header in _GENERAL))
-
-    def _open(self, environ: dict) -> int | None:
-        """The file's descriptor; None where WsgiDAV must decide (missing, a symlink, a
-        placeholder, a refused path). Non-blocking, so that a FIFO cannot hold the thread."""
-        try:
-            file_path = self.provider._loc_to_file_path(environ["PATH_INFO"], environ)
-            return os.open(file_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (DAVError, OSError):
-            return None
 
     def _stream(self, fd: int, size: int) -> Iterator[bytes]:
         """The first `size` bytes (what Content-Length promised, however the file grows)."""

@@ -8,6 +8,7 @@ whole answers with WsgiDAV's).
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 
@@ -17,6 +18,7 @@ _now_second = -1
 _now_text = ""
 
 
+@functools.lru_cache(maxsize=4096)  # a file's date is formatted at every GET of it: once is enough
 def rfc1123(seconds: float) -> str:
     """`Sat, 28 Nov 2026 19:13:08 GMT`, as `util.get_rfc1123_time(seconds)`."""
     # The same conversion formatdate makes (it rounds to microseconds, which can carry into

@@ -15,7 +15,8 @@ be served. Three defences:
 cheroot also does the TLS handshake in its accept loop, where one silent client stalls every
 new connection; `DeferredHandshakeAdapter` leaves the handshake to the first read in the
 worker, under the same deadline. Request heads are read by `socket_reader.LineReader`,
-responses go out through `socket_writer.DirectWriter`.
+responses go out through `socket_writer.DirectWriter`. A plain GET/HEAD of a drive file is
+answered right after its head is read, by `fast_files.FastFiles`, when one is given.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cheroot import wsgi
 from cheroot.makefile import MakeFile
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from server.fast_files import FastFiles
 from server.socket_reader import LineReader
 from server.socket_writer import DirectWriter
 
@@ -77,7 +79,9 @@ _PLAIN_HTTP_ANSWER = (
 class _DeadlineRequest(cheroot_server.HTTPRequest):
     def respond(self) -> None:
         with self.conn.wfile.holding():  # a small response leaves in one send
-            super().respond()
+            fast_files: FastFiles | None = self.server.fast_files
+            if fast_files is None or not fast_files.answered(self):
+                super().respond()
 
     def send_headers(self) -> None:
         super().send_headers()
@@ -165,11 +169,12 @@ class ElasticServer(wsgi.Server):
     keep_alive_conn_limit = 1024
 
     def __init__(self, bind_addr, app, *, threads: int, max_threads: int, timeout: int,
-                 header_timeout: float, server_name: str) -> None:
+                 header_timeout: float, server_name: str, fast_files: FastFiles | None = None) -> None:
         # A deep listen backlog: cheroot's default of 5 drops connections in a burst.
         super().__init__(bind_addr, app, numthreads=threads, max=max_threads, timeout=timeout,
                          server_name=server_name, request_queue_size=1024)
         self.head_deadlines = _HeadDeadlines(header_timeout)
+        self.fast_files = fast_files
         self._pool_needed = threading.Event()
         self._keeper_stop = threading.Event()
 

@@ -13,7 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from server.app import API_PREFIX, FetchdriveApp, Storage
+from server.app import API_PREFIX, DAV_PREFIX, FetchdriveApp, Storage
+from server.fast_files import FastFiles
 from server.http_server import DeferredHandshakeAdapter, ElasticServer
 from server.request_guard import request_guard
 from server.settings import Config, ConfigError
@@ -85,6 +86,8 @@ def serve(config: Config, config_file: Path | None) -> None:
     ensure_first_admin(storage, config["storage.default_quota"])
     app = FetchdriveApp(config, storage)
     app.start_background_work()
+    fast_files = (FastFiles(app.provider, app.authenticator, app.dav.config, DAV_PREFIX)
+                  if config["server.fast_get"] else None)
     host, port = config["server.host"], config["server.port"]
     server = ElasticServer(
         (host, port),
@@ -94,6 +97,7 @@ def serve(config: Config, config_file: Path | None) -> None:
         timeout=int(config["server.timeout"]),
         header_timeout=config["server.header_timeout"],
         server_name="fetchdrive",
+        fast_files=fast_files,
     )
     server.ssl_adapter = _tls_adapter(config)
     try:
