@@ -36,6 +36,7 @@ from server.events_api import EventStream
 from server.folder_view import FolderToWebDrive
 from server.page_headers import sandboxed_files
 from server.plain_errors import plain_errors
+from server.removed_users import RemovedUsers
 from server.settings import Config, ConfigError
 from server.share_pages import SHARE_OWNER_KEY, SharePages
 from server.shares import TOKEN_PREFIX, ShareStore
@@ -151,6 +152,7 @@ class FetchdriveApp:
             engine_settings(config),
         )
         self.provider.hooks = self.engine
+        self.removed_users = RemovedUsers(self.storage.accounts, self.engine)
         self.provider.events = self.engine.events
         self.engine.events.history = config["events.history"]
         self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
@@ -202,7 +204,8 @@ class FetchdriveApp:
 
     def start_background_work(self) -> None:
         """Recount used bytes (a crash may have left a delta unapplied), load the config's
-        catalog, and start the download workers, which resume unfinished tasks."""
+        catalog, and start the download workers, which resume unfinished tasks (not those of
+        users removed meanwhile), and the watch for users removed while the server runs."""
         users = [user.name for user in self.storage.accounts.list()]
         properties = self.dav.prop_manager
         for user in users:
@@ -212,9 +215,12 @@ class FetchdriveApp:
             self.engine.catalog.load_config_entries(self.config["catalog"])
         except CatalogError as error:
             raise ConfigError(f"catalog: {error}") from None
+        self.removed_users.cancel_orphaned_downloads()
         self.engine.start(users)
+        self.removed_users.start()
 
     def stop_background_work(self) -> None:
+        self.removed_users.stop()
         self.engine.stop()
 
     def end_streams(self) -> None:
