@@ -31,6 +31,7 @@ from provider.resources import user_ref_url
 from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
+from server.device_service import DeviceService
 from server.devices_api import DevicesApi
 from server.events_api import EventStream
 from server.folder_view import FolderToWebDrive
@@ -39,6 +40,7 @@ from server.plain_errors import plain_errors
 from server.removed_users import RemovedUsers
 from server.settings import Config, ConfigError
 from server.share_pages import SHARE_OWNER_KEY, SharePages
+from server.share_service import ShareService
 from server.shares import TOKEN_PREFIX, ShareStore
 from server.shares_api import SharesApi
 from server.web import STATIC_PREFIX, static_files, web_page
@@ -155,9 +157,9 @@ class FetchdriveApp:
         self.removed_users = RemovedUsers(self.storage.accounts, self.engine)
         self.provider.events = self.engine.events
         self.engine.events.history = config["events.history"]
-        self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
-        self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(
-            self.engine.devices, self.provider.space_root, self.engine.events.online_devices)
+        self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(ShareService(self.storage.shares, self.provider)))
+        self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(DeviceService(
+            self.engine.devices, self.provider.space_root, self.engine.events.online_devices))
         self.events = EventStream(self.api, self.engine.events, self.engine.devices, keepalive=config["events.keepalive"],
                                   max_streams_per_user=config["events.max_streams_per_user"])
         self.page = web_page(self.api)

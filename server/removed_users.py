@@ -26,6 +26,7 @@ class RemovedUsers:
     def __init__(self, accounts: Accounts, engine: DownloadEngine) -> None:
         self._accounts = accounts
         self._engine = engine
+        self._seen = accounts.generation()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -39,11 +40,8 @@ class RemovedUsers:
             self._thread.join(timeout=5)
 
     def _watch(self) -> None:
-        seen = self._accounts.generation()
         while not self._stopping.wait(_POLL_SECONDS):
-            generation = self._accounts.generation()
-            if generation != seen:
-                seen = generation
+            if self._accounts.generation() != self._seen:
                 try:
                     self.cancel_orphaned_downloads()
                 except Exception:  # the next change tries again; the server goes on
@@ -51,6 +49,7 @@ class RemovedUsers:
 
     def cancel_orphaned_downloads(self) -> None:
         """Cancel every unfinished task whose user has no account."""
+        self._seen = self._accounts.generation()  # read first: a removal from now on is seen again
         users = {user.name for user in self._accounts.list()}
         for user in self._engine.tasks.users_with_unfinished() - users:
             cancelled = [task.id for task in self._engine.tasks.unfinished_for_user(user) if self._engine.cancel(task.id)]
