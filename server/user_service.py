@@ -4,8 +4,8 @@ Removing a user may happen while a server runs that user's downloads in another 
 account goes first, which changes the credential generation every process watches; the
 running server then cancels the user's downloads (server/removed_users.py) and its workers
 let go of them. Only when none of the user's tasks is running any more do their rows,
-temporary data, shares, events, devices and files go, so nothing a worker was about to write
-can bring any of them back.
+temporary data, shares, events, devices, WebDAV locks and dead properties and files go, so
+nothing a worker was about to write can bring any of them back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from engine.devices import Devices
 from engine.events import EventLog
 from engine.tasks import CANCELLED, DOWNLOADING, QUEUED, VERIFYING, WAITING, Task, TaskStore
 from provider.accounts import User
-from server.app import Storage
+from provider.dav_storage import SqliteLockStorage, SqlitePropertyManager
+from provider.resources import user_ref_url
+from server.app import DAV_PREFIX, Storage
 
 # How long `user remove` waits for a running server to let go of the user's downloads. A
 # server that was killed never will; its interrupted tasks are removed after this time.
@@ -66,10 +68,19 @@ class UserService:
         events = EventLog(self._storage.database)  # a later user of the same name inherits none of it
         events.forget_user(name)
         Devices(self._storage.database, events).forget_user(name)
+        self._forget_dav_state(name)
         space = self._storage.space(name)
         if not keep_files:
             shutil.rmtree(space, ignore_errors=True)
         return space
+
+    def _forget_dav_state(self, name: str) -> None:
+        """The WebDAV locks and dead properties of the user's space, which live in the
+        database: a later user of the same name finds none of them on their own files."""
+        space = user_ref_url(DAV_PREFIX, name, "/")
+        SqliteLockStorage(self._storage.database).remove_locks_under(space)
+        SqlitePropertyManager(self._storage.database, self._storage.quota, lambda _ref: name, None) \
+            .remove_properties_under(space)
 
     def _stop_downloads(self, name: str) -> list[Task]:
         """Cancel the user's waiting tasks here; wait for a running server to cancel those its

@@ -93,17 +93,38 @@ def test_removing_users_stops_their_downloads_and_leaves_nothing_behind(make_ser
     assert _rows(server, "select state from tasks where id = ?", bob_task["id"]) == [("downloading",)]
 
 
-def test_a_user_added_again_under_a_removed_name_inherits_nothing(server, origin):
+PROPPATCH = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:test"><D:set><D:prop>'
+             b'<Z:colour>carol-secret-colour</Z:colour></D:prop></D:set></D:propertyupdate>')
+LOCK = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+        b'<D:locktype><D:write/></D:locktype><D:owner>carol</D:owner></D:lockinfo>')
+PROPFIND = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
+
+
+def test_a_user_added_again_under_a_removed_name_inherits_nothing(make_server, origin):
+    # One connection a task: a cancelled segmented download keeps its quota reservation in the
+    # running server (a known engine bug, any cancel), which would charge the new user.
+    server = make_server(settings={"engine.connections_per_task": 1})
     server.add_user("carol", "carol-password", quota="100M")
     carol = server.session("carol", "carol-password")
     origin.add("/carol.bin", BIG, rate=SLOW)
     assert carol.post(server.url("/api/v1/tasks"), json={"url": origin.url("/carol.bin")}).status_code == 201
-    carol.put(server.dav("downloads/mine.txt"), data=b"carol's file")
+    for name in ("mine.txt", "locked.txt"):
+        assert carol.put(server.dav(f"downloads/{name}"), data=b"carol's file").status_code == 201
+    assert carol.request("PROPPATCH", server.dav("downloads/mine.txt"), data=PROPPATCH).status_code == 207
+    assert carol.request("LOCK", server.dav("downloads/locked.txt"), data=LOCK,
+                         headers={"Timeout": "Second-3600"}).status_code == 200
+    assert carol.post(server.url("/api/v1/shares"), json={"path": "downloads/mine.txt"}).status_code == 201
     wait_for(lambda: origin.bytes_sent("/carol.bin") > 0, message="carol's download to run")
 
     assert server.cli("user", "remove", "carol").returncode == 0
     server.add_user("carol", "another-password", quota="100M")
     again = server.session("carol", "another-password")
     assert again.get(server.url("/api/v1/tasks")).json() == []
+    assert again.get(server.url("/api/v1/shares")).json() == []
     assert again.get(server.dav("downloads/mine.txt")).status_code == 404
     assert sorted(p.name for p in server.space("carol").rglob("*")) == ["downloads"]
+    for name in ("mine.txt", "locked.txt"):  # the same paths again: no old lock, no old property
+        assert again.put(server.dav(f"downloads/{name}"), data=b"new").status_code == 201
+        listing = again.request("PROPFIND", server.dav(f"downloads/{name}"), data=PROPFIND, headers={"Depth": "0"})
+        assert b"carol-secret-colour" not in listing.content and b"locktoken" not in listing.content
+    assert again.get(server.url("/api/v1/me")).json()["used_bytes"] == 2 * len(b"new")
