@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 import time
 
-import pytest
 
 from tests.conftest import Account
 from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
