@@ -40,22 +40,22 @@ class DeviceService:
 
     def register(self, user: str, name: str) -> bool:
         """Register `name` (or mark it seen); True if it is new."""
-        return self._devices.register(user, _checked(name))
+        return self._devices.register(user, valid_name(name))
 
     def remove(self, user: str, name: str) -> None:
-        self._devices.remove(user, self._known(user, name))
+        self._devices.remove(user, self.require_known(user, name))
 
     def send(self, user: str, name: str, path: str) -> Delivery:
         path = self._existing_file(user, path)
         try:
-            (delivery,) = self._devices.send(user, [_checked(name)], path)
+            (delivery,) = self._devices.send(user, [valid_name(name)], path)
         except DeviceError as error:
             raise NotFound(str(error)) from None
         return delivery
 
     def pending(self, user: str, name: str) -> list[PendingDelivery]:
         """What `name` still has to fetch; asking marks it seen."""
-        self._devices.seen(user, self._known(user, name))
+        self._devices.seen(user, self.require_known(user, name))
         root = self._space_root(user)
         answer = []
         for delivery in self._devices.pending(user, name):
@@ -67,11 +67,12 @@ class DeviceService:
         return answer
 
     def acknowledge(self, user: str, name: str, delivery_id: int) -> None:
-        if not self._devices.acknowledge(user, self._known(user, name), delivery_id):
+        if not self._devices.acknowledge(user, self.require_known(user, name), delivery_id):
             raise NotFound(f"no undelivered delivery {delivery_id} for device {name!r}")
 
-    def _known(self, user: str, name: str) -> str:
-        if self._devices.unknown(user, [_checked(name)]):
+    def require_known(self, user: str, name: str) -> str:
+        """`name` if the user has that device, else NotFound (another user's is as unknown)."""
+        if self._devices.unknown(user, [valid_name(name)]):
             raise NotFound(f"no device {name!r}; register it with `fetchdrive sync --device {name} ... LOCAL_DIR`")
         return name
 
@@ -87,7 +88,8 @@ class DeviceService:
         return "/".join(parts)
 
 
-def _checked(name: str) -> str:
+def valid_name(name: str) -> str:
+    """`name` if it is a well-formed device name, else Invalid."""
     try:
         return check_name(name)
     except DeviceError as error:

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.devices import Delivery
 from server.api import ApiError, Request, _text_field
-from server.device_service import DeviceService
+from server.device_service import DeviceService, valid_name
 
 _DEVICE_PATH = re.compile(r"^/api/v1/devices/([^/]+)(?:/(send|deliveries|ack))?$")
 
@@ -42,6 +42,7 @@ class DevicesApi:
         if not match:
             raise ApiError(404, f"no API route {request.path}; see /api/v1/openapi.json")
         name, action = match.group(1), match.group(2)
+        valid_name(name)  # a malformed name is a 400 whatever the method or body
         handlers = {
             ("PUT", None): self._register, ("DELETE", None): self._remove, ("POST", "send"): self._send,
             ("GET", "deliveries"): self._deliveries, ("POST", "ack"): self._ack,
@@ -49,6 +50,8 @@ class DevicesApi:
         handler = handlers.get((request.method, action))
         if handler is None:
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
+        if handler not in (self._send, self._register):
+            self._devices.require_known(request.user, name)  # before the body: an unknown device is a 404
         return handler(request, name)
 
     def _register(self, request: Request, name: str) -> tuple[int, Any]:
