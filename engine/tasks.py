@@ -188,6 +188,11 @@ class TaskStore:
         marks = ", ".join("?" for _ in UNFINISHED)
         return self._query(f"select * from tasks where user = ? and state in ({marks}) order by id", [user, *UNFINISHED])
 
+    def users_with_unfinished(self) -> set[str]:
+        marks = ", ".join("?" for _ in UNFINISHED)
+        with self._database.read() as db:
+            return {row[0] for row in db.execute(f"select distinct user from tasks where state in ({marks})", UNFINISHED)}
+
     def unfinished_in_folder(self, user: str, folder: str) -> list[Task]:
         marks = ", ".join("?" for _ in UNFINISHED)
         return self._query(

@@ -243,7 +243,12 @@ def _parse_id(text: str) -> Trigger:
         raise TriggerError("the file holds no content ID")
     if len(lines) > 1:
         raise TriggerError(f"an .id file holds one content ID; found a second line {_shorten(lines[1], 60)!r}")
-    content_id = lines[0]
+    sha256, filename = _options(options, 1)
+    return Trigger((check_content_id(lines[0]),), True, sha256, filename, headers=_headers(options))
+
+
+def check_content_id(content_id: str) -> str:
+    """The content ID as the engine keys it (a `sha256:` digest in lower case), else TriggerError."""
     if not _CONTENT_ID.match(content_id):
         raise TriggerError(f"content ID {_shorten(content_id, 60)!r} must be 1-512 printable ASCII characters without spaces")
     if content_id.lower().startswith("sha256:"):
@@ -251,8 +256,7 @@ def _parse_id(text: str) -> Trigger:
         if not _SHA256.match(digest):
             raise TriggerError(f"{_shorten(content_id, 80)!r} is not sha256: followed by 64 hexadecimal digits")
         content_id = "sha256:" + digest.lower()
-    sha256, filename = _options(options, 1)
-    return Trigger((content_id,), True, sha256, filename, headers=_headers(options))
+    return content_id
 
 
 def _parse_torrent(data: bytes) -> Trigger:
@@ -266,6 +270,16 @@ def _parse_torrent(data: bytes) -> Trigger:
 def parse_trigger(name: str, data: bytes) -> Trigger:
     """What the trigger file `name` with content `data` asks for."""
     return _logins_apart(_parse_any(name, data))
+
+
+def request_trigger(source: str, *, is_content_id: bool, sha256: str | None = None,
+                    filename: str | None = None) -> Trigger:
+    """What a request that names its parts one by one (the API, `fetchdrive add`) asks for:
+    the same checks and the same result as a trigger file holding them, without the file's
+    syntax, so no part can be read as another (a `#` comment, a `sha256=` line)."""
+    checked = check_content_id(source) if is_content_id else check_url(source)
+    expected, name = _options({"sha256": sha256, "filename": filename}, 1)
+    return _logins_apart(Trigger((checked,), is_content_id, expected, name))
 
 
 def _logins_apart(trigger: Trigger) -> Trigger:

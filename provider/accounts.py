@@ -143,6 +143,11 @@ class Accounts:
             db.execute("delete from users where name = ?", [name])
         self._verified.changed()
 
+    def generation(self) -> bytes:
+        """A value that changes whenever a password changes or a user is removed, by any
+        process on this data folder; reading it is a memory access (provider/credential_cache.py)."""
+        return self._verified.generation()
+
     def set_password(self, name: str, password: str) -> None:
         self.require(name)
         check_password(password)

@@ -182,6 +182,22 @@ class SqliteLockStorage(LockStorageDict):
                 count += 1
         return count
 
+    def remove_locks_under(self, ref_url: str) -> None:
+        """Forget every lock rooted at `ref_url` or below it (a removed user's space)."""
+        self._lock.acquire_write()
+        try:
+            if self._dict is None:
+                self.open()
+            root = ref_url.rstrip("/")
+            for key, tokens in self._dict.items_with_prefix(f"URL2TOKEN:{root}"):
+                locked = key[len("URL2TOKEN:"):]
+                if locked == root or locked.startswith(root + "/"):
+                    for token in tokens:
+                        self._dict.pop(token, None)
+                    del self._dict[key]
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         self._dict = None
 

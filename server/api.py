@@ -3,6 +3,8 @@
 Same accounts as the drive (Basic auth, throttled). A task of another user is reported as
 404, never 403, so IDs leak nothing. The task list is a JSON array, newest first; the next
 page is announced in a `Link: <...>; rel="next"` header (`limit` and `cursor` parameters).
+The routes parse the request, call one service (server/task_service.py) and render its
+answer; a service's refusal (server/service_errors.py) becomes a 4xx with its sentence.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
-from engine.engine import DownloadEngine, RetryRefused
-from engine.naming import client_name_problem
+from engine.engine import DownloadEngine
 from engine.notifications import NOTIFY_FILE
-from engine.tasks import FAILED, CANCELLED, STATES, Task
-from engine.triggers import TriggerError, parse_trigger
 from provider.domain import Authenticator, LoginRefused
 from provider.quota import Quota
 from server.openapi import OPENAPI
+from server.service_errors import Conflict, Invalid, NoRoom, NotFound, ServiceError
+from server.task_service import DownloadRequest, TaskService
 
 if TYPE_CHECKING:
     from server.shares_api import SharesApi
@@ -34,6 +35,14 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.headers = headers or []
+
+
+_REFUSALS: dict[type[ServiceError], int] = {Invalid: 400, NotFound: 404, Conflict: 409, NoRoom: 507}
+
+
+def refusal_status(error: ServiceError) -> int:
+    """The HTTP status of a service's refusal."""
+    return next(status for kind, status in _REFUSALS.items() if isinstance(error, kind))
 
 
 _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -80,6 +89,7 @@ class Api:
                  shares: SharesApi | None = None) -> None:
         """`shares`: the share-link routes (server.shares_api.SharesApi), kept in their own module."""
         self._engine = engine
+        self._tasks = TaskService(engine, quota)
         self._shares = shares
         self._authenticator = authenticator
         self._quota = quota
@@ -102,6 +112,8 @@ class Api:
         except ApiError as error:
             status, payload = error.status, {"error": str(error)}
             headers += error.headers
+        except ServiceError as error:
+            status, payload = refusal_status(error), {"error": str(error)}
         body = json.dumps(payload, indent=1).encode()
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
         start_response(f"{status} {_REASONS.get(status, '')}", headers)
@@ -128,13 +140,14 @@ class Api:
                 return handler(request)
         match = _TASK_PATH.match(request.path)
         if match:
-            task = self._own_task(request.user, int(match.group(1)))
-            if match.group(2) and request.method == "POST":
-                return self.retry(task)
-            if not match.group(2) and request.method == "GET":
-                return 200, self.describe(task)
-            if not match.group(2) and request.method == "DELETE":
-                return self.cancel(task)
+            task_id, action = int(match.group(1)), match.group(2)
+            self._tasks.own(request.user, task_id)  # another user's task is a 404 whatever the method
+            if action and request.method == "POST":
+                return 200, self._tasks.describe(self._tasks.retry(request.user, task_id))
+            if not action and request.method == "GET":
+                return 200, self._tasks.describe(self._tasks.own(request.user, task_id))
+            if not action and request.method == "DELETE":
+                return 200, self._tasks.describe(self._tasks.cancel(request.user, task_id))
             raise ApiError(405, f"{request.method} is not allowed on {request.path}")
         if self._shares is not None and self._shares.handles(request.path):
             return self._shares.route(request)
@@ -144,107 +157,30 @@ class Api:
 
     # --- handlers -----------------------------------------------------------
 
-    def _own_task(self, user: str, task_id: int) -> Task:
-        task = self._engine.tasks.get(task_id)
-        if task is None or task.user != user:
-            raise ApiError(404, f"no task {task_id}")
-        return task
-
-    def describe(self, task: Task) -> dict[str, Any]:
-        speed = eta = None
-        live = self._engine.live_progress(task.id)
-        bytes_done = task.bytes_done
-        if live:
-            bytes_done, seconds = live
-            speed = bytes_done / seconds if seconds > 0 else None
-            if speed and task.bytes_total:
-                eta = max(0.0, (task.bytes_total - bytes_done) / speed)
-        return {
-            "id": task.id, "source": task.source, "kind": task.kind, "state": task.state,
-            "name": task.display_name, "folder": task.folder, "trigger": task.trigger_path,
-            "bytes_done": bytes_done, "bytes_total": task.bytes_total, "speed": speed, "eta": eta,
-            "path": task.path, "error": task.error, "instant": bool(task.instant), "sha256": task.sha256,
-            "attempts": task.attempts, "created_at": task.created_at, "updated_at": task.updated_at,
-            "finished_at": task.finished_at, "superseded_by": task.superseded_by,
-            "torrent": self._torrent_progress(task.id) if task.kind == "torrent" else None,
-        }
-
-    def _torrent_progress(self, task_id: int) -> dict[str, int] | None:
-        live = self._engine.live_torrent(task_id)
-        return None if live is None else {"peers": live.peers, "seeds": live.seeds, "download_rate": live.download_rate}
-
     def list_tasks(self, request: Request, headers: list[tuple[str, str]]) -> tuple[int, Any]:
         state = request.query.get("state", [None])[0]
-        if state is not None and state not in STATES:
-            raise ApiError(400, f"unknown state {state!r}; use one of {', '.join(STATES)}")
         try:
             limit = int(request.query.get("limit", ["100"])[0])
             cursor = request.query.get("cursor", [None])[0]
             before = int(cursor) if cursor is not None else None
         except ValueError:
             raise ApiError(400, "limit and cursor must be whole numbers") from None
-        if not 1 <= limit <= 1000:
-            raise ApiError(400, "limit must be between 1 and 1000")
-        tasks = self._engine.tasks.for_user(request.user, state=state, before_id=before, limit=limit + 1)
-        page = tasks[:limit]
-        if len(tasks) > limit:
-            query = f"limit={limit}&cursor={page[-1].id}" + (f"&state={state}" if state else "")
+        page = self._tasks.page(request.user, state=state, before=before, limit=limit)
+        if page.next_cursor is not None:
+            query = f"limit={limit}&cursor={page.next_cursor}" + (f"&state={state}" if state else "")
             headers.append(("Link", f'</api/v1/tasks?{query}>; rel="next"'))
-        return 200, [self.describe(task) for task in page]
+        return 200, [self._tasks.describe(task) for task in page.tasks]
 
     def add_task(self, request: Request) -> tuple[int, Any]:
         body = request.json()
         unknown = body.keys() - {"url", "id", "filename", "sha256", "folder"}
         if unknown:
             raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}")
-        url, content_id = _text_field(body, "url"), _text_field(body, "id")
-        if (url is None) == (content_id is None):
-            raise ApiError(400, 'give exactly one of "url" or "id"')
-        lines = [url or content_id]
-        for key in ("sha256", "filename"):
-            value = _text_field(body, key)
-            if value is not None:
-                lines.append(f"{key}={value}")
-        try:
-            trigger = parse_trigger("request.url" if url else "request.id", "\n".join(lines).encode())
-        except TriggerError as error:
-            raise ApiError(400, str(error)) from None
-        folder = self._folder(_text_field(body, "folder"))
-        if self._quota.quota_room(request.user) == 0:
-            raise ApiError(507, "your quota is used up; delete files before adding downloads")
-        task = self._engine.add(
-            request.user, source=trigger.sources[0], kind="id" if content_id else "url", folder=folder,
-            filename=trigger.filename, sha256=trigger.sha256, secrets=trigger.secrets[0],
-        )
-        return 201, self.describe(task)
-
-    @staticmethod
-    def _folder(folder: str | None) -> str:
-        if folder is None:
-            return "downloads"
-        parts = [part for part in folder.replace("\\", "/").split("/") if part]
-        if parts and parts[0] == "downloads":
-            parts = parts[1:]
-        if any(part in (".", "..") or "\0" in part for part in parts):
-            raise ApiError(400, f"folder {folder!r} must be a folder inside downloads/ without '..'")
-        for part in parts:
-            problem = client_name_problem(part)
-            if problem:
-                raise ApiError(400, f"folder {part!r}: {problem}")
-        return "/".join(["downloads", *parts])
-
-    def cancel(self, task: Task) -> tuple[int, Any]:
-        if not self._engine.cancel(task.id):
-            raise ApiError(409, f"task {task.id} is already {task.state}")
-        return 200, self.describe(self._engine.tasks.get(task.id))
-
-    def retry(self, task: Task) -> tuple[int, Any]:
-        if task.state not in (FAILED, CANCELLED):
-            raise ApiError(409, f"task {task.id} is {task.state}; only failed or cancelled tasks can be retried")
-        try:
-            return 200, self.describe(self._engine.retry(task.id))
-        except RetryRefused as refused:
-            raise ApiError(409, str(refused)) from None
+        task = self._tasks.add(request.user, DownloadRequest(
+            url=_text_field(body, "url"), content_id=_text_field(body, "id"), filename=_text_field(body, "filename"),
+            sha256=_text_field(body, "sha256"), folder=_text_field(body, "folder"),
+        ))
+        return 201, self._tasks.describe(task)
 
     def test_notifications(self, request: Request) -> tuple[int, Any]:
         outcomes = self._engine.test_notifications(request.user)

@@ -28,13 +28,16 @@ from provider.resources import user_ref_url
 from provider.spaces import SpacesProvider
 from server.api import Api
 from server.dav_guard import dav_guard
+from server.device_service import DeviceService
 from server.devices_api import DevicesApi
 from server.events_api import EventStream
 from server.folder_view import FolderToWebDrive
 from server.page_headers import sandboxed_files
 from server.plain_errors import plain_errors
+from server.removed_users import RemovedUsers
 from server.settings import Config, ConfigError
 from server.share_pages import SHARE_OWNER_KEY, SharePages
+from server.share_service import ShareService
 from server.shares import TOKEN_PREFIX, ShareStore
 from server.shares_api import SharesApi
 from server.web import STATIC_PREFIX, static_files, web_page
@@ -98,11 +101,12 @@ class FetchdriveApp:
             from_keys(EngineSettings, config.values),
         )
         self.provider.hooks = self.engine
+        self.removed_users = RemovedUsers(self.storage.accounts, self.engine)
         self.provider.events = self.engine.events
         self.engine.events.history = config["events.history"]
-        self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(self.storage.shares, self.provider))
-        self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(
-            self.engine.devices, self.provider.space_root, self.engine.events.online_devices)
+        self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(ShareService(self.storage.shares, self.provider)))
+        self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(DeviceService(
+            self.engine.devices, self.provider.space_root, self.engine.events.online_devices))
         self.events = EventStream(self.api, self.engine.events, self.engine.devices, keepalive=config["events.keepalive"],
                                   max_streams_per_user=config["events.max_streams_per_user"])
         self.page = web_page(self.api)
@@ -149,7 +153,8 @@ class FetchdriveApp:
 
     def start_background_work(self) -> None:
         """Recount used bytes (a crash may have left a delta unapplied), load the config's
-        catalog, and start the download workers, which resume unfinished tasks."""
+        catalog, and start the download workers, which resume unfinished tasks (not those of
+        users removed meanwhile), and the watch for users removed while the server runs."""
         users = [user.name for user in self.storage.accounts.list()]
         properties = self.dav.prop_manager
         for user in users:
@@ -159,9 +164,12 @@ class FetchdriveApp:
             self.engine.catalog.load_config_entries(self.config["catalog"])
         except CatalogError as error:
             raise ConfigError(f"catalog: {error}") from None
+        self.removed_users.cancel_orphaned_downloads()
         self.engine.start(users)
+        self.removed_users.start()
 
     def stop_background_work(self) -> None:
+        self.removed_users.stop()
         self.engine.stop()
 
     def end_streams(self) -> None:

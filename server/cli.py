@@ -10,7 +10,6 @@ import getpass
 import logging
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn
@@ -86,6 +85,12 @@ def _storage(config: Config):
     return Storage(config)
 
 
+def _users(config: Config):
+    from server.user_service import UserService
+
+    return UserService(_storage(config))
+
+
 def cmd_serve(config: Config, args: argparse.Namespace) -> None:
     from server.serve import serve
 
@@ -93,52 +98,38 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_user_add(config: Config, args: argparse.Namespace) -> None:
-    storage = _storage(config)
+    users = _users(config)
     quota = _size_arg(args.quota) if args.quota is not None else config["storage.default_quota"]
-    storage.accounts.check_new_name(args.name)  # before asking for a password it would not use
-    password = _read_password(args, prompt=f"Password for {args.name}: ")
-    storage.accounts.add(args.name, password, quota)
-    storage.space(args.name).joinpath("downloads").mkdir(parents=True, exist_ok=True)
+    users.check_new_name(args.name)  # before asking for a password it would not use
+    users.add(args.name, _read_password(args, prompt=f"Password for {args.name}: "), quota)
     from server.serve import added_user
 
     print(added_user(args.name, quota))
 
 
 def cmd_user_list(config: Config, args: argparse.Namespace) -> None:
-    users = _storage(config).accounts.list()
+    users = _users(config).list()
     print(f"{'NAME':<32} {'USED':>10} {'QUOTA':>10}")
     for user in users:
         print(f"{user.name:<32} {format_size(user.used_bytes):>10} {format_size(user.quota_bytes):>10}")
 
 
 def cmd_user_passwd(config: Config, args: argparse.Namespace) -> None:
-    storage = _storage(config)
-    storage.accounts.require(args.name)
-    storage.accounts.set_password(args.name, _read_password(args, prompt=f"New password for {args.name}: "))
+    users = _users(config)
+    users.require(args.name)
+    users.set_password(args.name, _read_password(args, prompt=f"New password for {args.name}: "))
     print(f"changed the password of {args.name}")
 
 
 def cmd_user_quota(config: Config, args: argparse.Namespace) -> None:
     quota = _size_arg(args.size)
-    _storage(config).accounts.set_quota(args.name, quota)
+    _users(config).set_quota(args.name, quota)
     print(f"quota of {args.name} is now {format_size(quota)}")
 
 
 def cmd_user_remove(config: Config, args: argparse.Namespace) -> None:
-    from engine.devices import Devices
-    from engine.events import EventLog
-    from engine.tasks import TaskStore
-
-    storage = _storage(config)
-    storage.accounts.remove(args.name)
-    TaskStore(storage.database).delete_user(args.name)
-    storage.shares.remove_owner(args.name)
-    events = EventLog(storage.database)  # a later user of the same name inherits none of it
-    events.forget_user(args.name)
-    Devices(storage.database, events).forget_user(args.name)
-    if not args.keep_files:
-        shutil.rmtree(storage.space(args.name), ignore_errors=True)
-    kept = f"; files kept in {storage.space(args.name)}" if args.keep_files else " and their files"
+    space = _users(config).remove(args.name, keep_files=args.keep_files)
+    kept = f"; files kept in {space}" if args.keep_files else " and their files"
     print(f"removed user {args.name}{kept}")
 
 
