@@ -10,7 +10,6 @@ from the store without a second transfer.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,17 +30,20 @@ from engine.content_store import ContentStore, link_under_free_name
 from engine.database import Database
 from engine.devices import Devices
 from engine.events import EventLog, TaskEvents
-from engine.errors import Cancelled, FetchError, LocalStorageError, PermanentError, TransientError, local_storage_error
-from engine.fetcher import PROGRESS_EVERY, Download, Fetcher
+from engine.download import Download, dump_segments, load_segments
+from engine.errors import Cancelled, FetchError, PermanentError, classify, failure
+from engine.fetcher import PROGRESS_EVERY, Fetcher
 from engine.following_hasher import file_sha256
 from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
 from engine.naming import ERROR_SUFFIX, PART_SUFFIX, STATUS_FILE, choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier, Outcome, read_targets
 from engine.progress import ProgressSaver
+from engine.outcomes import Disposition, Outcome as TransferOutcome
 from engine.origin_login import Login, read_login
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
+from engine.transfer_context import TransferContext
 from engine.torrent_client import TorrentClient, TorrentProgress, TorrentSettings
 from engine.torrent_metainfo import Metainfo, magnet_info_hash, parse_magnet
 from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, move_under_free_name, stage_tree, tree_size
@@ -499,7 +501,7 @@ class DownloadEngine:
     def _run(self, task: Task, running: _Running) -> None:
         try:
             if self._spaces.disk_room() <= 0:
-                raise LocalStorageError("the server's disk is almost full (storage.min_free); waiting for space")
+                raise failure(TransferOutcome.DISK_ALMOST_FULL)
             if task.kind == "torrent":
                 self._run_torrent(task, running)
                 return
@@ -511,18 +513,17 @@ class DownloadEngine:
         except Cancelled:
             if not self._stopping.is_set():
                 self._discard_temp(task)
-        except TransientError as error:
-            self._retry_later(task, error)
-        except PermanentError as error:
-            self._fail(task, str(error))
         except Exception as error:
-            local = local_storage_error(error)
-            if local is None:
+            fault = classify(error)
+            if fault is None:
                 _log.exception("task %d: unexpected error", task.id)
                 self._fail(task, "an internal error stopped this download; the server log has the details")
-                return
-            _log.warning("task %d waits for the server's disk: %r", task.id, error)
-            self._retry_later(task, local)
+            elif fault.outcome.disposition is Disposition.FAIL:
+                self._fail(task, str(fault))
+            else:
+                if fault.outcome.disposition is Disposition.WAIT_FOR_DISK:
+                    _log.warning("task %d waits for the server's disk: %r", task.id, error)
+                self._retry_later(task, fault)
 
     def _resolve(self, task: Task) -> list[tuple[str, str | None, str | None]]:
         """(url, expected sha256, file name) candidates for the task's source, in order."""
@@ -560,21 +561,15 @@ class DownloadEngine:
                 etag=task.etag,
                 last_modified=task.last_modified,
                 final_url=task.final_url,
-                segments=json.loads(task.segments) if task.segments else None,
+                segments=load_segments(task.segments),
                 login=login.at(url),
             )
             running.download = download
             save_progress = ProgressSaver(lambda d: self._save_progress(task, d), PROGRESS_EVERY)
             try:
-                transfer(
-                    self._fetcher,
-                    download,
-                    connections=self.settings.connections_per_task,
-                    on_progress=save_progress,
-                    is_cancelled=lambda: running.cancel.is_set(),
-                    room=self._allowance(task).claim,
-                    throttle=self._bandwidth.throttle(task.user),
-                )
+                context = TransferContext(on_progress=save_progress, is_cancelled=running.cancel.is_set,
+                                          room=self._allowance(task).claim, throttle=self._bandwidth.throttle(task.user))
+                transfer(self._fetcher, download, context, connections=self.settings.connections_per_task)
             except PermanentError as error:
                 if not is_content_hash(task):
                     raise
@@ -602,7 +597,7 @@ class DownloadEngine:
             last_modified=download.last_modified,
             final_url=download.final_url,
             display_name=self._final_name(task, download),
-            segments=json.dumps(download.segments) if download.segments else None,
+            segments=dump_segments(download.segments),
         )
 
     # --- torrents -----------------------------------------------------------
@@ -808,7 +803,7 @@ class DownloadEngine:
         task = self.tasks.get(task_id)
         return task.sha256 if task else None
 
-    def _retry_later(self, task: Task, error: TransientError | LocalStorageError) -> None:
+    def _retry_later(self, task: Task, error: FetchError) -> None:
         """Park the task as waiting. Network faults count towards engine.retry.give_up_after;
         a fault of the server's own disk does not, and ends a run of network faults."""
         current = self.tasks.get(task.id)
@@ -816,11 +811,12 @@ class DownloadEngine:
             return
         now = time.time()
         attempts = current.attempts + 1
-        first_failure = None if isinstance(error, LocalStorageError) else current.first_failure_at or now
+        counts = error.outcome.disposition is not Disposition.WAIT_FOR_DISK
+        first_failure = current.first_failure_at or now if counts else None
         if first_failure is not None and self.settings.retry.gives_up(first_failure, now):
             self._fail(task, f"{error} (gave up after {attempts} tries over {int(now - first_failure)} s)")
             return
-        wait = self.settings.retry.wait_before(attempts, error.retry_after if isinstance(error, TransientError) else None)
+        wait = self.settings.retry.wait_before(attempts, error.retry_after)
         self._hold_only_saved_bytes(task)
         self.tasks.set_state_if(
             task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
