@@ -28,6 +28,7 @@ import urllib3
 
 from engine.addresses import BlockedAddressError
 from engine.outcomes import Disposition, Outcome
+from engine.socket_splice import FileWriteError
 
 
 class FetchError(Exception):
@@ -123,7 +124,7 @@ def classify(error: BaseException, url: str = "") -> FetchError | None:
         return error
     causes = list(_causes(error))
     for cause in causes:
-        if isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS:
+        if isinstance(cause, FileWriteError) or isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS:
             return disk_failure(cause)
         if isinstance(cause, BlockedAddressError):
             return failure(Outcome.ADDRESS_REFUSED, detail=str(cause))
@@ -133,13 +134,14 @@ def classify(error: BaseException, url: str = "") -> FetchError | None:
     if isinstance(error, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                           requests.exceptions.MissingSchema)):
         return failure(Outcome.BAD_URL, url=url, detail=str(error))
-    if any(isinstance(cause, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError))
-           for cause in causes):
-        return failure(Outcome.TIMEOUT, host=host)
     if any(isinstance(cause, (socket.gaierror, urllib3.exceptions.NameResolutionError)) for cause in causes):
         return failure(Outcome.NAME_NOT_RESOLVED, host=host)
     if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
         return failure(Outcome.CONNECTION_REFUSED, host=host)
+    # urllib3's NewConnectionError is a TimeoutError only for backwards compatibility
+    if any(isinstance(cause, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError))
+           and not isinstance(cause, urllib3.exceptions.NewConnectionError) for cause in causes):
+        return failure(Outcome.TIMEOUT, host=host)
     if isinstance(error, requests.exceptions.RequestException):
         return failure(Outcome.CONNECTION_FAILED, host=host, detail=type(error).__name__)
     if isinstance(error, (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)):

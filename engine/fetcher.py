@@ -200,10 +200,12 @@ class Fetcher:
                 last_report = time.monotonic()
                 context.on_progress(download)
 
+        with on_local_disk():  # opened before the hasher, which reads the same file
+            out = os.open(download.temp_path, os.O_WRONLY)
         hasher = FollowingHasher(download.temp_path, lambda: download.bytes_done, download.hasher, download.bytes_done)
         hasher.start()
         try:
-            self._write_body(download, response, landed, context)
+            self._write_body(download, response, out, landed, context)
         except Dropped:
             download.hasher = hasher.finish()  # the next request continues the hash from here
             raise
@@ -211,32 +213,29 @@ class Fetcher:
             hasher.abandon()
             download.hasher = None  # a later try hashes the saved bytes again
             raise
+        finally:
+            os.close(out)
         download.pending_hash = hasher.finish  # whoever needs the digest hashes the rest
         context.on_progress(download)
 
-    def _write_body(self, download: Download, response: requests.Response, landed: Callable[[int], None],
+    def _write_body(self, download: Download, response: requests.Response, out: int, landed: Callable[[int], None],
                     context: TransferContext) -> None:
-        """The body into the temporary file after the bytes saved, spliced where it can be."""
+        """The body into the temporary file `out` after the bytes saved, spliced where it can be."""
         with on_local_disk():
-            out = os.open(download.temp_path, os.O_WRONLY)
-        try:
-            with on_local_disk():
-                os.ftruncate(out, download.bytes_done)
-            if not self.splice_body(response, out, None, download.bytes_done, landed):
-                while True:
-                    allowed = context.room_for_next_read(download.bytes_done)
-                    # With no room left, one byte more says whether the body goes on.
-                    chunk = self.read(response, allowed or 1, decode_content=True)
-                    if not chunk:
-                        break
-                    if not allowed:
-                        raise failure(Outcome.QUOTA, detail=f"{download.bytes_done} bytes saved and the quota has "
-                                                            "no room for more")
-                    with on_local_disk():
-                        write_all(out, chunk, download.bytes_done)
-                    landed(len(chunk))
-        finally:
-            os.close(out)
+            os.ftruncate(out, download.bytes_done)
+        if not self.splice_body(response, out, None, download.bytes_done, landed):
+            while True:
+                allowed = context.room_for_next_read(download.bytes_done)
+                # With no room left, one byte more says whether the body goes on.
+                chunk = self.read(response, allowed or 1, decode_content=True)
+                if not chunk:
+                    break
+                if not allowed:
+                    raise failure(Outcome.QUOTA, detail=f"{download.bytes_done} bytes saved and the quota has "
+                                                        "no room for more")
+                with on_local_disk():
+                    write_all(out, chunk, download.bytes_done)
+                landed(len(chunk))
         if download.bytes_total is not None and download.bytes_done < download.bytes_total:
             raise Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
 

@@ -40,7 +40,7 @@ def _checked_connection_class(base: type[HTTPConnection], allow_private: bool, a
                     raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error
                 except OSError as error:
                     last_error = error
-            raise NewConnectionError(self, f"Failed to establish a new connection: {last_error}")
+            raise NewConnectionError(self, f"Failed to establish a new connection: {last_error}") from last_error
 
     return CheckedConnection
 
