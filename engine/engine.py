@@ -31,7 +31,7 @@ from engine.database import Database
 from engine.devices import Devices
 from engine.events import EventLog, TaskEvents
 from engine.download import Download, dump_segments, load_segments
-from engine.errors import Cancelled, FetchError, PermanentError, classify, failure
+from engine.errors import Cancelled, FetchError, PermanentError, failure, local_storage_error
 from engine.fetcher import PROGRESS_EVERY, Fetcher
 from engine.following_hasher import file_sha256
 from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is_content_hash, mirror_urls
@@ -514,7 +514,7 @@ class DownloadEngine:
             if not self._stopping.is_set():
                 self._discard_temp(task)
         except Exception as error:
-            fault = classify(error)
+            fault = error if isinstance(error, FetchError) else local_storage_error(error)
             if fault is None:
                 _log.exception("task %d: unexpected error", task.id)
                 self._fail(task, "an internal error stopped this download; the server log has the details")
@@ -552,7 +552,8 @@ class DownloadEngine:
         last_error: FetchError | None = None
         for url, expected, filename in candidates:
             if url.lower().startswith("magnet:"):  # a catalog entry; triggers and the API make torrent tasks
-                raise PermanentError("a catalog ID cannot name a magnet link yet; drop the magnet link itself into downloads/")
+                raise failure(TransferOutcome.UNSUPPORTED,
+                              detail="a catalog ID cannot name a magnet link yet; drop the magnet link itself into downloads/")
             download = Download(
                 url=url,
                 temp_path=Path(task.temp_path or self.temp_root / f"{task.id}.part"),

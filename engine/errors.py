@@ -75,20 +75,18 @@ class Cancelled(FetchError):
         super().__init__(Outcome.CANCELLED.describe(), Outcome.CANCELLED)
 
 
-_CLASSES: dict[Disposition, type[FetchError]] = {
-    Disposition.RETRY: TransientError, Disposition.WAIT_FOR_DISK: LocalStorageError,
-}
-
-
 def failure(outcome: Outcome, *, retry_after: float | None = None, **fields: object) -> FetchError:
     """The error for `outcome`, its text filled with `fields`."""
     if outcome is Outcome.CANCELLED:
         return Cancelled()
     if outcome is Outcome.CONTENT_CHANGED:
         return Restart()
+    message = outcome.describe(**fields)
     if outcome.disposition is Disposition.FAIL:
-        return PermanentError(outcome.describe(**fields), outcome)
-    return _CLASSES[outcome.disposition](outcome.describe(**fields), outcome, retry_after)
+        return PermanentError(message, outcome)
+    if outcome.disposition is Disposition.WAIT_FOR_DISK:
+        return LocalStorageError(message, outcome)
+    return TransientError(message, outcome, retry_after)
 
 
 # errno values only a local file can give (a socket never does)

@@ -24,7 +24,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine.download import Download, Segment
-from engine.errors import Cancelled, Dropped, FetchError, Restart, TransientError, classify, most_telling, on_local_disk
+from engine.errors import Cancelled, Dropped, FetchError, Restart, TransientError, most_telling, on_local_disk
 from engine.fetcher import PROGRESS_EVERY, Fetcher
 from engine.following_hasher import FollowingHasher, file_sha256
 from engine.ranged_get import RangedGet, content_range
@@ -194,7 +194,7 @@ def _run_segment(fetcher: Fetcher, download: Download, segment: Segment, target:
                                        fault.outcome, fault.retry_after))
         stop.set()
     except BaseException as error:  # handed to the caller, which decides what it means
-        failures.append(classify(error, download.url) or error)
+        failures.append(error)  # a FetchError, classified where it arose, or a bug
         stop.set()
 
 
