@@ -38,8 +38,8 @@ from engine.instant import InstantSource, checksum_mismatch, expected_sha256, is
 from engine.naming import ERROR_SUFFIX, PART_SUFFIX, STATUS_FILE, choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier, Outcome, read_targets
 from engine.progress import ProgressSaver
-from engine.outcomes import Disposition, Outcome as TransferOutcome
 from engine.origin_login import Login, read_login
+from engine.outcomes import Disposition, Outcome as TransferOutcome
 from engine.retry import RetryPolicy
 from engine.safe_http import make_session
 from engine.segments import transfer
