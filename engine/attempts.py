@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from engine.allowances import Allowances
-from engine.errors import Cancelled, LocalStorageError, PermanentError, TransientError, local_storage_error
+from engine.errors import Cancelled, FetchError, failure, local_storage_error
+from engine.outcomes import Disposition, Outcome as TransferOutcome
 from engine.notifications import Message, Notifier
 from engine.scheduler import Running
 from engine.sources import Source
@@ -46,25 +47,24 @@ class Attempts:
     def run(self, task: Task, running: Running) -> None:
         try:
             if self._spaces.disk_room() <= 0:
-                raise LocalStorageError("the server's disk is almost full (storage.min_free); waiting for space")
+                raise failure(TransferOutcome.DISK_ALMOST_FULL)
             self._sources[task.kind].run(task, running)
         except Cancelled:
             if not self._stopping.is_set():
                 self._temp.discard_temp(task)
-        except TransientError as error:
-            self.retry_later(task, error)
-        except PermanentError as error:
-            self.fail(task, str(error))
         except Exception as error:
-            local = local_storage_error(error)
-            if local is None:
+            fault = error if isinstance(error, FetchError) else local_storage_error(error)
+            if fault is None:
                 _log.exception("task %d: unexpected error", task.id)
                 self.fail(task, "an internal error stopped this download; the server log has the details")
-                return
-            _log.warning("task %d waits for the server's disk: %r", task.id, error)
-            self.retry_later(task, local)
+            elif fault.outcome.disposition is Disposition.FAIL:
+                self.fail(task, str(fault))
+            else:
+                if fault.outcome.disposition is Disposition.WAIT_FOR_DISK:
+                    _log.warning("task %d waits for the server's disk: %r", task.id, error)
+                self.retry_later(task, fault)
 
-    def retry_later(self, task: Task, error: TransientError | LocalStorageError) -> None:
+    def retry_later(self, task: Task, error: FetchError) -> None:
         """Park the task as waiting. Network faults count towards engine.retry.give_up_after;
         a fault of the server's own disk does not, and ends a run of network faults."""
         current = self.tasks.get(task.id)
@@ -72,11 +72,12 @@ class Attempts:
             return
         now = time.time()
         attempts = current.attempts + 1
-        first_failure = None if isinstance(error, LocalStorageError) else current.first_failure_at or now
+        counts = error.outcome.disposition is not Disposition.WAIT_FOR_DISK
+        first_failure = current.first_failure_at or now if counts else None
         if first_failure is not None and self.settings.retry.gives_up(first_failure, now):
             self.fail(task, f"{error} (gave up after {attempts} tries over {int(now - first_failure)} s)")
             return
-        wait = self.settings.retry.wait_before(attempts, error.retry_after if isinstance(error, TransientError) else None)
+        wait = self.settings.retry.wait_before(attempts, error.retry_after)
         self._allowances.hold_only_saved_bytes(task)
         self.tasks.set_state_if(
             task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,

@@ -17,7 +17,8 @@ from engine.allowances import Allowances
 from engine.catalog import Catalog
 from engine.content_store import ContentStore
 from engine.errors import Cancelled, PermanentError
-from engine.fetcher import Download, Fetcher
+from engine.download import Download
+from engine.fetcher import Fetcher
 from engine.instant import InstantSource
 from engine.naming import choose_filename, sanitize_filename
 from engine.notifications import Message, Notifier

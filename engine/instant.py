@@ -28,9 +28,11 @@ import requests
 
 from engine.catalog import Catalog, CatalogEntry
 from engine.content_store import ContentStore
-from engine.errors import FetchError, PermanentError
-from engine.fetcher import CONTENT_RANGE, Fetcher
+from engine.errors import FetchError, PermanentError, failure
+from engine.fetcher import Fetcher
 from engine.origin_login import Login
+from engine.outcomes import Outcome
+from engine.ranged_get import content_range
 from engine.tasks import Task, TaskStore
 
 # How many leading bytes a mirror must show to prove that it serves the stored object.
@@ -56,8 +58,8 @@ def mirror_urls(templates: tuple[str, ...], digest: str) -> list[str]:
     return [template.replace("{sha256}", digest) for template in templates]
 
 
-def checksum_mismatch(expected: str, got: str) -> PermanentError:
-    return PermanentError(f"checksum mismatch: expected sha256 {expected}, got {got}; the file was not saved")
+def checksum_mismatch(expected: str, got: str) -> FetchError:
+    return failure(Outcome.CHECKSUM_MISMATCH, expected=expected, got=got)
 
 
 def expected_sha256(task: Task, named: str | None) -> str | None:
@@ -170,9 +172,9 @@ class InstantSource:
                     head += chunk
                     if len(head) >= _SAMPLE:
                         break
-                match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
                 if response.status_code == 206:
-                    total = int(match.group(3)) if match and match.group(3) != "*" else None
+                    found = content_range(response)
+                    total = found.total if found else None
                 else:
                     length = response.headers.get("Content-Length", "")
                     total = int(length) if length.isdigit() else None

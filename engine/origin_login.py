@@ -92,15 +92,6 @@ def trigger_secrets(url: str | None, headers: tuple[tuple[str, str], ...]) -> st
     return json.dumps(sent) if sent else None
 
 
-def login_refused(host: str, status: int) -> PermanentError:
-    """The error for a 401/403 to a request that carried a login: names where logins come
-    from, never the login itself."""
-    return PermanentError(
-        f"{host} refused the login (HTTP {status}): check the user:password in the link, the trigger's "
-        f"header= lines, and the entries for {host} in .fetchdrive/netrc and .fetchdrive/cookies.txt in your space"
-    )
-
-
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 

@@ -4,7 +4,7 @@ Every new connection (the first request, each redirect, each retry) resolves its
 with `resolve_checked` and connects to exactly the address it checked, so there is no
 DNS-rebinding gap; Host, SNI and certificate checks still use the name. Proxies from the
 environment are ignored, since a proxy would bypass the check, and the session keeps no cookies. A refused address surfaces
-as `BlockedAddressError` (possibly inside requests' exceptions): `blocked_reason` finds it.
+as `BlockedAddressError` (possibly inside requests' exceptions): engine/errors.py classifies it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection
 
-from engine.addresses import BlockedAddressError, Network, resolve_checked
+from engine.addresses import Network, resolve_checked
 
 
 def _checked_connection_class(base: type[HTTPConnection], allow_private: bool, allowlist: tuple[Network, ...]) -> type[HTTPConnection]:
@@ -40,7 +40,7 @@ def _checked_connection_class(base: type[HTTPConnection], allow_private: bool, a
                     raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error
                 except OSError as error:
                     last_error = error
-            raise NewConnectionError(self, f"Failed to establish a new connection: {last_error}")
+            raise NewConnectionError(self, f"Failed to establish a new connection: {last_error}") from last_error
 
     return CheckedConnection
 
@@ -77,21 +77,3 @@ def make_session(
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
-
-
-def blocked_reason(error: BaseException | None) -> str | None:
-    """The message of a BlockedAddressError inside `error`'s chain or arguments, if any."""
-    seen: set[int] = set()
-    pending: list[object] = [error]
-    while pending:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, BlockedAddressError):
-            return str(current)
-        pending += [current.__cause__, current.__context__, *current.args]
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            pending.append(reason)
-    return None

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.fetcher import Download
+from engine.download import Download
 from engine.tasks import CANCELLED, DOWNLOADING, QUEUED, UNFINISHED, WAITING, Task, TaskStore
 from engine.torrent_client import TorrentProgress
 

@@ -20,108 +20,104 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Callable
 
-import requests
-import urllib3
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from engine.errors import Cancelled, LocalStorageError, PermanentError, TransientError, local_storage_error
-from engine.fetcher import CHUNK, CONTENT_RANGE, PROGRESS_EVERY, Download, Dropped, Fetcher, Restart, require_room
+from engine.download import Download, Segment
+from engine.errors import Cancelled, Dropped, FetchError, Restart, TransientError, most_telling, on_local_disk
+from engine.fetcher import PROGRESS_EVERY, Fetcher
 from engine.following_hasher import FollowingHasher, file_sha256
+from engine.ranged_get import RangedGet, content_range
 from engine.socket_splice import write_all
+from engine.transfer_context import CHUNK, TransferContext
 
 MIN_SEGMENT = 4 * 1024 * 1024
 PROBE = 1024 * 1024
 SEGMENT_TRIES = 6
-START, END, DONE = 0, 1, 2
 
 
 class _NoProgress(Exception):
-    """A segment's try saved nothing; tenacity waits before the next."""
+    """A segment's try saved nothing; tenacity waits before the next. Carries the fault."""
+
+    def __init__(self, fault: TransientError) -> None:
+        super().__init__(str(fault))
+        self.fault = fault
 
 
 class _Halted(Exception):
     """Another segment failed, so this one stops too (not a failure of its own)."""
 
 
-def transfer(
-    fetcher: Fetcher,
-    download: Download,
-    *,
-    connections: int,
-    on_progress: Callable[[Download], None],
-    is_cancelled: Callable[[], bool],
-    room: Callable[[int], int],
-    throttle: Callable[[int], None] = lambda n: None,
-) -> Download:
-    """Fetch `download` in parallel segments where the origin allows, else in one stream.
-    `room(total)` claims quota room before bytes are written (see engine/fetcher.py)."""
+def transfer(fetcher: Fetcher, download: Download, context: TransferContext, *, connections: int) -> Download:
+    """Fetch `download` in parallel segments where the origin allows, else in one stream."""
     if download.segments is None and download.bytes_done == 0 and connections > 1:
-        _probe(fetcher, download, connections, throttle, room)
+        _probe(fetcher, download, connections, context)
         if download.bytes_total is not None and download.bytes_done >= download.bytes_total:
-            return _hash_saved(download, on_progress)  # the probe brought the whole file
+            return _hash_saved(download, context)  # the probe brought the whole file
     if download.segments:
         try:
-            return _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle)
+            return _fetch_segments(fetcher, download, context)
         except Restart:
             fetcher.reset(download)
-    return fetcher.fetch(download, on_progress=on_progress, is_cancelled=is_cancelled, room=room, throttle=throttle)
+    return fetcher.fetch(download, context)
 
 
-def _probe(fetcher: Fetcher, download: Download, connections: int, throttle: Callable[[int], None],
-           room: Callable[[int], int]) -> None:
+def _probe(fetcher: Fetcher, download: Download, connections: int, context: TransferContext) -> None:
     """Ask for the first PROBE bytes. They are kept (as the start of the file, or of segment 0);
     the answer tells the size and whether ranges work. A large file with a validator is then
     split into segments; anything else continues as one stream from where the probe ended."""
-    with fetcher.get(download.url, {"Accept-Encoding": "identity", "Range": f"bytes=0-{PROBE - 1}"}, download.login) as response:
+    request = RangedGet(0, PROBE)
+    with fetcher.get(download.url, request.headers(), download.login) as response:
         fetcher.check_status(download, response)
-        match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if response.status_code != 206 or not match or match.group(3) == "*" or int(match.group(1)) != 0:
+        try:
+            usable = request.continues(response) and content_range(response).total is not None
+        except Restart:
+            usable = False
+        if not usable:
             return  # no usable range support: one plain stream
-        Fetcher.note_headers(download, response)
-        download.bytes_total = int(match.group(3))
-        download.temp_path.parent.mkdir(parents=True, exist_ok=True)
-        require_room(room, download.bytes_total)
+        download.note_headers(response)
+        download.bytes_total = content_range(response).total
+        with on_local_disk():
+            download.temp_path.parent.mkdir(parents=True, exist_ok=True)
+        context.require_room(download.bytes_total)
         limit = min(PROBE, download.bytes_total)  # no more than was asked for, and room was claimed for
-        with open(download.temp_path, "wb") as out:
+        with on_local_disk(), open(download.temp_path, "wb") as out:
             try:
-                while chunk := response.raw.read1(min(CHUNK, limit - download.bytes_done)):
+                while chunk := fetcher.read(response, min(CHUNK, limit - download.bytes_done)):
                     out.write(chunk)
                     download.bytes_done += len(chunk)
-                    throttle(len(chunk))
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                if local := local_storage_error(error):
-                    raise local from None
-                # what arrived is kept; the stream resumes from there
+                    context.throttle(len(chunk))
+            except TransientError:
+                pass  # what arrived is kept; the stream resumes from there
     total = download.bytes_total
     count = min(connections, total // MIN_SEGMENT)
     if count < 2 or not download.validator():
         return
     step = -(-total // count)
-    download.segments = [[start, min(start + step, total), 0] for start in range(0, total, step)]
-    download.segments[0][DONE] = min(download.bytes_done, step)
-    with open(download.temp_path, "r+b") as out:
+    download.segments = [Segment(start, min(start + step, total)) for start in range(0, total, step)]
+    download.segments[0].done = min(download.bytes_done, step)
+    with on_local_disk(), open(download.temp_path, "r+b") as out:
         out.truncate(total)
 
 
-def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle) -> Download:
-    require_room(room, download.bytes_total)
+def _fetch_segments(fetcher: Fetcher, download: Download, context: TransferContext) -> Download:
+    context.require_room(download.bytes_total)
     failures: list[BaseException] = []
     stop = threading.Event()
-    target = _SharedFile(download.temp_path)
+    with on_local_disk():
+        target = _SharedFile(download.temp_path)
     hasher = FollowingHasher(download.temp_path, lambda: _written_without_gap(download.segments))
     hasher.start()
     try:
         workers = [
             threading.Thread(
                 target=_run_segment,
-                args=(fetcher, download, segment, target, is_cancelled, throttle, failures, stop),
+                args=(fetcher, download, segment, target, context, failures, stop),
                 name=f"segment-{index}",
                 daemon=True,
             )
             for index, segment in enumerate(download.segments)
-            if segment[DONE] < segment[END] - segment[START]
+            if not segment.complete
         ]
         for worker in workers:
             worker.start()
@@ -129,47 +125,35 @@ def _fetch_segments(fetcher, download, on_progress, is_cancelled, room, throttle
         # times the number of segments); the caller's saver writes at most once per interval.
         while alive := [worker for worker in workers if worker.is_alive()]:
             alive[0].join(timeout=PROGRESS_EVERY)
-            download.bytes_done = sum(segment[DONE] for segment in download.segments)
-            on_progress(download)
+            download.bytes_done = sum(segment.done for segment in download.segments)
+            context.on_progress(download)
     finally:
         target.close()
         hasher.stop()
-    failure = _most_telling(failures) or (Cancelled() if is_cancelled() else None)
+    bugs = [error for error in failures if not isinstance(error, FetchError)]
+    failure = bugs[0] if bugs else most_telling(failures) or (Cancelled() if context.is_cancelled() else None)
     if failure is not None:
         hasher.abandon()  # its partial hash is of no use: the next try starts a new one
         raise failure
     download.bytes_done = download.bytes_total
     download.pending_hash = hasher.finish  # whoever needs the digest hashes the rest
-    on_progress(download)
+    context.on_progress(download)
     return download
 
 
-def _written_without_gap(segments: list[list[int]]) -> int:
+def _written_without_gap(segments: list[Segment]) -> int:
     end = 0
     for segment in segments:  # in file order, each starting where the last ends
-        end = segment[START] + segment[DONE]
-        if end < segment[END]:
+        end = segment.offset
+        if not segment.complete:
             break
     return end
 
 
-def _most_telling(failures: list[BaseException]) -> BaseException | None:
-    """The failure that decides what happens next: a cancel over a permanent error over a fault
-    of the local disk over a restart over a transient error, of which the one with the longest
-    Retry-After."""
-    for kind in (Cancelled, PermanentError, LocalStorageError, Restart):
-        for failure in failures:
-            if isinstance(failure, kind):
-                return failure
-    transient = [failure for failure in failures if isinstance(failure, TransientError)]
-    if transient:
-        return max(transient, key=lambda failure: failure.retry_after or 0)
-    return failures[0] if failures else None
-
-
-def _hash_saved(download: Download, on_progress: Callable[[Download], None]) -> Download:
-    download.hasher = file_sha256(download.temp_path)
-    on_progress(download)
+def _hash_saved(download: Download, context: TransferContext) -> Download:
+    with on_local_disk():
+        download.hasher = file_sha256(download.temp_path)
+    context.on_progress(download)
     return download
 
 
@@ -183,14 +167,15 @@ class _SharedFile:
         self.lock = threading.Lock()
 
     def write(self, data: bytes, offset: int) -> None:
-        with self.lock:
+        with self.lock, on_local_disk():
             write_all(self.fd, data, offset)
 
     def close(self) -> None:
         os.close(self.fd)
 
 
-def _run_segment(fetcher, download, segment, target, is_cancelled, throttle, failures, stop) -> None:
+def _run_segment(fetcher: Fetcher, download: Download, segment: Segment, target: _SharedFile,
+                 context: TransferContext, failures: list[BaseException], stop: threading.Event) -> None:
     """One segment to its end, retried on its own; failures are collected for the caller."""
     try:
         for attempt in Retrying(
@@ -200,67 +185,52 @@ def _run_segment(fetcher, download, segment, target, is_cancelled, throttle, fai
             reraise=True,
         ):
             with attempt:
-                _fetch_segment(fetcher, download, segment, target, lambda: _check_stop(is_cancelled, stop), throttle)
+                _fetch_segment(fetcher, download, segment, target, context, stop)
     except _Halted:
         pass
     except _NoProgress as error:
-        failures.append(TransientError(f"a segment of {download.url} failed {SEGMENT_TRIES} times: {error}"))
+        fault = error.fault
+        failures.append(TransientError(f"a segment of {download.url} failed {SEGMENT_TRIES} times: {fault}",
+                                       fault.outcome, fault.retry_after))
         stop.set()
     except BaseException as error:  # handed to the caller, which decides what it means
-        failures.append(error)
+        failures.append(error)  # a FetchError, classified where it arose, or a bug
         stop.set()
 
 
-def _check_stop(is_cancelled: Callable[[], bool], stop: threading.Event) -> None:
-    if is_cancelled():
-        raise Cancelled()
-    if stop.is_set():
-        raise _Halted()
-
-
-def _fetch_segment(fetcher, download, segment, target, check_stop, throttle) -> None:
+def _fetch_segment(fetcher: Fetcher, download: Download, segment: Segment, target: _SharedFile,
+                   context: TransferContext, stop: threading.Event) -> None:
     """Resume this segment until it is complete; raise _NoProgress if a try saved nothing."""
-    while segment[DONE] < segment[END] - segment[START]:
-        before = segment[DONE]
-        offset = segment[START] + segment[DONE]
-        headers = {
-            "Accept-Encoding": "identity",
-            "Range": f"bytes={offset}-{segment[END] - 1}",
-            "If-Range": download.validator(),
-        }
+    while not segment.complete:
+        before = segment.done
         try:
-            _stream_segment(fetcher, download, segment, target, headers, offset, check_stop, throttle)
-        except (Dropped, TransientError, urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
-            if local := local_storage_error(error):
-                raise local from None  # the server's own disk, not the network: the task waits for it
-            if isinstance(error, TransientError) and error.retry_after is not None:
+            _stream_segment(fetcher, download, segment, target, context, stop)
+        except TransientError as error:
+            if error.retry_after is not None:
                 raise  # the origin said when to come back: the whole task waits that long, as in one stream
-            if segment[DONE] == before:
-                raise _NoProgress(str(error) or type(error).__name__) from None
+            if segment.done == before:
+                raise _NoProgress(error) from None
 
 
-def _stream_segment(fetcher, download, segment, target, headers, offset, check_stop, throttle) -> None:
-    with fetcher.get(download.final_url or download.url, headers, download.login) as response:
+def _stream_segment(fetcher: Fetcher, download: Download, segment: Segment, target: _SharedFile,
+                    context: TransferContext, stop: threading.Event) -> None:
+    request = RangedGet(segment.offset, segment.end, validator=download.validator(), etag=download.etag,
+                        total=download.bytes_total)
+    with fetcher.get(download.final_url or download.url, request.headers(), download.login) as response:
         fetcher.check_status(download, response)
-        match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        etag = response.headers.get("ETag")
-        if response.status_code != 206 or not match or int(match.group(1)) != offset or (
-            download.etag and etag and etag != download.etag
-        ):
-            raise Restart()  # the content changed, or the origin stopped honouring ranges
-        length = segment[END] - segment[START]
+        if not request.continues(response):
+            raise Restart()  # a 200: the origin stopped honouring ranges, or the content changed
 
         def landed(count: int) -> None:
-            segment[DONE] += count
-            throttle(count)
-            check_stop()
+            segment.done += count
+            context.landed(count)
+            if stop.is_set():
+                raise _Halted()
 
-        if not fetcher.splice_body(response, target.fd, length - segment[DONE], segment[START] + segment[DONE],
+        if not fetcher.splice_body(response, target.fd, segment.length - segment.done, segment.offset,
                                    landed, write_lock=target.lock):
-            while segment[DONE] < length and (chunk := response.raw.read1(min(CHUNK, length - segment[DONE]))):
-                target.write(chunk, segment[START] + segment[DONE])
+            while not segment.complete and (chunk := fetcher.read(response, min(CHUNK, segment.length - segment.done))):
+                target.write(chunk, segment.offset)
                 landed(len(chunk))
-        if segment[DONE] < length:
-            raise Dropped(f"range ended after {segment[DONE]} of {length} bytes")
-
-
+        if not segment.complete:
+            raise Dropped(f"range ended after {segment.done} of {segment.length} bytes")

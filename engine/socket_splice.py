@@ -27,6 +27,10 @@ SPLICE_BLOCK = 1024 * 1024
 WRITE_PIECE = 64 * 1024
 
 
+class FileWriteError(OSError):
+    """The file refused the bytes (not the socket): whatever its errno, a local fault."""
+
+
 def splice_supported(folder: Path) -> bool:
     """Whether splice can write into files in `folder` (not every filesystem can)."""
     if not hasattr(os, "splice"):
@@ -59,7 +63,7 @@ def splice_to_file(
 
     `after_block(n)` runs each time n more bytes are in the file; it may raise to stop.
     `write_lock` is held while a block goes from the pipe into the file.
-    TimeoutError if nothing arrives for `timeout` seconds.
+    TimeoutError if nothing arrives for `timeout` seconds; FileWriteError if the file fails.
     """
     moved = 0
     read_end, write_end = os.pipe()
@@ -82,7 +86,10 @@ def splice_to_file(
             with write_lock:
                 while landed < block:
                     at = None if offset is None else offset + moved + landed
-                    landed += os.splice(read_end, fd, min(block - landed, WRITE_PIECE), offset_dst=at)
+                    try:
+                        landed += os.splice(read_end, fd, min(block - landed, WRITE_PIECE), offset_dst=at)
+                    except OSError as error:
+                        raise FileWriteError(error.errno, error.strerror) from None
             moved += block
             after_block(block)
     finally:

@@ -25,9 +25,10 @@ from typing import Callable
 import libtorrent as lt
 
 from engine.addresses import Network
-from engine.errors import Cancelled, PermanentError, TransientError
-from engine.fetcher import require_room
+from engine.errors import Cancelled, PermanentError, failure
+from engine.outcomes import Outcome
 from engine.torrent_metainfo import LIMITS, Metainfo, MetainfoError, describe, parse_magnet
+from engine.transfer_context import require_room
 
 POLL_EVERY = 0.5
 REAP_EVERY = 1.0
@@ -172,7 +173,7 @@ class TorrentClient:
             status = handle.status()
             now = time.monotonic()
             if status.errc.value():
-                raise TransientError(f"BitTorrent error: {status.errc.message()}")
+                raise failure(Outcome.PEER_ERROR, detail=status.errc.message())
             if meta is None and status.has_metadata:
                 meta = self._checked_metadata(handle, metainfo_path, room)
             if meta is None and now - started > self.settings.metadata_timeout:

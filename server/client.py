@@ -25,6 +25,9 @@ from tqdm import tqdm
 from webdav3.client import Client
 from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
 
+from engine.errors import Restart
+from engine.ranged_get import RangedGet
+
 STATE_DIR = ".fetchdrive-sync"
 STATUS_FILE = "downloads/fetchdrive-status.txt"
 CHUNK = 1024 * 1024
@@ -360,17 +363,21 @@ class Sync:
         nothing partial is ever under the final name."""
         partial = self.partial_dir / (hashlib.sha256(remote_path.encode()).hexdigest() + ".part")
         have = partial.stat().st_size if partial.exists() else 0
-        headers = {}
-        if have and item.etag:
-            headers = {"Range": f"bytes={have}-", "If-Range": f'"{item.etag.strip(chr(34))}"'}
+        etag = f'"{item.etag.strip(chr(34))}"' if item.etag else None
+        request = RangedGet(have, validator=etag, etag=etag, total=item.size) if have and etag else RangedGet(0)
         url = self.server.dav_root + quote(remote_path)
         try:
-            with self.http.get(url, headers=headers, stream=True, timeout=60) as response:
+            with self.http.get(url, headers=request.headers(), stream=True, timeout=60) as response:
                 if response.status_code == 401:
                     raise ClientError(f"wrong user name or password for {self.server.dav_root}")
                 if response.status_code not in (200, 206):
                     raise ClientError(f"{item.path}: HTTP {response.status_code}")
-                mode = "ab" if response.status_code == 206 else "wb"
+                try:
+                    mode = "ab" if request.continues(response) else "wb"
+                except Restart:  # not the bytes the partial file ends with: fetch it whole
+                    response.close()
+                    partial.unlink()
+                    return self.download(remote_path, target, item, bar)
                 if mode == "ab":
                     bar.update(have)
                     tqdm.write(f"resumed {item.path} at {have} bytes")

@@ -44,6 +44,7 @@ class Resource:
     fail_range_start: int | None = None  # requests whose Range starts here fail with fail_status...
     fail_range_times: int = 0  # ...this many times
     version: int = 1
+    range_shift: int = 0  # a 206's Content-Range claims bytes this far off the ones sent
     basic_auth: tuple[str, str] | None = None  # (user, password) the origin wants
     cookie: str | None = None  # "name=value" the Cookie header must hold
     header: tuple[str, str] | None = None  # (name, value) the request must carry
@@ -127,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
         if resource.content_disposition:
             headers["Content-Disposition"] = resource.content_disposition
         if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
+            headers["Content-Range"] = f"bytes {start + resource.range_shift}-{end - 1 + resource.range_shift}/{len(body)}"
         if resource.chunked:
             headers["Transfer-Encoding"] = "chunked"
         elif resource.send_length:

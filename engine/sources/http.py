@@ -5,21 +5,23 @@ engine/fetcher.py into the task's `.part` file, its progress saved as resumable 
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from engine.allowances import Allowances
 from engine.bandwidth import Bandwidth
 from engine.catalog import Catalog
 from engine.delivery import Delivery, final_name
-from engine.errors import FetchError, PermanentError
-from engine.fetcher import PROGRESS_EVERY, Download, Fetcher
+from engine.download import Download, dump_segments, load_segments
+from engine.errors import FetchError, PermanentError, failure
+from engine.fetcher import PROGRESS_EVERY, Fetcher
 from engine.instant import checksum_mismatch, is_content_hash
 from engine.origin_login import Login, read_login
+from engine.outcomes import Outcome as TransferOutcome
 from engine.progress import ProgressSaver
 from engine.resolvers import resolve
 from engine.scheduler import Running
 from engine.segments import transfer
+from engine.transfer_context import TransferContext
 from engine.space_access import SpaceAccess
 from engine.tasks import DOWNLOADING, VERIFYING, Task, TaskStore
 from engine.temp_area import TempArea
@@ -58,7 +60,8 @@ class HttpSource:
         last_error: FetchError | None = None
         for url, expected, filename in candidates:
             if url.lower().startswith("magnet:"):  # a catalog entry; triggers and the API make torrent tasks
-                raise PermanentError("a catalog ID cannot name a magnet link yet; drop the magnet link itself into downloads/")
+                raise failure(TransferOutcome.UNSUPPORTED,
+                              detail="a catalog ID cannot name a magnet link yet; drop the magnet link itself into downloads/")
             download = Download(
                 url=url,
                 temp_path=self._temp.part_path(task),
@@ -67,21 +70,16 @@ class HttpSource:
                 etag=task.etag,
                 last_modified=task.last_modified,
                 final_url=task.final_url,
-                segments=json.loads(task.segments) if task.segments else None,
+                segments=load_segments(task.segments),
                 login=login.at(url),
             )
             running.download = download
             save_progress = ProgressSaver(lambda d: self._save_progress(task, d), PROGRESS_EVERY)
             try:
-                transfer(
-                    self._fetcher,
-                    download,
-                    connections=self.settings.connections_per_task,
-                    on_progress=save_progress,
-                    is_cancelled=lambda: running.cancel.is_set(),
-                    room=self._allowances.allowance(task).claim,
-                    throttle=self._bandwidth.throttle(task.user),
-                )
+                context = TransferContext(on_progress=save_progress, is_cancelled=running.cancel.is_set,
+                                          room=self._allowances.allowance(task).claim,
+                                          throttle=self._bandwidth.throttle(task.user))
+                transfer(self._fetcher, download, context, connections=self.settings.connections_per_task)
             except PermanentError as error:
                 if not is_content_hash(task):
                     raise
@@ -109,5 +107,5 @@ class HttpSource:
             last_modified=download.last_modified,
             final_url=download.final_url,
             display_name=final_name(task, download),
-            segments=json.dumps(download.segments) if download.segments else None,
+            segments=dump_segments(download.segments),
         )

@@ -14,7 +14,7 @@ from engine.allowances import Allowances
 from engine.content_store import ContentStore
 from engine.delivery import Delivery
 from engine.errors import Cancelled
-from engine.fetcher import Download
+from engine.download import Download
 from engine.following_hasher import file_sha256
 from engine.scheduler import Running
 from engine.space_access import SpaceAccess

@@ -1,0 +1,49 @@
+"""What a transfer reports to and asks of the task it runs for: progress, cancel, room in
+the user's quota and the bandwidth throttle, in one object shared by its stream or segments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from engine.download import Download
+from engine.errors import Cancelled, failure
+from engine.outcomes import Outcome
+
+CHUNK = 1024 * 1024
+ROOM_STEP = 16 * CHUNK
+
+
+def require_room(room: Callable[[int], int], total: int) -> None:
+    """Claim room for a file of `total` bytes, or fail for good: it cannot fit."""
+    held = room(total)
+    if held < total:
+        raise failure(Outcome.QUOTA, detail=f"the file is {total} bytes and the quota leaves room for {held}")
+
+
+@dataclass
+class TransferContext:
+    """`room(total)` holds room in the quota for a file of `total` bytes and says how much it
+    got (a claim never gives room back); `throttle(n)` waits as long as n bytes may take."""
+
+    on_progress: Callable[[Download], None]
+    is_cancelled: Callable[[], bool]
+    room: Callable[[int], int]
+    throttle: Callable[[int], None] = lambda count: None
+
+    def landed(self, count: int) -> None:
+        """`count` more bytes are in the file: pace the transfer, and stop it if it was cancelled."""
+        self.throttle(count)
+        if self.is_cancelled():
+            raise Cancelled()
+
+    def require_room(self, total: int) -> None:
+        require_room(self.room, total)
+
+    def room_for_next_read(self, done: int) -> int:
+        """How many bytes the next read after `done` may take: up to CHUNK, within the room held
+        (claimed a step ahead when the length is unknown); 0 once the quota is reached."""
+        held = self.room(done)  # what is held already
+        if done + CHUNK > held:
+            held = self.room(done + ROOM_STEP)
+        return max(0, min(CHUNK, held - done))
