@@ -106,7 +106,7 @@ class SpaceResourceMixin:
                 raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
         return True
 
-    def _move_on_disk(self, dest_path: str) -> str:
+    def _move_on_disk(self, dest_path: str) -> None:
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         try:
             self.provider.writer.move(self.user, self._file_path, dest_file)
@@ -114,7 +114,6 @@ class SpaceResourceMixin:
             raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
         except FileExistsError:
             raise DAVError(HTTP_PRECONDITION_FAILED, f"{dest_path} was created meanwhile") from None
-        return dest_file
 
     def _copy_dead_properties(self, dest_path: str, *, is_move: bool, with_children: bool = False) -> None:
         prop_manager = self.provider.prop_manager
