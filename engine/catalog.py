@@ -47,12 +47,6 @@ def check_entry(content_id: str, url: str, sha256: str | None, filename: str | N
 class Catalog:
     def __init__(self, database: Database) -> None:
         self._database = database
-        with database.write() as db:
-            db["catalog"].create(
-                {"id": str, "url": str, "sha256": str, "filename": str, "origin": str, "added_at": float},
-                pk="id",
-                if_not_exists=True,
-            )
 
     def add(self, content_id: str, url: str, sha256: str | None = None, filename: str | None = None, *, origin: str = "cli") -> CatalogEntry:
         check_entry(content_id, url, sha256, filename)

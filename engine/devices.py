@@ -65,15 +65,6 @@ class Devices:
     def __init__(self, database: Database, events: EventLog) -> None:
         self._database = database
         self._events = events
-        with database.write() as db:
-            if "devices" not in db.table_names():
-                db["devices"].create({"user": str, "name": str, "created_at": float, "last_seen": float},
-                                     pk=("user", "name"), not_null={"user", "name"})
-            if "deliveries" not in db.table_names():
-                db["deliveries"].create(
-                    {"id": int, "user": str, "device": str, "path": str, "created_at": float, "delivered_at": float},
-                    pk="id", not_null={"user", "device", "path"})
-                db["deliveries"].create_index(["user", "device", "delivered_at"])
 
     def register(self, user: str, name: str) -> bool:
         """Add the device (or mark it seen); True if it is new."""

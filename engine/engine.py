@@ -46,9 +46,8 @@ from engine.torrent_client import TorrentClient, TorrentProgress, TorrentSetting
 from engine.torrent_metainfo import Metainfo, magnet_info_hash, parse_magnet
 from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, move_under_free_name, stage_tree, tree_size
 from engine.socket_splice import splice_supported
-from engine.tasks import (
-    CANCELLED, DONE, DOWNLOADING, FAILED, QUEUED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore,
-)
+from engine.kinds import SourceKind, TaskState
+from engine.tasks import UNFINISHED, Task, TaskStore
 from engine.trigger_linger import LingeringTriggers
 from engine.triggers import MAX_TRIGGER_BYTES, Trigger, TriggerError, is_trigger_name, parse_trigger, source_kind, trigger_size_limit
 
@@ -270,7 +269,7 @@ class DownloadEngine:
         # SPEC 4.4: the same trigger again (rclone uploads it again once it is gone) starts
         # nothing new while the file its earlier download made is still in the folder.
         delivered = {source for source, task in self._latest_in_folder(user, str(path.parent), trigger).items()
-                     if task.state == DONE and self._still_there(task)}
+                     if task.state == TaskState.DONE and self._still_there(task)}
         if delivered >= wanted:
             self._lingering.schedule(user, rel_path)
         for source, secrets in zip(trigger.sources, trigger.secrets):
@@ -339,7 +338,7 @@ class DownloadEngine:
             speed = f", {_human(done / live[1])}/s" if live and live[1] > 0 else ""
             note = f" ({task.error})" if task.error else ""
             lines.append(f"{task.display_name}: {task.state}, {progress}{speed}{note}")
-        for task in self.tasks.for_user(user, state=FAILED, limit=50):
+        for task in self.tasks.for_user(user, state=TaskState.FAILED, limit=50):
             lines.append(f"{task.display_name}: failed: {task.error}")
         if not lines:
             return ""
@@ -381,7 +380,7 @@ class DownloadEngine:
             sha256: str | None = None, send_to: str | None = None, secrets: str | None = None) -> Task:
         """`source` and `secrets` as a parsed trigger gives them (Trigger.sources, .secrets)."""
         stem = sanitize_filename(PurePosixPath(source).name or "download")
-        return self._add_task(user, source=source, kind=source_kind(source, kind == "id"), folder=folder,
+        return self._add_task(user, source=source, kind=source_kind(source, kind == SourceKind.ID), folder=folder,
                               trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem,
                               send_to=send_to, secrets=secrets)
 
@@ -390,9 +389,9 @@ class DownloadEngine:
                   metainfo: bytes | None = None, send_to: str | None = None, secrets: str | None = None) -> Task:
         """`secrets`: the login the trigger gives the origin (Trigger.secrets), kept apart
         from the source, which never holds one."""
-        if kind == "id":
+        if kind == SourceKind.ID:
             display = sanitize_filename(filename_hint or stem)
-        elif kind == "torrent":
+        elif kind == SourceKind.TORRENT:
             display = sanitize_filename(filename_hint or parse_magnet(source).name or stem)
         else:
             display = choose_filename(trigger_filename=filename_hint, content_disposition=None, final_url=source, trigger_stem=stem)
@@ -415,7 +414,7 @@ class DownloadEngine:
         """Run a failed or cancelled task again (its trigger's error file goes away). Raises
         RetryRefused when another task of the same trigger and source has finished or runs."""
         task = self.tasks.get(task_id)
-        if task is None or task.state not in (FAILED, CANCELLED):
+        if task is None or task.state not in (TaskState.FAILED, TaskState.CANCELLED):
             return None
         if task.superseded_by is not None:
             later = self.tasks.get(task.superseded_by)
@@ -427,7 +426,7 @@ class DownloadEngine:
         running = self.tasks.other_unfinished(task.id)
         if running is not None:
             raise RetryRefused(f"task {task.id} needs no retry: task {running.id} is {running.state} for the same source")
-        self.tasks.update(task.id, state=QUEUED, error=None, attempts=0, first_failure_at=None,
+        self.tasks.update(task.id, state=TaskState.QUEUED, error=None, attempts=0, first_failure_at=None,
                           next_attempt_at=None, finished_at=None, bytes_done=0, segments=None)
         if task.trigger_path:
             self._remove_error_file(task.user, task.trigger_path)
@@ -447,7 +446,7 @@ class DownloadEngine:
         return running.download.bytes_done, time.monotonic() - running.started
 
     def _cancel(self, task: Task) -> bool:
-        if not self.tasks.set_state_if(task.id, UNFINISHED, state=CANCELLED, finished_at=time.time()):
+        if not self.tasks.set_state_if(task.id, UNFINISHED, state=TaskState.CANCELLED, finished_at=time.time()):
             return False
         with self._cond:
             running = self._running.get(task.id)
@@ -476,7 +475,7 @@ class DownloadEngine:
             while not self._stopping.is_set():
                 if len(self._running) < self.settings.workers:
                     task = self._pick(self.tasks.runnable(time.time()))
-                    if task is not None and self.tasks.set_state_if(task.id, (QUEUED, WAITING), state=DOWNLOADING):
+                    if task is not None and self.tasks.set_state_if(task.id, (TaskState.QUEUED, TaskState.WAITING), state=TaskState.DOWNLOADING):
                         running = _Running(task.id, task.user, task.source, threading.Event(), started=time.monotonic())
                         self._running[task.id] = running
                         return task, running
@@ -500,7 +499,7 @@ class DownloadEngine:
         try:
             if self._spaces.disk_room() <= 0:
                 raise LocalStorageError("the server's disk is almost full (storage.min_free); waiting for space")
-            if task.kind == "torrent":
+            if task.kind == SourceKind.TORRENT:
                 self._run_torrent(task, running)
                 return
             login = read_login(self._spaces.root(task.user), task.origin_headers)
@@ -526,7 +525,7 @@ class DownloadEngine:
 
     def _resolve(self, task: Task) -> list[tuple[str, str | None, str | None]]:
         """(url, expected sha256, file name) candidates for the task's source, in order."""
-        if task.kind == "url":
+        if task.kind == SourceKind.URL:
             return [(task.source, task.sha256_expected, task.filename_hint)]
         content_id = task.source
         if is_content_hash(task):
@@ -583,7 +582,7 @@ class DownloadEngine:
             finally:
                 save_progress.flush()  # the next try, or a restart, resumes from the last figure
             if expected:
-                self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+                self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
                 digest = download.sha256()
                 if digest != expected.lower():
                     self._discard_temp(task)
@@ -642,7 +641,7 @@ class DownloadEngine:
         )
         task.display_name = meta.name
         self.tasks.update(task.id, display_name=meta.name, bytes_done=meta.total_size, bytes_total=meta.total_size)
-        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
         if running.cancel.is_set():
             raise Cancelled()
         self._deliver_torrent(task, meta, save_dir)
@@ -683,7 +682,7 @@ class DownloadEngine:
         shelved = self.shelf.get(magnet_info_hash(task.source))
         if shelved is None or not all(self.store.has(f.sha256) for f in shelved.files):
             return False
-        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
         self._discard_temp(task)
         if shelved.multi_file:
             staging = self.temp_root / f"{task.id}.deliver" / shelved.name
@@ -699,10 +698,10 @@ class DownloadEngine:
 
     def _final_name(self, task: Task, download: Download) -> str:
         """SPEC 4.4: the trigger's name, else Content-Disposition, else the URL's last segment."""
-        if task.kind == "torrent":
+        if task.kind == SourceKind.TORRENT:
             return task.display_name
         url = download.final_url or download.url
-        if task.kind == "id":
+        if task.kind == SourceKind.ID:
             # An ID's name: the catalog's or trigger's filename, the mirror's Content-Disposition
             # or URL name (unless that is only the hash, as `{sha256}` templates make), the stem.
             named_by_hash = _SHA256_IN_NAME.search(PurePosixPath(urlsplit(url or "").path).name) is not None
@@ -759,7 +758,7 @@ class DownloadEngine:
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
-            task.id, (DOWNLOADING, VERIFYING), state=DONE, path=rel, sha256=digest, bytes_done=size,
+            task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), state=TaskState.DONE, path=rel, sha256=digest, bytes_done=size,
             bytes_total=size, error=None, finished_at=time.time(), instant=int(instant),
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
@@ -780,7 +779,7 @@ class DownloadEngine:
         held = self._instant.find(task, login)
         if held is None:
             return False
-        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
         self._discard_temp(task)
         task.fetched_url = held.fetched_url
         name = sanitize_filename(task.filename_hint or held.name)
@@ -812,7 +811,7 @@ class DownloadEngine:
         """Park the task as waiting. Network faults count towards engine.retry.give_up_after;
         a fault of the server's own disk does not, and ends a run of network faults."""
         current = self.tasks.get(task.id)
-        if current is None or current.state not in (DOWNLOADING, VERIFYING):
+        if current is None or current.state not in (TaskState.DOWNLOADING, TaskState.VERIFYING):
             return
         now = time.time()
         attempts = current.attempts + 1
@@ -823,7 +822,7 @@ class DownloadEngine:
         wait = self.settings.retry.wait_before(attempts, error.retry_after if isinstance(error, TransientError) else None)
         self._hold_only_saved_bytes(task)
         self.tasks.set_state_if(
-            task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
+            task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), state=TaskState.WAITING, attempts=attempts, first_failure_at=first_failure,
             next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",
         )
         _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
@@ -838,7 +837,7 @@ class DownloadEngine:
         self._allowance(task).claim(saved, force=True)
 
     def _fail(self, task: Task, reason: str) -> None:
-        if not self.tasks.set_state_if(task.id, UNFINISHED, state=FAILED, error=reason, finished_at=time.time()):
+        if not self.tasks.set_state_if(task.id, UNFINISHED, state=TaskState.FAILED, error=reason, finished_at=time.time()):
             return
         _log.info("task %d failed: %s", task.id, reason)
         self.notifier.notify(self._spaces.root(task.user), Message(
@@ -864,7 +863,7 @@ class DownloadEngine:
             except (OSError, TriggerError):
                 return
             latest = self._latest_in_folder(user, str(PurePosixPath(rel_path).parent), trigger)
-            if not all(source in latest and latest[source].state == DONE for source in trigger.sources):
+            if not all(source in latest and latest[source].state == TaskState.DONE for source in trigger.sources):
                 return
             for path in (trigger_file, trigger_file.with_name("._" + trigger_file.name)):  # and Finder's AppleDouble file
                 try:
@@ -880,7 +879,7 @@ class DownloadEngine:
         latest: dict[str, Task] = {}
         for sibling in self.tasks.for_trigger(task.user, task.trigger_path):
             latest[sibling.source] = sibling
-        failed = [t for t in latest.values() if t.state == FAILED]
+        failed = [t for t in latest.values() if t.state == TaskState.FAILED]
         name = PurePosixPath(task.trigger_path).name
         lines = [f"{t.source}: {t.error}" for t in failed]
         what = lines[0] if len(lines) == 1 else f"{len(lines)} downloads failed: " + "; ".join(lines)
@@ -930,7 +929,7 @@ class DownloadEngine:
         self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
 
     def _remove_torrent_temp(self, task: Task) -> None:
-        if task.kind == "torrent":
+        if task.kind == SourceKind.TORRENT:
             for item in self.temp_root.glob(f"{task.id}.*"):
                 _remove_temp(item)
 
@@ -941,7 +940,7 @@ class DownloadEngine:
         for item in self.temp_root.iterdir():
             stem = item.name.split(".", 1)[0]
             task = self.tasks.get(int(stem)) if stem.isdigit() else None
-            if task is not None and task.state == DONE and not task.sha256 and task.path and item.suffix == ".part":
+            if task is not None and task.state == TaskState.DONE and not task.sha256 and task.path and item.suffix == ".part":
                 unfiled.append((task, item))
             elif task is None or not task.unfinished:
                 _remove_temp(item)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Protocol
 
 from engine.database import Database
-from engine.tasks import CANCELLED, DONE, FAILED, FINISHED, Task
+from engine.tasks import FINISHED, Task
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second per task
 _FLASH_BACKLOG = 200  # transient events a slow stream may hold before the oldest are dropped
@@ -113,13 +113,6 @@ class EventLog:
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._closed = False
-        with database.write() as db:
-            if "events" not in db.table_names():
-                db["events"].create({"user": str, "seq": int, "kind": str, "data": str, "created_at": float},
-                                    pk=("user", "seq"), not_null={"user", "seq", "kind", "data"})
-            if "event_users" not in db.table_names():
-                # last_seq: the user's newest event; floor: the newest one dropped from the history
-                db["event_users"].create({"user": str, "last_seq": int, "floor": int}, pk="user")
 
     def publish(self, user: str, kind: str, data: dict[str, Any]) -> Event:
         """Store a durable event and wake the user's streams."""
@@ -223,7 +216,7 @@ class TaskEvents:
         if "id" in fields:
             kind = "task.created"
         elif "state" in fields:
-            kind = f"task.{task.state}" if task.state in (DONE, FAILED, CANCELLED) else "task.state"
+            kind = f"task.{task.state}" if task.state in FINISHED else "task.state"
         elif "bytes_done" in fields and task.state not in FINISHED:
             with self._lock:
                 now = time.monotonic()

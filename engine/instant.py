@@ -31,6 +31,7 @@ from engine.content_store import ContentStore
 from engine.errors import FetchError, PermanentError
 from engine.fetcher import CONTENT_RANGE, Fetcher
 from engine.origin_login import Login
+from engine.kinds import SourceKind
 from engine.tasks import Task, TaskStore
 
 # How many leading bytes a mirror must show to prove that it serves the stored object.
@@ -49,7 +50,7 @@ class Held:
 
 
 def is_content_hash(task: Task) -> bool:
-    return task.kind == "id" and task.source.lower().startswith("sha256:")
+    return task.kind == SourceKind.ID and task.source.lower().startswith("sha256:")
 
 
 def mirror_urls(templates: tuple[str, ...], digest: str) -> list[str]:
@@ -91,7 +92,7 @@ class InstantSource:
         """What the store may deliver for `task`, whose own login is `login`, or None (then it
         is transferred). Raises the checksum-mismatch PermanentError when that content is not
         what the trigger expects."""
-        if task.kind == "url":
+        if task.kind == SourceKind.URL:
             held, expected = self._fresh(task.source, task.display_name, login, keep_url_name=True), task.sha256_expected
         elif is_content_hash(task):
             digest = task.source[7:].lower()
@@ -120,7 +121,7 @@ class InstantSource:
                 answers[validators] = self._unchanged(url, *validators, login.at(url))
             digest = self._filed_digest(previous.id) if answers[validators] else None
             if digest and self._holds(digest):
-                named = previous.display_name if keep_url_name and previous.kind == "url" else name
+                named = previous.display_name if keep_url_name and previous.kind == SourceKind.URL else name
                 return Held(digest, named, url, *validators)
         return None
 
@@ -142,7 +143,7 @@ class InstantSource:
         if not entry.sha256:
             return None
         for previous in self._tasks.finished_source(entry.id, since=0):
-            if previous.kind == "id" and self._filed_digest(previous.id) == entry.sha256 and self._holds(entry.sha256):
+            if previous.kind == SourceKind.ID and self._filed_digest(previous.id) == entry.sha256 and self._holds(entry.sha256):
                 return Held(entry.sha256, name, previous.fetched_url, previous.etag, previous.last_modified)
         return None
 

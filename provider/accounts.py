@@ -79,14 +79,6 @@ class Accounts:
         self._database = database
         self._verified = CredentialCache(database.path.parent / "credentials.generation")
         self._unknown_user_hash = hash_password(secrets.token_urlsafe(16))
-        with database.write() as db:
-            db["users"].create(
-                {"name": str, "password_hash": str, "quota_bytes": int, "used_bytes": int, "created_at": float},
-                pk="name",
-                not_null={"password_hash", "used_bytes"},
-                defaults={"used_bytes": 0},
-                if_not_exists=True,
-            )
 
     def _row(self, name: str) -> dict | None:
         with self._database.read() as db:

@@ -34,8 +34,6 @@ class SqliteMapping(MutableMapping):
     def __init__(self, database: Database, table: str) -> None:
         self._database = database
         self._table = table
-        with database.write() as db:
-            db.execute(f"create table if not exists [{table}] (key text primary key, value blob not null)")
 
     def __getitem__(self, key: str) -> Any:
         with self._database.read() as db:

@@ -16,7 +16,8 @@ from urllib.parse import parse_qs
 from engine.engine import DownloadEngine, RetryRefused
 from engine.naming import client_name_problem
 from engine.notifications import NOTIFY_FILE
-from engine.tasks import FAILED, CANCELLED, STATES, Task
+from engine.kinds import SourceKind, TaskState
+from engine.tasks import Task
 from engine.triggers import TriggerError, parse_trigger
 from provider.domain import Authenticator, LoginRefused
 from provider.quota import Quota
@@ -166,7 +167,7 @@ class Api:
             "path": task.path, "error": task.error, "instant": bool(task.instant), "sha256": task.sha256,
             "attempts": task.attempts, "created_at": task.created_at, "updated_at": task.updated_at,
             "finished_at": task.finished_at, "superseded_by": task.superseded_by,
-            "torrent": self._torrent_progress(task.id) if task.kind == "torrent" else None,
+            "torrent": self._torrent_progress(task.id) if task.kind == SourceKind.TORRENT else None,
         }
 
     def _torrent_progress(self, task_id: int) -> dict[str, int] | None:
@@ -175,8 +176,8 @@ class Api:
 
     def list_tasks(self, request: Request, headers: list[tuple[str, str]]) -> tuple[int, Any]:
         state = request.query.get("state", [None])[0]
-        if state is not None and state not in STATES:
-            raise ApiError(400, f"unknown state {state!r}; use one of {', '.join(STATES)}")
+        if state is not None and state not in list(TaskState):
+            raise ApiError(400, f"unknown state {state!r}; use one of {', '.join(TaskState)}")
         try:
             limit = int(request.query.get("limit", ["100"])[0])
             cursor = request.query.get("cursor", [None])[0]
@@ -213,7 +214,7 @@ class Api:
         if self._quota.quota_room(request.user) == 0:
             raise ApiError(507, "your quota is used up; delete files before adding downloads")
         task = self._engine.add(
-            request.user, source=trigger.sources[0], kind="id" if content_id else "url", folder=folder,
+            request.user, source=trigger.sources[0], kind=SourceKind.ID if content_id else SourceKind.URL, folder=folder,
             filename=trigger.filename, sha256=trigger.sha256, secrets=trigger.secrets[0],
         )
         return 201, self.describe(task)
@@ -239,7 +240,7 @@ class Api:
         return 200, self.describe(self._engine.tasks.get(task.id))
 
     def retry(self, task: Task) -> tuple[int, Any]:
-        if task.state not in (FAILED, CANCELLED):
+        if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
             raise ApiError(409, f"task {task.id} is {task.state}; only failed or cancelled tasks can be retried")
         try:
             return 200, self.describe(self._engine.retry(task.id))

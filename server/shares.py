@@ -97,16 +97,6 @@ class ShareStore:
     def __init__(self, database: Database, key_file: Path) -> None:
         self._database = database
         self._key = _server_key(key_file)
-        with database.write() as db:
-            db["shares"].create(
-                {"id": str, "owner": str, "path": str, "token_sha256": str, "password_hash": str,
-                 "created_at": float, "expires_at": float},
-                pk="id",
-                not_null={"owner", "path", "token_sha256", "created_at"},
-                if_not_exists=True,
-            )
-            db["shares"].create_index(["token_sha256"], unique=True, if_not_exists=True)
-            db["shares"].create_index(["owner"], if_not_exists=True)
 
     def token(self, share: Share) -> str:
         mac = hmac.new(self._key, share.id.encode(), hashlib.sha256).digest()
