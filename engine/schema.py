@@ -18,7 +18,10 @@ for `blob`, `double precision` for `real`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, TypeVar
+
+R = TypeVar("R")
 
 
 class SchemaError(RuntimeError):
@@ -155,3 +158,14 @@ def pending(recorded: int, migrations: tuple[Migration, ...] = MIGRATIONS) -> li
             "run the fetchdrive release that wrote it (or a newer one)"
         )
     return [migration for migration in migrations if migration.version > recorded]
+
+
+def columns(record: type) -> list[str]:
+    """The columns that hold a dataclass's fields: its field names (a table may hold more,
+    such as a password hash that no record carries)."""
+    return [item.name for item in fields(record)]
+
+
+def from_row(record: type[R], row: Mapping[str, Any]) -> R:
+    """The dataclass `record` made from a row that has (at least) its columns."""
+    return record(**{name: row[name] for name in columns(record)})

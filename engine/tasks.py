@@ -8,12 +8,12 @@ and `failed` / `cancelled` as the other ends. Every change is committed at once,
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterable
 
 from engine.database import Database
 from engine.kinds import SourceKind, TaskState
-from engine.schema import SAME_REQUEST
+from engine.schema import SAME_REQUEST, columns, from_row
 
 UNFINISHED = (TaskState.QUEUED, TaskState.DOWNLOADING, TaskState.WAITING, TaskState.VERIFYING)
 FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
@@ -61,7 +61,7 @@ class Task:
 
 
 # The table's columns are the dataclass's fields (tests/test_schema.py holds them equal).
-_COLUMNS = [f.name for f in fields(Task)]
+_COLUMNS = columns(Task)
 
 
 class TaskStore:
@@ -74,7 +74,7 @@ class TaskStore:
 
     @staticmethod
     def _task(row: dict[str, Any]) -> Task:
-        task = Task(**{name: row[name] for name in _COLUMNS})
+        task = from_row(Task, row)
         task.state, task.kind = TaskState(task.state), SourceKind(task.kind)
         return task
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from engine.database import Database
+from engine.schema import from_row
 from provider.credential_cache import CredentialCache
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
@@ -89,7 +90,7 @@ class Accounts:
         row = self._row(name)
         if row is None:
             return None
-        return User(row["name"], row["quota_bytes"], row["used_bytes"], row["created_at"])
+        return from_row(User, row)
 
     def require(self, name: str) -> User:
         user = self.get(name)
@@ -100,7 +101,7 @@ class Accounts:
     def list(self) -> list[User]:
         with self._database.read() as db:
             rows = list(db.query("select * from users order by name"))
-        return [User(r["name"], r["quota_bytes"], r["used_bytes"], r["created_at"]) for r in rows]
+        return [from_row(User, row) for row in rows]
 
     def count(self) -> int:
         with self._database.read() as db:

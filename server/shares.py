@@ -22,6 +22,7 @@ from pathlib import Path
 from wsgidav.dav_error import DAVError
 
 from engine.database import Database
+from engine.schema import from_row
 from provider.accounts import hash_password, password_matches
 from provider.spaces import SpacesProvider
 from server.settings import ConfigError
@@ -125,7 +126,7 @@ class ShareStore:
     def _shares(self, where: str, params: list) -> list[Share]:
         with self._database.read() as db:
             rows = list(db.query(f"select * from shares where {where} order by created_at desc", params))
-        return [Share(r["id"], r["owner"], r["path"], r["created_at"], r["expires_at"], r["password_hash"]) for r in rows]
+        return [from_row(Share, row) for row in rows]
 
     def for_owner(self, owner: str) -> list[Share]:
         return self._shares("owner = ?", [owner])
