@@ -26,13 +26,14 @@ from typing import Callable
 
 import requests
 
-from engine.catalog import Catalog, CatalogEntry
+from engine.catalog import CatalogEntry
 from engine.content_store import ContentStore
 from engine.errors import FetchError, PermanentError
 from engine.fetcher import CONTENT_RANGE, Fetcher
-from engine.origin_login import Login
 from engine.kinds import SourceKind
-from engine.tasks import Task, TaskStore
+from engine.origin_login import Login
+from engine.repository import CatalogRepository, TaskRepository
+from engine.tasks import Task
 
 # How many leading bytes a mirror must show to prove that it serves the stored object.
 _SAMPLE = 4096
@@ -76,7 +77,7 @@ def expected_sha256(task: Task, named: str | None) -> str | None:
 class InstantSource:
     """Finds stored content that a task's own source leads to (see the module docstring)."""
 
-    def __init__(self, tasks: TaskStore, catalog: Catalog, store: ContentStore, fetcher: Fetcher, *,
+    def __init__(self, tasks: TaskRepository, catalog: CatalogRepository, store: ContentStore, fetcher: Fetcher, *,
                  mirrors: tuple[str, ...], cache_ttl: float, holds: Callable[[str], bool],
                  filed_digest: Callable[[int], str | None]) -> None:
         self._tasks = tasks

@@ -108,7 +108,7 @@ class TaskStore:
         if task is not None:
             self.on_change(task, values.keys())
 
-    def set_state_if(self, task_id: int, expected: Iterable[str], **values: Any) -> bool:
+    def set_state_if(self, task_id: int, expected: Iterable[TaskState], **values: Any) -> bool:
         """Update only while the task is still in one of `expected` (a cancel may have won)."""
         expected = list(expected)
         values["updated_at"] = time.time()
@@ -124,7 +124,7 @@ class TaskStore:
             self._changed(task_id, values)
         return changed
 
-    def for_user(self, user: str, *, state: str | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
+    def for_user(self, user: str, *, state: TaskState | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
         """The user's tasks, newest first, without failures a later task has made good."""
         sql, params = "select * from tasks where user = ? and superseded_by is null", [user]
         if state:

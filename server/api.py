@@ -175,9 +175,11 @@ class Api:
         return None if live is None else {"peers": live.peers, "seeds": live.seeds, "download_rate": live.download_rate}
 
     def list_tasks(self, request: Request, headers: list[tuple[str, str]]) -> tuple[int, Any]:
-        state = request.query.get("state", [None])[0]
-        if state is not None and state not in list(TaskState):
-            raise ApiError(400, f"unknown state {state!r}; use one of {', '.join(TaskState)}")
+        asked = request.query.get("state", [None])[0]
+        try:
+            state = TaskState(asked) if asked is not None else None
+        except ValueError:
+            raise ApiError(400, f"unknown state {asked!r}; use one of {', '.join(TaskState)}") from None
         try:
             limit = int(request.query.get("limit", ["100"])[0])
             cursor = request.query.get("cursor", [None])[0]

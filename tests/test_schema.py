@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog import CatalogEntry
+from engine.catalog import Catalog, CatalogEntry
 from engine.database import Database
 from engine.devices import Delivery, Device
 from engine.kinds import SourceKind, TaskState
+from engine.repository import CatalogRepository, KeyValueTable, TaskRepository
 from engine.schema import MIGRATIONS, Migration, SchemaError, latest_version
 from engine.tasks import Task, TaskStore
 from provider.accounts import Accounts, User
+from provider.dav_storage import SqliteMapping
 from server.shares import Share
 from tests.server_process import REPO, ServerProcess, run_cli
 
@@ -221,3 +223,15 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(tmp_path: Pa
         assert process.returncode == 0, errors
     assert sqlite3.connect(path).execute("select count(*) from runs").fetchone() == (1,)
     assert recorded_versions(path) == [*(m.version for m in MIGRATIONS), latest_version() + 1]
+
+
+@pytest.mark.parametrize("make, protocol", [
+    (TaskStore, TaskRepository),
+    (Catalog, CatalogRepository),
+    (lambda database: SqliteMapping(database, "dav_locks"), KeyValueTable),
+    (lambda database: SqliteMapping(database, "dav_properties"), KeyValueTable),
+])
+def test_the_sqlite_stores_fill_the_repository_protocols(tmp_path: Path, make, protocol) -> None:
+    database = Database(tmp_path / "fetchdrive.sqlite")
+    assert isinstance(make(database), protocol)
+    database.close()
