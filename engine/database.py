@@ -99,10 +99,6 @@ class Database:
                 if fill:
                     db.execute(fill)
 
-    def schema_version(self) -> int:
-        with self.read() as db:
-            return db.execute("select max(version) from schema_migrations").fetchone()[0]
-
     def close(self) -> None:
         with self.lock:
             self._conn.close()

@@ -65,7 +65,7 @@ _COLUMNS = columns(Task)
 
 
 class TaskStore:
-    """All reads and writes of the `tasks` table."""
+    """All reads and writes of the `tasks` table: the SQLite `engine.repository.TaskRepository`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

@@ -29,7 +29,8 @@ from provider.quota import Quota, QuotaExceeded
 
 
 class SqliteMapping(MutableMapping):
-    """A str -> picklable-value mapping stored in one two-column table."""
+    """A str -> picklable-value mapping stored in one two-column table (`engine.schema` makes
+    it): the SQLite `engine.repository.KeyValueTable`."""
 
     def __init__(self, database: Database, table: str) -> None:
         self._database = database
