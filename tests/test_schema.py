@@ -24,8 +24,9 @@ from engine.kinds import SourceKind, TaskState
 from engine.repository import CatalogRepository, KeyValueTable, TaskRepository
 from engine.schema import MIGRATIONS, Migration, SchemaError, latest_version
 from engine.tasks import Task, TaskStore
-from provider.accounts import Accounts, User
+from provider.accounts import Accounts
 from provider.dav_storage import SqliteMapping
+from provider.users_table import SqliteUsers, User, UserRepository
 from server.shares import Share
 from tests.server_process import REPO, ServerProcess, run_cli
 
@@ -228,6 +229,7 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(tmp_path: Pa
 @pytest.mark.parametrize("make, protocol", [
     (TaskStore, TaskRepository),
     (Catalog, CatalogRepository),
+    (SqliteUsers, UserRepository),
     (lambda database: SqliteMapping(database, "dav_locks"), KeyValueTable),
     (lambda database: SqliteMapping(database, "dav_properties"), KeyValueTable),
 ])
