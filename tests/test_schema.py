@@ -27,7 +27,7 @@ from engine.tasks import Task, TaskStore
 from provider.accounts import Accounts
 from provider.dav_storage import SqliteMapping
 from provider.users_table import SqliteUsers, User, UserRepository
-from server.shares import Share
+from server.shares_table import Share, ShareRepository, SqliteShares
 from tests.server_process import REPO, ServerProcess, run_cli
 
 BEFORE_VERSIONING = Path(__file__).parent / "data" / "schema" / "before_versioning.sql"
@@ -230,6 +230,7 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(tmp_path: Pa
     (TaskStore, TaskRepository),
     (Catalog, CatalogRepository),
     (SqliteUsers, UserRepository),
+    (SqliteShares, ShareRepository),
     (lambda database: SqliteMapping(database, "dav_locks"), KeyValueTable),
     (lambda database: SqliteMapping(database, "dav_properties"), KeyValueTable),
 ])
