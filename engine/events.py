@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Protocol
 
 from engine.database import Database
+from engine.events_table import EventRepository, SqliteEvents
 from engine.tasks import FINISHED, Task
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second per task
@@ -106,7 +107,7 @@ class EventLog:
     """Stores, numbers and fans out the events of every user."""
 
     def __init__(self, database: Database, *, history: int = 1000, notifier: Notifier | None = None) -> None:
-        self._database = database
+        self._events: EventRepository = SqliteEvents(database)
         self.history = history
         self._notifier = notifier or LocalNotifier()
         self._notifier.listen(self._wake_streams)
@@ -116,16 +117,7 @@ class EventLog:
 
     def publish(self, user: str, kind: str, data: dict[str, Any]) -> Event:
         """Store a durable event and wake the user's streams."""
-        with self._database.write() as db:
-            row = db.execute("select last_seq, floor from event_users where user = ?", [user]).fetchone()
-            last, floor = row if row else (0, 0)
-            seq = last + 1
-            db.execute("insert into events (user, seq, kind, data, created_at) values (?, ?, ?, ?, ?)",
-                       [user, seq, kind, json.dumps(data), time.time()])
-            if seq - self.history > floor:
-                floor = seq - self.history
-                db.execute("delete from events where user = ? and seq <= ?", [user, floor])
-            db.execute("insert or replace into event_users (user, last_seq, floor) values (?, ?, ?)", [user, seq, floor])
+        seq = self._events.append(user, kind, data, keep=self.history)
         self._notifier.notify(user)
         return Event(kind, data, seq)
 
@@ -136,24 +128,16 @@ class EventLog:
             subscription.wake(event)
 
     def latest(self, user: str) -> int:
-        rows = self._database.read_committed("select last_seq from event_users where user = ?", [user])
-        return rows[0][0] if rows else 0
+        return self._events.latest(user)
 
     def since(self, user: str, after: int, limit: int = 500) -> list[Event] | None:
         """Durable events after number `after`, oldest first; None if some are no longer kept
         (or `after` is not a number this user's history has reached): the client must resync."""
-        rows = self._database.read_committed("select last_seq, floor from event_users where user = ?", [user])
-        last, floor = rows[0] if rows else (0, 0)
-        if after < floor or after > last:
-            return None
-        found = self._database.read_committed(
-            "select seq, kind, data from events where user = ? and seq > ? order by seq limit ?", [user, after, limit])
-        return [Event(kind, json.loads(data), seq) for seq, kind, data in found]
+        found = self._events.since(user, after, limit)
+        return None if found is None else [Event(kind, data, seq) for seq, kind, data in found]
 
     def forget_user(self, user: str) -> None:
-        with self._database.write() as db:
-            db.execute("delete from events where user = ?", [user])
-            db.execute("delete from event_users where user = ?", [user])
+        self._events.forget_user(user)
 
     # --- streams ------------------------------------------------------------
 

@@ -19,7 +19,8 @@ import pytest
 
 from engine.catalog import Catalog, CatalogEntry
 from engine.database import Database
-from engine.devices import Delivery, Device
+from engine.devices_table import Delivery, Device, DeviceRepository, SqliteDevices
+from engine.events_table import EventRepository, SqliteEvents
 from engine.kinds import SourceKind, TaskState
 from engine.repository import CatalogRepository, KeyValueTable, TaskRepository
 from engine.schema import MIGRATIONS, Migration, SchemaError, latest_version
@@ -231,6 +232,8 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(tmp_path: Pa
     (Catalog, CatalogRepository),
     (SqliteUsers, UserRepository),
     (SqliteShares, ShareRepository),
+    (SqliteDevices, DeviceRepository),
+    (SqliteEvents, EventRepository),
     (lambda database: SqliteMapping(database, "dav_locks"), KeyValueTable),
     (lambda database: SqliteMapping(database, "dav_properties"), KeyValueTable),
 ])
