@@ -4,6 +4,9 @@ Callers see records (`Task`, `CatalogEntry`) and plain values, never a connectio
 a rowid or a `?` placeholder: those stay inside the SQLite implementation (`engine.tasks`,
 `engine.catalog`, `provider.dav_storage`), so a PostgreSQL one (psycopg 3, issue 17) is new
 modules behind the same Protocols, with the schema of `engine.schema` in its own dialect.
+The other tables' Protocols sit beside their records, where the imports allow:
+`engine.events_table.EventRepository`, `engine.devices_table.DeviceRepository`,
+`provider.users_table.UserRepository` and `server.shares_table.ShareRepository`.
 
 A claim is compare-and-set: `TaskRepository.runnable` lists candidates and
 `set_state_if(id, (queued, waiting), state=downloading)` takes one, true for exactly one
