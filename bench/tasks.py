@@ -20,7 +20,8 @@ from support import fetchdrive_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.database import Database  # noqa: E402
-from engine.tasks import DONE, FAILED, WAITING, TaskStore  # noqa: E402
+from engine.kinds import SourceKind, TaskState  # noqa: E402
+from engine.tasks import TaskStore  # noqa: E402
 
 
 def fill(database_path: Path, count: int) -> None:
@@ -29,11 +30,11 @@ def fill(database_path: Path, count: int) -> None:
     later = time.time() + 86400
     rows = []
     for number in range(count):
-        state = (DONE, FAILED, WAITING)[number % 3] if number % 100 else WAITING
+        state = (TaskState.DONE, TaskState.FAILED, TaskState.WAITING)[number % 3] if number % 100 else TaskState.WAITING
         rows.append({
-            "user": "bench", "source": f"https://example.invalid/file-{number}.bin", "kind": "url",
+            "user": "bench", "source": f"https://example.invalid/file-{number}.bin", "kind": SourceKind.URL,
             "folder": "downloads", "trigger_path": None, "state": state, "display_name": f"file-{number}.bin",
-            "bytes_done": 0, "attempts": 1, "instant": 0, "next_attempt_at": later if state == WAITING else None,
+            "bytes_done": 0, "attempts": 1, "instant": 0, "next_attempt_at": later if state == TaskState.WAITING else None,
             "created_at": time.time(), "updated_at": time.time(),
         })
     with store._database.write() as db:  # one bulk insert; the store has no bulk API of its own

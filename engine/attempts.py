@@ -19,7 +19,8 @@ from engine.notifications import Message, Notifier
 from engine.scheduler import Running
 from engine.sources import Source
 from engine.space_access import SpaceAccess
-from engine.tasks import DOWNLOADING, FAILED, UNFINISHED, VERIFYING, WAITING, Task, TaskStore
+from engine.kinds import TaskState
+from engine.tasks import UNFINISHED, Task, TaskStore
 from engine.temp_area import TempArea
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class Attempts:
         """Park the task as waiting. Network faults count towards engine.retry.give_up_after;
         a fault of the server's own disk does not, and ends a run of network faults."""
         current = self.tasks.get(task.id)
-        if current is None or current.state not in (DOWNLOADING, VERIFYING):
+        if current is None or current.state not in (TaskState.DOWNLOADING, TaskState.VERIFYING):
             return
         now = time.time()
         attempts = current.attempts + 1
@@ -80,13 +81,13 @@ class Attempts:
         wait = self.settings.retry.wait_before(attempts, error.retry_after)
         self._allowances.hold_only_saved_bytes(task)
         self.tasks.set_state_if(
-            task.id, (DOWNLOADING, VERIFYING), state=WAITING, attempts=attempts, first_failure_at=first_failure,
+            task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), state=TaskState.WAITING, attempts=attempts, first_failure_at=first_failure,
             next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",
         )
         _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
 
     def fail(self, task: Task, reason: str) -> None:
-        if not self.tasks.set_state_if(task.id, UNFINISHED, state=FAILED, error=reason, finished_at=time.time()):
+        if not self.tasks.set_state_if(task.id, UNFINISHED, state=TaskState.FAILED, error=reason, finished_at=time.time()):
             return
         _log.info("task %d failed: %s", task.id, reason)
         self.notifier.notify(self._spaces.root(task.user), Message(

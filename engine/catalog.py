@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from engine.database import Database
+from engine.schema import from_row
 from engine.triggers import TriggerError, parse_trigger
 
 _ID = re.compile(r"^[\x21-\x7e]{1,512}$")
@@ -45,14 +46,10 @@ def check_entry(content_id: str, url: str, sha256: str | None, filename: str | N
 
 
 class Catalog:
+    """The `catalog` table: the SQLite `engine.repository.CatalogRepository`."""
+
     def __init__(self, database: Database) -> None:
         self._database = database
-        with database.write() as db:
-            db["catalog"].create(
-                {"id": str, "url": str, "sha256": str, "filename": str, "origin": str, "added_at": float},
-                pk="id",
-                if_not_exists=True,
-            )
 
     def add(self, content_id: str, url: str, sha256: str | None = None, filename: str | None = None, *, origin: str = "cli") -> CatalogEntry:
         check_entry(content_id, url, sha256, filename)
@@ -81,13 +78,12 @@ class Catalog:
             rows = list(db.query("select * from catalog where id = ?", [content_id]))
         if not rows:
             return None
-        row = rows[0]
-        return CatalogEntry(row["id"], row["url"], row["sha256"], row["filename"], row["origin"])
+        return from_row(CatalogEntry, rows[0])
 
     def list(self) -> list[CatalogEntry]:
         with self._database.read() as db:
             rows = list(db.query("select * from catalog order by id"))
-        return [CatalogEntry(r["id"], r["url"], r["sha256"], r["filename"], r["origin"]) for r in rows]
+        return [from_row(CatalogEntry, row) for row in rows]
 
     def remove(self, content_id: str) -> None:
         with self._database.write() as db:

@@ -2,24 +2,27 @@
 
 Web threads and download workers share a single connection in WAL mode; every access goes
 through `Database.lock`, so writes are serialised in one place and a `kill -9` at any moment
-leaves the last committed state.
+leaves the last committed state. Opening it brings its schema up to date (`engine.schema`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import sqlite_utils
 
+from engine.schema import MIGRATIONS, PRE_VERSIONING_TASK_COLUMNS, Migration, pending
+
 
 class Database:
     """A sqlite-utils database guarded by one re-entrant lock."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: statements autocommit; `write()` opens explicit transactions.
@@ -32,6 +35,7 @@ class Database:
         self.lock = threading.RLock()
         self.db = sqlite_utils.Database(self._conn)
         self._readers = threading.local()
+        self._migrate(migrations)
 
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
@@ -69,6 +73,31 @@ class Database:
                 self._conn.rollback()
                 raise
             self._conn.execute("COMMIT")
+
+    def _migrate(self, migrations: tuple[Migration, ...]) -> None:
+        """Apply the migrations this database lacks, all in one transaction. `write()` takes
+        the write lock before the version is read, so of two processes starting at once the
+        second sees the first one's work and applies nothing."""
+        with self.write() as db:
+            db.execute("create table if not exists schema_migrations (version integer primary key, "
+                       "summary text not null, applied_at real not null)")
+            recorded = db.execute("select coalesce(max(version), 0) from schema_migrations").fetchone()[0]
+            if recorded == 0 and "tasks" in db.table_names():
+                self._adopt_pre_versioning_tasks(db)
+            for migration in pending(recorded, migrations):
+                for statement in migration.statements:
+                    db.execute(statement)
+                db.execute("insert into schema_migrations (version, summary, applied_at) values (?, ?, ?)",
+                           [migration.version, migration.summary, time.time()])
+
+    @staticmethod
+    def _adopt_pre_versioning_tasks(db: sqlite_utils.Database) -> None:
+        columns = db["tasks"].columns_dict
+        for name, sql_type, fill in PRE_VERSIONING_TASK_COLUMNS:
+            if name not in columns:
+                db.execute(f"alter table tasks add column {name} {sql_type}")
+                if fill:
+                    db.execute(fill)
 
     def close(self) -> None:
         with self.lock:

@@ -26,7 +26,8 @@ from engine.origin_login import Login
 from engine.placeholders import human_size
 from engine.scheduler import Running
 from engine.space_access import SpaceAccess
-from engine.tasks import DONE, DOWNLOADING, VERIFYING, Task, TaskStore
+from engine.kinds import SourceKind, TaskState
+from engine.tasks import Task, TaskStore
 from engine.temp_area import TempArea
 from engine.torrent_shelf import tree_size
 
@@ -37,10 +38,10 @@ _SHA256_IN_NAME = re.compile(r"[0-9a-fA-F]{64}")
 
 def final_name(task: Task, download: Download) -> str:
     """SPEC 4.4: the trigger's name, else Content-Disposition, else the URL's last segment."""
-    if task.kind == "torrent":
+    if task.kind == SourceKind.TORRENT:
         return task.display_name
     url = download.final_url or download.url
-    if task.kind == "id":
+    if task.kind == SourceKind.ID:
         # An ID's name: the catalog's or trigger's filename, the mirror's Content-Disposition
         # or URL name (unless that is only the hash, as `{sha256}` templates make), the stem.
         named_by_hash = _SHA256_IN_NAME.search(PurePosixPath(urlsplit(url or "").path).name) is not None
@@ -115,7 +116,7 @@ class Delivery:
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
-            task.id, (DOWNLOADING, VERIFYING), state=DONE, path=rel, sha256=digest, bytes_done=size,
+            task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), state=TaskState.DONE, path=rel, sha256=digest, bytes_done=size,
             bytes_total=size, error=None, finished_at=time.time(), instant=int(instant),
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
@@ -135,7 +136,7 @@ class Delivery:
         held = self._instant.find(task, login)
         if held is None:
             return False
-        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
         self._temp.discard_temp(task)
         task.fetched_url = held.fetched_url
         name = sanitize_filename(task.filename_hint or held.name)

@@ -11,11 +11,10 @@ Names are per user: two users' devices never meet.
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass
 from typing import Iterable
 
 from engine.database import Database
+from engine.devices_table import Delivery, Device, DeviceRepository, SqliteDevices
 from engine.events import EventLog
 from engine.tasks import Task
 
@@ -24,22 +23,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class DeviceError(ValueError):
     """A device name that is malformed or not registered; str(e) says which and what to do."""
-
-
-@dataclass(frozen=True)
-class Device:
-    name: str
-    created_at: float
-    last_seen: float | None
-    pending: int
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    device: str
-    path: str
-    created_at: float
 
 
 def check_name(name: str) -> str:
@@ -60,51 +43,27 @@ def parse_names(text: str) -> tuple[str, ...]:
 
 
 class Devices:
-    """All reads and writes of the `devices` and `deliveries` tables."""
+    """Devices and deliveries: the rules, over the `devices` and `deliveries` tables."""
 
     def __init__(self, database: Database, events: EventLog) -> None:
-        self._database = database
+        self._devices: DeviceRepository = SqliteDevices(database)
         self._events = events
-        with database.write() as db:
-            if "devices" not in db.table_names():
-                db["devices"].create({"user": str, "name": str, "created_at": float, "last_seen": float},
-                                     pk=("user", "name"), not_null={"user", "name"})
-            if "deliveries" not in db.table_names():
-                db["deliveries"].create(
-                    {"id": int, "user": str, "device": str, "path": str, "created_at": float, "delivered_at": float},
-                    pk="id", not_null={"user", "device", "path"})
-                db["deliveries"].create_index(["user", "device", "delivered_at"])
 
     def register(self, user: str, name: str) -> bool:
         """Add the device (or mark it seen); True if it is new."""
-        check_name(name)
-        now = time.time()
-        with self._database.write() as db:
-            cursor = db.execute("update devices set last_seen = ? where user = ? and name = ?", [now, user, name])
-            if cursor.rowcount:
-                return False
-            db.execute("insert into devices (user, name, created_at, last_seen) values (?, ?, ?, ?)", [user, name, now, now])
-        return True
+        return self._devices.register(user, check_name(name))
 
     def seen(self, user: str, name: str) -> None:
-        with self._database.write() as db:
-            db.execute("update devices set last_seen = ? where user = ? and name = ?", [time.time(), user, name])
+        self._devices.seen(user, name)
 
     def remove(self, user: str, name: str) -> bool:
-        with self._database.write() as db:
-            db.execute("delete from deliveries where user = ? and device = ?", [user, name])
-            return db.execute("delete from devices where user = ? and name = ?", [user, name]).rowcount == 1
+        return self._devices.remove(user, name)
 
     def forget_user(self, user: str) -> None:
-        with self._database.write() as db:
-            db.execute("delete from deliveries where user = ?", [user])
-            db.execute("delete from devices where user = ?", [user])
+        self._devices.forget_user(user)
 
     def of_user(self, user: str) -> list[Device]:
-        rows = self._database.read_committed(
-            "select name, created_at, last_seen, (select count(*) from deliveries d where d.user = devices.user "
-            "and d.device = devices.name and d.delivered_at is null) from devices where user = ? order by name", [user])
-        return [Device(*row) for row in rows]
+        return self._devices.of_user(user)
 
     def unknown(self, user: str, names: Iterable[str]) -> list[str]:
         known = {device.name for device in self.of_user(user)}
@@ -121,13 +80,7 @@ class Devices:
         """Queue `path` (a file in the user's space) for each device; DeviceError if one is unknown."""
         names = list(names)
         self.require(user, names)
-        now = time.time()
-        queued = []
-        with self._database.write() as db:
-            for name in names:
-                delivery_id = db["deliveries"].insert(
-                    {"user": user, "device": name, "path": path, "created_at": now}).last_pk
-                queued.append(Delivery(delivery_id, name, path, now))
+        queued = self._devices.queue(user, names, path)
         for delivery in queued:
             self._events.publish(user, "device.send", {"device": delivery.device, "delivery": delivery.id,
                                                        "path": delivery.path})
@@ -142,13 +95,7 @@ class Devices:
             self.send(task.user, [name for name in names if name not in missing], task.path)
 
     def pending(self, user: str, name: str) -> list[Delivery]:
-        rows = self._database.read_committed(
-            "select id, device, path, created_at from deliveries where user = ? and device = ? "
-            "and delivered_at is null order by id", [user, name])
-        return [Delivery(*row) for row in rows]
+        return self._devices.pending(user, name)
 
     def acknowledge(self, user: str, name: str, delivery_id: int) -> bool:
-        with self._database.write() as db:
-            return db.execute(
-                "update deliveries set delivered_at = ? where id = ? and user = ? and device = ? and delivered_at is null",
-                [time.time(), delivery_id, user, name]).rowcount == 1
+        return self._devices.acknowledge(user, name, delivery_id)

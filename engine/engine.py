@@ -44,7 +44,8 @@ from engine.socket_splice import splice_supported
 from engine.sources.http import HttpSource
 from engine.sources.torrent import TorrentSource
 from engine.space_access import SpaceAccess
-from engine.tasks import CANCELLED, FAILED, QUEUED, Task, TaskStore
+from engine.kinds import SourceKind, TaskState
+from engine.tasks import Task, TaskStore
 from engine.temp_area import TempArea
 from engine.torrent_client import TorrentProgress
 from engine.torrent_metainfo import parse_magnet
@@ -154,7 +155,7 @@ class DownloadEngine:
             sha256: str | None = None, send_to: str | None = None, secrets: str | None = None) -> Task:
         """`source` and `secrets` as a parsed trigger gives them (Trigger.sources, .secrets)."""
         stem = sanitize_filename(PurePosixPath(source).name or "download")
-        return self._add_task(user, source=source, kind=source_kind(source, kind == "id"), folder=folder,
+        return self._add_task(user, source=source, kind=source_kind(source, kind == SourceKind.ID), folder=folder,
                               trigger_path=None, sha256_expected=sha256, filename_hint=filename, stem=stem,
                               send_to=send_to, secrets=secrets)
 
@@ -163,9 +164,9 @@ class DownloadEngine:
                   metainfo: bytes | None = None, send_to: str | None = None, secrets: str | None = None) -> Task:
         """`secrets`: the login the trigger gives the origin (Trigger.secrets), kept apart
         from the source, which never holds one."""
-        if kind == "id":
+        if kind == SourceKind.ID:
             display = sanitize_filename(filename_hint or stem)
-        elif kind == "torrent":
+        elif kind == SourceKind.TORRENT:
             display = sanitize_filename(filename_hint or parse_magnet(source).name or stem)
         else:
             display = choose_filename(trigger_filename=filename_hint, content_disposition=None, final_url=source, trigger_stem=stem)
@@ -188,7 +189,7 @@ class DownloadEngine:
         """Run a failed or cancelled task again (its trigger's error file goes away). Raises
         RetryRefused when another task of the same trigger and source has finished or runs."""
         task = self.tasks.get(task_id)
-        if task is None or task.state not in (FAILED, CANCELLED):
+        if task is None or task.state not in (TaskState.FAILED, TaskState.CANCELLED):
             return None
         if task.superseded_by is not None:
             later = self.tasks.get(task.superseded_by)
@@ -200,7 +201,7 @@ class DownloadEngine:
         running = self.tasks.other_unfinished(task.id)
         if running is not None:
             raise RetryRefused(f"task {task.id} needs no retry: task {running.id} is {running.state} for the same source")
-        self.tasks.update(task.id, state=QUEUED, error=None, attempts=0, first_failure_at=None,
+        self.tasks.update(task.id, state=TaskState.QUEUED, error=None, attempts=0, first_failure_at=None,
                           next_attempt_at=None, finished_at=None, bytes_done=0, segments=None)
         if task.trigger_path:
             self._triggers.remove_error_file(task.user, task.trigger_path)

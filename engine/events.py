@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Protocol
 
 from engine.database import Database
-from engine.tasks import CANCELLED, DONE, FAILED, FINISHED, Task
+from engine.events_table import EventRepository, SqliteEvents
+from engine.tasks import FINISHED, Task
 
 PROGRESS_INTERVAL = 0.5  # at most 2 progress events a second per task
 _FLASH_BACKLOG = 200  # transient events a slow stream may hold before the oldest are dropped
@@ -106,33 +107,17 @@ class EventLog:
     """Stores, numbers and fans out the events of every user."""
 
     def __init__(self, database: Database, *, history: int = 1000, notifier: Notifier | None = None) -> None:
-        self._database = database
+        self._events: EventRepository = SqliteEvents(database)
         self.history = history
         self._notifier = notifier or LocalNotifier()
         self._notifier.listen(self._wake_streams)
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._closed = False
-        with database.write() as db:
-            if "events" not in db.table_names():
-                db["events"].create({"user": str, "seq": int, "kind": str, "data": str, "created_at": float},
-                                    pk=("user", "seq"), not_null={"user", "seq", "kind", "data"})
-            if "event_users" not in db.table_names():
-                # last_seq: the user's newest event; floor: the newest one dropped from the history
-                db["event_users"].create({"user": str, "last_seq": int, "floor": int}, pk="user")
 
     def publish(self, user: str, kind: str, data: dict[str, Any]) -> Event:
         """Store a durable event and wake the user's streams."""
-        with self._database.write() as db:
-            row = db.execute("select last_seq, floor from event_users where user = ?", [user]).fetchone()
-            last, floor = row if row else (0, 0)
-            seq = last + 1
-            db.execute("insert into events (user, seq, kind, data, created_at) values (?, ?, ?, ?, ?)",
-                       [user, seq, kind, json.dumps(data), time.time()])
-            if seq - self.history > floor:
-                floor = seq - self.history
-                db.execute("delete from events where user = ? and seq <= ?", [user, floor])
-            db.execute("insert or replace into event_users (user, last_seq, floor) values (?, ?, ?)", [user, seq, floor])
+        seq = self._events.append(user, kind, data, keep=self.history)
         self._notifier.notify(user)
         return Event(kind, data, seq)
 
@@ -143,24 +128,16 @@ class EventLog:
             subscription.wake(event)
 
     def latest(self, user: str) -> int:
-        rows = self._database.read_committed("select last_seq from event_users where user = ?", [user])
-        return rows[0][0] if rows else 0
+        return self._events.latest(user)
 
     def since(self, user: str, after: int, limit: int = 500) -> list[Event] | None:
         """Durable events after number `after`, oldest first; None if some are no longer kept
         (or `after` is not a number this user's history has reached): the client must resync."""
-        rows = self._database.read_committed("select last_seq, floor from event_users where user = ?", [user])
-        last, floor = rows[0] if rows else (0, 0)
-        if after < floor or after > last:
-            return None
-        found = self._database.read_committed(
-            "select seq, kind, data from events where user = ? and seq > ? order by seq limit ?", [user, after, limit])
-        return [Event(kind, json.loads(data), seq) for seq, kind, data in found]
+        found = self._events.since(user, after, limit)
+        return None if found is None else [Event(kind, data, seq) for seq, kind, data in found]
 
     def forget_user(self, user: str) -> None:
-        with self._database.write() as db:
-            db.execute("delete from events where user = ?", [user])
-            db.execute("delete from event_users where user = ?", [user])
+        self._events.forget_user(user)
 
     # --- streams ------------------------------------------------------------
 
@@ -223,7 +200,7 @@ class TaskEvents:
         if "id" in fields:
             kind = "task.created"
         elif "state" in fields:
-            kind = f"task.{task.state}" if task.state in (DONE, FAILED, CANCELLED) else "task.state"
+            kind = f"task.{task.state}" if task.state in FINISHED else "task.state"
         elif "bytes_done" in fields and task.state not in FINISHED:
             with self._lock:
                 now = time.monotonic()

@@ -26,14 +26,16 @@ from typing import Callable
 
 import requests
 
-from engine.catalog import Catalog, CatalogEntry
+from engine.catalog import CatalogEntry
 from engine.content_store import ContentStore
 from engine.errors import FetchError, PermanentError, failure
 from engine.fetcher import Fetcher
+from engine.kinds import SourceKind
 from engine.origin_login import Login
 from engine.outcomes import Outcome
 from engine.ranged_get import content_range
-from engine.tasks import Task, TaskStore
+from engine.repository import CatalogRepository, TaskRepository
+from engine.tasks import Task
 
 # How many leading bytes a mirror must show to prove that it serves the stored object.
 _SAMPLE = 4096
@@ -51,7 +53,7 @@ class Held:
 
 
 def is_content_hash(task: Task) -> bool:
-    return task.kind == "id" and task.source.lower().startswith("sha256:")
+    return task.kind == SourceKind.ID and task.source.lower().startswith("sha256:")
 
 
 def mirror_urls(templates: tuple[str, ...], digest: str) -> list[str]:
@@ -77,7 +79,7 @@ def expected_sha256(task: Task, named: str | None) -> str | None:
 class InstantSource:
     """Finds stored content that a task's own source leads to (see the module docstring)."""
 
-    def __init__(self, tasks: TaskStore, catalog: Catalog, store: ContentStore, fetcher: Fetcher, *,
+    def __init__(self, tasks: TaskRepository, catalog: CatalogRepository, store: ContentStore, fetcher: Fetcher, *,
                  mirrors: tuple[str, ...], cache_ttl: float, holds: Callable[[str], bool],
                  filed_digest: Callable[[int], str | None]) -> None:
         self._tasks = tasks
@@ -93,7 +95,7 @@ class InstantSource:
         """What the store may deliver for `task`, whose own login is `login`, or None (then it
         is transferred). Raises the checksum-mismatch PermanentError when that content is not
         what the trigger expects."""
-        if task.kind == "url":
+        if task.kind == SourceKind.URL:
             held, expected = self._fresh(task.source, task.display_name, login, keep_url_name=True), task.sha256_expected
         elif is_content_hash(task):
             digest = task.source[7:].lower()
@@ -122,7 +124,7 @@ class InstantSource:
                 answers[validators] = self._unchanged(url, *validators, login.at(url))
             digest = self._filed_digest(previous.id) if answers[validators] else None
             if digest and self._holds(digest):
-                named = previous.display_name if keep_url_name and previous.kind == "url" else name
+                named = previous.display_name if keep_url_name and previous.kind == SourceKind.URL else name
                 return Held(digest, named, url, *validators)
         return None
 
@@ -144,7 +146,7 @@ class InstantSource:
         if not entry.sha256:
             return None
         for previous in self._tasks.finished_source(entry.id, since=0):
-            if previous.kind == "id" and self._filed_digest(previous.id) == entry.sha256 and self._holds(entry.sha256):
+            if previous.kind == SourceKind.ID and self._filed_digest(previous.id) == entry.sha256 and self._holds(entry.sha256):
                 return Held(entry.sha256, name, previous.fetched_url, previous.etag, previous.last_modified)
         return None
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.naming import PART_SUFFIX, STATUS_FILE
-from engine.tasks import FAILED, TaskStore
+from engine.kinds import TaskState
+from engine.tasks import TaskStore
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class DownloadsStatus:
             speed = f", {human_size(done / live[1])}/s" if live and live[1] > 0 else ""
             note = f" ({task.error})" if task.error else ""
             lines.append(f"{task.display_name}: {task.state}, {progress}{speed}{note}")
-        for task in self.tasks.for_user(user, state=FAILED, limit=50):
+        for task in self.tasks.for_user(user, state=TaskState.FAILED, limit=50):
             lines.append(f"{task.display_name}: failed: {task.error}")
         if not lines:
             return ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from engine.catalog import Catalog
 from engine.errors import PermanentError
 from engine.instant import expected_sha256, is_content_hash, mirror_urls
+from engine.kinds import SourceKind
 from engine.tasks import Task
 
 Candidate = tuple[str, str | None, str | None]
@@ -15,7 +16,7 @@ Candidate = tuple[str, str | None, str | None]
 
 def resolve(task: Task, catalog: Catalog, mirrors: tuple[str, ...]) -> list[Candidate]:
     """(url, expected sha256, file name) candidates for the task's source, in order."""
-    if task.kind == "url":
+    if task.kind == SourceKind.URL:
         return [(task.source, task.sha256_expected, task.filename_hint)]
     content_id = task.source
     if is_content_hash(task):

@@ -4,7 +4,7 @@ tasks and their cancel flags.
 At most `workers` downloads run at once and `per_user` per user, the next one going to the
 user with the fewest running (oldest task first); two tasks for the same source never run
 together, so the second one is delivered from the store without a second transfer. A claim is
-one conditional state change in the task store (QUEUED/WAITING -> DOWNLOADING), so it can
+one conditional state change in the task store (TaskState.QUEUED/TaskState.WAITING -> TaskState.DOWNLOADING), so it can
 become a lease in a shared database for several nodes without changing the workers; the
 in-memory part is only what this node runs (`Running`).
 """
@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.download import Download
-from engine.tasks import CANCELLED, DOWNLOADING, QUEUED, UNFINISHED, WAITING, Task, TaskStore
+from engine.kinds import TaskState
+from engine.tasks import UNFINISHED, Task, TaskStore
 from engine.torrent_client import TorrentProgress
 
 
@@ -85,7 +86,7 @@ class Scheduler:
         return running.download.bytes_done, time.monotonic() - running.started
 
     def cancel(self, task: Task) -> bool:
-        if not self.tasks.set_state_if(task.id, UNFINISHED, state=CANCELLED, finished_at=time.time()):
+        if not self.tasks.set_state_if(task.id, UNFINISHED, state=TaskState.CANCELLED, finished_at=time.time()):
             return False
         with self._cond:
             running = self._running.get(task.id)
@@ -112,7 +113,7 @@ class Scheduler:
             while not self.stopping.is_set():
                 if len(self._running) < self.workers:
                     task = self._pick(self.tasks.runnable(time.time()))
-                    if task is not None and self.tasks.set_state_if(task.id, (QUEUED, WAITING), state=DOWNLOADING):
+                    if task is not None and self.tasks.set_state_if(task.id, (TaskState.QUEUED, TaskState.WAITING), state=TaskState.DOWNLOADING):
                         running = Running(task.id, task.user, task.source, threading.Event(), started=time.monotonic())
                         self._running[task.id] = running
                         return task, running

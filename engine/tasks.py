@@ -8,16 +8,15 @@ and `failed` / `cancelled` as the other ends. Every change is committed at once,
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterable
 
 from engine.database import Database
+from engine.kinds import SourceKind, TaskState
+from engine.schema import SAME_REQUEST, columns, from_row
 
-QUEUED, DOWNLOADING, WAITING, VERIFYING = "queued", "downloading", "waiting", "verifying"
-DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
-STATES = (QUEUED, DOWNLOADING, WAITING, VERIFYING, DONE, FAILED, CANCELLED)
-UNFINISHED = (QUEUED, DOWNLOADING, WAITING, VERIFYING)
-FINISHED = (DONE, FAILED, CANCELLED)
+UNFINISHED = (TaskState.QUEUED, TaskState.DOWNLOADING, TaskState.WAITING, TaskState.VERIFYING)
+FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
 
 
 @dataclass
@@ -25,10 +24,10 @@ class Task:
     id: int
     user: str
     source: str
-    kind: str  # "url" or "id"
+    kind: SourceKind
     folder: str  # where the file lands, relative to the space, e.g. "downloads/music"
     trigger_path: str | None  # e.g. "downloads/music/song.url"; None for API tasks
-    state: str
+    state: TaskState
     display_name: str
     sha256_expected: str | None = None
     filename_hint: str | None = None
@@ -61,69 +60,23 @@ class Task:
         return self.state in UNFINISHED
 
 
-_COLUMNS = [f.name for f in fields(Task)]
-# `other` is another task of the same request as `tasks`: same user, source, folder, trigger
-# (or none: the API) and filename=.
-_SAME_REQUEST = (
-    "other.user = tasks.user and other.source = tasks.source and other.folder = tasks.folder "
-    "and other.trigger_path is tasks.trigger_path and other.filename_hint is tasks.filename_hint "
-    "and other.id != tasks.id"
-)
+# The table's columns are the dataclass's fields (tests/test_schema.py holds them equal).
+_COLUMNS = columns(Task)
 
 
 class TaskStore:
-    """All reads and writes of the `tasks` table."""
+    """All reads and writes of the `tasks` table: the SQLite `engine.repository.TaskRepository`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
         # Told of every write with the columns it set (live events: engine.events.TaskEvents).
         self.on_change: Callable[[Task, Collection[str]], None] = lambda task, fields: None
-        with database.write() as db:
-            if "tasks" not in db.table_names():
-                db["tasks"].create(
-                    {
-                        "id": int, "user": str, "source": str, "kind": str, "folder": str,
-                        "trigger_path": str, "state": str, "display_name": str,
-                        "sha256_expected": str, "filename_hint": str, "bytes_done": int,
-                        "bytes_total": int, "etag": str, "last_modified": str, "final_url": str,
-                        "temp_path": str, "attempts": int, "next_attempt_at": float,
-                        "first_failure_at": float, "error": str, "path": str, "sha256": str,
-                        "instant": int, "segments": str, "created_at": float, "updated_at": float, "finished_at": float,
-                        "fetched_url": str, "superseded_by": int, "origin_headers": str,
-                    },
-                    pk="id",
-                    not_null={"user", "source", "kind", "folder", "state", "display_name"},
-                )
-                db["tasks"].create_index(["user", "state"])
-                db["tasks"].create_index(["state", "next_attempt_at"])
-                db["tasks"].create_index(["user", "trigger_path"])
-                db["tasks"].create_index(["user", "id"])
-            self._add_missing_columns(db)
-
-    @staticmethod
-    def _add_missing_columns(db) -> None:
-        """Databases made before `fetched_url`, `superseded_by` and `origin_headers` existed get them; a URL
-        task's source is the URL it came from, and failures that a later task of the same
-        trigger made good are marked as such."""
-        columns = db["tasks"].columns_dict
-        if "fetched_url" not in columns:
-            db["tasks"].add_column("fetched_url", str)
-            db.execute("update tasks set fetched_url = source where kind = 'url'")
-        if "superseded_by" not in columns:
-            db["tasks"].add_column("superseded_by", int)
-            db.execute(
-                f"update tasks set superseded_by = (select max(other.id) from tasks other where {_SAME_REQUEST} "
-                "and other.state = ?) where state in (?, ?)",
-                [DONE, FAILED, CANCELLED],
-            )
-        if "send_to" not in columns:
-            db["tasks"].add_column("send_to", str)
-        if "origin_headers" not in columns:
-            db["tasks"].add_column("origin_headers", str)
 
     @staticmethod
     def _task(row: dict[str, Any]) -> Task:
-        return Task(**{name: row[name] for name in _COLUMNS})
+        task = from_row(Task, row)
+        task.state, task.kind = TaskState(task.state), SourceKind(task.kind)
+        return task
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Task]:
         with self._database.read() as db:
@@ -131,7 +84,7 @@ class TaskStore:
 
     def add(self, **values: Any) -> Task:
         now = time.time()
-        values = {"state": QUEUED, "bytes_done": 0, "attempts": 0, "instant": 0, **values}
+        values = {"state": TaskState.QUEUED, "bytes_done": 0, "attempts": 0, "instant": 0, **values}
         values.update(created_at=now, updated_at=now)
         with self._database.write() as db:
             task_id = db["tasks"].insert(values).last_pk
@@ -155,7 +108,7 @@ class TaskStore:
         if task is not None:
             self.on_change(task, values.keys())
 
-    def set_state_if(self, task_id: int, expected: Iterable[str], **values: Any) -> bool:
+    def set_state_if(self, task_id: int, expected: Iterable[TaskState], **values: Any) -> bool:
         """Update only while the task is still in one of `expected` (a cancel may have won)."""
         expected = list(expected)
         values["updated_at"] = time.time()
@@ -171,7 +124,7 @@ class TaskStore:
             self._changed(task_id, values)
         return changed
 
-    def for_user(self, user: str, *, state: str | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
+    def for_user(self, user: str, *, state: TaskState | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
         """The user's tasks, newest first, without failures a later task has made good."""
         sql, params = "select * from tasks where user = ? and superseded_by is null", [user]
         if state:
@@ -232,12 +185,12 @@ class TaskStore:
         """Tasks a worker may start now, oldest first."""
         return self._query(
             "select * from tasks where state = ? or (state = ? and next_attempt_at <= ?) order by id limit ?",
-            [QUEUED, WAITING, now, limit],
+            [TaskState.QUEUED, TaskState.WAITING, now, limit],
         )
 
     def next_wake(self) -> float | None:
         with self._database.read() as db:
-            row = db.execute("select min(next_attempt_at) from tasks where state = ?", [WAITING]).fetchone()
+            row = db.execute("select min(next_attempt_at) from tasks where state = ?", [TaskState.WAITING]).fetchone()
         return row[0] if row else None
 
     def reset_interrupted(self) -> int:
@@ -245,7 +198,7 @@ class TaskStore:
         with self._database.write() as db:
             return db.execute(
                 "update tasks set state = ?, updated_at = ? where state in (?, ?)",
-                [QUEUED, time.time(), DOWNLOADING, VERIFYING],
+                [TaskState.QUEUED, time.time(), TaskState.DOWNLOADING, TaskState.VERIFYING],
             ).rowcount
 
     def delete_user(self, user: str) -> None:
@@ -256,7 +209,7 @@ class TaskStore:
         return self._query(
             "select * from tasks where source = ? and state = ? and finished_at >= ? "
             "order by finished_at desc limit 5",
-            [source, DONE, since],
+            [source, TaskState.DONE, since],
         )
 
     def finished_from_url(self, url: str, since: float) -> list[Task]:
@@ -264,7 +217,7 @@ class TaskStore:
         return self._query(
             "select * from tasks where fetched_url = ? and state = ? and finished_at >= ? "
             "order by finished_at desc limit 5",
-            [url, DONE, since],
+            [url, TaskState.DONE, since],
         )
 
     def supersede(self, done_id: int) -> None:
@@ -273,15 +226,15 @@ class TaskStore:
         with self._database.write() as db:
             db.execute(
                 "update tasks set superseded_by = ?, updated_at = ? where state in (?, ?) and "
-                f"exists (select 1 from tasks other where other.id = ? and {_SAME_REQUEST})",
-                [done_id, time.time(), FAILED, CANCELLED, done_id],
+                f"exists (select 1 from tasks other where other.id = ? and {SAME_REQUEST})",
+                [done_id, time.time(), TaskState.FAILED, TaskState.CANCELLED, done_id],
             )
 
     def other_unfinished(self, task_id: int) -> Task | None:
         """An unfinished task of the same request (trigger or API call) as `task_id`, if any."""
         marks = ", ".join("?" for _ in UNFINISHED)
         found = self._query(
-            f"select other.* from tasks, tasks other where tasks.id = ? and {_SAME_REQUEST} "
+            f"select other.* from tasks, tasks other where tasks.id = ? and {SAME_REQUEST} "
             f"and other.state in ({marks}) limit 1",
             [task_id, *UNFINISHED],
         )

@@ -13,7 +13,8 @@ from pathlib import Path
 from engine.allowances import Allowances
 from engine.following_hasher import file_sha256
 from engine.space_access import SpaceAccess
-from engine.tasks import DONE, Task, TaskStore
+from engine.kinds import SourceKind, TaskState
+from engine.tasks import Task, TaskStore
 
 _log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class TempArea:
         self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
 
     def remove_torrent_temp(self, task: Task) -> None:
-        if task.kind == "torrent":
+        if task.kind == SourceKind.TORRENT:
             for item in self.root.glob(f"{task.id}.*"):
                 _remove_temp(item)
 
@@ -63,7 +64,7 @@ class TempArea:
         for item in self.root.iterdir():
             stem = item.name.split(".", 1)[0]
             task = self.tasks.get(int(stem)) if stem.isdigit() else None
-            if task is not None and task.state == DONE and not task.sha256 and task.path and item.suffix == ".part":
+            if task is not None and task.state == TaskState.DONE and not task.sha256 and task.path and item.suffix == ".part":
                 unfiled.append((task, item))
             elif task is None or not task.unfinished:
                 _remove_temp(item)

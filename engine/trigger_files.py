@@ -15,7 +15,8 @@ from engine.devices import Devices
 from engine.events import EventLog
 from engine.naming import ERROR_SUFFIX
 from engine.space_access import SpaceAccess
-from engine.tasks import DONE, FAILED, Task, TaskStore
+from engine.kinds import TaskState
+from engine.tasks import Task, TaskStore
 from engine.trigger_linger import LingeringTriggers
 from engine.triggers import MAX_TRIGGER_BYTES, Trigger, TriggerError, is_trigger_name, parse_trigger, source_kind, trigger_size_limit
 
@@ -77,7 +78,7 @@ class TriggerFiles:
         # SPEC 4.4: the same trigger again (rclone uploads it again once it is gone) starts
         # nothing new while the file its earlier download made is still in the folder.
         delivered = {source for source, task in self._latest_in_folder(user, str(path.parent), trigger).items()
-                     if task.state == DONE and self._still_there(task)}
+                     if task.state == TaskState.DONE and self._still_there(task)}
         if delivered >= wanted:
             self._lingering.schedule(user, rel_path)
         for source, secrets in zip(trigger.sources, trigger.secrets):
@@ -146,7 +147,7 @@ class TriggerFiles:
             except (OSError, TriggerError):
                 return
             latest = self._latest_in_folder(user, str(PurePosixPath(rel_path).parent), trigger)
-            if not all(source in latest and latest[source].state == DONE for source in trigger.sources):
+            if not all(source in latest and latest[source].state == TaskState.DONE for source in trigger.sources):
                 return
             for path in (trigger_file, apple_double):
                 if self._spaces.remove(user, path):
@@ -157,7 +158,7 @@ class TriggerFiles:
         latest: dict[str, Task] = {}
         for sibling in self.tasks.for_trigger(task.user, task.trigger_path):
             latest[sibling.source] = sibling
-        failed = [t for t in latest.values() if t.state == FAILED]
+        failed = [t for t in latest.values() if t.state == TaskState.FAILED]
         name = PurePosixPath(task.trigger_path).name
         lines = [f"{t.source}: {t.error}" for t in failed]
         what = lines[0] if len(lines) == 1 else f"{len(lines)} downloads failed: " + "; ".join(lines)

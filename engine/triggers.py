@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from engine.devices import DeviceError, parse_names
+from engine.kinds import SourceKind
 from engine.origin_login import MAX_HEADERS, parse_header_line, trigger_secrets, without_userinfo
 from engine.torrent_metainfo import MAX_METAINFO_BYTES, MetainfoError, make_magnet, parse_magnet, parse_metainfo
 
@@ -59,11 +60,11 @@ def _shorten(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def source_kind(source: str, is_content_id: bool) -> str:
-    """The task kind of one source: "id", "torrent" (a magnet URI) or "url"."""
+def source_kind(source: str, is_content_id: bool) -> SourceKind:
+    """The task kind of one source: an ID, a torrent (a magnet URI) or a URL."""
     if is_content_id:
-        return "id"
-    return "torrent" if source[:7].lower() == "magnet:" else "url"
+        return SourceKind.ID
+    return SourceKind.TORRENT if source[:7].lower() == "magnet:" else SourceKind.URL
 
 
 def trigger_size_limit(name: str) -> int:

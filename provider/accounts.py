@@ -13,10 +13,10 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
 
 from engine.database import Database
 from provider.credential_cache import CredentialCache
+from provider.users_table import SqliteUsers, User, UserRepository
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -24,14 +24,6 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
 class AccountError(ValueError):
     """A refused account operation; str(e) says what and how to fix it."""
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    quota_bytes: int | None
-    used_bytes: int
-    created_at: float
 
 
 def hash_password(password: str) -> str:
@@ -64,6 +56,10 @@ def check_user_name(name: str) -> str:
     return name
 
 
+def _taken(name: str) -> AccountError:
+    return AccountError(f"user {name!r} already exists; use `fetchdrive user passwd {name}` to change its password")
+
+
 def check_password(password: str) -> str:
     if len(password) < 8:
         raise AccountError("password too short: use at least 8 characters")
@@ -73,31 +69,15 @@ def check_password(password: str) -> str:
 
 
 class Accounts:
-    """The `users` table and password checks."""
+    """The rules for accounts and password checks, over the `users` table (`UserRepository`)."""
 
     def __init__(self, database: Database) -> None:
-        self._database = database
+        self._users: UserRepository = SqliteUsers(database)
         self._verified = CredentialCache(database.path.parent / "credentials.generation")
         self._unknown_user_hash = hash_password(secrets.token_urlsafe(16))
-        with database.write() as db:
-            db["users"].create(
-                {"name": str, "password_hash": str, "quota_bytes": int, "used_bytes": int, "created_at": float},
-                pk="name",
-                not_null={"password_hash", "used_bytes"},
-                defaults={"used_bytes": 0},
-                if_not_exists=True,
-            )
-
-    def _row(self, name: str) -> dict | None:
-        with self._database.read() as db:
-            rows = list(db.query("select * from users where name = ?", [name]))
-        return rows[0] if rows else None
 
     def get(self, name: str) -> User | None:
-        row = self._row(name)
-        if row is None:
-            return None
-        return User(row["name"], row["quota_bytes"], row["used_bytes"], row["created_at"])
+        return self._users.get(name)
 
     def require(self, name: str) -> User:
         user = self.get(name)
@@ -106,41 +86,27 @@ class Accounts:
         return user
 
     def list(self) -> list[User]:
-        with self._database.read() as db:
-            rows = list(db.query("select * from users order by name"))
-        return [User(r["name"], r["quota_bytes"], r["used_bytes"], r["created_at"]) for r in rows]
+        return self._users.list()
 
     def count(self) -> int:
-        with self._database.read() as db:
-            return db["users"].count
+        return self._users.count()
 
     def check_new_name(self, name: str) -> None:
         """Refuse an invalid or taken name (before any password is asked for or judged)."""
         check_user_name(name)
-        if self._row(name) is not None:
-            raise AccountError(f"user {name!r} already exists; use `fetchdrive user passwd {name}` to change its password")
+        if self.get(name) is not None:
+            raise _taken(name)
 
     def add(self, name: str, password: str, quota_bytes: int | None) -> User:
         self.check_new_name(name)
         check_password(password)
-        password_hash = hash_password(password)
-        with self._database.write() as db:
-            self.check_new_name(name)
-            db["users"].insert(
-                {
-                    "name": name,
-                    "password_hash": password_hash,
-                    "quota_bytes": quota_bytes,
-                    "used_bytes": 0,
-                    "created_at": time.time(),
-                }
-            )
+        if not self._users.insert(User(name, quota_bytes, 0, time.time()), hash_password(password)):
+            raise _taken(name)  # added meanwhile, by another process
         return self.require(name)
 
     def remove(self, name: str) -> None:
         self.require(name)
-        with self._database.write() as db:
-            db.execute("delete from users where name = ?", [name])
+        self._users.delete(name)
         self._verified.changed()
 
     def generation(self) -> bytes:
@@ -151,23 +117,19 @@ class Accounts:
     def set_password(self, name: str, password: str) -> None:
         self.require(name)
         check_password(password)
-        with self._database.write() as db:
-            db.execute("update users set password_hash = ? where name = ?", [hash_password(password), name])
+        self._users.set_password_hash(name, hash_password(password))
         self._verified.changed()
 
     def set_quota(self, name: str, quota_bytes: int | None) -> None:
         self.require(name)
-        with self._database.write() as db:
-            db.execute("update users set quota_bytes = ? where name = ?", [quota_bytes, name])
+        self._users.set_quota(name, quota_bytes)
 
     def add_used(self, name: str, delta: int) -> None:
         if delta:
-            with self._database.write() as db:
-                db.execute("update users set used_bytes = max(0, used_bytes + ?) where name = ?", [delta, name])
+            self._users.add_used(name, delta)
 
     def set_used(self, name: str, used_bytes: int) -> None:
-        with self._database.write() as db:
-            db.execute("update users set used_bytes = ? where name = ?", [used_bytes, name])
+        self._users.set_used(name, used_bytes)
 
     def verified_before(self, name: str, password: str) -> bool:
         """True if `password` is `name`'s and was verified since the last change; a dictionary
@@ -183,10 +145,9 @@ class Accounts:
         if self.verified_before(name, password):
             return True
         generation = self._verified.generation()
-        rows = self._database.read_committed("select password_hash from users where name = ?", [name]) \
-            if USER_NAME.match(name or "") else []
-        stored = rows[0][0] if rows else self._unknown_user_hash
-        if not password_matches(password, stored) or not rows:
+        found = self._users.password_hash(name) if USER_NAME.match(name or "") else None
+        stored = found if found is not None else self._unknown_user_hash
+        if not password_matches(password, stored) or found is None:
             return False
         self._verified.remember(name, password, generation)
         return True

@@ -29,13 +29,12 @@ from provider.quota import Quota, QuotaExceeded
 
 
 class SqliteMapping(MutableMapping):
-    """A str -> picklable-value mapping stored in one two-column table."""
+    """A str -> picklable-value mapping stored in one two-column table (`engine.schema` makes
+    it): the SQLite `engine.repository.KeyValueTable`."""
 
     def __init__(self, database: Database, table: str) -> None:
         self._database = database
         self._table = table
-        with database.write() as db:
-            db.execute(f"create table if not exists [{table}] (key text primary key, value blob not null)")
 
     def __getitem__(self, key: str) -> Any:
         with self._database.read() as db:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
+from engine.schema import SchemaError
 from provider.accounts import AccountError
 from server.client import ClientError, add, server_from
 from server.live_sync import sync
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                                                        ("server.port", getattr(args, "port", None))) if value is not None}
             config = load_config(_config_file(args), overrides)
         run(config, args)
-    except (ConfigError, AccountError, CatalogError, CommandError, ClientError) as error:
+    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted", status=130)

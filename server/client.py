@@ -27,6 +27,8 @@ from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
 
 from engine.errors import Restart
 from engine.ranged_get import RangedGet
+from engine.kinds import TaskState
+from engine.tasks import FINISHED
 
 STATE_DIR = ".fetchdrive-sync"
 STATUS_FILE = "downloads/fetchdrive-status.txt"
@@ -239,7 +241,7 @@ class _Waiter:
                     bar.total = task["bytes_total"]
                     bar.n = task["bytes_done"]
                     bar.refresh()
-                    if task["state"] in ("done", "failed", "cancelled"):
+                    if task["state"] in FINISHED:
                         finished[trigger] = task["state"]
                         bar.close()
                         print(f"{task['state']}: {task['path'] or task['source']}"
@@ -250,7 +252,7 @@ class _Waiter:
         finally:
             for bar in bars.values():
                 bar.close()
-        return 0 if all(state == "done" for state in finished.values()) else 1
+        return 0 if all(state == TaskState.DONE for state in finished.values()) else 1
 
     def _check_deadline(self, finished: dict[str, str]) -> None:
         if self.deadline is None or time.monotonic() < self.deadline:

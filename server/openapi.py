@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from engine.kinds import SourceKind, TaskState
+
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _TASK = {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}}
 _REFUSED_ORIGIN = {**_ERROR, "description": "The Origin (or Referer) header names another site"}
@@ -24,8 +26,8 @@ OPENAPI = {
                 "properties": {
                     "id": {"type": "integer"},
                     "source": {"type": "string", "description": "URL or content ID"},
-                    "kind": {"enum": ["url", "id"]},
-                    "state": {"enum": ["queued", "downloading", "waiting", "verifying", "done", "failed", "cancelled"]},
+                    "kind": {"enum": list(SourceKind)},
+                    "state": {"enum": list(TaskState)},
                     "name": {"type": "string"},
                     "folder": {"type": "string"},
                     "trigger": {"type": ["string", "null"]},

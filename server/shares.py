@@ -16,15 +16,15 @@ import hmac
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from wsgidav.dav_error import DAVError
 
 from engine.database import Database
-from provider.accounts import hash_password, password_matches
+from provider.accounts import hash_password
 from provider.spaces import SpacesProvider
 from server.settings import ConfigError
+from server.shares_table import Share, ShareRepository, SqliteShares
 
 TOKEN_PREFIX = "/s/"
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
@@ -33,22 +33,6 @@ MAX_SHARES_PER_USER = 10_000
 
 class ShareError(ValueError):
     """A refused share operation; str(e) says why."""
-
-
-@dataclass(frozen=True)
-class Share:
-    id: str
-    owner: str
-    path: str
-    created_at: float
-    expires_at: float | None
-    password_hash: str | None
-
-    def expired(self, now: float | None = None) -> bool:
-        return self.expires_at is not None and self.expires_at <= (now or time.time())
-
-    def password_accepted(self, password: str) -> bool:
-        return self.password_hash is None or password_matches(password, self.password_hash)
 
 
 def _server_key(path: Path) -> bytes:
@@ -92,21 +76,11 @@ def owner_resource(provider: SpacesProvider, owner: str, path: str):
 
 
 class ShareStore:
-    """The `shares` table."""
+    """Share links: tokens, passwords and the per-user cap, over the `shares` table."""
 
     def __init__(self, database: Database, key_file: Path) -> None:
-        self._database = database
+        self._shares: ShareRepository = SqliteShares(database)
         self._key = _server_key(key_file)
-        with database.write() as db:
-            db["shares"].create(
-                {"id": str, "owner": str, "path": str, "token_sha256": str, "password_hash": str,
-                 "created_at": float, "expires_at": float},
-                pk="id",
-                not_null={"owner", "path", "token_sha256", "created_at"},
-                if_not_exists=True,
-            )
-            db["shares"].create_index(["token_sha256"], unique=True, if_not_exists=True)
-            db["shares"].create_index(["owner"], if_not_exists=True)
 
     def token(self, share: Share) -> str:
         mac = hmac.new(self._key, share.id.encode(), hashlib.sha256).digest()
@@ -123,40 +97,26 @@ class ShareStore:
             expires_at=now + expires_in if expires_in is not None else None,
             password_hash=hash_password(password) if password is not None else None,
         )
-        with self._database.write() as db:
-            if db["shares"].count_where("owner = ?", [owner]) >= MAX_SHARES_PER_USER:
-                raise ShareError(f"you have {MAX_SHARES_PER_USER} share links; revoke some before making more")
-            db["shares"].insert({
-                "id": share.id, "owner": owner, "path": path, "token_sha256": self._token_hash(self.token(share)),
-                "password_hash": share.password_hash, "created_at": share.created_at, "expires_at": share.expires_at,
-            })
+        if not self._shares.insert(share, self._token_hash(self.token(share)), at_most=MAX_SHARES_PER_USER):
+            raise ShareError(f"you have {MAX_SHARES_PER_USER} share links; revoke some before making more")
         return share
 
-    def _shares(self, where: str, params: list) -> list[Share]:
-        with self._database.read() as db:
-            rows = list(db.query(f"select * from shares where {where} order by created_at desc", params))
-        return [Share(r["id"], r["owner"], r["path"], r["created_at"], r["expires_at"], r["password_hash"]) for r in rows]
-
     def for_owner(self, owner: str) -> list[Share]:
-        return self._shares("owner = ?", [owner])
+        return self._shares.for_owner(owner)
 
     def own(self, owner: str, share_id: str) -> Share | None:
         """The share if `owner` owns it; another user's share is as absent as a missing one."""
-        found = self._shares("id = ? and owner = ?", [share_id, owner])
-        return found[0] if found else None
+        return self._shares.own(owner, share_id)
 
     def by_token(self, token: str) -> Share | None:
         """The live share the token opens, or None (unknown, revoked or expired)."""
-        found = self._shares("token_sha256 = ?", [self._token_hash(token)])
-        if not found or found[0].expired() or not hmac.compare_digest(self.token(found[0]), token):
+        found = self._shares.by_token_sha256(self._token_hash(token))
+        if found is None or found.expired() or not hmac.compare_digest(self.token(found), token):
             return None
-        return found[0]
+        return found
 
     def revoke(self, owner: str, share_id: str) -> bool:
-        with self._database.write() as db:
-            cursor = db.execute("delete from shares where id = ? and owner = ?", [share_id, owner])
-            return cursor.rowcount > 0
+        return self._shares.delete(owner, share_id)
 
     def remove_owner(self, owner: str) -> None:
-        with self._database.write() as db:
-            db.execute("delete from shares where owner = ?", [owner])
+        self._shares.delete_owner(owner)

@@ -12,7 +12,8 @@ from typing import Any
 
 from engine.engine import DownloadEngine, RetryRefused
 from engine.naming import client_name_problem
-from engine.tasks import CANCELLED, FAILED, STATES, Task
+from engine.kinds import SourceKind, TaskState
+from engine.tasks import Task
 from engine.triggers import TriggerError, request_trigger
 from provider.quota import Quota
 from server.service_errors import Conflict, Invalid, NoRoom, NotFound
@@ -76,7 +77,7 @@ class TaskService:
         if self._quota.quota_room(user) == 0:
             raise NoRoom("your quota is used up; delete files before adding downloads")
         return self._engine.add(
-            user, source=trigger.sources[0], kind="id" if is_content_id else "url", folder=folder,
+            user, source=trigger.sources[0], kind=SourceKind.ID if is_content_id else SourceKind.URL, folder=folder,
             filename=trigger.filename, sha256=trigger.sha256, secrets=trigger.secrets[0],
         )
 
@@ -88,11 +89,13 @@ class TaskService:
 
     def page(self, user: str, *, state: str | None = None, before: int | None = None, limit: int = 100) -> TaskPage:
         """The user's tasks, newest first, `limit` at a time."""
-        if state is not None and state not in STATES:
-            raise Invalid(f"unknown state {state!r}; use one of {', '.join(STATES)}")
+        try:
+            wanted = TaskState(state) if state is not None else None
+        except ValueError:
+            raise Invalid(f"unknown state {state!r}; use one of {', '.join(TaskState)}") from None
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be between 1 and {MAX_PAGE}")
-        tasks = self._engine.tasks.for_user(user, state=state, before_id=before, limit=limit + 1)
+        tasks = self._engine.tasks.for_user(user, state=wanted, before_id=before, limit=limit + 1)
         shown = tasks[:limit]
         return TaskPage(shown, shown[-1].id if len(tasks) > limit else None)
 
@@ -104,7 +107,7 @@ class TaskService:
 
     def retry(self, user: str, task_id: int) -> Task:
         task = self.own(user, task_id)
-        if task.state not in (FAILED, CANCELLED):
+        if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
             raise Conflict(f"task {task.id} is {task.state}; only failed or cancelled tasks can be retried")
         try:
             retried = self._engine.retry(task.id)
@@ -129,7 +132,7 @@ class TaskService:
             "path": task.path, "error": task.error, "instant": bool(task.instant), "sha256": task.sha256,
             "attempts": task.attempts, "created_at": task.created_at, "updated_at": task.updated_at,
             "finished_at": task.finished_at, "superseded_by": task.superseded_by,
-            "torrent": self._torrent_progress(task.id) if task.kind == "torrent" else None,
+            "torrent": self._torrent_progress(task.id) if task.kind == SourceKind.TORRENT else None,
         }
 
     def _torrent_progress(self, task_id: int) -> dict[str, int] | None:

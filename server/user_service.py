@@ -16,7 +16,8 @@ from pathlib import Path
 
 from engine.devices import Devices
 from engine.events import EventLog
-from engine.tasks import CANCELLED, DOWNLOADING, QUEUED, VERIFYING, WAITING, Task, TaskStore
+from engine.kinds import TaskState
+from engine.tasks import Task, TaskStore
 from provider.accounts import User
 from provider.dav_storage import SqliteLockStorage, SqlitePropertyManager
 from provider.resources import user_ref_url
@@ -92,12 +93,12 @@ class UserService:
             running = False
             for task in self._tasks.unfinished_for_user(name):
                 unfinished[task.id] = task
-                if task.state in (QUEUED, WAITING):
+                if task.state in (TaskState.QUEUED, TaskState.WAITING):
                     # A server may claim it meanwhile: then it runs, and is waited for below.
-                    running |= not self._tasks.set_state_if(task.id, (QUEUED, WAITING), state=CANCELLED,
+                    running |= not self._tasks.set_state_if(task.id, (TaskState.QUEUED, TaskState.WAITING), state=TaskState.CANCELLED,
                                                             finished_at=time.time())
                 else:
-                    running |= task.state in (DOWNLOADING, VERIFYING)
+                    running |= task.state in (TaskState.DOWNLOADING, TaskState.VERIFYING)
             if not running or time.monotonic() > deadline:
                 return list(unfinished.values())
             time.sleep(_POLL_SECONDS)

@@ -23,7 +23,8 @@ from engine.scheduler import Running
 from engine.segments import transfer
 from engine.transfer_context import TransferContext
 from engine.space_access import SpaceAccess
-from engine.tasks import DOWNLOADING, VERIFYING, Task, TaskStore
+from engine.kinds import TaskState
+from engine.tasks import Task, TaskStore
 from engine.temp_area import TempArea
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class HttpSource:
             finally:
                 save_progress.flush()  # the next try, or a restart, resumes from the last figure
             if expected:
-                self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+                self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
                 digest = download.sha256()
                 if digest != expected.lower():
                     self._temp.discard_temp(task)

@@ -18,7 +18,8 @@ from engine.download import Download
 from engine.following_hasher import file_sha256
 from engine.scheduler import Running
 from engine.space_access import SpaceAccess
-from engine.tasks import DOWNLOADING, VERIFYING, Task, TaskStore
+from engine.kinds import TaskState
+from engine.tasks import Task, TaskStore
 from engine.temp_area import TempArea
 from engine.torrent_client import TorrentClient, TorrentProgress
 from engine.torrent_metainfo import Metainfo, magnet_info_hash
@@ -75,7 +76,7 @@ class TorrentSource:
         )
         task.display_name = meta.name
         self.tasks.update(task.id, display_name=meta.name, bytes_done=meta.total_size, bytes_total=meta.total_size)
-        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
         if running.cancel.is_set():
             raise Cancelled()
         self._deliver_torrent(task, meta, save_dir)
@@ -117,7 +118,7 @@ class TorrentSource:
         shelved = self.shelf.get(magnet_info_hash(task.source))
         if shelved is None or not all(self.store.has(f.sha256) for f in shelved.files):
             return False
-        self.tasks.set_state_if(task.id, (DOWNLOADING,), state=VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
         self._temp.discard_temp(task)
         if shelved.multi_file:
             staging = self._temp.root / f"{task.id}.deliver" / shelved.name
