@@ -73,7 +73,7 @@ class ServerProcess:
     def space(self, user: str) -> Path:
         return self.data / "spaces" / user
 
-    def start(self, timeout: float = 20) -> ServerProcess:
+    def start(self, timeout: float = 60) -> ServerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
