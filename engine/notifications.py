@@ -18,10 +18,13 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import apprise
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+if TYPE_CHECKING:
+    import apprise
 
 from engine.addresses import BlockedAddressError, Network, resolve_checked
 
@@ -65,6 +68,14 @@ class Outcome:
     error: str | None
 
 
+def _plugin(url: str) -> apprise.NotifyBase | None:
+    """Apprise's plugin for `url`, or None. Apprise is imported on first use: loading it and
+    its plugins was about 0.25 s of every server start, and most servers never notify."""
+    import apprise
+
+    return apprise.Apprise.instantiate(url)
+
+
 def _mask(url: str, plugin: apprise.NotifyBase | None) -> str:
     if plugin is None:
         return f"{url.partition('://')[0] or 'unknown'}://… (not a notification URL Apprise knows)"
@@ -82,7 +93,7 @@ def read_targets(space_root: Path) -> list[Target]:
     for line in raw.decode("utf-8", "replace").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            targets.append(Target(line, _mask(line, apprise.Apprise.instantiate(line))))
+            targets.append(Target(line, _mask(line, _plugin(line))))
     return targets[:MAX_TARGETS]
 
 
@@ -153,7 +164,7 @@ class Notifier:
         return Outcome(target.masked, True, None)
 
     def _send_once(self, target: Target, message: Message) -> None:
-        plugin = apprise.Apprise.instantiate(target.url)
+        plugin = _plugin(target.url)
         if plugin is None:
             raise UnusableTarget("not a notification URL Apprise knows; see the Apprise documentation")
         host, port = _endpoint(plugin)

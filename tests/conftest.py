@@ -78,21 +78,43 @@ def make_server(tmp_path: Path) -> Iterator:
         server.stop()
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "shared_server: the file's tests share one server (`server`), each with users of its own")
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory) -> Iterator[ServerProcess]:
+    """One server for a whole test file marked `pytestmark = pytest.mark.shared_server`: for
+    tests that need no settings, restarts or server-wide state of their own. Starting a server
+    for each test was most of the suite's time; each test still gets users of its own (alice,
+    alice2...), so what one test does is invisible to the next, as between strangers."""
+    with ServerProcess(tmp_path_factory.mktemp("shared") / "server") as running:
+        yield running
+
+
 @pytest.fixture
-def server(make_server) -> ServerProcess:
-    return make_server()
+def server(request) -> ServerProcess:
+    if request.node.get_closest_marker("shared_server"):
+        return request.getfixturevalue("shared_server")
+    return request.getfixturevalue("make_server")()
+
+
+def new_account(server: ServerProcess, name: str, password: str) -> Account:
+    """A user with a 10M quota: `name`, or `name2`, `name3`... on a server shared by earlier tests."""
+    name = server.unused_user_name(name)
+    server.add_user(name, password, quota="10M")
+    return Account(name, password, server.session(name, password))
 
 
 @pytest.fixture
 def alice(server: ServerProcess) -> Account:
-    server.add_user("alice", "alice-password", quota="10M")
-    return Account("alice", "alice-password", server.session("alice", "alice-password"))
+    return new_account(server, "alice", "alice-password")
 
 
 @pytest.fixture
 def bob(server: ServerProcess) -> Account:
-    server.add_user("bob", "bob-password-2", quota="10M")
-    return Account("bob", "bob-password-2", server.session("bob", "bob-password-2"))
+    return new_account(server, "bob", "bob-password-2")
 
 
 @pytest.fixture

@@ -21,14 +21,19 @@ class RawAnswer:
 
 
 def raw_request(base_url: str, method: str, path: bytes, headers: dict[str, bytes] | None = None,
-                body: bytes = b"", timeout: float = 30) -> RawAnswer:
+                body: bytes = b"", timeout: float = 30, declared_length: int | None = None) -> RawAnswer:
+    """`declared_length`: announce that many body bytes, send only `body`, and end the
+    stream there, as a client that went away mid-upload (the answer then shows that the
+    server has read the request to the cut)."""
     parts = urlsplit(base_url)
     lines = [method.encode() + b" " + path + b" HTTP/1.1", f"Host: {parts.netloc}".encode(), b"Connection: close"]
     lines += [name.encode() + b": " + value for name, value in (headers or {}).items()]
-    if body:
-        lines.append(f"Content-Length: {len(body)}".encode())
+    if body or declared_length is not None:
+        lines.append(f"Content-Length: {len(body) if declared_length is None else declared_length}".encode())
     with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
         connection.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        if declared_length is not None:
+            connection.shutdown(socket.SHUT_WR)
         received = b""
         try:
             while chunk := connection.recv(65536):

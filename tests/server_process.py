@@ -6,6 +6,9 @@ start line tells which port it got), and is stopped with SIGTERM or killed with 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
 import os
 import re
 import signal
@@ -61,6 +64,7 @@ class ServerProcess:
         self.config_path.write_text(yaml.safe_dump(tree))
         self.process: subprocess.Popen | None = None
         self.base_url = ""
+        self.user_names: set[str] = set()
 
     @property
     def data(self) -> Path:
@@ -69,7 +73,7 @@ class ServerProcess:
     def space(self, user: str) -> Path:
         return self.data / "spaces" / user
 
-    def start(self, timeout: float = 20) -> ServerProcess:
+    def start(self, timeout: float = 60) -> ServerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -119,10 +123,25 @@ class ServerProcess:
         return run_cli(self.config_path, *args, input=input)
 
     def add_user(self, name: str, password: str, quota: str | None = None) -> None:
+        """`fetchdrive user add`, run in this process: the same code as the command, without
+        a new interpreter importing the whole app for each account (1 to 3 s each on CI; the
+        command as a process is tested in tests/test_cli_and_config.py)."""
+        from server.cli import main
+
         PASSWORDS_USED.add(password)
-        args = ["user", "add", name, "--password-stdin"] + (["--quota", quota] if quota else [])
-        result = self.cli(*args, input=password + "\n")
-        assert result.returncode == 0, result.stderr
+        self.user_names.add(name)
+        args = ["--config", str(self.config_path), "user", "add", name, "--password", password]
+        errors = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+            try:
+                main(args + (["--quota", quota] if quota else []))
+            except SystemExit as exit:
+                raise AssertionError(f"user add {name} failed ({exit.code}): {errors.getvalue()}") from None
+
+    def unused_user_name(self, name: str) -> str:
+        """`name`, or the first of `name2`, `name3`... that no test has added here yet."""
+        candidates = itertools.chain([name], (f"{name}{n}" for n in itertools.count(2)))
+        return next(candidate for candidate in candidates if candidate not in self.user_names)
 
     def url(self, path: str = "/") -> str:
         return self.base_url + path

@@ -9,6 +9,8 @@ import pytest
 
 SECRET = b"bob's secret"
 
+pytestmark = pytest.mark.shared_server
+
 LOCK_BODY = (
     '<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
     "<D:locktype><D:write/></D:locktype><D:owner>x</D:owner></D:lockinfo>"
@@ -19,7 +21,7 @@ LOCK_BODY = (
 def bob_has_a_secret(server, bob):
     assert bob.session.request("MKCOL", server.dav("private")).status_code == 201
     assert bob.session.put(server.dav("private/secret.txt"), data=SECRET).status_code == 201
-    return server.space("bob") / "private" / "secret.txt"
+    return server.space(bob.name) / "private" / "secret.txt"
 
 
 def test_each_user_sees_only_their_own_space(server, alice, bob, bob_has_a_secret):
@@ -31,17 +33,17 @@ def test_each_user_sees_only_their_own_space(server, alice, bob, bob_has_a_secre
 @pytest.mark.parametrize(
     "path",
     [
-        "../bob/private/secret.txt",
-        "%2e%2e/bob/private/secret.txt",
-        "%2E%2E%2Fbob%2Fprivate%2Fsecret.txt",
-        "downloads/../../bob/private/secret.txt",
-        "..%2f..%2fbob/private/secret.txt",
-        "%252e%252e/bob/private/secret.txt",
+        "../{bob}/private/secret.txt",
+        "%2e%2e/{bob}/private/secret.txt",
+        "%2E%2E%2F{bob}%2Fprivate%2Fsecret.txt",
+        "downloads/../../{bob}/private/secret.txt",
+        "..%2f..%2f{bob}/private/secret.txt",
+        "%252e%252e/{bob}/private/secret.txt",
     ],
 )
-def test_traversal_in_any_spelling_never_reaches_another_space(server, alice, bob_has_a_secret, path):
+def test_traversal_in_any_spelling_never_reaches_another_space(server, alice, bob, bob_has_a_secret, path):
     for method in ("GET", "PROPFIND", "PUT", "DELETE", "LOCK", "MKCOL"):
-        check_traversal(server, alice, bob_has_a_secret, path, method)
+        check_traversal(server, alice, bob_has_a_secret, path.format(bob=bob.name), method)
 
 
 def check_traversal(server, alice, secret_file, path: str, method: str) -> None:
@@ -49,7 +51,7 @@ def check_traversal(server, alice, secret_file, path: str, method: str) -> None:
     body = b"overwritten" if method == "PUT" else b""
     request = (
         f"{method} /dav/{path} HTTP/1.1\r\nHost: {server.base_url.split('//')[1]}\r\n"
-        f"Authorization: Basic {_basic('alice', alice.password)}\r\nContent-Length: {len(body)}\r\n"
+        f"Authorization: Basic {_basic(alice.name, alice.password)}\r\nContent-Length: {len(body)}\r\n"
         "Depth: 0\r\nConnection: close\r\n\r\n"
     ).encode() + body
     host, port = server.base_url.split("//")[1].split(":")
@@ -71,22 +73,22 @@ def _basic(user: str, password: str) -> str:
 @pytest.mark.parametrize(
     "destination",
     [
-        "/dav/../bob/stolen.txt",
-        "/dav/%2e%2e/bob/stolen.txt",
-        "http://{host}/dav/../bob/stolen.txt",
+        "/dav/../{bob}/stolen.txt",
+        "/dav/%2e%2e/{bob}/stolen.txt",
+        "http://{host}/dav/../{bob}/stolen.txt",
         "http://evil.example/dav/stolen.txt",
-        "/bob/stolen.txt",
+        "/{bob}/stolen.txt",
     ],
 )
 def test_hostile_destination_cannot_write_into_another_space(server, alice, bob, method, destination):
     alice.session.put(server.dav("mine.txt"), data=b"alice data")
     host = server.base_url.split("//")[1]
     response = alice.session.request(
-        method, server.dav("mine.txt"), headers={"Destination": destination.format(host=host), "Overwrite": "T"}
+        method, server.dav("mine.txt"), headers={"Destination": destination.format(host=host, bob=bob.name), "Overwrite": "T"}
     )
     assert response.status_code < 500
-    assert not (server.space("bob") / "stolen.txt").exists()
-    assert not any(server.space("bob").rglob("stolen.txt"))
+    assert not (server.space(bob.name) / "stolen.txt").exists()
+    assert not any(server.space(bob.name).rglob("stolen.txt"))
 
 
 def test_a_lock_token_of_one_user_does_not_work_for_another(server, alice, bob):
@@ -103,7 +105,7 @@ def test_a_lock_token_of_one_user_does_not_work_for_another(server, alice, bob):
     assert bob.session.request("UNLOCK", server.dav("same.txt"), headers={"Lock-Token": token}).status_code in (403, 409)
     assert bob.session.put(server.dav("same.txt"), data=b"bob 3", headers={"If": f"({token})"}).status_code == 412
     assert alice.session.put(server.dav("same.txt"), data=b"x").status_code == 423
-    assert (server.space("alice") / "same.txt").read_bytes() == b"alice"
+    assert (server.space(alice.name) / "same.txt").read_bytes() == b"alice"
 
 
 def test_dead_properties_are_per_user(server, alice, bob):
@@ -119,7 +121,7 @@ def test_dead_properties_are_per_user(server, alice, bob):
     assert "red" not in bob.session.request("PROPFIND", server.dav("p.txt"), data=query, headers={"Depth": "0"}).text
 
 
-def test_a_symlink_planted_in_a_space_is_not_followed(server, alice, bob_has_a_secret):
-    (server.space("alice") / "link").symlink_to(server.space("bob"))
+def test_a_symlink_planted_in_a_space_is_not_followed(server, alice, bob, bob_has_a_secret):
+    (server.space(alice.name) / "link").symlink_to(server.space(bob.name))
     assert alice.session.get(server.dav("link/private/secret.txt")).status_code in (403, 404)
     assert SECRET not in alice.session.request("PROPFIND", server.dav(), headers={"Depth": "1"}).content

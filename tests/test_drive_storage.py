@@ -17,6 +17,9 @@ QUOTA_PROPS = (
 )
 
 
+pytestmark = pytest.mark.shared_server
+
+
 def quota_of(server, account, path=""):
     text = account.session.request("PROPFIND", server.dav(path), data=QUOTA_PROPS, headers={"Depth": "0"}).text
     used = int(re.search(r"quota-used-bytes>(\d+)<", text).group(1))
@@ -67,8 +70,8 @@ def test_a_put_over_quota_gets_507_and_leaves_nothing_behind(server, alice):
     big = b"z" * (11 * 1024 * 1024)
     assert alice.session.put(server.dav("big.bin"), data=big).status_code == 507
     assert alice.session.put(server.dav("keep.bin"), data=big).status_code == 507
-    assert not (server.space("alice") / "big.bin").exists()
-    assert (server.space("alice") / "keep.bin").read_bytes() == b"k" * 100
+    assert not (server.space(alice.name) / "big.bin").exists()
+    assert (server.space(alice.name) / "keep.bin").read_bytes() == b"k" * 100
     assert quota_of(server, alice)[0] == 100
     assert not any((server.data / "tmp" / "uploads").iterdir())
 
@@ -80,14 +83,14 @@ def test_a_chunked_put_over_quota_is_stopped_while_streaming(server, alice):
 
     response = alice.session.put(server.dav("stream.bin"), data=body())
     assert response.status_code == 507
-    assert not (server.space("alice") / "stream.bin").exists()
+    assert not (server.space(alice.name) / "stream.bin").exists()
 
 
 def test_copy_over_quota_gets_507(server, alice):
     alice.session.put(server.dav("six.bin"), data=b"6" * (6 * 1024 * 1024))
     response = alice.session.request("COPY", server.dav("six.bin"), headers={"Destination": "/dav/again.bin"})
     assert response.status_code == 507
-    assert not (server.space("alice") / "again.bin").exists()
+    assert not (server.space(alice.name) / "again.bin").exists()
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -172,14 +175,14 @@ def test_the_downloads_folder_cannot_be_deleted_or_moved(server, alice, method, 
     alice.session.put(server.dav("downloads/keep.txt"), data=b"k")
     response = alice.session.request(method, server.dav("downloads/"), headers=headers)
     assert response.status_code == 403
-    assert (server.space("alice") / "downloads" / "keep.txt").read_bytes() == b"k"
+    assert (server.space(alice.name) / "downloads" / "keep.txt").read_bytes() == b"k"
 
 
 def test_nothing_can_replace_the_downloads_folder(server, alice):
     alice.session.request("MKCOL", server.dav("other"))
     response = alice.session.request("MOVE", server.dav("other/"), headers={"Destination": "/dav/downloads", "Overwrite": "T"})
     assert response.status_code == 403
-    assert (server.space("alice") / "downloads").is_dir()
+    assert (server.space(alice.name) / "downloads").is_dir()
 
 
 def test_head_on_a_folder_and_junk_files_work(server, alice):
@@ -208,6 +211,6 @@ def test_an_overlong_name_gets_a_clear_4xx(server, alice):
 def test_a_put_replaces_the_file_with_a_new_inode(server, alice):
     """A PUT replaces the file with a new inode, so hard-linked copies elsewhere stay as they were."""
     alice.session.put(server.dav("f.txt"), data=b"original")
-    first = (server.space("alice") / "f.txt").stat().st_ino
+    first = (server.space(alice.name) / "f.txt").stat().st_ino
     alice.session.put(server.dav("f.txt"), data=b"changed")
-    assert (server.space("alice") / "f.txt").stat().st_ino != first
+    assert (server.space(alice.name) / "f.txt").stat().st_ino != first

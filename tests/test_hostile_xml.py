@@ -19,6 +19,8 @@ BILLION_LAUGHS = (
     '<!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">'
     ']>{body}'
 )
+pytestmark = pytest.mark.shared_server
+
 EXTERNAL = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>{body}'
 
 BODIES = {

@@ -22,6 +22,8 @@ from tests.test_store_trust import drop, error_file, make_account, task_for, tas
 
 _serial = itertools.count()
 
+pytestmark = pytest.mark.shared_server
+
 
 def secret(kind: str) -> str:
     """A fresh secret, searched for in every log and error file of the run afterwards."""
@@ -112,8 +114,8 @@ def test_a_login_reaches_its_origin_and_never_the_host_a_redirect_leads_to(serve
     drop(alice, server, "moved.url", way.give(alice, server, origin.url("/moved.bin")))
     task_for(alice, server, "direct.url", ("done",))
     task_for(alice, server, "moved.url", ("done",))
-    assert (server.space("alice") / "downloads" / "direct.bin").read_bytes() == body
-    assert (server.space("alice") / "downloads" / "cdn.bin").read_bytes() == body[::-1]
+    assert (server.space(alice.name) / "downloads" / "direct.bin").read_bytes() == body
+    assert (server.space(alice.name) / "downloads" / "cdn.bin").read_bytes() == body[::-1]
     assert carried(origin, way.traces()), "the origin got the login"
     assert other_host.requests and not carried(other_host, way.traces())
     assert not any(name in ("Authorization", "Cookie", "X-Api-Key") for entry in other_host.requests for name in entry.headers)
@@ -139,7 +141,7 @@ def test_a_triggers_login_stays_on_its_scheme_host_and_port(server, alice, origi
         assert other_port.requests and not carried(other_port, way.traces())
     expected = b"from the other port" if scheme_or_port == "port" else b"back home"
     name = "file.bin" if scheme_or_port == "port" else "back.bin"
-    assert (server.space("alice") / "downloads" / name).read_bytes() == expected
+    assert (server.space(alice.name) / "downloads" / name).read_bytes() == expected
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -149,7 +151,7 @@ def test_a_wrong_login_says_the_origin_refused_it_without_repeating_it(server, a
     origin.add("/locked.bin", b"locked content", **way.demand())
     url = origin.url("/locked.bin")
     drop(alice, server, "locked.url", way.give(alice, server, url, password=wrong))
-    text = error_file(server, "alice", "locked.url")
+    text = error_file(server, alice.name, "locked.url")
     assert "refused the login" in text and "127.0.0.1" in text
     task = task_for(alice, server, "locked.url", ("failed",))
     assert task["source"] == url  # shown without userinfo
@@ -165,11 +167,11 @@ def test_settings_files_are_read_again_at_each_download(server, alice, origin, s
     url = origin.url("/members.bin")
     trigger = way.give(alice, server, url, password=secret("stale"))
     drop(alice, server, "members.url", trigger)
-    assert "refused the login" in error_file(server, "alice", "members.url")
+    assert "refused the login" in error_file(server, alice.name, "members.url")
     way.give(alice, server, url)
     drop(alice, server, "members.url", trigger)
     task_for(alice, server, "members.url", ("done",))
-    assert (server.space("alice") / "downloads" / "members.bin").read_bytes() == b"members only"
+    assert (server.space(alice.name) / "downloads" / "members.bin").read_bytes() == b"members only"
 
 
 UNUSABLE_FILES = [
@@ -217,7 +219,7 @@ def test_a_header_line_that_would_break_the_request_is_refused(server, alice, or
             "id": (f"x{number}.id", f"some-id\nheader={line}\n".encode()),
         }[kind]
         drop(alice, server, trigger, data)
-        error = error_file(server, "alice", trigger)
+        error = error_file(server, alice.name, trigger)
         assert ("header" in error or "line break" in error) and hidden not in error and "evil" not in error, (line, error)
     assert not origin.requests
 
@@ -235,15 +237,15 @@ def test_content_fetched_with_a_login_never_reaches_a_user_the_origin_refuses(se
     drop(alice, server, "paid.url", way.give(alice, server, url))
     task_for(alice, server, "paid.url", ("done",))
     drop(bob, server, "paid.url", url_shortcut(url))
-    error = error_file(server, "bob", "paid.url")
+    error = error_file(server, bob.name, "paid.url")
     assert "HTTP 40" in error
-    assert not (server.space("bob") / "downloads" / "paid.bin").exists()
+    assert not (server.space(bob.name) / "downloads" / "paid.bin").exists()
     assert not any(t["state"] == "done" for t in tasks_of(bob, server))
     sent = origin.bytes_sent("/paid.bin")
     drop(carol, server, "paid.url", way.give(carol, server, url))
     task = task_for(carol, server, "paid.url", ("done",))
     assert task["instant"] and origin.bytes_sent("/paid.bin") == sent
-    assert (server.space("carol") / "downloads" / "paid.bin").read_bytes() == body
+    assert (server.space(carol.name) / "downloads" / "paid.bin").read_bytes() == body
 
 
 def test_a_login_is_never_in_the_log_api_or_error_files_of_a_busy_run(server, alice, origin):
@@ -256,9 +258,9 @@ def test_a_login_is_never_in_the_log_api_or_error_files_of_a_busy_run(server, al
         task_for(alice, server, f"ok{number}.url", ("done",))
     origin.add("/gone.bin", b"", status=404)
     drop(alice, server, "gone.url", ways[0].give(alice, server, origin.url("/gone.bin")))
-    error_file(server, "alice", "gone.url")
+    error_file(server, alice.name, "gone.url")
     seen = answers_of(alice, server) + server.log_text()
-    for path in server.space("alice").rglob("*.error.txt"):
+    for path in server.space(alice.name).rglob("*.error.txt"):
         seen += path.read_text()
     for way in ways:
         assert not any(trace in seen for trace in way.traces())
@@ -273,5 +275,5 @@ def test_a_link_with_a_login_given_to_the_api_is_shown_and_kept_without_it(serve
     answer = alice.session.post(server.url("/api/v1/tasks"), json={"url": url.replace("://", f"://{login}@", 1)})
     assert answer.status_code == 201 and answer.json()["source"] == url
     wait_for(lambda: alice.session.get(server.url(f"/api/v1/tasks/{answer.json()['id']}")).json()["state"] == "done")
-    assert (server.space("alice") / "downloads" / "api.bin").read_bytes() == b"through the api"
+    assert (server.space(alice.name) / "downloads" / "api.bin").read_bytes() == b"through the api"
     assert hidden not in answers_of(alice, server) + server.log_text()

@@ -10,8 +10,8 @@ and afterwards the used figure must equal a recount.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import requests
 from provider.quota import tree_size
 from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
 from tests.quota_helpers import Sampler, quota_props, recounted, used
+from tests.raw_http import DroppedConnection, raw_request
 
 QUOTA = 4 * 1024 * 1024
 class SlowBody:
@@ -337,11 +338,14 @@ def test_cancelled_downloads_and_cut_off_uploads_give_their_room_back(tiny, orig
     wait_for(lambda: used(tiny.session, tiny.server) == tree_size(tiny.server.space(tiny.name)),
              message="the cancelled download's room given back")
     for cut_after in (1, 1_000_000):
-        host, port = tiny.server.base_url.split("//")[1].split(":")
-        with socket.create_connection((host, int(port))) as conn:
-            conn.sendall(b"PUT /dav/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
-                         + base64.b64encode(b"tiny:tiny-password") + b"\r\nContent-Length: 3000000\r\n\r\n"
-                         + b"c" * cut_after)
+        # Waiting for the answer (or the hang-up) before the checks below: they could pass
+        # before the server read the request at all, and the room it took then would refuse
+        # the last PUT.
+        with contextlib.suppress(DroppedConnection):
+            answer = raw_request(tiny.server.base_url, "PUT", b"/dav/cut.bin", body=b"c" * cut_after,
+                                 headers={"Authorization": b"Basic " + base64.b64encode(b"tiny:tiny-password")},
+                                 declared_length=3_000_000, timeout=60)
+            assert answer.status == 400, answer
         wait_for(lambda: used(tiny.session, tiny.server) == tree_size(tiny.server.space(tiny.name))
                  and not any((tiny.server.data / "tmp" / "uploads").iterdir()), message="the cut-off upload's room back")
     assert tiny.session.put(tiny.server.dav("big.bin"), data=b"b" * 4_000_000).status_code == 201

@@ -17,6 +17,9 @@ SHARE_PASSWORD = "share-secret-9"
 PASSWORDS_USED.add(SHARE_PASSWORD)
 
 
+pytestmark = pytest.mark.shared_server
+
+
 def put(account, server, path: str, body: bytes) -> None:
     parts = path.split("/")[:-1]
     for depth in range(1, len(parts) + 1):
@@ -67,7 +70,7 @@ def test_share_answers_send_anti_framing_headers_and_never_name_the_owner(server
         assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"], url
         assert answer.headers["Referrer-Policy"] == "no-referrer"
         page = answer.text
-        for leak in ("alice", "secret-project", "Server: WsgiDAV"):
+        for leak in (alice.name, "secret-project", "Server: WsgiDAV"):
             assert leak not in page and leak not in str(answer.headers), (url, leak)
     # A shared file cannot script the drive: it is sandboxed into an origin of its own.
     assert "sandbox" in visitor.get(single["url"]).headers["Content-Security-Policy"]
@@ -114,8 +117,8 @@ def test_nothing_outside_a_shared_folder_can_be_reached(server, alice):
     put(alice, server, "elsewhere.txt", b"NOT SHARED")
     put(alice, server, "private/secret.txt", b"NOT SHARED")
     # Symlinks cannot be made over WebDAV; one placed on the server's disk must not lead out.
-    (server.space("alice") / "album" / "link").symlink_to(server.space("alice") / "private")
-    (server.space("alice") / "album" / "filelink").symlink_to(server.space("alice") / "elsewhere.txt")
+    (server.space(alice.name) / "album" / "link").symlink_to(server.space(alice.name) / "private")
+    (server.space(alice.name) / "album" / "filelink").symlink_to(server.space(alice.name) / "elsewhere.txt")
     made = share(alice, server, "album")
     token_path = urlsplit(made["url"]).path
     for escape in ESCAPES:
@@ -244,7 +247,7 @@ def test_shares_need_a_login_to_make_and_only_reads_are_allowed(server, alice):
     made = share(alice, server, "mine.txt")
     for method in ("PUT", "DELETE", "POST", "PROPFIND", "MOVE"):
         assert anonymous().request(method, made["url"]).status_code == 405, method
-    assert (server.space("alice") / "mine.txt").read_bytes() == b"x"
+    assert (server.space(alice.name) / "mine.txt").read_bytes() == b"x"
 
 
 def test_a_dav_folder_opened_in_a_browser_goes_to_the_web_drive(server, alice):
@@ -260,8 +263,8 @@ def test_removing_a_user_ends_their_links_even_when_files_are_kept(server, alice
     put(bob, server, "kept.txt", b"bob's")
     made = share(bob, server, "kept.txt")
     assert anonymous().get(made["url"]).content == b"bob's"
-    assert server.cli("user", "remove", "bob", "--keep-files").returncode == 0
-    assert (server.space("bob") / "kept.txt").exists()
+    assert server.cli("user", "remove", bob.name, "--keep-files").returncode == 0
+    assert (server.space(bob.name) / "kept.txt").exists()
     assert anonymous().get(made["url"]).status_code == 404
     database = sqlite3.connect(server.data / "fetchdrive.sqlite")
-    assert database.execute("select count(*) from shares where owner = 'bob'").fetchone() == (0,)
+    assert database.execute("select count(*) from shares where owner = ?", [bob.name]).fetchone() == (0,)

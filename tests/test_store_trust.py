@@ -29,6 +29,8 @@ def dead_url(path: str = "/gone.bin") -> str:
 
 
 def make_account(server, name: str) -> Account:
+    """A user called `name` (`name2`... where an earlier test on a shared server took it)."""
+    name = server.unused_user_name(name)
     password = f"{name}-password-9"
     server.add_user(name, password, quota="20M")
     return Account(name, password, server.session(name, password))

@@ -15,6 +15,8 @@ UNSUPPORTED = [
 ]
 MAGNET = "magnet:?xt=urn:btih:" + "c" * 40 + "&dn=thing.iso"
 
+pytestmark = pytest.mark.shared_server
+
 
 @pytest.mark.parametrize("url", UNSUPPORTED)
 def test_the_api_refuses_an_unsupported_scheme_with_400(server, alice, url):
@@ -26,7 +28,7 @@ def test_the_api_refuses_an_unsupported_scheme_with_400(server, alice, url):
 
 
 def test_a_trigger_with_an_unsupported_scheme_gets_an_error_file_and_no_task(server, alice):
-    downloads = server.space("alice") / "downloads"
+    downloads = server.space(alice.name) / "downloads"
     for number, url in enumerate(UNSUPPORTED):
         assert alice.session.put(server.dav(f"downloads/t{number}.url"), data=url_shortcut(url)).status_code < 300
     for number, url in enumerate(UNSUPPORTED):
