@@ -24,7 +24,7 @@ from engine.tasks import UNFINISHED, Task, TaskStore
 from engine.temp_area import TempArea
 
 if TYPE_CHECKING:
-    from engine.engine import EngineSettings
+    from engine.engine_settings import EngineSettings
 
 _log = logging.getLogger(__name__)
 

@@ -15,15 +15,17 @@ class Allowance(Protocol):
 
     held: int
 
-    def claim(self, total: int, *, force: bool = False) -> int:
+    def claim(self, total: int, *, force: bool = False, whole: bool = False) -> int:
         """Hold room for `total` bytes, or as many as the quota allows; returns what is held.
-        `force`: hold `total` even over the quota (bytes already on disk)."""
+        `force`: hold `total` even over the quota (bytes already on disk); `whole`: all of
+        `total` or nothing more (a file of known length that cannot fit holds no room that
+        others could use)."""
 
     def settle(self, delta: int) -> None:
         """Book `delta` bytes as stored and hold nothing more, in one step."""
 
     def release(self) -> None:
-        """Hold nothing more."""
+        """Hold nothing more, for good: later claims hold nothing."""
 
 
 class SpaceAccess(Protocol):

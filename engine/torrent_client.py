@@ -145,7 +145,7 @@ class TorrentClient:
 
     def fetch(self, source: str, save_dir: Path, metainfo_path: Path, *, progress: TorrentProgress,
               on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
-              room: Callable[[int], int]) -> Metainfo:
+              room: Callable[..., int]) -> Metainfo:
         """Download the torrent `source` (a magnet URI) into `save_dir`; returns its description
         when every piece is verified. The metadata comes from `metainfo_path` if a `.torrent`
         file or an earlier try saved it there, else from the swarm."""
@@ -163,7 +163,7 @@ class TorrentClient:
 
     def _follow(self, handle: lt.torrent_handle, known_peers: list, metainfo_path: Path, progress: TorrentProgress,
                 on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
-                room: Callable[[int], int]) -> Metainfo:
+                room: Callable[..., int]) -> Metainfo:
         started = last_peer = time.monotonic()
         last_call = 0.0
         meta: Metainfo | None = None
@@ -198,7 +198,7 @@ class TorrentClient:
                     return meta
             time.sleep(POLL_EVERY)
 
-    def _checked_metadata(self, handle: lt.torrent_handle, metainfo_path: Path, room: Callable[[int], int]) -> Metainfo:
+    def _checked_metadata(self, handle: lt.torrent_handle, metainfo_path: Path, room: Callable[..., int]) -> Metainfo:
         info = handle.torrent_file()
         try:
             meta = describe(info)

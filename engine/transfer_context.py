@@ -14,21 +14,23 @@ CHUNK = 1024 * 1024
 ROOM_STEP = 16 * CHUNK
 
 
-def require_room(room: Callable[[int], int], total: int) -> None:
-    """Claim room for a file of `total` bytes, or fail for good: it cannot fit."""
-    held = room(total)
+def require_room(room: Callable[..., int], total: int) -> None:
+    """Claim room for all of a file of `total` bytes, or fail for good holding nothing more:
+    it cannot fit."""
+    held = room(total, whole=True)
     if held < total:
         raise failure(Outcome.QUOTA, detail=f"the file is {total} bytes and the quota leaves room for {held}")
 
 
 @dataclass
 class TransferContext:
-    """`room(total)` holds room in the quota for a file of `total` bytes and says how much it
-    got (a claim never gives room back); `throttle(n)` waits as long as n bytes may take."""
+    """`room(total, whole=False)` holds room in the quota for a file of `total` bytes (with
+    `whole`, all of it or nothing more) and says how much it got (a claim never gives room
+    back); `throttle(n)` waits as long as n bytes may take."""
 
     on_progress: Callable[[Download], None]
     is_cancelled: Callable[[], bool]
-    room: Callable[[int], int]
+    room: Callable[..., int]
     throttle: Callable[[int], None] = lambda count: None
 
     def landed(self, count: int) -> None:

@@ -144,17 +144,23 @@ class Quota:
 
     # --- reservations (see Reservation) -------------------------------------
 
-    def _hold(self, reservation: Reservation, total: int, *, least: int | None = None, force: bool = False) -> int:
+    def _hold(self, reservation: Reservation, total: int, *, least: int | None = None, force: bool = False,
+              whole: bool = False) -> int:
         """Set what `reservation` holds to `total`. Unless `force`, growth stops where the
         quota does, but not below `least` (QuotaExceeded if even that does not fit, or if it
-        leaves less than storage.min_free on disk); `least` None: any amount will do."""
+        leaves less than storage.min_free on disk); `least` None: any amount will do; `whole`:
+        all of `total` or no growth at all. A closed reservation holds nothing more."""
         user = reservation.user
         with self._lock:
+            if reservation.closed:
+                return reservation.held
             extra = total - reservation.held
             if extra > 0 and not force:
                 found = self._accounts.get(user)
                 if found is not None and found.quota_bytes is not None:
                     room = found.quota_bytes - found.used_bytes - self._reserved.get(user, 0)
+                    if extra > room and whole:
+                        return reservation.held
                     if extra > room:
                         wanted = reservation.held + max(0, room)
                         if least is not None and wanted < least:
@@ -185,16 +191,20 @@ class Quota:
         with self._lock:
             self._accounts.add_used(reservation.user, delta)
             self._hold(reservation, 0, force=True)
+            reservation.closed = True
 
 
 class Reservation:
     """Room held for one user's bytes on their way in: `settle` it once they are in place,
-    else `release` it (also on leaving its `with` block; after `settle` that does nothing)."""
+    else `release` it (also on leaving its `with` block; after `settle` that does nothing).
+    Either closes it: a late claim (a download's other connection still finishing a read
+    after a cancel) holds nothing, so no room stays held with no one to give it back."""
 
     def __init__(self, quota: Quota, user: str) -> None:
         self._quota = quota
         self.user = user
         self.held = 0
+        self.closed = False
 
     def require(self, total: int, ahead: int = 0) -> None:
         """Hold at least `total` bytes, and up to `ahead` more while there is room; raise
@@ -202,13 +212,14 @@ class Reservation:
         if total > self.held:
             self._quota._hold(self, total + ahead, least=total)
 
-    def claim(self, total: int, *, force: bool = False) -> int:
+    def claim(self, total: int, *, force: bool = False, whole: bool = False) -> int:
         """Hold room for `total` bytes, or for as many as the quota allows; returns what is
         held, which never shrinks. `force`: hold exactly `total`, even over the quota (for
-        bytes already on disk). The free-disk reserve is not checked here."""
+        bytes already on disk); `whole`: all of `total` or nothing more. The free-disk reserve
+        is not checked here."""
         if force:
             return self._quota._hold(self, total, force=True)
-        return self._quota._hold(self, max(total, self.held))
+        return self._quota._hold(self, max(total, self.held), whole=whole)
 
     def settle(self, delta: int) -> None:
         """Book `delta` as stored bytes and hold nothing more, in one step."""
@@ -217,6 +228,7 @@ class Reservation:
     def release(self) -> None:
         if self.held:
             self._quota._hold(self, 0, force=True)
+        self.closed = True
 
     def __enter__(self) -> Reservation:
         return self

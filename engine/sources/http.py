@@ -28,7 +28,7 @@ from engine.tasks import Task, TaskStore
 from engine.temp_area import TempArea
 
 if TYPE_CHECKING:
-    from engine.engine import EngineSettings
+    from engine.engine_settings import EngineSettings
 
 
 class HttpSource:

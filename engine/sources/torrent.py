@@ -26,7 +26,7 @@ from engine.torrent_metainfo import Metainfo, magnet_info_hash
 from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, stage_tree
 
 if TYPE_CHECKING:
-    from engine.engine import EngineSettings
+    from engine.engine_settings import EngineSettings
 
 
 class TorrentSource:

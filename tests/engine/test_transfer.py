@@ -40,7 +40,7 @@ def _fetcher(*, read_timeout: float = 5, allow_private: bool = True, splice: boo
 
 def _context(**overrides) -> TransferContext:
     return TransferContext(**{"on_progress": lambda download: None, "is_cancelled": lambda: False,
-                              "room": lambda total: total, **overrides})
+                              "room": lambda total, whole=False: total, **overrides})
 
 
 def _run(fetcher: Fetcher, download: Download, context: TransferContext, connections: int = 1) -> FetchError | None:
@@ -161,7 +161,7 @@ def test_faults_around_the_origin_come_to_their_outcome(what: str, outcome: Outc
     elif what == "private":
         fetcher = _fetcher(allow_private=False)
     elif what == "quota":
-        context = _context(room=lambda total: min(total, MIB))
+        context = _context(room=lambda total, whole=False: total if total <= MIB or not whole else 0)
     elif what == "cancel":
         context = _context(is_cancelled=lambda: True)
     download = Download(url=url, temp_path=tmp_path / "tmp" / "1.part")
@@ -185,7 +185,7 @@ from engine.errors import FetchError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
 fetcher = Fetcher(make_session(allow_private=True), connect_timeout=2, read_timeout=5, splice=sys.argv[3] == "splice")
-context = TransferContext(on_progress=lambda d: None, is_cancelled=lambda: False, room=lambda total: total)
+context = TransferContext(on_progress=lambda d: None, is_cancelled=lambda: False, room=lambda total, whole=False: total)
 try:
     transfer(fetcher, Download(url=sys.argv[1], temp_path=Path(sys.argv[2])), context, connections=1)
     print("COMPLETE")
