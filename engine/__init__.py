@@ -7,6 +7,7 @@ is the facade the drive and the API talk to; `space_access` is what the drive gi
 """
 
 __all__ = [
-    "catalog", "content_store", "database", "devices", "engine", "engine_settings", "events", "naming",
+    "catalog", "content_store", "database", "devices", "devices_table", "engine", "engine_settings", "events",
+    "events_table", "naming",
     "notifications", "placeholders", "socket_splice", "space_access", "tasks", "triggers",
 ]

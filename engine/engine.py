@@ -63,9 +63,11 @@ class RetryRefused(ValueError):
 
 
 class DownloadEngine:
-    def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings) -> None:
+    def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings, *,
+                 event_history: int) -> None:
+        """`event_history`: how many events a user's stream keeps for resuming (events.history)."""
         self.tasks = TaskStore(database)
-        self.events = EventLog(database)
+        self.events = EventLog(database, history=event_history)
         self.devices = Devices(database, self.events)
         self.tasks.on_change = TaskEvents(self.events, self.devices.send_finished).changed
         self.catalog = Catalog(database)

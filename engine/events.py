@@ -106,7 +106,7 @@ class Subscription:
 class EventLog:
     """Stores, numbers and fans out the events of every user."""
 
-    def __init__(self, database: Database, *, history: int = 1000, notifier: Notifier | None = None) -> None:
+    def __init__(self, database: Database, *, history: int, notifier: Notifier | None = None) -> None:
         self._events: EventRepository = SqliteEvents(database)
         self.history = history
         self._notifier = notifier or LocalNotifier()

@@ -99,11 +99,11 @@ class FetchdriveApp:
             self.storage.root,
             self.provider.writer,
             from_keys(EngineSettings, config.values),
+            event_history=config["events.history"],
         )
         self.provider.hooks = self.engine
         self.removed_users = RemovedUsers(self.storage.accounts, self.engine)
         self.provider.events = self.engine.events
-        self.engine.events.history = config["events.history"]
         self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(ShareService(self.storage.shares, self.provider)))
         self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(DeviceService(
             self.engine.devices, self.provider.space_root, self.engine.events.online_devices))

@@ -14,8 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
-from engine.devices import Devices
-from engine.events import EventLog
+from engine.devices_table import SqliteDevices
+from engine.events_table import SqliteEvents
 from engine.kinds import TaskState
 from engine.tasks import Task, TaskStore
 from provider.accounts import User
@@ -66,9 +66,9 @@ class UserService:
             _discard_temporary_data(task)
         self._tasks.delete_user(name)
         self._storage.shares.remove_owner(name)
-        events = EventLog(self._storage.database)  # a later user of the same name inherits none of it
-        events.forget_user(name)
-        Devices(self._storage.database, events).forget_user(name)
+        # A later user of the same name inherits none of it.
+        SqliteEvents(self._storage.database).forget_user(name)
+        SqliteDevices(self._storage.database).forget_user(name)
         self._forget_dav_state(name)
         space = self._storage.space(name)
         if not keep_files:
