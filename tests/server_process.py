@@ -7,6 +7,7 @@ start line tells which port it got), and is stopped with SIGTERM or killed with 
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import itertools
 import os
@@ -137,6 +138,10 @@ class ServerProcess:
                 main(args + (["--quota", quota] if quota else []))
             except SystemExit as exit:
                 raise AssertionError(f"user add {name} failed ({exit.code}): {errors.getvalue()}") from None
+            finally:
+                # The command's database connection must not outlive it here (as it would not
+                # in its own process): a test may unmount the data folder afterwards.
+                gc.collect()
 
     def unused_user_name(self, name: str) -> str:
         """`name`, or the first of `name2`, `name3`... that no test has added here yet."""

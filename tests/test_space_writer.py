@@ -47,9 +47,10 @@ ELSEWHERE: dict[str, tuple[Counter, str]] = {
     "provider/spaces.py": (Counter({".mkdir": 3, "shutil.rmtree": 1}),
                            "the spaces' root, a new space with its downloads/ folder, the upload area"),
     "server/app.py": (Counter({".mkdir": 1}), "the data folder"),
-    "server/cli.py": (Counter({".mkdir": 1, "shutil.rmtree": 1}),
-                      "`user add` makes the space, `user remove` removes it with the account"),
-    "server/client.py": (Counter({".write_text": 1, "os.replace": 2, ".mkdir": 3, ".unlink": 2}),
+    "server/user_service.py": (Counter({".mkdir": 1, "shutil.rmtree": 2, ".unlink": 1}),
+                               "`user add` makes the space, `user remove` removes it and the user's temporary "
+                               "data with the account"),
+    "server/client.py": (Counter({".write_text": 1, "os.replace": 2, ".mkdir": 3, ".unlink": 3}),
                          "the sync client's local folder, on the user's own machine"),
     "server/live_sync.py": (Counter({".mkdir": 1}), "the sync client's partial files"),
     "server/shares.py": (Counter({"os.open(write)": 1, "os.link": 1, ".unlink": 1}), "the share links' key file"),
