@@ -25,16 +25,25 @@ from tqdm import tqdm
 from webdav3.client import Client
 from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
 
-from engine.errors import Restart
+from engine.body_copy import copy_body
+from engine.errors import FetchError, LocalStorageError, Restart, on_local_disk
+from engine.outcomes import Outcome
 from engine.ranged_get import RangedGet
 from engine.kinds import TaskState
 from engine.tasks import FINISHED
+from engine.transfer_context import TransferContext
 
 STATE_DIR = ".fetchdrive-sync"
 STATUS_FILE = "downloads/fetchdrive-status.txt"
-CHUNK = 1024 * 1024
 POLL_SECONDS = 0.5
 PICKUP_SECONDS = 10
+
+
+# The sync's own disk: no quota, nothing to cancel or throttle (the bar counts each chunk).
+_SYNC_CONTEXT = TransferContext(on_progress=lambda download: None, is_cancelled=lambda: False,
+                                room=lambda total, whole=False: total)
+# What a write into a local file met, beyond a full disk, in the words of its errno.
+_LOCAL_FAULTS = {Outcome.DISK_READ_ONLY: os.strerror(errno.EROFS), Outcome.DISK_IO: os.strerror(errno.EIO)}
 
 
 class ClientError(Exception):
@@ -362,7 +371,8 @@ class Sync:
 
     def download(self, remote_path: str, target: Path, item: RemoteFile, bar: tqdm) -> None:
         """Fetch the drive's `remote_path` into `target` by way of a resumable partial file:
-        nothing partial is ever under the final name."""
+        nothing partial is ever under the final name. The body goes in as the server's own
+        downloads do (engine/body_copy.py), its progress into `bar`."""
         partial = self.partial_dir / (hashlib.sha256(remote_path.encode()).hexdigest() + ".part")
         have = partial.stat().st_size if partial.exists() else 0
         etag = f'"{item.etag.strip(chr(34))}"' if item.etag else None
@@ -375,24 +385,32 @@ class Sync:
                 if response.status_code not in (200, 206):
                     raise ClientError(f"{item.path}: HTTP {response.status_code}")
                 try:
-                    mode = "ab" if request.continues(response) else "wb"
+                    start = have if request.continues(response) else 0
                 except Restart:  # not the bytes the partial file ends with: fetch it whole
                     response.close()
                     partial.unlink()
                     return self.download(remote_path, target, item, bar)
-                if mode == "ab":
+                if start:
                     bar.update(have)
                     tqdm.write(f"resumed {item.path} at {have} bytes")
-                with open(partial, mode) as out:
-                    for chunk in response.iter_content(CHUNK):
-                        out.write(chunk)
-                        bar.update(len(chunk))
+                out = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o666)
+                try:
+                    with on_local_disk():
+                        os.ftruncate(out, start)
+                    copy_body(response, out, start, _SYNC_CONTEXT, bar.update)
+                finally:
+                    os.close(out)
         except requests.RequestException as error:
             raise ClientError(f"{item.path}: transfer interrupted ({type(error).__name__}); run sync again to resume") from None
+        except LocalStorageError as error:
+            partial.unlink(missing_ok=True)
+            if error.outcome in (Outcome.DISK_FULL, Outcome.DISK_QUOTA):
+                raise ClientError(f"local disk full while writing {item.path}; free space and run sync again") from None
+            raise ClientError(f"cannot write {target}: {_LOCAL_FAULTS.get(error.outcome, 'the file system refused it')}") from None
+        except FetchError as error:  # the network's, classified by engine/errors.py
+            raise ClientError(f"{item.path}: transfer interrupted ({error}); run sync again to resume") from None
         except OSError as error:
             partial.unlink(missing_ok=True)
-            if error.errno == errno.ENOSPC:
-                raise ClientError(f"local disk full while writing {item.path}; free space and run sync again") from None
             raise ClientError(f"cannot write {target}: {error.strerror}") from None
         if partial.stat().st_size != item.size:
             raise ClientError(f"{item.path}: got {partial.stat().st_size} of {item.size} bytes; run sync again to resume")
