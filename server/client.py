@@ -393,7 +393,8 @@ class Sync:
                 if start:
                     bar.update(have)
                     tqdm.write(f"resumed {item.path} at {have} bytes")
-                out = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o666)
+                with on_local_disk():
+                    out = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o666)
                 try:
                     with on_local_disk():
                         os.ftruncate(out, start)
