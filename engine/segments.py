@@ -86,14 +86,11 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, context: Tran
         def landed(count: int) -> None:
             download.bytes_done += count
 
-        with on_local_disk():
-            out = os.open(download.temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            copy_body(response, out, 0, context, landed, count=limit, splice=fetcher.splice)
-        except TransientError:
-            pass  # what arrived is kept; the stream resumes from there
-        finally:
-            os.close(out)
+        with on_local_disk(), open(download.temp_path, "wb") as out:
+            try:
+                copy_body(response, out.fileno(), 0, context, landed, count=limit, splice=fetcher.splice)
+            except TransientError:
+                pass  # what arrived is kept; the stream resumes from there
     total = download.bytes_total
     count = min(connections, total // MIN_SEGMENT)
     if count < 2 or not download.validator():

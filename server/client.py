@@ -26,7 +26,7 @@ from webdav3.client import Client
 from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
 
 from engine.body_copy import copy_body
-from engine.errors import FetchError, LocalStorageError, Restart, on_local_disk
+from engine.errors import FetchError, LocalStorageError, Restart, disk_failure
 from engine.outcomes import Outcome
 from engine.ranged_get import RangedGet
 from engine.kinds import TaskState
@@ -48,6 +48,16 @@ _LOCAL_FAULTS = {Outcome.DISK_READ_ONLY: os.strerror(errno.EROFS), Outcome.DISK_
 
 class ClientError(Exception):
     """A failure the user can act on; printed as one line."""
+
+
+def _local_disk_error(error: LocalStorageError | OSError, name: str, target: Path) -> ClientError:
+    """One line for a fault of the local disk: a full one says so, any other in the words of
+    the file system."""
+    fault = disk_failure(error) if isinstance(error, OSError) else error
+    if fault.outcome in (Outcome.DISK_FULL, Outcome.DISK_QUOTA):
+        return ClientError(f"local disk full while writing {name}; free space and run sync again")
+    reason = error.strerror if isinstance(error, OSError) else _LOCAL_FAULTS.get(fault.outcome, "the file system refused it")
+    return ClientError(f"cannot write {target}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -393,26 +403,15 @@ class Sync:
                 if start:
                     bar.update(have)
                     tqdm.write(f"resumed {item.path} at {have} bytes")
-                with on_local_disk():
-                    out = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o666)
-                try:
-                    with on_local_disk():
-                        os.ftruncate(out, start)
-                    copy_body(response, out, start, _SYNC_CONTEXT, bar.update)
-                finally:
-                    os.close(out)
+                with open(partial, "r+b" if start else "wb") as out:  # r+b: the bytes up to `start` stay
+                    copy_body(response, out.fileno(), start, _SYNC_CONTEXT, bar.update)
         except requests.RequestException as error:
             raise ClientError(f"{item.path}: transfer interrupted ({type(error).__name__}); run sync again to resume") from None
-        except LocalStorageError as error:
+        except (LocalStorageError, OSError) as error:  # writing the body (engine/errors.py's), or opening the file
             partial.unlink(missing_ok=True)
-            if error.outcome in (Outcome.DISK_FULL, Outcome.DISK_QUOTA):
-                raise ClientError(f"local disk full while writing {item.path}; free space and run sync again") from None
-            raise ClientError(f"cannot write {target}: {_LOCAL_FAULTS.get(error.outcome, 'the file system refused it')}") from None
+            raise _local_disk_error(error, item.path, target) from None
         except FetchError as error:  # the network's, classified by engine/errors.py
             raise ClientError(f"{item.path}: transfer interrupted ({error}); run sync again to resume") from None
-        except OSError as error:
-            partial.unlink(missing_ok=True)
-            raise ClientError(f"cannot write {target}: {error.strerror}") from None
         if partial.stat().st_size != item.size:
             raise ClientError(f"{item.path}: got {partial.stat().st_size} of {item.size} bytes; run sync again to resume")
         target.parent.mkdir(parents=True, exist_ok=True)
