@@ -12,16 +12,15 @@ Room in the user's quota is claimed before bytes are written (engine/transfer_co
 a body of known length all at once, one of unknown length a step ahead of what has arrived,
 never reading past what is held; so it stops at the quota instead of filling the temporary
 area first. What ends a try is classified once (engine/errors.py); the checks of a ranged
-answer are engine/ranged_get.py's, shared with the segments and the sync client.
+answer are engine/ranged_get.py's and the body's copy into the file is engine/body_copy.py's,
+both shared with the segments and the sync client.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
-from contextlib import AbstractContextManager, nullcontext
 from typing import Callable
 from urllib.parse import urljoin
 
@@ -29,14 +28,14 @@ import requests
 
 from engine.addresses import BlockedAddressError
 from engine.download import Download
+from engine.body_copy import copy_body
 from engine.errors import Dropped, Restart, classify, failure, host_of, on_local_disk
 from engine.following_hasher import FollowingHasher, file_sha256
 from engine.origin_login import Login
-from engine.outcomes import Disposition, Outcome, status_outcome
+from engine.outcomes import Outcome, status_outcome
 from engine.ranged_get import RangedGet, content_range
 from engine.retry import parse_retry_after
-from engine.socket_splice import splice_to_file, write_all
-from engine.transfer_context import CHUNK, TransferContext
+from engine.transfer_context import TransferContext
 
 PROGRESS_EVERY = 0.5
 MAX_RESUMES_PER_TRY = 10_000
@@ -48,17 +47,6 @@ def expected_end(download: Download, response: requests.Response) -> int | None:
         return download.bytes_total
     length = response.headers.get("Content-Length")
     return download.bytes_done + int(length) if length and length.isdigit() else None
-
-
-def _cut_short(error: Exception, url: str) -> Exception:
-    """What a body that failed with `error` raises: Dropped, to resume from the bytes saved,
-    for a fault of the network; the fault itself for anything else (the local disk)."""
-    found = classify(error, url)
-    if found is None:
-        return error
-    if found.outcome.disposition is Disposition.RETRY:
-        return Dropped(type(error).__name__, found.outcome)
-    return found
 
 
 class Fetcher:
@@ -195,7 +183,6 @@ class Fetcher:
         def landed(count: int) -> None:
             nonlocal last_report
             download.bytes_done += count
-            context.landed(count)
             if time.monotonic() - last_report >= PROGRESS_EVERY:
                 last_report = time.monotonic()
                 context.on_progress(download)
@@ -220,58 +207,9 @@ class Fetcher:
 
     def _write_body(self, download: Download, response: requests.Response, out: int, landed: Callable[[int], None],
                     context: TransferContext) -> None:
-        """The body into the temporary file `out` after the bytes saved, spliced where it can be."""
+        """The body into the temporary file `out` after the bytes saved (engine/body_copy.py)."""
         with on_local_disk():
             os.ftruncate(out, download.bytes_done)
-        if not self.splice_body(response, out, None, download.bytes_done, landed):
-            while True:
-                allowed = context.room_for_next_read(download.bytes_done)
-                # With no room left, one byte more says whether the body goes on.
-                chunk = self.read(response, allowed or 1, decode_content=True)
-                if not chunk:
-                    break
-                if not allowed:
-                    raise failure(Outcome.QUOTA, detail=f"{download.bytes_done} bytes saved and the quota has "
-                                                        "no room for more")
-                with on_local_disk():
-                    write_all(out, chunk, download.bytes_done)
-                landed(len(chunk))
+        copy_body(response, out, download.bytes_done, context, landed, splice=self.splice)
         if download.bytes_total is not None and download.bytes_done < download.bytes_total:
             raise Dropped(f"body ended after {download.bytes_done} of {download.bytes_total} bytes")
-
-    @staticmethod
-    def read(response: requests.Response, count: int, *, decode_content: bool = False) -> bytes:
-        """Up to `count` bytes of the body; a body cut short raises Dropped with its outcome
-        (a time-out or a drop), so that the bytes saved are resumed from."""
-        try:
-            return response.raw.read1(count, decode_content=decode_content)
-        except Exception as error:
-            raise _cut_short(error, response.url) from None
-
-    def splice_body(self, response: requests.Response, fd: int, count: int | None, offset: int,
-                    landed: Callable[[int], None], write_lock: AbstractContextManager[object] = nullcontext()) -> bool:
-        """Move up to `count` bytes of the body (None: all of it) into `fd` at `offset` inside
-        the kernel (engine/socket_splice.py), calling `landed(n)` as they arrive; False, having
-        read nothing, where that cannot work: no splice here, TLS, a content coding, a body
-        of unknown length. A fault on the way is classified as in `read`."""
-        wire = getattr(response.raw, "_fp", None)  # http.client's response, under urllib3's
-        buffered = getattr(wire, "fp", None)
-        sock = getattr(response.raw.connection, "sock", None)
-        if not self.splice or type(sock) is not socket.socket or buffered is None or (
-            getattr(wire, "length", None) is None
-            or response.headers.get("Content-Encoding", "identity").lower() != "identity"
-        ):
-            return False
-        count = wire.length if count is None else min(count, wire.length)
-        try:
-            # What came along with the headers sits in http.client's small buffer: one read1 empties it.
-            if count > 0 and (first := buffered.read1(min(CHUNK, count))):
-                with write_lock, on_local_disk():
-                    write_all(fd, first, offset)
-                landed(len(first))
-                offset, count = offset + len(first), count - len(first)
-            splice_to_file(sock.fileno(), fd, count, timeout=self.read_timeout, offset=offset, after_block=landed,
-                           write_lock=write_lock)
-        except OSError as error:
-            raise _cut_short(error, response.url) from None
-        return True

@@ -4,9 +4,10 @@ Used when the origin answers a `Range: bytes=0-` probe with 206, the size is kno
 large enough, and the content has a validator. Each segment is its own resume loop (Range
 guarded by If-Range) and is retried on its own with tenacity's back-off; the segments'
 progress is part of the task row, so `kill -9` loses no finished range. If any segment
-sees the content change, everything restarts as one stream from zero. On plain HTTP a
-range's bytes go from the socket into the file with splice(2) (engine/socket_splice.py);
-over TLS, or when the origin sends a range chunked or encoded, they are read through Python.
+sees the content change, everything restarts as one stream from zero. Each range's body is
+copied into the shared file by engine/body_copy.py, the loop of every resume path: on plain
+HTTP from the socket with splice(2); over TLS, or when the origin sends a range chunked or
+encoded, through Python.
 
 The SHA-256 is computed in order while the segments run (engine/following_hasher.py): from
 byte 0 as far as the file is written without a gap (segment 0's progress, then segment 1's
@@ -23,13 +24,13 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from engine.body_copy import copy_body
 from engine.download import Download, Segment
-from engine.errors import Cancelled, Dropped, FetchError, Restart, TransientError, most_telling, on_local_disk
+from engine.errors import Cancelled, FetchError, Restart, TransientError, most_telling, on_local_disk
 from engine.fetcher import PROGRESS_EVERY, Fetcher
 from engine.following_hasher import FollowingHasher, file_sha256
 from engine.ranged_get import RangedGet, content_range
-from engine.socket_splice import write_all
-from engine.transfer_context import CHUNK, TransferContext
+from engine.transfer_context import TransferContext
 
 MIN_SEGMENT = 4 * 1024 * 1024
 PROBE = 1024 * 1024
@@ -81,12 +82,13 @@ def _probe(fetcher: Fetcher, download: Download, connections: int, context: Tran
             download.temp_path.parent.mkdir(parents=True, exist_ok=True)
         context.require_room(download.bytes_total)
         limit = min(PROBE, download.bytes_total)  # no more than was asked for, and room was claimed for
+
+        def landed(count: int) -> None:
+            download.bytes_done += count
+
         with on_local_disk(), open(download.temp_path, "wb") as out:
             try:
-                while chunk := fetcher.read(response, min(CHUNK, limit - download.bytes_done)):
-                    out.write(chunk)
-                    download.bytes_done += len(chunk)
-                    context.throttle(len(chunk))
+                copy_body(response, out.fileno(), 0, context, landed, count=limit, splice=fetcher.splice)
             except TransientError:
                 pass  # what arrived is kept; the stream resumes from there
     total = download.bytes_total
@@ -166,10 +168,6 @@ class _SharedFile:
         self.fd = os.open(path, os.O_WRONLY)
         self.lock = threading.Lock()
 
-    def write(self, data: bytes, offset: int) -> None:
-        with self.lock, on_local_disk():
-            write_all(self.fd, data, offset)
-
     def close(self) -> None:
         os.close(self.fd)
 
@@ -223,14 +221,8 @@ def _stream_segment(fetcher: Fetcher, download: Download, segment: Segment, targ
 
         def landed(count: int) -> None:
             segment.done += count
-            context.landed(count)
             if stop.is_set():
                 raise _Halted()
 
-        if not fetcher.splice_body(response, target.fd, segment.length - segment.done, segment.offset,
-                                   landed, write_lock=target.lock):
-            while not segment.complete and (chunk := fetcher.read(response, min(CHUNK, segment.length - segment.done))):
-                target.write(chunk, segment.offset)
-                landed(len(chunk))
-        if not segment.complete:
-            raise Dropped(f"range ended after {segment.done} of {segment.length} bytes")
+        copy_body(response, target.fd, segment.offset, context, landed, count=segment.length - segment.done,
+                  splice=fetcher.splice, write_lock=target.lock)

@@ -1,8 +1,8 @@
 """Moving bytes from a socket into a file inside the kernel: Linux splice(2) takes them from
 the socket into a pipe and from the pipe into the file, so they never pass through Python.
 
-Used for PUT bodies (provider/body_splice.py) and for the ranges of segmented downloads
-(engine/segments.py), where it works: Linux, a filesystem that accepts splice writes
+Used for PUT bodies (provider/body_splice.py) and for download bodies (engine/body_copy.py),
+where it works: Linux, a filesystem that accepts splice writes
 (`splice_supported`, checked once per folder) and a plain-HTTP socket (a TLS socket carries
 ciphertext). On a gigabyte this saves a copy into Python and one out of it. `write_all` is
 how everything else writes into files, in the same small pieces (WRITE_PIECE).

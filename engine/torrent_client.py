@@ -8,7 +8,8 @@ reserved peers (and trackers) unless `engine.allow_private_networks` is set or
 
 Resume: once the metadata is known it is saved beside the data (`<task>.torrent`); a restart
 (or `kill -9`) adds the torrent again from it and libtorrent checks the pieces already on disk,
-so no verified piece is fetched twice, whatever moment the process died at.
+so no verified piece is fetched twice, whatever moment the process died at. A TorrentState
+names the two (the data's folder and the metadata file): all a later try needs to resume.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import libtorrent as lt
 
 from engine.addresses import Network
+from engine.download import Download
 from engine.errors import Cancelled, PermanentError, failure
 from engine.outcomes import Outcome
 from engine.torrent_metainfo import LIMITS, Metainfo, MetainfoError, describe, parse_magnet
-from engine.transfer_context import require_room
+from engine.transfer_context import TransferContext
 
 POLL_EVERY = 0.5
 REAP_EVERY = 1.0
@@ -54,6 +56,18 @@ class TorrentSettings:
     seed_time: float
     metadata_timeout: float
     stall_timeout: float
+
+
+@dataclass(frozen=True)
+class TorrentState:
+    """What libtorrent resumes a torrent from, as data: the pieces saved under `save_dir`
+    (checked again when the torrent is added back) and the metadata at `metainfo_path`, saved
+    there once the swarm sent it (or a `.torrent` trigger brought it); `meta` describes the
+    torrent once it is known."""
+
+    save_dir: Path
+    metainfo_path: Path
+    meta: Metainfo | None = None
 
 
 @dataclass
@@ -143,39 +157,43 @@ class TorrentClient:
         uploaded = seeding.handle.status().all_time_upload
         return bool((ratio and uploaded >= ratio * seeding.size) or (seconds and time.monotonic() - seeding.started >= seconds))
 
-    def fetch(self, source: str, save_dir: Path, metainfo_path: Path, *, progress: TorrentProgress,
-              on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
-              room: Callable[..., int]) -> Metainfo:
-        """Download the torrent `source` (a magnet URI) into `save_dir`; returns its description
-        when every piece is verified. The metadata comes from `metainfo_path` if a `.torrent`
-        file or an earlier try saved it there, else from the swarm."""
+    def fetch(self, source: str, state: TorrentState, download: Download, context: TransferContext, *,
+              progress: TorrentProgress, on_metadata: Callable[[Metainfo], None]) -> TorrentState:
+        """Download the torrent `source` (a magnet URI) into `state.save_dir`, resuming from what
+        `state` names; returns it with the torrent's description once every piece is verified.
+        The verified bytes are counted in `download` and reported to `context`, which also says
+        when to stop and holds the room in the quota; `on_metadata(meta)` is told the torrent
+        once it is known. The metadata comes from `state.metainfo_path` if a `.torrent` file or
+        an earlier try saved it there, else from the swarm."""
         params = parse_magnet(source)
-        if metainfo_path.exists():
-            params.ti = lt.torrent_info(str(metainfo_path))
-        params.save_path = str(save_dir)
+        if state.metainfo_path.exists():
+            params.ti = lt.torrent_info(str(state.metainfo_path))
+        params.save_path = str(state.save_dir)
         params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
-        save_dir.mkdir(parents=True, exist_ok=True)
+        state.save_dir.mkdir(parents=True, exist_ok=True)
         handle = self._session.add_torrent(params)
         try:
-            return self._follow(handle, params.peers, metainfo_path, progress, on_progress, is_cancelled, room)
+            meta = self._follow(handle, params.peers, state.metainfo_path, download, context, progress, on_metadata)
         finally:
             self._session.remove_torrent(handle)
+        return replace(state, meta=meta)
 
-    def _follow(self, handle: lt.torrent_handle, known_peers: list, metainfo_path: Path, progress: TorrentProgress,
-                on_progress: Callable[[int, Metainfo], None], is_cancelled: Callable[[], bool],
-                room: Callable[..., int]) -> Metainfo:
+    def _follow(self, handle: lt.torrent_handle, known_peers: list, metainfo_path: Path, download: Download,
+                context: TransferContext, progress: TorrentProgress,
+                on_metadata: Callable[[Metainfo], None]) -> Metainfo:
         started = last_peer = time.monotonic()
         last_call = 0.0
         meta: Metainfo | None = None
         while True:
-            if is_cancelled():
+            if context.is_cancelled():
                 raise Cancelled()
             status = handle.status()
             now = time.monotonic()
             if status.errc.value():
                 raise failure(Outcome.PEER_ERROR, detail=status.errc.message())
             if meta is None and status.has_metadata:
-                meta = self._checked_metadata(handle, metainfo_path, room)
+                meta = self._checked_metadata(handle, metainfo_path, context)
+                on_metadata(meta)
             if meta is None and now - started > self.settings.metadata_timeout:
                 raise PermanentError(
                     f"no peer sent the torrent's metadata within {self.settings.metadata_timeout:.0f} s; "
@@ -192,19 +210,20 @@ class TorrentClient:
                 raise PermanentError(f"no peer was reachable for {self.settings.stall_timeout:.0f} s")
             progress.peers, progress.seeds, progress.download_rate = status.num_peers, status.num_seeds, status.download_payload_rate
             if meta is not None:
-                on_progress(status.total_wanted_done, meta)
+                download.bytes_done, download.bytes_total = status.total_wanted_done, meta.total_size
+                context.on_progress(download)
                 if status.total_wanted_done >= status.total_wanted and status.state in (
                         lt.torrent_status.finished, lt.torrent_status.seeding):
                     return meta
             time.sleep(POLL_EVERY)
 
-    def _checked_metadata(self, handle: lt.torrent_handle, metainfo_path: Path, room: Callable[..., int]) -> Metainfo:
+    def _checked_metadata(self, handle: lt.torrent_handle, metainfo_path: Path, context: TransferContext) -> Metainfo:
         info = handle.torrent_file()
         try:
             meta = describe(info)
         except MetainfoError as error:
             raise PermanentError(str(error)) from None
-        require_room(room, meta.total_size)
+        context.require_room(meta.total_size)
         if not metainfo_path.exists():
             temporary = metainfo_path.with_name(metainfo_path.name + ".new")
             temporary.write_bytes(b"d4:info" + info.info_section() + b"e")

@@ -14,14 +14,6 @@ CHUNK = 1024 * 1024
 ROOM_STEP = 16 * CHUNK
 
 
-def require_room(room: Callable[..., int], total: int) -> None:
-    """Claim room for all of a file of `total` bytes, or fail for good holding nothing more:
-    it cannot fit."""
-    held = room(total, whole=True)
-    if held < total:
-        raise failure(Outcome.QUOTA, detail=f"the file is {total} bytes and the quota leaves room for {held}")
-
-
 @dataclass
 class TransferContext:
     """`room(total, whole=False)` holds room in the quota for a file of `total` bytes (with
@@ -40,7 +32,11 @@ class TransferContext:
             raise Cancelled()
 
     def require_room(self, total: int) -> None:
-        require_room(self.room, total)
+        """Claim room for all of a file of `total` bytes, or fail for good holding nothing more:
+        it cannot fit."""
+        held = self.room(total, whole=True)
+        if held < total:
+            raise failure(Outcome.QUOTA, detail=f"the file is {total} bytes and the quota leaves room for {held}")
 
     def room_for_next_read(self, done: int) -> int:
         """How many bytes the next read after `done` may take: up to CHUNK, within the room held

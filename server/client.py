@@ -25,20 +25,39 @@ from tqdm import tqdm
 from webdav3.client import Client
 from webdav3.exceptions import NoConnection, ResponseErrorCode, WebDavException
 
-from engine.errors import Restart
+from engine.body_copy import copy_body
+from engine.errors import FetchError, LocalStorageError, Restart, disk_failure
+from engine.outcomes import Outcome
 from engine.ranged_get import RangedGet
 from engine.kinds import TaskState
 from engine.tasks import FINISHED
+from engine.transfer_context import TransferContext
 
 STATE_DIR = ".fetchdrive-sync"
 STATUS_FILE = "downloads/fetchdrive-status.txt"
-CHUNK = 1024 * 1024
 POLL_SECONDS = 0.5
 PICKUP_SECONDS = 10
 
 
+# The sync's own disk: no quota, nothing to cancel or throttle (the bar counts each chunk).
+_SYNC_CONTEXT = TransferContext(on_progress=lambda download: None, is_cancelled=lambda: False,
+                                room=lambda total, whole=False: total)
+# What a write into a local file met, beyond a full disk, in the words of its errno.
+_LOCAL_FAULTS = {Outcome.DISK_READ_ONLY: os.strerror(errno.EROFS), Outcome.DISK_IO: os.strerror(errno.EIO)}
+
+
 class ClientError(Exception):
     """A failure the user can act on; printed as one line."""
+
+
+def _local_disk_error(error: LocalStorageError | OSError, name: str, target: Path) -> ClientError:
+    """One line for a fault of the local disk: a full one says so, any other in the words of
+    the file system."""
+    fault = disk_failure(error) if isinstance(error, OSError) else error
+    if fault.outcome in (Outcome.DISK_FULL, Outcome.DISK_QUOTA):
+        return ClientError(f"local disk full while writing {name}; free space and run sync again")
+    reason = error.strerror if isinstance(error, OSError) else _LOCAL_FAULTS.get(fault.outcome, "the file system refused it")
+    return ClientError(f"cannot write {target}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -362,7 +381,8 @@ class Sync:
 
     def download(self, remote_path: str, target: Path, item: RemoteFile, bar: tqdm) -> None:
         """Fetch the drive's `remote_path` into `target` by way of a resumable partial file:
-        nothing partial is ever under the final name."""
+        nothing partial is ever under the final name. The body goes in as the server's own
+        downloads do (engine/body_copy.py), its progress into `bar`."""
         partial = self.partial_dir / (hashlib.sha256(remote_path.encode()).hexdigest() + ".part")
         have = partial.stat().st_size if partial.exists() else 0
         etag = f'"{item.etag.strip(chr(34))}"' if item.etag else None
@@ -375,25 +395,23 @@ class Sync:
                 if response.status_code not in (200, 206):
                     raise ClientError(f"{item.path}: HTTP {response.status_code}")
                 try:
-                    mode = "ab" if request.continues(response) else "wb"
+                    start = have if request.continues(response) else 0
                 except Restart:  # not the bytes the partial file ends with: fetch it whole
                     response.close()
                     partial.unlink()
                     return self.download(remote_path, target, item, bar)
-                if mode == "ab":
+                if start:
                     bar.update(have)
                     tqdm.write(f"resumed {item.path} at {have} bytes")
-                with open(partial, mode) as out:
-                    for chunk in response.iter_content(CHUNK):
-                        out.write(chunk)
-                        bar.update(len(chunk))
+                with open(partial, "r+b" if start else "wb") as out:  # r+b: the bytes up to `start` stay
+                    copy_body(response, out.fileno(), start, _SYNC_CONTEXT, bar.update)
         except requests.RequestException as error:
             raise ClientError(f"{item.path}: transfer interrupted ({type(error).__name__}); run sync again to resume") from None
-        except OSError as error:
+        except (LocalStorageError, OSError) as error:  # writing the body (engine/errors.py's), or opening the file
             partial.unlink(missing_ok=True)
-            if error.errno == errno.ENOSPC:
-                raise ClientError(f"local disk full while writing {item.path}; free space and run sync again") from None
-            raise ClientError(f"cannot write {target}: {error.strerror}") from None
+            raise _local_disk_error(error, item.path, target) from None
+        except FetchError as error:  # the network's, classified by engine/errors.py
+            raise ClientError(f"{item.path}: transfer interrupted ({error}); run sync again to resume") from None
         if partial.stat().st_size != item.size:
             raise ClientError(f"{item.path}: got {partial.stat().st_size} of {item.size} bytes; run sync again to resume")
         target.parent.mkdir(parents=True, exist_ok=True)

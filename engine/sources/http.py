@@ -48,15 +48,17 @@ class HttpSource:
         self._delivery = delivery
 
     def run(self, task: Task, running: Running) -> None:
-        login = read_login(self._spaces.root(task.user), task.origin_headers)
-        if self._delivery.deliver_instantly(task, login):
+        if self._delivery.deliver_instantly(task, self._login(task)):
             return
-        download = self.fetch(task, running, login)
-        self._delivery.finish(task, running, download)
+        self.deliver(task, running, self.fetch(task, running))
 
-    def fetch(self, task: Task, running: Running, login: Login) -> Download:
+    def _login(self, task: Task) -> Login:
+        return read_login(self._spaces.root(task.user), task.origin_headers)
+
+    def fetch(self, task: Task, running: Running) -> Download:
         """The task's bytes in its `.part` file, from the first candidate URL that has them
-        (checked against the expected checksum, if any)."""
+        (checked against the expected checksum, if any); the Download is its resumable state."""
+        login = self._login(task)
         candidates = resolve(task, self.catalog, self.settings.mirrors)
         last_error: FetchError | None = None
         for url, expected, filename in candidates:
@@ -98,6 +100,9 @@ class HttpSource:
             task.fetched_url = url
             return download
         raise PermanentError(f"no mirror had content {task.source}: {last_error}")
+
+    def deliver(self, task: Task, running: Running, download: Download) -> None:
+        self._delivery.finish(task, running, download)
 
     def _save_progress(self, task: Task, download: Download) -> None:
         self.tasks.update(

@@ -1,13 +1,13 @@
 """The BitTorrent source: magnet links and .torrent triggers, fetched by a libtorrent session
 (engine/torrent_client.py) started with the first torrent, into `<id>.bt` in the temporary
-area. A finished torrent's files are filed in the content store and its manifest shelved
+area. `fetch` returns the torrent's resumable state as data (a TorrentState: the save path and
+the metadata file libtorrent resumes from, and the torrent's description); `deliver` publishes
+it. A delivered torrent's files are filed in the content store and its manifest shelved
 (engine/torrent_shelf.py), so the same info-hash later comes from the store, without the swarm."""
 
 from __future__ import annotations
 
 import threading
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.allowances import Allowances
@@ -16,17 +16,22 @@ from engine.delivery import Delivery
 from engine.errors import Cancelled
 from engine.download import Download
 from engine.following_hasher import file_sha256
+from engine.progress import ProgressSaver
 from engine.scheduler import Running
 from engine.space_access import SpaceAccess
 from engine.kinds import TaskState
 from engine.tasks import Task, TaskStore
 from engine.temp_area import TempArea
-from engine.torrent_client import TorrentClient, TorrentProgress
+from engine.torrent_client import TorrentClient, TorrentProgress, TorrentState
 from engine.torrent_metainfo import Metainfo, magnet_info_hash
+from engine.transfer_context import TransferContext
 from engine.torrent_shelf import ShelvedFile, ShelvedTorrent, TorrentShelf, stage_tree
 
 if TYPE_CHECKING:
     from engine.engine_settings import EngineSettings
+
+
+SAVE_EVERY = 1.0  # seconds between saves of a torrent's progress to its task row
 
 
 class TorrentSource:
@@ -58,31 +63,38 @@ class TorrentSource:
     def run(self, task: Task, running: Running) -> None:
         if self._deliver_torrent_from_store(task):
             return
-        save_dir, metainfo_path = self._temp.torrent_paths(task)
-        download = Download(url=task.source, temp_path=save_dir, bytes_done=task.bytes_done, bytes_total=task.bytes_total)
+        self.deliver(task, running, self.fetch(task, running))
+
+    def fetch(self, task: Task, running: Running) -> TorrentState:
+        """The torrent's files in its `.bt` folder, resumed from the pieces and metadata an
+        earlier try (or the `.torrent` trigger) left; its TorrentState, with the description."""
+        state = TorrentState(*self._temp.torrent_paths(task))
+        download = Download(url=task.source, temp_path=state.save_dir, bytes_done=task.bytes_done,
+                            bytes_total=task.bytes_total)
         running.download, running.torrent = download, TorrentProgress()
-        saved_at = 0.0
+        save_progress = ProgressSaver(lambda d: self.tasks.update(task.id, bytes_done=d.bytes_done,
+                                                                  bytes_total=d.bytes_total), SAVE_EVERY)
+        context = TransferContext(on_progress=save_progress, is_cancelled=running.cancel.is_set,
+                                  room=self._allowances.allowance(task).claim)
 
-        def on_progress(done: int, meta: Metainfo) -> None:
-            nonlocal saved_at
-            download.bytes_done, download.bytes_total = done, meta.total_size
-            if time.monotonic() - saved_at >= 1:
-                saved_at = time.monotonic()
-                self.tasks.update(task.id, bytes_done=done, bytes_total=meta.total_size, display_name=meta.name)
+        def on_metadata(meta: Metainfo) -> None:
+            task.display_name = meta.name
+            self.tasks.update(task.id, display_name=meta.name, bytes_total=meta.total_size)
 
-        meta = self._torrents().fetch(
-            task.source, save_dir, metainfo_path, progress=running.torrent, on_progress=on_progress,
-            is_cancelled=running.cancel.is_set, room=self._allowances.allowance(task).claim,
-        )
-        task.display_name = meta.name
-        self.tasks.update(task.id, display_name=meta.name, bytes_done=meta.total_size, bytes_total=meta.total_size)
+        try:
+            state = self._torrents().fetch(task.source, state, download, context, progress=running.torrent,
+                                           on_metadata=on_metadata)
+        finally:
+            save_progress.flush()  # the next try, or a restart, shows the last figure
+        self.tasks.update(task.id, bytes_done=state.meta.total_size, bytes_total=state.meta.total_size)
+        return state
+
+    def deliver(self, task: Task, running: Running, state: TorrentState) -> None:
+        """Publish a fetched torrent, file its files in the content store, shelve its manifest."""
         self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
         if running.cancel.is_set():
             raise Cancelled()
-        self._deliver_torrent(task, meta, save_dir)
-
-    def _deliver_torrent(self, task: Task, meta: Metainfo, save_dir: Path) -> None:
-        """Publish a completed torrent, file its files in the content store, shelve its manifest."""
+        meta, save_dir = state.meta, state.save_dir
         sources = [(save_dir / f.disk_path, f.path) for f in meta.files]
         if meta.multi_file:
             staging = self._temp.root / f"{task.id}.deliver"
@@ -110,7 +122,7 @@ class TorrentSource:
         if self._torrents().seeds:
             tree = self._temp.root / "seeding" / f"{task.id}"
             stage_tree([(self.store.object_path(kept.sha256), (file.disk_path,)) for file, kept in zip(meta.files, filed)], tree)
-            self._torrents().seed(self._temp.torrent_paths(task)[1].read_bytes(), tree)
+            self._torrents().seed(state.metainfo_path.read_bytes(), tree)
         self._temp.remove_torrent_temp(task)
 
     def _deliver_torrent_from_store(self, task: Task) -> bool:

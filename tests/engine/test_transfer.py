@@ -87,6 +87,10 @@ STREAM_CASES = {
     "HTTP 410 means gone": Case({"status": 410}, outcome=Outcome.GONE),
     "HTTP 418 is refused for good": Case({"status": 418}, outcome=Outcome.HTTP_REFUSED),
     "a redirect loop is too many redirects": Case({"redirect_to": "SELF"}, outcome=Outcome.TOO_MANY_REDIRECTS),
+    # a body of unknown length cannot be spliced: it is read through Python, within the room held
+    "a chunked body of unknown length completes": Case({"chunked": True}),
+    "a body sent without a length completes": Case({"send_length": False}),
+    "a chunked body that drops mid-body resumes": Case({"chunked": True, "drop_after": 128 * KIB, "drop_times": 1}),
 }
 
 
