@@ -81,9 +81,10 @@ def test_content_that_changes_mid_download_is_never_stitched(server, alice, orig
 
 def test_a_stalled_origin_times_out_and_the_download_completes(shared_servers, origin):
     server, alice = server_and_alice(shared_servers, {"engine.read_timeout": 1})
-    origin.add("/stall.bin", BODY, stall_after=1024 * 1024, stall_seconds=4, drop_times=None)
+    origin.add("/stall.bin", BODY, stall_after=2 * 1024 * 1024, stall_seconds=4, drop_times=None)
     alice.session.put(server.dav("downloads/stall.url"), data=url_shortcut(origin.url("/stall.bin")))
-    # Every response stalls after 1 MiB, so each try saves 1 MiB more and resumes.
+    # Every response stalls after 2 MiB, so each try saves 2 MiB more and resumes (four stalls
+    # show it as well as eight did, at half the waiting).
     assert delivered(server, alice.name, "stall.bin", timeout=90) == BODY
 
 
