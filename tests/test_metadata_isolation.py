@@ -67,13 +67,15 @@ WRITES = {
 
 def holder_of_the_content(server, origin, name: str) -> Account:
     """A new user who downloaded CONTENT from their own URL; once filed, their copy is a hard
-    link to the one stored object."""
+    link to the one stored object. Returned once the trigger has lingered and gone, so that the
+    user's used bytes hold still."""
     holder = new_account(server, name, f"{name}-password")
     name = holder.name
     origin.add(f"/{name}/same.bin", CONTENT)
     holder.session.put(server.dav("downloads/same.bin.url"), data=url_shortcut(origin.url(f"/{name}/same.bin")))
     wait_for(lambda: (holder.session.get(server.url("/api/v1/tasks")).json() or [{}])[0].get("sha256"),
              message=f"{name}'s download filed in the store")
+    wait_for(lambda: not (server.space(name) / "downloads" / "same.bin.url").exists(), message=f"{name}'s trigger gone")
     return holder
 
 
