@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +85,30 @@ def pytest_configure(config) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory) -> Iterator[ServerProcess]:
+def shared_servers(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: shared_servers({"engine.workers": 1}) is one server with those config keys for
+    the whole test file, started by the first test that asks for it. For tests whose settings
+    are their own but which need no restart or server-wide state of their own."""
+    started: dict[str, ServerProcess] = {}
+
+    def factory(settings: dict | None = None) -> ServerProcess:
+        key = json.dumps(settings or {}, sort_keys=True)
+        if key not in started:
+            started[key] = ServerProcess(tmp_path_factory.mktemp("shared") / "server", settings).start()
+        return started[key]
+
+    yield factory
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(shared_servers) -> ServerProcess:
     """One server for a whole test file marked `pytestmark = pytest.mark.shared_server`: for
     tests that need no settings, restarts or server-wide state of their own. Starting a server
     for each test was most of the suite's time; each test still gets users of its own (alice,
     alice2...), so what one test does is invisible to the next, as between strangers."""
-    with ServerProcess(tmp_path_factory.mktemp("shared") / "server") as running:
-        yield running
+    return shared_servers()
 
 
 @pytest.fixture
@@ -100,10 +118,10 @@ def server(request) -> ServerProcess:
     return request.getfixturevalue("make_server")()
 
 
-def new_account(server: ServerProcess, name: str, password: str) -> Account:
-    """A user with a 10M quota: `name`, or `name2`, `name3`... on a server shared by earlier tests."""
+def new_account(server: ServerProcess, name: str, password: str, quota: str = "10M") -> Account:
+    """A user with that quota: `name`, or `name2`, `name3`... on a server shared by earlier tests."""
     name = server.unused_user_name(name)
-    server.add_user(name, password, quota="10M")
+    server.add_user(name, password, quota=quota)
     return Account(name, password, server.session(name, password))
 
 

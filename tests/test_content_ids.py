@@ -6,6 +6,8 @@ import hashlib
 import os
 import sqlite3
 
+import pytest
+
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
 
 CONTENT = os.urandom(2 * 1024 * 1024)
@@ -32,20 +34,22 @@ def store_objects(server) -> list:
     return [p for p in (server.data / "store").rglob("*") if p.is_file()]
 
 
+@pytest.mark.shared_server
 def test_an_id_resolves_through_the_catalog_with_its_checksum_and_name(server, alice, origin):
     origin.add("/iso", CONTENT)
     added = server.cli("catalog", "add", "distro-1", origin.url("/iso"), "--sha256", DIGEST, "--filename", "distro.iso")
     assert added.returncode == 0, added.stderr
     alice.session.put(server.dav("downloads/get.id"), data=b"distro-1\n")
-    assert delivered(server, "alice", "distro.iso") == CONTENT
+    assert delivered(server, alice.name, "distro.iso") == CONTENT
 
 
+@pytest.mark.shared_server
 def test_a_catalog_checksum_mismatch_fails_and_leaves_no_file(server, alice, origin):
     origin.add("/tampered", CONTENT)
     server.cli("catalog", "add", "tampered", origin.url("/tampered"), "--sha256", "1" * 64, "--filename", "t.bin")
     alice.session.put(server.dav("downloads/t.id"), data=b"tampered\n")
-    assert "checksum mismatch" in error_text(server, "alice", "t.id")
-    assert not (server.space("alice") / "downloads" / "t.bin").exists()
+    assert "checksum mismatch" in error_text(server, alice.name, "t.id")
+    assert not (server.space(alice.name) / "downloads" / "t.bin").exists()
 
 
 def test_the_config_catalog_is_loaded_at_start(make_server, origin):
@@ -56,34 +60,37 @@ def test_the_config_catalog_is_loaded_at_start(make_server, origin):
     assert delivered(server, "alice", "cfg.txt") == b"configured"
 
 
+@pytest.mark.shared_server
 def test_two_users_fetching_one_url_cost_one_transfer_and_one_copy_on_disk(server, alice, bob, origin):
-    origin.add("/shared.bin", CONTENT)
+    content = os.urandom(len(CONTENT))  # bytes of its own: the link count below is this test's alone
+    origin.add("/shared.bin", content)
     alice.session.put(server.dav("downloads/s.url"), data=url_shortcut(origin.url("/shared.bin")))
-    assert delivered(server, "alice", "shared.bin") == CONTENT
+    assert delivered(server, alice.name, "shared.bin") == content
     bob.session.put(server.dav("downloads/s.url"), data=url_shortcut(origin.url("/shared.bin")))
-    assert delivered(server, "bob", "shared.bin") == CONTENT
-    assert origin.bytes_sent("/shared.bin") == len(CONTENT)
-    alice_file = server.space("alice") / "downloads" / "shared.bin"
-    bob_file = server.space("bob") / "downloads" / "shared.bin"
+    assert delivered(server, bob.name, "shared.bin") == content
+    assert origin.bytes_sent("/shared.bin") == len(content)
+    alice_file = server.space(alice.name) / "downloads" / "shared.bin"
+    bob_file = server.space(bob.name) / "downloads" / "shared.bin"
     assert alice_file.stat().st_ino == bob_file.stat().st_ino and alice_file.stat().st_nlink == 3
     bob_task = wait_for(lambda: [t for t in task_list(bob, server) if t["state"] == "done"], message="bob's task")[0]
     assert bob_task["instant"] is True
     for account in (alice, bob):  # once the trigger has lingered and gone
-        wait_for(lambda: account.session.get(server.url("/api/v1/me")).json()["used_bytes"] == len(CONTENT),
+        wait_for(lambda: account.session.get(server.url("/api/v1/me")).json()["used_bytes"] == len(content),
                  message=f"{account.name}'s quota counts the file alone")
     # One user overwrites their copy: the other's is unchanged.
     assert alice.session.put(server.dav("downloads/shared.bin"), data=b"mine now").status_code == 204
-    assert bob_file.read_bytes() == CONTENT
+    assert bob_file.read_bytes() == content
     assert alice.session.get(server.dav("downloads/shared.bin")).content == b"mine now"
 
 
+@pytest.mark.shared_server
 def test_a_changed_origin_is_downloaded_again_not_served_from_cache(server, alice, bob, origin):
     origin.add("/changing", CONTENT)
     alice.session.put(server.dav("downloads/a.url"), data=url_shortcut(origin.url("/changing")))
-    delivered(server, "alice", "changing")
+    delivered(server, alice.name, "changing")
     origin.change("/changing", b"new version")
     bob.session.put(server.dav("downloads/a.url"), data=url_shortcut(origin.url("/changing")))
-    assert delivered(server, "bob", "changing") == b"new version"
+    assert delivered(server, bob.name, "changing") == b"new version"
 
 
 def test_a_stored_sha256_id_that_a_mirror_confirms_completes_without_a_transfer(make_server, origin):
@@ -112,22 +119,23 @@ def test_an_absent_sha256_id_is_fetched_from_a_mirror_and_verified(make_server, 
     assert "no mirror had content" in error_text(server, "alice", "missing.id")
 
 
+@pytest.mark.shared_server
 def test_a_sha256_id_without_store_or_mirror_fails_clearly(server, alice):
     alice.session.put(server.dav("downloads/x.id"), data=f"sha256:{'4' * 64}\n".encode())
-    assert "no mirror is configured" in error_text(server, "alice", "x.id")
+    assert "no mirror is configured" in error_text(server, alice.name, "x.id")
 
 
 def test_gc_removes_stored_content_nobody_uses(server, alice, origin):
     origin.add("/temp.bin", CONTENT)
     alice.session.put(server.dav("downloads/t.url"), data=url_shortcut(origin.url("/temp.bin")))
-    delivered(server, "alice", "temp.bin")
+    delivered(server, alice.name, "temp.bin")
     wait_for(lambda: len(store_objects(server)) == 1, message="the download filed in the store")
     assert server.cli("gc").stdout.startswith("removed 0")
     alice.session.delete(server.dav("downloads/temp.bin"))
     result = server.cli("gc")
     assert result.returncode == 0 and result.stdout.startswith("removed 1")
     assert store_objects(server) == []
-    wait_for(lambda: files_in(server.space("alice") / "downloads") == [], message="the trigger gone too")
+    wait_for(lambda: files_in(server.space(alice.name) / "downloads") == [], message="the trigger gone too")
 
 
 def test_the_same_bytes_from_two_urls_are_kept_once(server, alice, origin):
@@ -135,9 +143,9 @@ def test_the_same_bytes_from_two_urls_are_kept_once(server, alice, origin):
     origin.add("/two.bin", CONTENT)
     for name in ("one", "two"):
         alice.session.put(server.dav(f"downloads/{name}.url"), data=url_shortcut(origin.url(f"/{name}.bin")))
-        assert delivered(server, "alice", f"{name}.bin") == CONTENT
+        assert delivered(server, alice.name, f"{name}.bin") == CONTENT
     wait_for(lambda: all(t["sha256"] == DIGEST for t in task_list(alice, server)), message="both filed")
-    one, two = (server.space("alice") / "downloads" / name for name in ("one.bin", "two.bin"))
+    one, two = (server.space(alice.name) / "downloads" / name for name in ("one.bin", "two.bin"))
     assert one.stat().st_ino == two.stat().st_ino
     assert len(store_objects(server)) == 1 and store_objects(server)[0].stat().st_ino == one.stat().st_ino
     wait_for(lambda: alice.session.get(server.url("/api/v1/me")).json()["used_bytes"] == 2 * len(CONTENT),
@@ -149,10 +157,10 @@ def test_a_download_published_but_not_yet_filed_when_the_server_died_is_filed_at
     # is done without a digest, the store lacks the object, the temporary link still exists.
     origin.add("/crash.bin", CONTENT)
     alice.session.put(server.dav("downloads/c.url"), data=url_shortcut(origin.url("/crash.bin")))
-    assert delivered(server, "alice", "crash.bin") == CONTENT
+    assert delivered(server, alice.name, "crash.bin") == CONTENT
     task_id = wait_for(lambda: [t["id"] for t in task_list(alice, server) if t["sha256"]], message="filed")[0]
     server.stop()
-    published = server.space("alice") / "downloads" / "crash.bin"
+    published = server.space(alice.name) / "downloads" / "crash.bin"
     (stored,) = store_objects(server)
     stored.unlink()
     temp = server.data / "tmp" / "downloads" / f"{task_id}.part"

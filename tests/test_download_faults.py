@@ -8,16 +8,26 @@ import time
 
 import pytest
 
+from tests.conftest import new_account
 from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait_for
 
 SIZE = 8 * 1024 * 1024
 BODY = hashlib.sha256(b"seed").digest() * (SIZE // 32)
 
+pytestmark = pytest.mark.shared_server
 
-def delivered(server, name: str, timeout: float = 60) -> bytes:
-    path = server.space("alice") / "downloads" / name
+
+def delivered(server, user: str, name: str, timeout: float = 60) -> bytes:
+    path = server.space(user) / "downloads" / name
     wait_for(path.exists, timeout=timeout, message=name)
     return path.read_bytes()
+
+
+def server_and_alice(servers, settings: dict | None = None, quota: str = "100M") -> tuple:
+    """A server from `servers` (make_server, or shared_servers where the test needs no server
+    of its own) and a new user on it."""
+    server = servers(settings=settings)
+    return server, new_account(server, "alice", "alice-password", quota)
 
 
 def start(server, alice, origin, path: str, trigger: str = "get.url") -> None:
@@ -27,7 +37,7 @@ def start(server, alice, origin, path: str, trigger: str = "get.url") -> None:
 def test_a_connection_dropped_every_mib_resumes_with_little_overhead(server, alice, origin):
     origin.add("/drops.bin", BODY, drop_after=1024 * 1024)
     start(server, alice, origin, "/drops.bin")
-    assert delivered(server, "drops.bin") == BODY
+    assert delivered(server, alice.name, "drops.bin") == BODY
     assert origin.bytes_sent("/drops.bin") < 1.3 * SIZE
     # Every request that continues saved bytes is guarded by If-Range (the first asks for bytes=0-...).
     resumed = [r for r in origin.requests if r.path == "/drops.bin" and r.range and not r.range.startswith("bytes=0-")]
@@ -38,7 +48,7 @@ def test_a_connection_dropped_every_mib_resumes_with_little_overhead(server, ali
 def test_transient_http_errors_are_retried(server, alice, origin, status):
     origin.add("/flaky.bin", b"eventually", fail_first=3, fail_status=status)
     start(server, alice, origin, "/flaky.bin")
-    assert delivered(server, "flaky.bin") == b"eventually"
+    assert delivered(server, alice.name, "flaky.bin") == b"eventually"
     assert origin.count("/flaky.bin") == 4
 
 
@@ -46,15 +56,15 @@ def test_429_with_retry_after_is_honoured(server, alice, origin):
     origin.add("/busy.bin", b"patience", fail_first=1, fail_status=429, retry_after="1")
     start(server, alice, origin, "/busy.bin")
     began = time.monotonic()
-    assert delivered(server, "busy.bin") == b"patience"
+    assert delivered(server, alice.name, "busy.bin") == b"patience"
     assert time.monotonic() - began >= 0.9
-    assert "busy.url.error.txt" not in files_in(server.space("alice") / "downloads")
+    assert "busy.url.error.txt" not in files_in(server.space(alice.name) / "downloads")
 
 
 def test_an_origin_without_range_support_restarts_cleanly(server, alice, origin):
     origin.add("/norange.bin", BODY, ranges=False, drop_after=3 * 1024 * 1024, drop_times=2)
     start(server, alice, origin, "/norange.bin")
-    assert delivered(server, "norange.bin") == BODY
+    assert delivered(server, alice.name, "norange.bin") == BODY
 
 
 def test_content_that_changes_mid_download_is_never_stitched(server, alice, origin):
@@ -65,41 +75,42 @@ def test_content_that_changes_mid_download_is_never_stitched(server, alice, orig
     start(server, alice, origin, "/moving.bin")
     wait_for(lambda: original_count("/moving.bin") >= 1, message="first request")
     origin.change("/moving.bin", second)
-    data = delivered(server, "moving.bin")
+    data = delivered(server, alice.name, "moving.bin")
     assert data in (first, second)
 
 
-def test_a_stalled_origin_times_out_and_the_download_completes(make_server, origin, tmp_path):
-    server = make_server(settings={"engine.read_timeout": 1})
-    server.add_user("alice", "alice-password", quota="100M")
-    session = server.session("alice", "alice-password")
-    origin.add("/stall.bin", BODY, stall_after=1024 * 1024, stall_seconds=4, drop_times=None)
-    session.put(server.dav("downloads/stall.url"), data=url_shortcut(origin.url("/stall.bin")))
-    # Every response stalls after 1 MiB, so each try saves 1 MiB more and resumes.
-    assert delivered(server, "stall.bin", timeout=90) == BODY
+def test_a_stalled_origin_times_out_and_the_download_completes(shared_servers, origin):
+    server, alice = server_and_alice(shared_servers, {"engine.read_timeout": 1})
+    origin.add("/stall.bin", BODY, stall_after=2 * 1024 * 1024, stall_seconds=4, drop_times=None)
+    alice.session.put(server.dav("downloads/stall.url"), data=url_shortcut(origin.url("/stall.bin")))
+    # Every response stalls after 2 MiB, so each try saves 2 MiB more and resumes (four stalls
+    # show it as well as eight did, at half the waiting).
+    assert delivered(server, alice.name, "stall.bin", timeout=90) == BODY
 
 
-def test_kill_9_mid_download_loses_nothing_and_resumes(server, alice, origin):
+def test_kill_9_mid_download_loses_nothing_and_resumes(make_server, origin):
+    server, alice = server_and_alice(make_server)
     origin.add("/big.bin", BODY, rate=2 * 1024 * 1024)
     start(server, alice, origin, "/big.bin")
     temp = server.data / "tmp" / "downloads"
     wait_for(lambda: any((temp / n).stat().st_size > 2 * 1024 * 1024 for n in files_in(temp)), message="2 MiB saved")
     server.kill()
-    assert not (server.space("alice") / "downloads" / "big.bin").exists()
+    assert not (server.space(alice.name) / "downloads" / "big.bin").exists()
     origin.add("/big.bin", BODY)  # same content and validators, no throttle
     server.start()
-    assert delivered(server, "big.bin") == BODY
+    assert delivered(server, alice.name, "big.bin") == BODY
     assert origin.bytes_sent("/big.bin") < 1.3 * SIZE
     wait_for(lambda: not temp_downloads(server.data), message="temporary data removed")
 
 
-def test_tasks_survive_a_restart_while_waiting_to_retry(server, alice, origin):
+def test_tasks_survive_a_restart_while_waiting_to_retry(make_server, origin):
+    server, alice = server_and_alice(make_server)
     origin.add("/later.bin", b"after restart", fail_first=2)
     start(server, alice, origin, "/later.bin")
     wait_for(lambda: origin.count("/later.bin") >= 1, message="first try")
     server.kill()
     server.start()
-    assert delivered(server, "later.bin") == b"after restart"
+    assert delivered(server, alice.name, "later.bin") == b"after restart"
 
 
 @pytest.mark.parametrize(
@@ -114,14 +125,12 @@ def test_tasks_survive_a_restart_while_waiting_to_retry(server, alice, origin):
         ("http://10.0.0.1/x", "private"),
     ],
 )
-def test_private_addresses_are_refused_unless_allowed(make_server, origin, url, reason):
-    server = make_server(settings={"engine.allow_private_networks": False})
-    server.add_user("alice", "alice-password")
-    session = server.session("alice", "alice-password")
+def test_private_addresses_are_refused_unless_allowed(shared_servers, origin, url, reason):
+    server, alice = server_and_alice(shared_servers, {"engine.allow_private_networks": False}, quota="10M")
     origin.add("/x", b"must not be fetched")
     port = origin.base_url.rsplit(":", 1)[1]
-    session.put(server.dav("downloads/ssrf.url"), data=url_shortcut(url.format(port=port)))
-    error = server.space("alice") / "downloads" / "ssrf.url.error.txt"
+    alice.session.put(server.dav("downloads/ssrf.url"), data=url_shortcut(url.format(port=port)))
+    error = server.space(alice.name) / "downloads" / "ssrf.url.error.txt"
     wait_for(error.exists, message="error file")
     assert reason in error.read_text()
     assert origin.count("/x") == 0
@@ -131,7 +140,7 @@ def test_a_redirect_is_followed_and_names_the_file_after_the_final_url(server, a
     origin.add("/go", redirect_to=origin.url("/files/final%20name.bin"))
     origin.add("/files/final%20name.bin", b"redirected")
     start(server, alice, origin, "/go")
-    assert delivered(server, "final name.bin") == b"redirected"
+    assert delivered(server, alice.name, "final name.bin") == b"redirected"
 
 
 @pytest.mark.parametrize(
@@ -143,52 +152,49 @@ def test_a_redirect_is_followed_and_names_the_file_after_the_final_url(server, a
         ("file:///etc/passwd", "file"),
     ],
 )
-def test_every_redirect_is_checked_again(make_server, origin, target, reason):
-    server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": ["127.0.0.1"]})
-    server.add_user("alice", "alice-password")
-    session = server.session("alice", "alice-password")
+def test_every_redirect_is_checked_again(shared_servers, origin, target, reason):
+    server, alice = server_and_alice(
+        shared_servers, {"engine.allow_private_networks": False, "engine.private_allowlist": ["127.0.0.1"]}, quota="10M")
     port = origin.base_url.rsplit(":", 1)[1]
     origin.add("/hop", redirect_to=target.format(port=port))
-    session.put(server.dav("downloads/hop.url"), data=url_shortcut(origin.url("/hop")))
-    error = server.space("alice") / "downloads" / "hop.url.error.txt"
+    alice.session.put(server.dav("downloads/hop.url"), data=url_shortcut(origin.url("/hop")))
+    error = server.space(alice.name) / "downloads" / "hop.url.error.txt"
     wait_for(error.exists, message="error file")
     assert origin.count("/hop") == 1
     assert reason in error.read_text()
 
 
-def one_stream_user(make_server, quota: str = "100M"):
-    server = make_server(settings={"engine.connections_per_task": 1})
-    server.add_user("alice", "alice-password", quota=quota)
-    return server, server.session("alice", "alice-password")
+def one_stream_user(shared_servers, quota: str = "100M") -> tuple:
+    return server_and_alice(shared_servers, {"engine.connections_per_task": 1}, quota)
 
 
 @pytest.mark.parametrize("framing", [{}, {"chunked": True}], ids=["length", "chunked"])
-def test_one_stream_that_drops_resumes_with_the_right_digest(make_server, origin, framing):
+def test_one_stream_that_drops_resumes_with_the_right_digest(shared_servers, origin, framing):
     """A body of known length goes socket to file by splice, a chunked one through Python;
     either way the hash follows the file across the resumes."""
-    server, session = one_stream_user(make_server)
+    server, alice = one_stream_user(shared_servers)
     origin.add("/one.bin", BODY, drop_after=3 * 1024 * 1024, drop_times=2, **framing)
-    session.put(server.dav("downloads/one.url"), data=url_shortcut(origin.url("/one.bin")))
-    assert delivered(server, "one.bin") == BODY
+    alice.session.put(server.dav("downloads/one.url"), data=url_shortcut(origin.url("/one.bin")))
+    assert delivered(server, alice.name, "one.bin") == BODY
     assert len([r for r in origin.requests if r.path == "/one.bin"]) == 3
-    digest = wait_for(lambda: session.get(server.url("/api/v1/tasks")).json()[0]["sha256"], message="sha256")
+    digest = wait_for(lambda: alice.session.get(server.url("/api/v1/tasks")).json()[0]["sha256"], message="sha256")
     assert digest == hashlib.sha256(BODY).hexdigest()
 
 
-def test_a_body_without_a_length_arrives_whole(make_server, origin):
-    server, session = one_stream_user(make_server)
+def test_a_body_without_a_length_arrives_whole(shared_servers, origin):
+    server, alice = one_stream_user(shared_servers)
     origin.add("/unsized.bin", BODY, send_length=False)
-    session.put(server.dav("downloads/unsized.url"), data=url_shortcut(origin.url("/unsized.bin")))
-    assert delivered(server, "unsized.bin") == BODY
-    digest = wait_for(lambda: session.get(server.url("/api/v1/tasks")).json()[0]["sha256"], message="sha256")
+    alice.session.put(server.dav("downloads/unsized.url"), data=url_shortcut(origin.url("/unsized.bin")))
+    assert delivered(server, alice.name, "unsized.bin") == BODY
+    digest = wait_for(lambda: alice.session.get(server.url("/api/v1/tasks")).json()[0]["sha256"], message="sha256")
     assert digest == hashlib.sha256(BODY).hexdigest()
 
 
-def test_a_body_without_a_length_stops_once_past_the_quota(make_server, origin):
-    server, session = one_stream_user(make_server, quota="10M")
+def test_a_body_without_a_length_stops_once_past_the_quota(shared_servers, origin):
+    server, alice = one_stream_user(shared_servers, quota="10M")
     origin.add("/unsized.bin", BODY * 3, send_length=False)
-    session.put(server.dav("downloads/unsized.url"), data=url_shortcut(origin.url("/unsized.bin")))
-    error = wait_for(lambda: (server.space("alice") / "downloads" / "unsized.url.error.txt").exists(), message="error")
-    assert error and "not enough space" in (server.space("alice") / "downloads" / "unsized.url.error.txt").read_text()
-    assert not (server.space("alice") / "downloads" / "unsized.bin").exists()
+    alice.session.put(server.dav("downloads/unsized.url"), data=url_shortcut(origin.url("/unsized.bin")))
+    error = wait_for(lambda: (server.space(alice.name) / "downloads" / "unsized.url.error.txt").exists(), message="error")
+    assert error and "not enough space" in (server.space(alice.name) / "downloads" / "unsized.url.error.txt").read_text()
+    assert not (server.space(alice.name) / "downloads" / "unsized.bin").exists()
     wait_for(lambda: not temp_downloads(server.data), message="temporary data removed")

@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 
 import pytest
-import requests
 
+from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
 
 CONTENT = os.urandom(300_000)
 MS = 'xmlns:Z="urn:schemas-microsoft-com:"'
 WINDOWS = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"}
 
-
-@dataclass
-class Holder:
-    name: str
-    session: requests.Session
+pytestmark = pytest.mark.shared_server
 
 
 def proppatch(prop: str, namespace: str = "") -> bytes:
@@ -70,23 +65,25 @@ WRITES = {
 }
 
 
-def holder_of_the_content(server, origin, name: str) -> Holder:
+def holder_of_the_content(server, origin, name: str) -> Account:
     """A new user who downloaded CONTENT from their own URL; once filed, their copy is a hard
-    link to the one stored object."""
-    server.add_user(name, f"{name}-password", quota="10M")
-    holder = Holder(name, server.session(name, f"{name}-password"))
+    link to the one stored object. Returned once the trigger has lingered and gone, so that the
+    user's used bytes hold still."""
+    holder = new_account(server, name, f"{name}-password")
+    name = holder.name
     origin.add(f"/{name}/same.bin", CONTENT)
     holder.session.put(server.dav("downloads/same.bin.url"), data=url_shortcut(origin.url(f"/{name}/same.bin")))
     wait_for(lambda: (holder.session.get(server.url("/api/v1/tasks")).json() or [{}])[0].get("sha256"),
              message=f"{name}'s download filed in the store")
+    wait_for(lambda: not (server.space(name) / "downloads" / "same.bin.url").exists(), message=f"{name}'s trigger gone")
     return holder
 
 
-def inode(server, holder: Holder) -> int:
+def inode(server, holder: Account) -> int:
     return os.stat(server.space(holder.name) / "downloads" / "same.bin").st_ino
 
 
-def observed(server, holder: Holder) -> tuple:
+def observed(server, holder: Account) -> tuple:
     path = server.space(holder.name) / "downloads" / "same.bin"
     response = holder.session.get(server.dav("downloads/same.bin"))
     return (hashlib.sha256(response.content).hexdigest(), response.headers["Last-Modified"],
@@ -94,9 +91,8 @@ def observed(server, holder: Holder) -> tuple:
 
 
 @pytest.mark.parametrize("observers", [1, 2], ids=["shared with 1 other", "shared with 2 others"])
-def test_a_metadata_write_changes_only_the_writers_copy(make_server, origin, observers):
+def test_a_metadata_write_changes_only_the_writers_copy(server, origin, observers):
     """Every kind of write in WRITES, each by a new user holding the same content."""
-    server = make_server()
     others = [holder_of_the_content(server, origin, f"other{n}") for n in range(observers)]
     before = {h.name: observed(server, h) for h in others}
     for number, (write, (act, changes_date)) in enumerate(WRITES.items()):
@@ -116,11 +112,10 @@ def test_a_metadata_write_changes_only_the_writers_copy(make_server, origin, obs
             assert writer.session.get(server.url("/api/v1/me")).json()["used_bytes"] == used_before, write
 
 
-def test_every_user_may_set_their_own_time_on_shared_content(make_server, origin):
-    server = make_server()
+def test_every_user_may_set_their_own_time_on_shared_content(server, origin):
     holders = [holder_of_the_content(server, origin, name) for name in ("ann", "ben", "cat")]
-    stamps = {"ann": "Wed, 01 Jan 2020 10:00:00 GMT", "ben": "Thu, 02 Jan 2020 10:00:00 GMT",
-              "cat": "Fri, 03 Jan 2020 10:00:00 GMT"}
+    stamps = dict(zip((h.name for h in holders), ("Wed, 01 Jan 2020 10:00:00 GMT", "Thu, 02 Jan 2020 10:00:00 GMT",
+                                                  "Fri, 03 Jan 2020 10:00:00 GMT")))
     for holder in holders:
         body = proppatch(f"<Z:Win32LastModifiedTime>{stamps[holder.name]}</Z:Win32LastModifiedTime>", MS)
         assert holder.session.request("PROPPATCH", server.dav("downloads/same.bin"), headers=WINDOWS,

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from provider.quota import tree_size
+from tests.conftest import new_account
 from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
 from tests.quota_helpers import Sampler, quota_props, recounted, used
 from tests.raw_http import DroppedConnection, raw_request
@@ -57,12 +58,25 @@ class Tiny:
     session: requests.Session
 
 
+FOUR_AT_ONCE = {"engine.workers": 4, "engine.per_user": 4}
+
+
+def tiny_user(server) -> Tiny:
+    account = new_account(server, "tiny", "tiny-password", quota=str(QUOTA))
+    return Tiny(server, account.name, account.session)
+
+
 @pytest.fixture
-def tiny(make_server) -> Tiny:
-    """One user with a 4 MiB quota, alone on a server that runs four downloads at once."""
-    server = make_server(settings={"engine.workers": 4, "engine.per_user": 4})
-    server.add_user("tiny", "tiny-password", quota=str(QUOTA))
-    return Tiny(server, "tiny", server.session("tiny", "tiny-password"))
+def tiny(shared_servers) -> Tiny:
+    """A new user with a 4 MiB quota on a server that runs four downloads at once. The file's
+    tests share that server and run one at a time, so the user is the only one active on it."""
+    return tiny_user(shared_servers(FOUR_AT_ONCE))
+
+
+@pytest.fixture
+def tiny_alone(make_server) -> Tiny:
+    """The same on a server of its own, for a test that restarts it."""
+    return tiny_user(make_server(settings=FOUR_AT_ONCE))
 
 
 def put_all_at_once(tiny: Tiny, paths: list[str], body) -> list[int | None]:
@@ -185,7 +199,7 @@ def test_a_restart_leaves_no_phantom_reservation(make_server, origin):
     server = make_server(settings={"engine.connections_per_task": 1})
     server.add_user("tiny", "tiny-password", quota=str(QUOTA))
     session = server.session("tiny", "tiny-password")
-    origin.add("/slow.bin", b"s" * 3_000_000, rate=300_000)
+    slow = origin.add("/slow.bin", b"s" * 3_000_000, rate=300_000)
     session.put(server.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin")))
     wait_for(lambda: sum(p.stat().st_size for p in (server.data / "tmp" / "downloads").iterdir()) > 300_000,
              message="part of the download saved")
@@ -201,6 +215,7 @@ def test_a_restart_leaves_no_phantom_reservation(make_server, origin):
     # the cut-off upload holds none.
     assert used(session, server) - tree_size(server.space("tiny")) in (saved, 3_000_000)
     assert not (server.space("tiny") / "big.bin").exists()
+    slow.rate = None  # the pace kept the download unfinished across the restart
     wait_for(lambda: (server.space("tiny") / "downloads" / "slow.bin").exists(), timeout=60, message="download done")
     assert used(session, server) == tree_size(server.space("tiny"))
     assert quota_props(session, server)[1] == QUOTA - used(session, server)
@@ -222,7 +237,8 @@ def property_status(response: requests.Response) -> int:
 
 @pytest.mark.parametrize("target", ["", "docs/", "docs/a.txt"], ids=["the root", "a folder", "a file"])
 @pytest.mark.parametrize("value_size", [1, 60_000])
-def test_dead_properties_count_in_the_quota(tiny, target, value_size):
+def test_dead_properties_count_in_the_quota(tiny_alone, target, value_size):
+    tiny = tiny_alone
     tiny.session.request("MKCOL", tiny.server.dav("docs"))
     tiny.session.put(tiny.server.dav("docs/a.txt"), data=b"text")
     url = tiny.server.dav(target)
@@ -230,11 +246,11 @@ def test_dead_properties_count_in_the_quota(tiny, target, value_size):
     assert property_status(proppatch(tiny.session, url, "note", "v" * value_size)) == 200
     grown = used(tiny.session, tiny.server) - before
     assert value_size < grown < value_size + 200
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny")
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name)
     assert property_status(proppatch(tiny.session, url, "note", "w" * (value_size // 2))) == 200
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny")
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name)
     tiny.server.restart()  # on another port
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny")
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name)
     assert property_status(proppatch(tiny.session, tiny.server.dav(target), "note", None)) == 200
     assert used(tiny.session, tiny.server) == before
 
@@ -244,17 +260,17 @@ def test_properties_follow_copy_move_and_delete(tiny):
     proppatch(tiny.session, tiny.server.dav("a.txt"), "note", "n" * 10_000)
     with_one = used(tiny.session, tiny.server)
     tiny.session.request("COPY", tiny.server.dav("a.txt"), headers={"Destination": "/dav/b.txt"})
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") > 2 * with_one - 10
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name) > 2 * with_one - 10
     tiny.session.request("MOVE", tiny.server.dav("b.txt"), headers={"Destination": "/dav/c.txt"})
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny")
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name)
     tiny.session.delete(tiny.server.dav("c.txt"))
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") == with_one
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name) == with_one
     tiny.session.request("MKCOL", tiny.server.dav("folder"))
     tiny.session.request("MOVE", tiny.server.dav("a.txt"), headers={"Destination": "/dav/folder/a.txt"})
     proppatch(tiny.session, tiny.server.dav("folder/"), "note", "f" * 1000)
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") > with_one
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name) > with_one
     tiny.session.delete(tiny.server.dav("folder/"))  # its members' properties go too
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") == 0
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name) == 0
 
 
 def test_properties_stop_at_the_quota_and_the_size_cap(tiny):
@@ -269,7 +285,7 @@ def test_properties_stop_at_the_quota_and_the_size_cap(tiny):
         response = proppatch(tiny.session, tiny.server.dav(""), f"big{number}", "b" * 1_000_000)
         assert property_status(response) == 507 and "storage.max_property_bytes" in response.text
     assert database.stat().st_size - size_before < 2 * 1024 * 1024
-    assert used(tiny.session, tiny.server) == recounted(tiny.server, "tiny") <= QUOTA
+    assert used(tiny.session, tiny.server) == recounted(tiny.server, tiny.name) <= QUOTA
 
 
 # --- caps --------------------------------------------------------------------
@@ -283,13 +299,10 @@ def lock(session, url: str, owner: str = "me") -> requests.Response:
 
 
 @pytest.fixture
-def capped(make_server):
-    server = make_server(settings={"storage.max_files": 6, "storage.max_locks": 3, "storage.max_lock_owner_bytes": 200})
-    sessions = {}
-    for name in ("ann", "ben"):
-        server.add_user(name, f"{name}-password", quota="10M")
-        sessions[name] = server.session(name, f"{name}-password")
-    return server, sessions
+def capped(shared_servers):
+    """Two new users, as "ann" and "ben", on a server with small caps shared by the file's tests."""
+    server = shared_servers({"storage.max_files": 6, "storage.max_locks": 3, "storage.max_lock_owner_bytes": 200})
+    return server, {role: new_account(server, role, f"{role}-password").session for role in ("ann", "ben")}
 
 
 def test_files_and_folders_per_user_are_capped(capped):
@@ -343,7 +356,7 @@ def test_cancelled_downloads_and_cut_off_uploads_give_their_room_back(tiny, orig
         # the last PUT.
         with contextlib.suppress(DroppedConnection):
             answer = raw_request(tiny.server.base_url, "PUT", b"/dav/cut.bin", body=b"c" * cut_after,
-                                 headers={"Authorization": b"Basic " + base64.b64encode(b"tiny:tiny-password")},
+                                 headers={"Authorization": b"Basic " + base64.b64encode(f"{tiny.name}:tiny-password".encode())},
                                  declared_length=3_000_000, timeout=60)
             assert answer.status == 400, answer
         wait_for(lambda: used(tiny.session, tiny.server) == tree_size(tiny.server.space(tiny.name))

@@ -19,6 +19,8 @@ DIGESTS = [hashlib.sha256(body).hexdigest() for body in PRIVATE]
 NOBODYS = hashlib.sha256(b"content nobody on this server holds").hexdigest()
 WRONG = "e" * 64
 
+pytestmark = pytest.mark.shared_server
+
 
 def dead_url(path: str = "/gone.bin") -> str:
     """A loopback URL where nothing listens: connecting is refused."""
@@ -92,7 +94,7 @@ def test_a_hash_alone_never_hands_another_users_download_to_a_stranger(server, o
         task = task_for(stranger, server, name, ("failed", "waiting"))
         assert not task["instant"] and task["path"] is None, task
     assert origin.count("/missing.bin") >= len(PRIVATE), "the URL of every .url trigger is contacted"
-    assert holds_anything_of(server, "stranger", PRIVATE) == []
+    assert holds_anything_of(server, stranger.name, PRIVATE) == []
 
 
 def test_after_the_owner_deleted_the_file_a_hash_still_gets_nothing(server, alice, bob, origin):
@@ -105,7 +107,7 @@ def test_after_the_owner_deleted_the_file_a_hash_still_gets_nothing(server, alic
     for number in range(len(DIGESTS)):
         task_for(bob, server, f"h{number}.id", ("failed",))
         task_for(bob, server, f"dead{number}.url", ("waiting", "failed"))
-    assert holds_anything_of(server, "bob", PRIVATE) == []
+    assert holds_anything_of(server, bob.name, PRIVATE) == []
 
 
 CATCH_ALL = b"<html>any path is fine here</html>"
@@ -125,11 +127,11 @@ def test_the_answer_to_a_sha256_id_reads_the_same_whether_or_not_anyone_holds_it
         before = len(origin.requests)
         drop(stranger, server, f"{digest}.id", f"sha256:{digest}\n".encode())
         task = task_for(stranger, server, f"{digest}.id", ("failed",))
-        text = error_file(server, "stranger", f"{digest}.id")
+        text = error_file(server, stranger.name, f"{digest}.id")
         mirror_requests = tuple((r.method, r.range) for r in origin.requests[before:])
         answers[digest] = (text.replace(digest, "HASH"), task["error"].replace(digest, "HASH"), mirror_requests)
     assert len(set(answers.values())) == 1, answers
-    assert holds_anything_of(server, "stranger", PRIVATE) == []
+    assert holds_anything_of(server, stranger.name, PRIVATE) == []
 
 
 # --- what a user's own source does lead to -------------------------------------------------------
@@ -145,7 +147,7 @@ def test_a_mirror_that_serves_a_held_hash_lets_the_store_deliver_it(make_server,
     for number, digest in enumerate(DIGESTS):
         drop(other, server, f"h{number}.id", f"sha256:{digest}\nfilename=h{number}.bin\n".encode())
         task = task_for(other, server, f"h{number}.id", ("done",))
-        assert (server.space("other") / "downloads" / f"h{number}.bin").read_bytes() == PRIVATE[number]
+        assert (server.space(other.name) / "downloads" / f"h{number}.bin").read_bytes() == PRIVATE[number]
         held = number < 2
         assert task["instant"] is held
         mirror_bytes = origin.bytes_sent(f"/mirror/{digest}")
@@ -198,14 +200,14 @@ def test_the_url_behind_a_catalog_id_is_the_same_fresh_url_both_ways(make_server
         drop(second, server, trigger, data)
         task = task_for(second, server, trigger, ("done",))
         assert task["instant"] is True, task
-        assert (server.space("second") / "downloads" / name).read_bytes() == body
+        assert (server.space(second.name) / "downloads" / name).read_bytes() == body
     conditional = [r for r in origin.requests if r.headers.get("If-None-Match")]
     assert {r.path for r in conditional} >= {"/catalogued.bin", "/linked.bin", "/pinned.bin"}
     assert all(r.body_bytes_sent == 0 for r in conditional)
     origin.change("/catalogued.bin", b"a new version")
     drop(second, server, "again.id", b"by-catalog\nfilename=again.bin\n")
     assert task_for(second, server, "again.id", ("done",))["instant"] is False
-    assert (server.space("second") / "downloads" / "again.bin").read_bytes() == b"a new version"
+    assert (server.space(second.name) / "downloads" / "again.bin").read_bytes() == b"a new version"
 
 
 # --- sha256= is honoured on every path -----------------------------------------------------------
@@ -232,13 +234,13 @@ def test_a_wrong_sha256_fails_on_every_delivery_path_and_a_right_one_succeeds(ma
         drop(other, server, f"wrong-{label}{suffix}", body(WRONG))
         task = task_for(other, server, f"wrong-{label}{suffix}", ("failed", "done"))
         assert task["state"] == "failed" and "checksum mismatch" in task["error"], (label, task)
-        assert "checksum mismatch" in error_file(server, "other", f"wrong-{label}{suffix}")
-        assert all(f.startswith("wrong-") for f in files_in(server.space("other") / "downloads")), label
+        assert "checksum mismatch" in error_file(server, other.name, f"wrong-{label}{suffix}")
+        assert all(f.startswith("wrong-") for f in files_in(server.space(other.name) / "downloads")), label
     for label, (suffix, body, digest) in paths.items():
         drop(other, server, f"right-{label}{suffix}", body(digest.upper()))
         task = task_for(other, server, f"right-{label}{suffix}", ("done", "failed"))
         assert task["state"] == "done" and task["instant"] is True, (label, task)
-    wait_for(lambda: sorted(f for f in files_in(server.space("other") / "downloads") if not f.startswith("wrong-")) == [
+    wait_for(lambda: sorted(f for f in files_in(server.space(other.name) / "downloads") if not f.startswith("wrong-")) == [
         "c.bin", "f.bin", "m.bin"], message="only the files (the triggers linger a moment)")
 
 
@@ -255,7 +257,7 @@ def test_a_sha256_line_that_contradicts_the_id_fails_before_anything_is_fetched(
     for trigger in ("m.id", "c.id"):
         assert "checksum mismatch" in task_for(user, server, trigger, ("failed",))["error"]
     assert origin.requests == []
-    wait_for(lambda: files_in(server.space("user") / "downloads") == ["c.id", "c.id.error.txt", "m.id", "m.id.error.txt"],
+    wait_for(lambda: files_in(server.space(user.name) / "downloads") == ["c.id", "c.id.error.txt", "m.id", "m.id.error.txt"],
              message="both triggers and their error files")
 
 
@@ -281,7 +283,7 @@ def test_retrying_a_failure_that_a_later_upload_made_good_copies_nothing_and_it_
     api_new = alice.session.post(server.url("/api/v1/tasks"), json={"url": origin.url("/later/a.bin"), "filename": "api.bin"}).json()
     wait_for(lambda: alice.session.get(server.url(f"/api/v1/tasks/{api_new['id']}")).json()["state"] == "done", message="API done")
     before = ["a.bin", "api.bin", "b.bin"]
-    wait_for(lambda: files_in(server.space("alice") / "downloads") == before, message="the files (the triggers linger a moment)")
+    wait_for(lambda: files_in(server.space(alice.name) / "downloads") == before, message="the files (the triggers linger a moment)")
     listed = {t["id"] for t in tasks_of(alice, server)}
     for task_id in [t["id"] for t in old.values()] + [api_old["id"]]:
         assert task_id not in listed
@@ -291,7 +293,7 @@ def test_retrying_a_failure_that_a_later_upload_made_good_copies_nothing_and_it_
         assert retried.status_code == 409 and "needs no retry" in retried.json()["error"], retried.text
     status = alice.session.get(server.dav("downloads/fetchdrive-status.txt"))
     assert status.status_code == 404 or "failed" not in status.text
-    assert files_in(server.space("alice") / "downloads") == before
+    assert files_in(server.space(alice.name) / "downloads") == before
 
 
 def test_retrying_a_failure_while_a_newer_upload_of_its_trigger_runs_starts_nothing(server, alice, origin):
@@ -303,8 +305,9 @@ def test_retrying_a_failure_while_a_newer_upload_of_its_trigger_runs_starts_noth
     task_for(alice, server, "slow.url", ("downloading",))
     retried = alice.session.post(server.url(f"/api/v1/tasks/{old['id']}/retry"))
     assert retried.status_code == 409 and "needs no retry" in retried.json()["error"], retried.text
+    resource.rate = None  # the pace kept the new upload running for the retry above
     task_for(alice, server, "slow.url", ("done",))
-    wait_for(lambda: files_in(server.space("alice") / "downloads") == ["slow.bin"], message="one file, the trigger gone")
+    wait_for(lambda: files_in(server.space(alice.name) / "downloads") == ["slow.bin"], message="one file, the trigger gone")
 
 
 def test_the_dashboard_drops_a_failure_once_a_later_upload_made_it_good(browser, server, alice, origin):
@@ -317,4 +320,4 @@ def test_the_dashboard_drops_a_failure_once_a_later_upload_made_it_good(browser,
     drop(alice, server, "fixed.url", url_shortcut(origin.url("/fixed.bin")))
     expect(page.locator("li.task[data-state=done]")).to_have_count(1)
     expect(page.locator("li.task[data-state=failed]")).to_have_count(0)
-    wait_for(lambda: files_in(server.space("alice") / "downloads") == ["fixed.bin"], message="one file, the trigger gone")
+    wait_for(lambda: files_in(server.space(alice.name) / "downloads") == ["fixed.bin"], message="one file, the trigger gone")
