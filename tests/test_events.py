@@ -239,5 +239,5 @@ def test_the_dashboard_follows_the_stream_instead_of_polling(browser, server, al
     page.wait_for_timeout(1000)  # the refreshes the last events asked for
     polls: list[str] = []
     page.on("request", lambda request: polls.append(request.url) if "/api/v1/tasks" in request.url else None)
-    page.wait_for_timeout(3000)  # idle: the page used to poll every second
+    page.wait_for_timeout(2000)  # idle: the page used to poll every second, so twice in this while
     assert polls == []
