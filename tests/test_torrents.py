@@ -155,7 +155,7 @@ def test_a_torrent_without_peers_fails_after_the_stall_timeout(make_server, seed
 @pytest.mark.parametrize("allowlist, arrives", [([], False), (["127.0.0.1/32"], True)])
 def test_private_peers_are_refused_unless_allowed(make_server, seeder, allowlist, arrives):
     server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": allowlist,
-                                   "engine.torrent.metadata_timeout": 60 if arrives else 8})
+                                   "engine.torrent.metadata_timeout": 60 if arrives else 4})
     server.add_user("dave", "dave-password", quota="10M")
     session = server.session("dave", "dave-password")
     shared = seeder.share("private.bin", b"p" * 100_000)
@@ -248,7 +248,7 @@ def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(server, ali
 
 def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
     port = free_port()
-    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 30})
+    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 15})
     server.add_user("alice", "alice-password", quota="50M")
     shared = seeder.share("shared.bin", BIG)
     server.session("alice", "alice-password").put(server.dav("downloads/s.url"), data=url_shortcut(shared.magnet))
@@ -260,7 +260,7 @@ def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
         params.ti = lt.torrent_info(shared.metainfo)
         params.save_path = str(leecher.folder)
         handle = leecher.session.add_torrent(params)
-        deadline = time.monotonic() + 25
+        deadline = time.monotonic() + 15
         while not handle.status().is_seeding and time.monotonic() < deadline:
             handle.connect_peer(("127.0.0.1", port))
             time.sleep(0.5)
