@@ -104,9 +104,9 @@ PROPFIND = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:pro
 
 
 def test_a_user_added_again_under_a_removed_name_inherits_nothing(server, origin):
-    name = server.unused_user_name("carol")
-    server.add_user(name, "carol-password", quota="100M")
-    carol = server.session(name, "carol-password")
+    user = server.unused_user_name("carol")
+    server.add_user(user, "carol-password", quota="100M")
+    carol = server.session(user, "carol-password")
     origin.add("/carol.bin", BIG, rate=SLOW)
     assert carol.post(server.url("/api/v1/tasks"), json={"url": origin.url("/carol.bin")}).status_code == 201
     for name in ("mine.txt", "locked.txt"):
@@ -117,13 +117,13 @@ def test_a_user_added_again_under_a_removed_name_inherits_nothing(server, origin
     assert carol.post(server.url("/api/v1/shares"), json={"path": "downloads/mine.txt"}).status_code == 201
     wait_for(lambda: origin.bytes_sent("/carol.bin") > 0, message="carol's download to run")
 
-    assert server.cli("user", "remove", name).returncode == 0
-    server.add_user(name, "another-password", quota="100M")
-    again = server.session(name, "another-password")
+    assert server.cli("user", "remove", user).returncode == 0
+    server.add_user(user, "another-password", quota="100M")
+    again = server.session(user, "another-password")
     assert again.get(server.url("/api/v1/tasks")).json() == []
     assert again.get(server.url("/api/v1/shares")).json() == []
     assert again.get(server.dav("downloads/mine.txt")).status_code == 404
-    assert sorted(p.name for p in server.space(name).rglob("*")) == ["downloads"]
+    assert sorted(p.name for p in server.space(user).rglob("*")) == ["downloads"]
     for name in ("mine.txt", "locked.txt"):  # the same paths again: no old lock, no old property
         assert again.put(server.dav(f"downloads/{name}"), data=b"new").status_code == 201
         listing = again.request("PROPFIND", server.dav(f"downloads/{name}"), data=PROPFIND, headers={"Depth": "0"})
