@@ -81,7 +81,8 @@ def make_server(tmp_path: Path) -> Iterator:
 
 def pytest_configure(config) -> None:
     config.addinivalue_line(
-        "markers", "shared_server: the file's tests share one server (`server`), each with users of its own")
+        "markers", "shared_server(settings=None): the file's tests share one server (`server`), started with "
+        "those config keys, each test with users of its own")
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +104,14 @@ def shared_servers(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture(scope="module")
-def shared_server(shared_servers) -> ServerProcess:
+def shared_server(request, shared_servers) -> ServerProcess:
     """One server for a whole test file marked `pytestmark = pytest.mark.shared_server`: for
-    tests that need no settings, restarts or server-wide state of their own. Starting a server
-    for each test was most of the suite's time; each test still gets users of its own (alice,
-    alice2...), so what one test does is invisible to the next, as between strangers."""
-    return shared_servers()
+    tests that need no restarts or server-wide state of their own. Starting a server for each
+    test was most of the suite's time; each test still gets users of its own (alice,
+    alice2...), so what one test does is invisible to the next, as between strangers.
+    `pytest.mark.shared_server(settings={...})` starts it with those config keys."""
+    marker = request.node.get_closest_marker("shared_server")
+    return shared_servers(marker.kwargs.get("settings") if marker else None)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import requests
 
 from tests.downloads_helpers import url_shortcut, wait_for
 
+pytestmark = pytest.mark.shared_server
+
 TASK_FIELDS = {"id", "source", "state", "bytes_done", "bytes_total", "path", "error", "speed", "eta", "instant"}
 
 
@@ -33,7 +35,7 @@ def test_adding_a_url_runs_it_to_done_and_lists_it(server, alice, origin):
     assert TASK_FIELDS <= task.keys()
     done = wait_state(alice, server, task["id"], "done")
     assert done["path"] == "downloads/api.bin" and done["bytes_done"] == len(b"via the api")
-    assert (server.space("alice") / "downloads" / "api.bin").read_bytes() == b"via the api"
+    assert (server.space(alice.name) / "downloads" / "api.bin").read_bytes() == b"via the api"
     listed = alice.session.get(api(server, "/tasks")).json()
     assert [t["id"] for t in listed] == [task["id"]]
 
@@ -82,7 +84,7 @@ def test_cancel_and_retry(server, alice, origin):
 def test_me_reports_the_quota(server, alice):
     alice.session.put(server.dav("f.bin"), data=b"x" * 1000)
     me = alice.session.get(api(server, "/me")).json()
-    assert me == {"user": "alice", "used_bytes": 1000, "quota_bytes": 10 * 1024 * 1024, "available_bytes": 10 * 1024 * 1024 - 1000}
+    assert me == {"user": alice.name, "used_bytes": 1000, "quota_bytes": 10 * 1024 * 1024, "available_bytes": 10 * 1024 * 1024 - 1000}
 
 
 def test_one_user_never_sees_or_touches_another_users_tasks(server, alice, bob, origin):
@@ -117,7 +119,7 @@ def test_bad_requests_get_400_with_a_reason(server, alice, body, message):
 
 def test_authentication_errors_and_unknown_routes(server, alice):
     assert requests.get(api(server, "/tasks")).status_code == 401
-    assert requests.get(api(server, "/tasks"), auth=("alice", "wrong-password")).status_code == 401
+    assert requests.get(api(server, "/tasks"), auth=(alice.name, "wrong-password")).status_code == 401
     assert alice.session.get(api(server, "/tasks/999999")).status_code == 404
     assert alice.session.get(api(server, "/nothing")).status_code == 404
     assert alice.session.put(api(server, "/tasks")).status_code == 405
@@ -125,10 +127,10 @@ def test_authentication_errors_and_unknown_routes(server, alice):
     assert alice.session.get(api(server, "/tasks?state=bogus")).status_code == 400
 
 
-def test_a_full_quota_gets_507(make_server, origin):
-    server = make_server()
-    server.add_user("tiny", "tiny-password", quota="1K")
-    session = server.session("tiny", "tiny-password")
+def test_a_full_quota_gets_507(server, origin):
+    tiny = server.unused_user_name("tiny")
+    server.add_user(tiny, "tiny-password", quota="1K")
+    session = server.session(tiny, "tiny-password")
     session.put(server.dav("fill.bin"), data=b"x" * 1024)
     response = session.post(api(server, "/tasks"), json={"url": origin.url("/x")})
     assert response.status_code == 507

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from webdav3.client import Client
 
-from tests.conftest import Account
+from tests.conftest import Account, new_account
 from tests.downloads_helpers import files_in, rclone, url_shortcut, wait_for
 
 LOCK_BODY = (
@@ -76,21 +76,17 @@ def assert_one_task_per_trigger(account, server, folder: str, expected: dict[str
     assert {trigger: counts[f"{folder}/{trigger}"] for trigger in expected} == {trigger: 1 for trigger in expected}
 
 
-@pytest.fixture
-def lingering_server(make_server):
-    """Triggers linger 3 s: long enough for rclone's check, short enough to see them go."""
-    return make_server(settings={"engine.trigger_linger": 3})
+LINGERING = {"engine.trigger_linger": 3}  # long enough for rclone's check, short enough to see them go
+pytestmark = pytest.mark.shared_server(settings=LINGERING)
 
 
 @pytest.fixture
-def carol(lingering_server):
-    lingering_server.add_user("carol", "carol-password", quota="100M")
-    return Account("carol", "carol-password", lingering_server.session("carol", "carol-password"))
+def carol(server) -> Account:
+    return new_account(server, "carol", "carol-password")
 
 
 def test_rclone_copy_of_a_links_folder_succeeds_once_and_copying_it_again_starts_nothing(
-        lingering_server, carol, origin, tmp_path):
-    server = lingering_server
+        server, carol, origin, tmp_path):
     expected = make_links(origin, tmp_path / "links", "copy")
     first = rclone(server, carol, "copy", str(tmp_path / "links"), "fd:downloads")
     assert first.returncode == 0 and "ERROR" not in first.stderr, first.stderr
@@ -107,8 +103,7 @@ def test_rclone_copy_of_a_links_folder_succeeds_once_and_copying_it_again_starts
     assert all(fetched[f"/{name}"] == 1 for name in expected.values()), fetched
 
 
-def test_rclone_sync_of_a_links_folder_succeeds_with_one_file_per_trigger(lingering_server, carol, origin, tmp_path):
-    server = lingering_server
+def test_rclone_sync_of_a_links_folder_succeeds_with_one_file_per_trigger(server, carol, origin, tmp_path):
     expected = make_links(origin, tmp_path / "links", "sync")
     assert carol.session.request("MKCOL", server.dav("downloads/synced")).status_code == 201
     result = rclone(server, carol, "sync", str(tmp_path / "links"), "fd:downloads/synced")
@@ -117,8 +112,7 @@ def test_rclone_sync_of_a_links_folder_succeeds_with_one_file_per_trigger(linger
     assert_one_task_per_trigger(carol, server, "downloads/synced", expected)
 
 
-def test_cadaver_put_starts_one_download_per_trigger(lingering_server, carol, origin, tmp_path):
-    server = lingering_server
+def test_cadaver_put_starts_one_download_per_trigger(server, carol, origin, tmp_path):
     home = tmp_path / "home"
     expected = make_links(origin, home, "cadaver")
     (home / ".netrc").write_text(f"machine 127.0.0.1 login {carol.name} password {carol.password}\n")
@@ -131,8 +125,7 @@ def test_cadaver_put_starts_one_download_per_trigger(lingering_server, carol, or
     assert_one_task_per_trigger(carol, server, "downloads", expected)
 
 
-def test_webdavclient3_upload_and_check_start_one_download_per_trigger(lingering_server, carol, origin, tmp_path):
-    server = lingering_server
+def test_webdavclient3_upload_and_check_start_one_download_per_trigger(server, carol, origin, tmp_path):
     expected = make_links(origin, tmp_path / "links", "wdc")
     client = Client({"webdav_hostname": server.base_url, "webdav_root": "/dav/",
                      "webdav_login": carol.name, "webdav_password": carol.password})
@@ -144,9 +137,8 @@ def test_webdavclient3_upload_and_check_start_one_download_per_trigger(lingering
     assert_one_task_per_trigger(carol, server, "downloads", expected)
 
 
-def test_windows_explorer_sequence_starts_one_download_per_trigger(lingering_server, carol, origin, tmp_path):
+def test_windows_explorer_sequence_starts_one_download_per_trigger(server, carol, origin, tmp_path):
     """LOCK a new name, PUT 0 bytes, PUT the content, PROPPATCH the Win32 times, UNLOCK, look."""
-    server = lingering_server
     expected = make_links(origin, tmp_path / "links", "win")
     session = carol.session
     for name in expected:
@@ -169,10 +161,9 @@ def test_windows_explorer_sequence_starts_one_download_per_trigger(lingering_ser
 
 
 def test_finder_sequence_starts_one_download_per_trigger_and_its_apple_double_goes_with_it(
-        lingering_server, carol, origin, tmp_path):
+        server, carol, origin, tmp_path):
     """An empty PUT, the `._` AppleDouble file, LOCK, a chunked PUT with X-Expected-Entity-Length,
     UNLOCK, `.DS_Store`, look."""
-    server = lingering_server
     expected = make_links(origin, tmp_path / "links", "finder")
     session = carol.session
     for name in expected:
@@ -195,8 +186,7 @@ def test_finder_sequence_starts_one_download_per_trigger_and_its_apple_double_go
 
 
 def test_an_identical_trigger_starts_nothing_while_its_file_is_there_but_does_once_the_file_is_gone(
-        lingering_server, carol, origin, tmp_path):
-    server = lingering_server
+        server, carol, origin, tmp_path):
     expected = make_links(origin, tmp_path / "links", "again")
     upload(carol, server, tmp_path / "links", expected)
     wait_until_delivered(carol, server, "downloads", expected)
@@ -218,12 +208,12 @@ def test_an_identical_trigger_starts_nothing_while_its_file_is_there_but_does_on
     assert [counts[f"downloads/{trigger}.url"] for trigger, _ in kept] == [1, 1]
 
 
-def test_a_trigger_still_lingering_at_a_crash_goes_after_the_restart_and_starts_nothing(
-        lingering_server, carol, origin, tmp_path):
-    server = lingering_server
+def test_a_trigger_still_lingering_at_a_crash_goes_after_the_restart_and_starts_nothing(make_server, origin, tmp_path):
+    server = make_server(settings=LINGERING)  # killed: a server of its own
+    carol = new_account(server, "carol", "carol-password")
     expected = make_links(origin, tmp_path / "links", "crash")
     upload(carol, server, tmp_path / "links", expected)
-    downloads = server.space("carol") / "downloads"
+    downloads = server.space(carol.name) / "downloads"
     wait_for(lambda: set(expected.values()) <= set(files_in(downloads)), message="every file delivered")
     server.kill()
     assert set(expected) & set(files_in(downloads))  # killed while (some of) the triggers lingered

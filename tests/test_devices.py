@@ -23,9 +23,7 @@ from tests.test_client_commands import tree
 from tests.browser import open_page
 
 
-@pytest.fixture
-def server(make_server):
-    return make_server(settings={"events.keepalive": 0.5})
+pytestmark = pytest.mark.shared_server(settings={"events.keepalive": 0.5})
 
 
 def _device(server, account: Account, name: str, local: Path, *extra: str) -> list[str]:
@@ -100,7 +98,7 @@ def test_a_device_offline_when_its_download_finishes_receives_it_when_it_starts(
     origin.add("/report.pdf", b"%PDF report")
     alice.session.put(server.dav("downloads/report.url"),
                       data=url_shortcut(origin.url("/report.pdf"), **{"send-to": "desk"}))
-    wait_for(lambda: (server.space("alice") / "downloads" / "report.pdf").exists(), message="the download")
+    wait_for(lambda: (server.space(alice.name) / "downloads" / "report.pdf").exists(), message="the download")
     wait_for(lambda: _devices(alice, server)["desk"]["pending"] == 1, message="a delivery waiting")
     assert tree(local) == {}
     second = _run_once(server, alice, "desk", local)
@@ -145,7 +143,7 @@ def test_a_trigger_naming_an_unknown_device_gets_an_error_file_and_no_task(serve
     alice.session.put(server.url("/api/v1/devices/laptop"))
     origin.add("/x.bin", b"x")
     alice.session.put(server.dav("downloads/x.url"), data=url_shortcut(origin.url("/x.bin"), **{"send-to": send_to}))
-    error_file = server.space("alice") / "downloads" / "x.url.error.txt"
+    error_file = server.space(alice.name) / "downloads" / "x.url.error.txt"
     text = wait_for(lambda: error_file.exists() and error_file.read_text(), message="the error file")
     unknown = [name for name in send_to.split(",") if name != "laptop"]
     assert all(name in text for name in unknown) and "bob" not in text.replace("bobs-phone", "")
@@ -173,13 +171,14 @@ def test_the_web_page_sends_a_finished_file_to_a_chosen_device(browser, server, 
 
 
 def test_a_new_user_of_a_removed_users_name_inherits_no_events_and_no_devices(server):
-    server.add_user("dana", "dana-password-1")
-    old = server.session("dana", "dana-password-1")
+    dana = server.unused_user_name("dana")
+    server.add_user(dana, "dana-password-1")
+    old = server.session(dana, "dana-password-1")
     old.put(server.url("/api/v1/devices/old-laptop"))
     old.put(server.dav("secret-plans.txt"), data=b"x")
-    assert server.cli("user", "remove", "dana").returncode == 0
-    server.add_user("dana", "dana-password-2")
-    new = server.session("dana", "dana-password-2")
+    assert server.cli("user", "remove", dana).returncode == 0
+    server.add_user(dana, "dana-password-2")
+    new = server.session(dana, "dana-password-2")
     assert new.get(server.url("/api/v1/devices")).json() == []
     listener = Listener(new, server.base_url, last_id=1)  # a number of the old user's
     try:

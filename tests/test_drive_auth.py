@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.server_process import ADMIN_PASSWORD
+
+pytestmark = pytest.mark.shared_server
 
 
 def test_unauthenticated_request_gets_a_basic_challenge(server):
@@ -20,14 +23,14 @@ def test_first_start_creates_admin_with_the_password_from_the_environment(server
 
 
 def test_wrong_password_and_unknown_user_are_refused(server, alice):
-    assert requests.get(server.dav(), auth=("alice", "not-her-password")).status_code == 401
+    assert requests.get(server.dav(), auth=(alice.name, "not-her-password")).status_code == 401
     assert requests.get(server.dav(), auth=("nobody", "whatever-password")).status_code == 401
 
 
 def test_repeated_wrong_passwords_lock_out_even_the_right_one_for_a_while_and_say_so(server, alice):
     for _ in range(5):
-        assert requests.get(server.dav(), auth=("alice", "guess-guess")).status_code == 401
-    locked = requests.get(server.dav(), auth=("alice", alice.password))
+        assert requests.get(server.dav(), auth=(alice.name, "guess-guess")).status_code == 401
+    locked = requests.get(server.dav(), auth=(alice.name, alice.password))
     assert locked.status_code == 429
     assert 1 <= int(locked.headers["Retry-After"]) <= 300
     assert "too many wrong passwords" in locked.text and "wrong user name or password" not in locked.text
@@ -35,7 +38,7 @@ def test_repeated_wrong_passwords_lock_out_even_the_right_one_for_a_while_and_sa
 
 def test_passwords_and_authorization_headers_never_reach_the_log(server, alice):
     alice.session.put(server.dav("note.txt"), data=b"hello")
-    requests.get(server.dav(), auth=("alice", "wrong-secret-xyz"))
+    requests.get(server.dav(), auth=(alice.name, "wrong-secret-xyz"))
     log = server.log_text()
     assert alice.password not in log
     assert "wrong-secret-xyz" not in log
@@ -44,7 +47,7 @@ def test_passwords_and_authorization_headers_never_reach_the_log(server, alice):
 
 def test_password_change_takes_effect_at_once(server, alice):
     assert alice.session.get(server.dav()).status_code == 200
-    result = server.cli("user", "passwd", "alice", "--password-stdin", input="a-new-password\n")
+    result = server.cli("user", "passwd", alice.name, "--password-stdin", input="a-new-password\n")
     assert result.returncode == 0, result.stderr
     assert alice.session.get(server.dav()).status_code == 401
-    assert requests.get(server.dav(), auth=("alice", "a-new-password")).status_code == 200
+    assert requests.get(server.dav(), auth=(alice.name, "a-new-password")).status_code == 200

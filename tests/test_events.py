@@ -11,20 +11,15 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.conftest import Account
+from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import REPO
 from tests.sse_helpers import Listener, free_port
 from tests.test_client_commands import tree
 from tests.browser import open_page
 
-QUICK = {"events.keepalive": 0.5}
-
-
-@pytest.fixture
-def server(make_server):
-    """Keep-alives every half second, so test listeners notice when they are closed."""
-    return make_server(settings=QUICK)
+QUICK = {"events.keepalive": 0.5}  # so that test listeners notice when they are closed
+pytestmark = pytest.mark.shared_server(settings=QUICK)
 
 
 def _work_of(account: Account, server, origin) -> None:
@@ -64,11 +59,7 @@ EXPECTED = [  # (kind, fields) every user's stream must carry for _work_of, with
 
 
 def test_each_user_hears_every_kind_of_own_change_and_nothing_of_anyone_elses(server, origin):
-    accounts = []
-    for name in ("alice", "bob", "carol"):
-        password = f"{name}-password-9"
-        server.add_user(name, password)
-        accounts.append(Account(name, password, server.session(name, password)))
+    accounts = [new_account(server, name, f"{name}-password-9") for name in ("alice", "bob", "carol")]
     listeners = {account.name: Listener(account.session, server.base_url) for account in accounts}
     try:
         for account in accounts:
@@ -129,7 +120,9 @@ def test_a_dropped_stream_resumes_with_last_event_id_missing_nothing(server, ali
     assert not second.events("ready")
 
 
-def test_a_stream_resumes_across_a_server_restart_missing_nothing(server, alice):
+def test_a_stream_resumes_across_a_server_restart_missing_nothing(make_server):
+    server = make_server(settings=QUICK)  # restarted: a server of its own
+    alice = new_account(server, "alice", "alice-password")
     first = Listener(alice.session, server.base_url)
     _put_files(alice, server, ["before.txt"])
     first.wait_for("file.created", path="before.txt")
@@ -237,7 +230,7 @@ def test_sync_watch_follows_the_stream_and_catches_up_after_a_server_restart(mak
 
 def test_the_dashboard_follows_the_stream_instead_of_polling(browser, server, alice, origin):
     page = open_page(browser, server, alice)
-    expect(page.locator("#user")).to_have_text("alice")
+    expect(page.locator("#user")).to_have_text(alice.name)
     origin.add("/live.bin", b"l" * 1000)
     alice.session.post(server.url("/api/v1/tasks"), json={"url": origin.url("/live.bin")})  # not from the page
     task = page.locator("li.task").first
@@ -246,5 +239,5 @@ def test_the_dashboard_follows_the_stream_instead_of_polling(browser, server, al
     page.wait_for_timeout(1000)  # the refreshes the last events asked for
     polls: list[str] = []
     page.on("request", lambda request: polls.append(request.url) if "/api/v1/tasks" in request.url else None)
-    page.wait_for_timeout(3000)  # idle: the page used to poll every second
+    page.wait_for_timeout(2000)  # idle: the page used to poll every second, so twice in this while
     assert polls == []

@@ -21,7 +21,10 @@ from engine.naming import (
     MAX_NAME_BYTES, choose_filename, client_name_problem, filename_from_content_disposition, filename_from_url,
     sanitize_filename, unique_name,
 )
+from tests.conftest import new_account
 from tests.downloads_helpers import rclone, url_shortcut, wait_for
+
+pytestmark = pytest.mark.shared_server
 
 
 @pytest.mark.parametrize(
@@ -249,7 +252,7 @@ def test_every_way_a_client_names_an_entry_refuses_what_a_listing_cannot_carry(s
         assert {how: answer.status_code for how, answer in answers.items()} == {how: 400 for how in answers}, ascii(name)
         assert all("cannot carry" in answer.text and "Traceback" not in answer.text for answer in answers.values())
     assert "source.txt" in listing(alice, server.dav(folder))
-    assert sorted(os.listdir(server.space("alice") / folder)) == sorted(listing(alice, server.dav(folder)))
+    assert sorted(os.listdir(server.space(alice.name) / folder)) == sorted(listing(alice, server.dav(folder)))
 
 
 def test_the_api_refuses_a_download_folder_a_listing_could_not_carry(server, alice):
@@ -261,7 +264,7 @@ def test_the_api_refuses_a_download_folder_a_listing_could_not_carry(server, ali
 
 
 def test_a_folder_holding_an_unlistable_name_from_before_the_rule_stays_listable(server, alice):
-    legacy = server.space("alice") / "old\x06name.txt"
+    legacy = server.space(alice.name) / "old\x06name.txt"
     legacy.write_bytes(b"made before the rule")
     assert legacy.name in listing(alice, server.dav())  # its href carries it percent-encoded
     assert alice.session.delete(server.dav(quote(legacy.name))).status_code == 204
@@ -292,7 +295,7 @@ def test_whatever_names_clients_try_every_folder_stays_well_formed_and_lists_wha
     assert alice.session.request("MKCOL", server.dav("names")).status_code == 201
     create()
     assert set(listing(alice, server.dav("names/"))) == made
-    assert sorted(os.listdir(server.space("alice") / "names")) == sorted(made)
+    assert sorted(os.listdir(server.space(alice.name) / "names")) == sorted(made)
 
 
 def test_rclone_test_info_completes_and_leaves_the_folder_listable(server, alice):
@@ -301,7 +304,7 @@ def test_rclone_test_info_completes_and_leaves_the_folder_listable(server, alice
     assert result.returncode == 0 and "canWriteUnnormalized = true" in result.stdout, result.stderr[-2000:]
     listed = rclone(server, alice, "lsf", "-R", "fd:downloads/info")
     assert listed.returncode == 0, listed.stderr[-2000:]
-    root = server.space("alice") / "downloads" / "info"
+    root = server.space(alice.name) / "downloads" / "info"
     for folder, dirs, files in os.walk(root):
         relative = os.path.relpath(folder, root).replace(os.sep, "/")
         url = server.dav(quote("downloads/info/" + ("" if relative == "." else relative + "/")))
@@ -332,7 +335,7 @@ def test_origin_names_are_saved_visible_and_unlike_the_product_and_the_status_vi
                       data=url_shortcut(origin.url("/path/movie.part"), filename="FETCHDRIVE-STATUS.TXT"))
     alice.session.put(server.dav("downloads/missing.url"), data=url_shortcut(origin.url("/nowhere")))
     expected = {name for _, name in ORIGIN_NAMES} | {"movie.part_", "FETCHDRIVE-STATUS_.TXT"}
-    downloads = server.space("alice") / "downloads"
+    downloads = server.space(alice.name) / "downloads"
     wait_for(lambda: expected <= set(os.listdir(downloads)) and (downloads / "missing.url.error.txt").exists(),
              timeout=60, message="every download saved")
     listed = listing(alice, server.dav("downloads/"))
@@ -343,11 +346,13 @@ def test_origin_names_are_saved_visible_and_unlike_the_product_and_the_status_vi
                 and not name.endswith(".url.error.txt")]
 
 
-def test_a_link_file_an_origin_delivered_is_not_taken_for_a_trigger_after_a_restart(server, alice, origin):
+def test_a_link_file_an_origin_delivered_is_not_taken_for_a_trigger_after_a_restart(make_server, origin):
+    server = make_server()  # restarted: a server of its own
+    alice = new_account(server, "alice", "alice-password")
     origin.add("/never", b"must not be fetched")
     origin.add("/next", url_shortcut(origin.url("/never")), content_disposition='attachment; filename="next.url"')
     alice.session.put(server.dav("downloads/first.url"), data=url_shortcut(origin.url("/next")))
-    downloads = server.space("alice") / "downloads"
+    downloads = server.space(alice.name) / "downloads"
     wait_for(lambda: (downloads / "next.url").exists() and not (downloads / "first.url").exists(), message="delivered")
     server.stop()
     origin.add("/other", b"other")

@@ -18,6 +18,7 @@ from tests.browser import open_page
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import PASSWORDS_USED
 
+pytestmark = pytest.mark.shared_server
 SECRET = "notify-secret-7f3a"
 PASSWORDS_USED.add(SECRET)
 
@@ -102,7 +103,7 @@ def test_a_finished_and_a_failed_download_each_send_one_message(server, alice, o
 
 
 def test_each_user_is_told_only_of_their_own_downloads(server, alice, bob, origin):
-    receivers = {"alice": Receiver(), "bob": Receiver()}
+    receivers = {alice.name: Receiver(), bob.name: Receiver()}
     try:
         for account in (alice, bob):
             write_targets(server, account, receivers[account.name].url(account.name))
@@ -126,7 +127,7 @@ def test_a_failing_target_is_retried_and_never_holds_up_a_download(server, alice
             origin.add(f"/f{number}.bin", b"x" * 1000)
             alice.session.put(server.dav(f"downloads/f{number}.url"), data=url_shortcut(origin.url(f"/f{number}.bin")))
         for number in range(3):
-            wait_for((server.space("alice") / "downloads" / f"f{number}.bin").exists, message=f"f{number}.bin")
+            wait_for((server.space(alice.name) / "downloads" / f"f{number}.bin").exists, message=f"f{number}.bin")
         wait_for(lambda: hanging.attempts >= 1, message="the hanging target tried")
     finally:
         hanging.stop()

@@ -12,12 +12,16 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from engine.database import Database
 from provider.accounts import Accounts
 from tests.raw_http import raw_request
 from tests.test_client_commands import client
+
+
+pytestmark = pytest.mark.shared_server
 
 
 def basic(credentials: bytes) -> bytes:
@@ -70,13 +74,13 @@ UNDECODABLE_PATHS = [
 
 
 def test_a_path_that_is_not_utf8_gets_a_400_not_a_dropped_connection(server, alice):
-    credentials = {"Authorization": basic(b"alice:alice-password")}
+    credentials = {"Authorization": basic(f"{alice.name}:{alice.password}".encode())}
     for method in ("GET", "HEAD", "PROPFIND", "PUT", "DELETE", "MKCOL", "LOCK", "COPY", "POST"):
         for path in [*UNDECODABLE_PATHS, b"/dav/\xff\xfe"]:
             answer = raw_request(server.base_url, method, path, credentials, body=b"x" if method == "PUT" else b"")
             assert_short_plain_answer(answer, statuses={400})
     assert "Traceback" not in server.log_text()
-    assert sorted(p.name for p in server.space("alice").iterdir()) == ["downloads"]
+    assert sorted(p.name for p in server.space(alice.name).iterdir()) == ["downloads"]
 
 
 ROOTS = ["/dav/", "/dav", "/dav/.", "/dav/downloads/..", "/dav//"]
@@ -97,12 +101,12 @@ def test_copy_or_move_of_the_spaces_root_or_onto_it_gets_a_short_403(server, ali
             response = alice.session.request(method, server.dav("keep.txt"),
                                              headers={"Destination": server.url(destination)})
             assert response.status_code == 403 and "root of your space" in response.text, (destination, response.text)
-    assert sorted(p.name for p in server.space("alice").iterdir()) == ["downloads", "keep.txt"]
+    assert sorted(p.name for p in server.space(alice.name).iterdir()) == ["downloads", "keep.txt"]
     assert "Traceback" not in server.log_text()
 
 
 def test_after_too_many_wrong_passwords_the_answer_says_so_and_when_to_retry(server, alice, bob):
-    for user in ("alice", "nobody"):  # an unknown name is treated like a known one
+    for user in (alice.name, "nobody"):  # an unknown name is treated like a known one
         for attempt in range(5):
             assert requests.get(server.dav(), auth=(user, f"guess-{attempt}")).status_code == 401
         for target in ("/dav/", "/api/v1/me", "/"):
@@ -118,10 +122,10 @@ def test_the_client_commands_say_the_login_is_throttled_not_that_the_password_is
     # A burst: the tries already under way when the lock starts count too, so it lasts longer
     # than the client commands take to start.
     with ThreadPoolExecutor(max_workers=20) as pool:
-        list(pool.map(lambda attempt: requests.get(server.dav(), auth=("alice", f"guess-{attempt}")), range(20)))
-    assert int(requests.get(server.dav(), auth=("alice", alice.password)).headers["Retry-After"]) >= 16
+        list(pool.map(lambda attempt: requests.get(server.dav(), auth=(alice.name, f"guess-{attempt}")), range(20)))
+    assert int(requests.get(server.dav(), auth=(alice.name, alice.password)).headers["Retry-After"]) >= 16
     for command in (["add", "https://example.org/x.bin"], ["sync", str(tmp_path / "local")]):
-        result = client(command[0], "--server", server.base_url, "--user", "alice", *command[1:], password=alice.password)
+        result = client(command[0], "--server", server.base_url, "--user", alice.name, *command[1:], password=alice.password)
         assert result.returncode != 0 and "too many wrong passwords" in result.stderr, (command, result.stderr)
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -159,7 +163,7 @@ def test_login_takes_as_long_for_an_unknown_user_as_for_a_wrong_password(server,
     ratios = []
     for attempt in range(25):
         unknown = seconds(f"nobody-{attempt}", "a-wrong-password")
-        ratios.append(unknown / seconds("alice", "a-wrong-password"))
+        ratios.append(unknown / seconds(alice.name, "a-wrong-password"))
         assert alice.session.get(server.url("/api/v1/me")).status_code == 200  # resets alice's throttle
     assert 0.65 < statistics.median(ratios) < 1.5, sorted(ratios)
 
@@ -210,7 +214,7 @@ def test_foreign_origins_cannot_cancel_retry_or_write_files_either(server, alice
                          ("PROPPATCH", ""), ("LOCK", "x.txt")):
         response = alice.session.request(method, server.dav(path), headers=evil, data=b"x")
         assert response.status_code == 403, (method, response.status_code)
-    assert sorted(p.name for p in server.space("alice").iterdir()) == ["downloads"]
+    assert sorted(p.name for p in server.space(alice.name).iterdir()) == ["downloads"]
     assert alice.session.put(server.dav("mine.txt"), data=b"x", headers={"Origin": server.base_url}).status_code == 201
 
 
@@ -248,7 +252,7 @@ def test_pages_cannot_be_framed_and_no_answer_is_sniffed(server, alice):
 
 def test_an_answer_to_head_has_no_body_whichever_part_made_it(server, alice):
     alice.session.put(server.dav("file.txt"), data=b"some bytes")
-    credentials = {"Authorization": basic(b"alice:alice-password")}
+    credentials = {"Authorization": basic(f"{alice.name}:{alice.password}".encode())}
     for path, headers in ((b"/dav/", {}), (b"/api/v1/me", {}), (b"/", {}), (b"/dav/%ff", credentials),
                           (b"/dav/", credentials), (b"/dav/file.txt", credentials), (b"/", credentials),
                           (b"/api/v1/me", credentials), (b"/nowhere", credentials), (b"/dav/", {"Authorization": b"Basic !"})):

@@ -17,8 +17,15 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 from tests.test_client_commands import client
 from tests.torrent_seeder import Seeder
 
+pytestmark = pytest.mark.shared_server
 BIG = os.urandom(3 * 1024 * 1024)
-PACK = {"a.bin": os.urandom(300_000), "sub/b.txt": b"hello\n" * 1000, "sub/deeper/c.dat": os.urandom(70_000), "empty": b""}
+
+
+def new_pack() -> dict[str, bytes]:
+    """A multi-file torrent's content, new for each test: the shared server's store must not
+    already hold it from an earlier test."""
+    return {"a.bin": os.urandom(300_000), "sub/b.txt": b"hello\n" * 1000, "sub/deeper/c.dat": os.urandom(70_000),
+            "empty": b""}
 
 
 def free_port() -> int:
@@ -51,25 +58,24 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_magnet_link_delivers_a_multi_file_torrent_as_one_folder(server, alice, seeder):
-    shared = seeder.share("pack", PACK)
+    pack = new_pack()
+    shared = seeder.share("pack", pack)
     alice.session.put(server.dav("downloads/pack.url"), data=url_shortcut(shared.magnet))
-    folder = delivered(server, "alice", "downloads/pack")
-    assert tree(folder) == PACK
-    wait_for(lambda: "pack.url" not in files_in(server.space("alice") / "downloads"), message="trigger removed")
+    folder = delivered(server, alice.name, "downloads/pack")
+    assert tree(folder) == pack
+    wait_for(lambda: "pack.url" not in files_in(server.space(alice.name) / "downloads"), message="trigger removed")
     wait_for(lambda: temp_downloads(server.data) == [], message="temporary data freed")
     task = alice.session.get(server.base_url + "/api/v1/tasks").json()[0]
-    assert task["state"] == "done" and task["path"] == "downloads/pack" and task["bytes_done"] == sum(map(len, PACK.values()))
+    assert task["state"] == "done" and task["path"] == "downloads/pack" and task["bytes_done"] == sum(map(len, pack.values()))
 
 
-def test_a_torrent_file_delivers_its_single_file_into_the_triggers_folder(make_server, seeder):
-    server = make_server()
-    server.add_user("alice", "alice-password", quota="50M")
-    session = server.session("alice", "alice-password")
+def test_a_torrent_file_delivers_its_single_file_into_the_triggers_folder(server, alice, seeder):
+    session = alice.session
     shared = seeder.share("big.iso", BIG)
     session.request("MKCOL", server.dav("downloads/isos/"))
     assert session.put(server.dav("downloads/isos/big.torrent"), data=shared.metainfo).status_code == 201
-    assert delivered(server, "alice", "downloads/isos/big.iso").read_bytes() == BIG
-    wait_for(lambda: "big.torrent" not in files_in(server.space("alice") / "downloads/isos"), message="trigger removed")
+    assert delivered(server, alice.name, "downloads/isos/big.iso").read_bytes() == BIG
+    wait_for(lambda: "big.torrent" not in files_in(server.space(alice.name) / "downloads/isos"), message="trigger removed")
 
 
 def test_progress_shows_in_the_placeholder_and_the_api_and_cancel_frees_everything(server, alice, tmp_path):
@@ -91,7 +97,7 @@ def test_progress_shows_in_the_placeholder_and_the_api_and_cancel_frees_everythi
         wait_for(lambda: alice.session.get(server.base_url + f"/api/v1/tasks/{task['id']}").json()["state"] == "cancelled",
                  message="cancelled")
         wait_for(lambda: temp_downloads(server.data) == [], message="temporary data freed")
-        assert not (server.space("alice") / "downloads/slow.bin").exists()
+        assert not (server.space(alice.name) / "downloads/slow.bin").exists()
     finally:
         slow.stop()
 
@@ -100,32 +106,33 @@ def test_the_api_takes_a_magnet_link(server, alice, seeder):
     shared = seeder.share("api.bin", b"from the api " * 5000)
     answer = alice.session.post(server.base_url + "/api/v1/tasks", json={"url": shared.magnet})
     assert answer.status_code == 201, answer.text
-    assert delivered(server, "alice", "downloads/api.bin").read_bytes() == b"from the api " * 5000
+    assert delivered(server, alice.name, "downloads/api.bin").read_bytes() == b"from the api " * 5000
 
 
 def test_a_torrent_over_the_quota_fails_as_soon_as_its_size_is_known(server, bob, seeder):
     shared = seeder.share("huge", {"one.bin": os.urandom(6_000_000), "two.bin": os.urandom(6_000_000)})
     bob.session.put(server.dav("downloads/huge.url"), data=url_shortcut(shared.magnet))
-    assert "quota" in error_text(server, "bob", "huge.url")
-    assert not (server.space("bob") / "downloads/huge").exists()
+    assert "quota" in error_text(server, bob.name, "huge.url")
+    assert not (server.space(bob.name) / "downloads/huge").exists()
     wait_for(lambda: temp_downloads(server.data) == [], message="temporary data freed")
 
 
 def test_the_same_torrent_for_another_user_comes_from_the_store_without_the_swarm(server, alice, bob, seeder):
-    shared = seeder.share("pack", PACK)
+    pack = new_pack()
+    shared = seeder.share("pack", pack)
     alice.session.put(server.dav("downloads/pack.url"), data=url_shortcut(shared.magnet))
-    delivered(server, "alice", "downloads/pack/sub/b.txt")
+    delivered(server, alice.name, "downloads/pack/sub/b.txt")
     seeder.session.remove_torrent(shared.handle)  # no swarm is left
     bob.session.put(server.dav("downloads/same.url"), data=url_shortcut(shared.magnet))
-    folder = delivered(server, "bob", "downloads/pack", timeout=20)
-    assert tree(folder) == PACK
+    folder = delivered(server, bob.name, "downloads/pack", timeout=20)
+    assert tree(folder) == pack
     task = bob.session.get(server.base_url + "/api/v1/tasks").json()[0]
     assert task["state"] == "done" and task["instant"] is True
     used = bob.session.get(server.base_url + "/api/v1/me").json()["used_bytes"]
-    assert used >= sum(map(len, PACK.values()))
+    assert used >= sum(map(len, pack.values()))
     # Bob's copy is his own: replacing a file there leaves Alice's alone.
     bob.session.put(server.dav("downloads/pack/sub/b.txt"), data=b"bob's now")
-    assert (server.space("alice") / "downloads/pack/sub/b.txt").read_bytes() == PACK["sub/b.txt"]
+    assert (server.space(alice.name) / "downloads/pack/sub/b.txt").read_bytes() == pack["sub/b.txt"]
 
 
 def test_a_magnet_nobody_answers_fails_with_a_clear_reason(make_server):
@@ -148,7 +155,7 @@ def test_a_torrent_without_peers_fails_after_the_stall_timeout(make_server, seed
 @pytest.mark.parametrize("allowlist, arrives", [([], False), (["127.0.0.1/32"], True)])
 def test_private_peers_are_refused_unless_allowed(make_server, seeder, allowlist, arrives):
     server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": allowlist,
-                                   "engine.torrent.metadata_timeout": 60 if arrives else 8})
+                                   "engine.torrent.metadata_timeout": 60 if arrives else 4})
     server.add_user("dave", "dave-password", quota="10M")
     session = server.session("dave", "dave-password")
     shared = seeder.share("private.bin", b"p" * 100_000)
@@ -190,9 +197,10 @@ HOSTILE = [
 
 @pytest.mark.parametrize("label, metainfo, reason", HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_metainfo_gets_a_clear_error_and_writes_nothing(server, alice, label, metainfo, reason):
+    wait_for(lambda: temp_downloads(server.data) == [], message="earlier tests' temporary data freed")
     alice.session.put(server.dav("downloads/evil.torrent"), data=metainfo)
-    assert reason in error_text(server, "alice", "evil.torrent", timeout=20)
-    assert sorted(files_in(server.space("alice") / "downloads")) == ["evil.torrent", "evil.torrent.error.txt"]
+    assert reason in error_text(server, alice.name, "evil.torrent", timeout=20)
+    assert sorted(files_in(server.space(alice.name) / "downloads")) == ["evil.torrent", "evil.torrent.error.txt"]
     assert temp_downloads(server.data) == []
 
 
@@ -227,22 +235,20 @@ def test_kill_9_mid_download_fetches_no_verified_piece_again(make_server, tmp_pa
         slow.stop()
 
 
-def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(make_server, seeder, tmp_path):
-    server = make_server()
-    server.add_user("alice", "alice-password", quota="50M")
+def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(server, alice, seeder, tmp_path):
     by_magnet = seeder.share("by-magnet.bin", b"m" * 70_000)
     by_file = seeder.share("by-file.bin", b"f" * 70_000)
     (tmp_path / "local.torrent").write_bytes(by_file.metainfo)
     for source in (by_magnet.magnet, str(tmp_path / "local.torrent")):
-        result = client("add", source, "--server", server.base_url, "--user", "alice", password="alice-password")
+        result = client("add", source, "--server", server.base_url, "--user", alice.name, password=alice.password)
         assert result.returncode == 0, result.stderr
-    assert delivered(server, "alice", "downloads/by-magnet.bin").read_bytes() == b"m" * 70_000
-    assert delivered(server, "alice", "downloads/by-file.bin").read_bytes() == b"f" * 70_000
+    assert delivered(server, alice.name, "downloads/by-magnet.bin").read_bytes() == b"m" * 70_000
+    assert delivered(server, alice.name, "downloads/by-file.bin").read_bytes() == b"f" * 70_000
 
 
 def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
     port = free_port()
-    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 30})
+    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 15})
     server.add_user("alice", "alice-password", quota="50M")
     shared = seeder.share("shared.bin", BIG)
     server.session("alice", "alice-password").put(server.dav("downloads/s.url"), data=url_shortcut(shared.magnet))
@@ -254,7 +260,7 @@ def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
         params.ti = lt.torrent_info(shared.metainfo)
         params.save_path = str(leecher.folder)
         handle = leecher.session.add_torrent(params)
-        deadline = time.monotonic() + 25
+        deadline = time.monotonic() + 15
         while not handle.status().is_seeding and time.monotonic() < deadline:
             handle.connect_peer(("127.0.0.1", port))
             time.sleep(0.5)

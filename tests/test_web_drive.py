@@ -14,7 +14,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import open_page
+from tests.conftest import new_account
 
+pytestmark = pytest.mark.shared_server
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
@@ -66,20 +68,20 @@ def test_dropped_files_upload_with_progress_then_rename_and_delete(browser, serv
     drop(page, {"notes.txt": "hello from the browser", "second.txt": "two"})
     expect(row(page, "notes.txt")).to_be_visible()
     expect(row(page, "second.txt")).to_be_visible()
-    assert (server.space("alice") / "notes.txt").read_text() == "hello from the browser"
+    assert (server.space(alice.name) / "notes.txt").read_text() == "hello from the browser"
     expect(page.locator("li.upload").first).to_have_attribute("data-state", "done")
 
     page.once("dialog", lambda dialog: dialog.accept("renamed.txt"))
     row(page, "notes.txt").get_by_role("button", name="Rename").click()
     expect(row(page, "renamed.txt")).to_be_visible()
     expect(row(page, "notes.txt")).to_have_count(0)
-    assert (server.space("alice") / "renamed.txt").read_text() == "hello from the browser"
+    assert (server.space(alice.name) / "renamed.txt").read_text() == "hello from the browser"
 
     page.once("dialog", lambda dialog: dialog.accept())
     row(page, "renamed.txt").get_by_role("button", name="Delete").click()
     expect(row(page, "renamed.txt")).to_have_count(0)
-    assert not (server.space("alice") / "renamed.txt").exists()
-    assert (server.space("alice") / "second.txt").exists()
+    assert not (server.space(alice.name) / "renamed.txt").exists()
+    assert (server.space(alice.name) / "second.txt").exists()
 
 
 def test_a_dropped_link_file_starts_a_download(browser, server, alice, origin):
@@ -89,7 +91,7 @@ def test_a_dropped_link_file_starts_a_download(browser, server, alice, origin):
     expect(page.locator("#message")).to_contain_text("downloads/")
     page.click("#tab-downloads")
     expect(page.locator("li.task").first).to_have_attribute("data-state", "done")
-    assert (server.space("alice") / "downloads" / "song.mp3").read_bytes() == b"la la la"
+    assert (server.space(alice.name) / "downloads" / "song.mp3").read_bytes() == b"la la la"
 
 
 def test_new_folder_move_and_breadcrumbs(browser, server, alice):
@@ -112,7 +114,7 @@ def test_new_folder_move_and_breadcrumbs(browser, server, alice):
     expect(page.locator("#files")).to_have_attribute("data-folder", "Films/")
     page.locator("#crumbs a", has_text="My drive").click()
     expect(page.locator("#files")).to_have_attribute("data-folder", "")
-    assert (server.space("alice") / "Films" / "loose.txt").read_bytes() == b"loose"
+    assert (server.space(alice.name) / "Films" / "loose.txt").read_bytes() == b"loose"
 
 
 def test_an_image_and_a_text_file_preview_in_the_page(browser, server, alice):
@@ -193,13 +195,15 @@ def test_the_page_works_when_opened_with_credentials_in_the_url(browser, server,
     page = context.new_page()
     base = server.url("/").replace("://", f"://{alice.name}:{alice.password}@")
     page.goto(base + "#/")
-    expect(page.locator("#user")).to_have_text("alice")
+    expect(page.locator("#user")).to_have_text(alice.name)
     expect(row(page, "downloads")).to_be_visible()
     expect(page.locator("#message")).to_have_text("")
     context.close()
 
 
-def test_screenshots_of_the_dashboard_and_the_file_browser(browser, server, alice, origin):
+def test_screenshots_of_the_dashboard_and_the_file_browser(browser, make_server, origin):
+    server = make_server()  # of its own, so that the README's pictures show plain "alice"
+    alice = new_account(server, "alice", "alice-password")
     origin.add("/ubuntu.iso", b"u" * (2 * 1024 * 1024))
     alice.session.post(server.url("/api/v1/tasks"), json={"url": origin.url("/ubuntu.iso")})
     for path, body in (("Photos/red.png", png()), ("notes.txt", b"shopping list"), ("tone.wav", wav(5))):

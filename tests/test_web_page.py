@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 from playwright.sync_api import expect
 
 from tests.browser import add, open_page
 
+pytestmark = pytest.mark.shared_server
+
 
 def test_adding_a_url_shows_progress_to_100_percent_and_the_file(browser, server, alice, origin, tmp_path):
     origin.add("/movie.bin", b"m" * (3 * 1024 * 1024), rate=1024 * 1024)
     page = open_page(browser, server, alice)
-    expect(page.locator("#user")).to_have_text("alice")
+    expect(page.locator("#user")).to_have_text(alice.name)
     add(page, origin.url("/movie.bin"))
     task = page.locator("li.task").first
     expect(task).to_have_attribute("data-state", "downloading")
     expect(task).to_have_attribute("data-state", "done")
     expect(task.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "100")
     expect(task.locator("a", has_text="Open")).to_have_attribute("href", "/dav/downloads/movie.bin")
-    assert (server.space("alice") / "downloads" / "movie.bin").stat().st_size == 3 * 1024 * 1024
+    assert (server.space(alice.name) / "downloads" / "movie.bin").stat().st_size == 3 * 1024 * 1024
     expect(page.locator("#quota-text")).to_contain_text("3.0 MiB used of 10.0 MiB")
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)

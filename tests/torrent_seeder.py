@@ -88,6 +88,7 @@ class Seeder:
             "enable_upnp": False, "enable_natpmp": False, "upload_rate_limit": upload_rate,
             "allow_multiple_connections_per_ip": True, "alert_mask": 0,
             "enable_outgoing_utp": False, "enable_incoming_utp": False,  # as the server: TCP only
+            "stop_tracker_timeout": 0,  # stop() has shut the tracker: no 5 s wait for a last announce
         })
         # libtorrent exempts peers on the local network from rate limits; loopback is one.
         local = self.session.get_peer_class(lt.session.local_peer_class_id)
