@@ -8,6 +8,9 @@
 - XML request bodies (PROPFIND, PROPPATCH, LOCK...) are capped at 1 MiB, and any DTD is
   refused: WebDAV never needs one, and entities are how XML bombs and XXE get in.
 - GET and HEAD with a body get 415 (WsgiDAV's own refusal of that, for folders, is a 500).
+- A path with a `.` or `..` segment (sent escaped, as `%2E%2E`, it reaches WsgiDAV unresolved)
+  gets 400: no name in a space is `.` or `..`, and WsgiDAV fails with a 500 looking for the
+  parent of one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ _FINITE_DEPTH = (
 XML_METHODS = {"PROPFIND", "PROPPATCH", "LOCK", "UNLOCK", "MKCOL", "REPORT", "SEARCH", "COPY", "MOVE"}
 MAX_XML_BODY = 1024 * 1024
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_DOT_SEGMENTS = frozenset({".", ".."})
 
 
 def _refuse(start_response, body: bytes, content_type: str = "text/plain; charset=utf-8", status: str = "403 Forbidden"):
@@ -88,6 +92,10 @@ def _is_root(path: str, prefix: str) -> bool:
 def dav_guard(app, prefix: str):
     def middleware(environ, start_response):
         method = environ.get("REQUEST_METHOD")
+        dots = _DOT_SEGMENTS.intersection(environ.get("PATH_INFO", "").split("/"))
+        if dots:
+            return _refuse(start_response, f"a path segment {min(dots)!r} is not allowed.\n".encode(),
+                           status="400 Bad Request")
         if method == "PROPFIND":
             depth = environ.get("HTTP_DEPTH", "").strip().lower()
             if depth == "infinity":

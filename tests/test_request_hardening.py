@@ -83,6 +83,20 @@ def test_a_path_that_is_not_utf8_gets_a_400_not_a_dropped_connection(server, ali
     assert sorted(p.name for p in server.space(alice.name).iterdir()) == ["downloads"]
 
 
+DOT_PATHS = [b"/dav/names/..", b"/dav/names/%2E%2E", b"/dav/names/.", b"/dav/%2e", b"/dav/downloads/%2E%2E/x",
+             b"/dav/a/../../etc"]
+
+
+def test_a_path_with_a_dot_segment_gets_a_400_whatever_the_method(server, alice):
+    credentials = {"Authorization": basic(f"{alice.name}:{alice.password}".encode())}
+    for method in ("GET", "HEAD", "PROPFIND", "PUT", "DELETE", "MKCOL", "LOCK", "COPY", "MOVE", "PROPPATCH"):
+        for path in DOT_PATHS:
+            answer = raw_request(server.base_url, method, path, credentials, body=b"x" if method == "PUT" else b"")
+            assert_short_plain_answer(answer, statuses={400})
+    assert "Traceback" not in server.log_text()
+    assert sorted(p.name for p in server.space(alice.name).iterdir()) == ["downloads"]
+
+
 ROOTS = ["/dav/", "/dav", "/dav/.", "/dav/downloads/..", "/dav//"]
 
 
