@@ -144,7 +144,7 @@ def test_old_passwords_still_open_the_adopted_accounts(tmp_path: Path, user: str
 def test_the_server_serves_a_database_of_the_release_before_versioning(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "server")
     old_database(server.data / "fetchdrive.sqlite")
-    with server.start():
+    with server:
         answers = {}
         for user, password in PASSWORDS.items():
             response = server.session(user, password).get(server.url("/api/v1/tasks"))
