@@ -103,38 +103,36 @@ def _put_files(account: Account, server, names: list[str]) -> None:
         assert account.session.put(server.dav(name), data=name.encode()).status_code == 201
 
 
-def test_a_dropped_stream_resumes_with_last_event_id_missing_nothing(server, alice):
-    first = Listener(alice.session, server.base_url)
-    _put_files(alice, server, ["one.txt"])
-    first.wait_for("file.created", path="one.txt")
+def _resumed(account: Account, server, before: str, away: list[str], after: str, meanwhile=lambda: None) -> Listener:
+    """A stream that heard `before`, dropped while `away` were made (then `meanwhile` ran),
+    and resumed from its Last-Event-ID until it heard `after`."""
+    first = Listener(account.session, server.base_url)
+    _put_files(account, server, [before])
+    first.wait_for("file.created", path=before)
     first.close()
-    _put_files(alice, server, [f"while-away-{n}.txt" for n in range(5)])
-    second = Listener(alice.session, server.base_url, last_id=first.last_id())
+    _put_files(account, server, away)
+    meanwhile()
+    second = Listener(account.session, server.base_url, last_id=first.last_id())
     try:
-        _put_files(alice, server, ["after.txt"])
-        second.wait_for("file.created", path="after.txt")
+        _put_files(account, server, [after])
+        second.wait_for("file.created", path=after)
     finally:
         second.close()
+    return second
+
+
+def test_a_dropped_stream_resumes_with_last_event_id_missing_nothing(server, alice):
+    away = [f"while-away-{n}.txt" for n in range(5)]
+    second = _resumed(alice, server, "one.txt", away, "after.txt")
     paths = [event.data["path"] for event in second.events("file.created")]
-    assert paths == [f"while-away-{n}.txt" for n in range(5)] + ["after.txt"]
+    assert paths == away + ["after.txt"]
     assert not second.events("ready")
 
 
 def test_a_stream_resumes_across_a_server_restart_missing_nothing(make_server):
     server = make_server(settings=QUICK)  # restarted: a server of its own
     alice = new_account(server, "alice", "alice-password")
-    first = Listener(alice.session, server.base_url)
-    _put_files(alice, server, ["before.txt"])
-    first.wait_for("file.created", path="before.txt")
-    first.close()
-    _put_files(alice, server, ["not-yet-heard.txt"])
-    server.restart()
-    second = Listener(alice.session, server.base_url, last_id=first.last_id())
-    try:
-        _put_files(alice, server, ["after-restart.txt"])
-        second.wait_for("file.created", path="after-restart.txt")
-    finally:
-        second.close()
+    second = _resumed(alice, server, "before.txt", ["not-yet-heard.txt"], "after-restart.txt", server.restart)
     assert [event.data["path"] for event in second.events("file.created")] == ["not-yet-heard.txt", "after-restart.txt"]
 
 
