@@ -37,6 +37,7 @@ class EngineSettings:
     cache_ttl: float
     torrent: TorrentSettings
     trigger_linger: float
+    lease: float
 
 
 def from_keys(cls: type[T], values: Mapping[str, Any], prefix: str = PREFIX) -> T:

@@ -122,6 +122,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "create table if not exists dav_locks (key text primary key, value blob not null)",
         "create table if not exists dav_properties (key text primary key, value blob not null)",
     )),
+    Migration(2, "nodes sharing the database, and the node holding each running task", (
+        # seen_at: the node's last heartbeat; one unseen for engine.lease seconds is gone.
+        "create table nodes (name text primary key, started_at real not null, seen_at real not null)",
+        # node: who runs the task; lease_until: when others may take it over unless renewed.
+        "alter table tasks add column node text",
+        "alter table tasks add column lease_until real",
+    )),
 )
 
 # `other` is another task of the same request as `tasks`: same user, source, folder, trigger

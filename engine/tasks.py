@@ -51,6 +51,8 @@ class Task:
     # JSON [[name, value], ...]: the trigger's header= lines and its URL's Basic login (SPEC 4c).
     # A secret: never shown, logged or returned by the API.
     origin_headers: str | None = field(default=None, repr=False)
+    node: str | None = None  # the node running it (server.node), while downloading or verifying
+    lease_until: float | None = None  # another node may take it over after this (engine.lease)
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None

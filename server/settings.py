@@ -68,7 +68,7 @@ def _text(value: Any) -> str:
     return value
 
 
-def _optional_file(value: Any) -> str | None:
+def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
 
@@ -123,8 +123,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("server.host", "127.0.0.1", _text, "Address to listen on; 0.0.0.0 for every interface (use HTTPS beyond localhost)."),
     Setting("server.port", 8080, _integer(0, 65535), "TCP port to listen on (0 picks a free one)."),
-    Setting("server.tls.cert", None, _optional_file, "PEM certificate; with server.tls.key set, serve HTTPS."),
-    Setting("server.tls.key", None, _optional_file, "PEM private key for server.tls.cert."),
+    Setting("server.tls.cert", None, _optional_text, "PEM certificate; with server.tls.key set, serve HTTPS."),
+    Setting("server.tls.key", None, _optional_text, "PEM private key for server.tls.cert."),
     Setting("server.threads", 50, _integer(1, 1000), "HTTP worker threads (Windows Explorer opens many connections)."),
     Setting("server.max_threads", 1000, _integer(1, 10000),
             "Most HTTP worker threads; the pool grows to this while every thread is busy "
@@ -134,8 +134,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.fast_propfind", True, _flag,
             "Answer plain Depth 0/1 PROPFINDs without WsgiDAV's generic machinery "
             "(same answers, several times faster; false only to compare or debug)."),
+    Setting("server.node", None, _optional_text,
+            "This node's name among several sharing one database (unset: the machine's host name); unique per node."),
     Setting("server.fast_get", True, _flag, "Answer plain GET/HEAD of files without WsgiDAV's generic machinery (off: to compare)."),
     Setting("storage.root", "./data", _text, "Data folder: database, user spaces, temporary area (relative to the config file)."),
+    Setting("database.url", "sqlite:", _text,
+            "sqlite: (embedded, in storage.root) or postgresql://user:password@host/db, shared by several nodes."),
     Setting("storage.default_quota", "10G", _size, "Quota of a new user: 500M, 10G, 1.5T, bytes, or none."),
     Setting("storage.min_free", "1G", _size, "Free disk below which uploads get 507 and downloads pause."),
     Setting("storage.max_files", 1_000_000, _count, "Files and folders one user may have; more get 507 (none: no limit)."),
@@ -160,6 +164,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("engine.trigger_linger", 30, _seconds,
             "Seconds the trigger of a finished download stays beside the file before it is removed "
             "(clients such as rclone read their upload back)."),
+    Setting("engine.lease", 30, _seconds,
+            "Seconds after which another node takes over the tasks of a node that stopped answering."),
     Setting("engine.torrent.port", 6881, _integer(0, 65535), "BitTorrent listen port (0 = any free port)."),
     Setting("engine.torrent.dht", True, _flag, "Use the DHT to find peers."),
     Setting("engine.torrent.seed_ratio", 0, _ratio, "Keep seeding until this upload/download ratio (0 = stop when complete)."),

@@ -33,6 +33,7 @@ NON_DEFAULTS = {
     "engine.mirrors": (["https://m.example/{sha256}"], ("https://m.example/{sha256}",)),
     "engine.cache_ttl": (60, 60.0),
     "engine.trigger_linger": (1, 1.0),
+    "engine.lease": (12, 12.0),
     "engine.torrent.port": (0, 0),
     "engine.torrent.dht": (False, False),
     "engine.torrent.seed_ratio": (1.5, 1.5),
