@@ -62,6 +62,7 @@ def test_placeholders_become_psycopgs_and_literal_percent_signs_are_kept(portabl
     ("postgresql://fd@db/drive", "postgresql://fd@db/drive"),
     ("postgresql:///drive?host=/run/postgresql", "postgresql:///drive?host=/run/postgresql"),
     ("sqlite:", "sqlite:"),
+    ("postgresql://fd:s3cret@[db/drive", "postgresql:(a URL that cannot be parsed)"),
 ])
 def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert masked_url(url) == shown
@@ -232,7 +233,8 @@ def _unused_port() -> int:
     (lambda cluster: f"postgresql://postgres:{PASSWORD}@127.0.0.1:{cluster.port}/postgres?sslmode=sometimes",
      "sslmode"),
     (lambda cluster: f"mysql://root:{PASSWORD}@127.0.0.1/drive", "is neither 'sqlite:' nor postgresql://"),
-], ids=["unreachable", "wrong password", "no such database", "bad option", "other scheme"])
+    (lambda cluster: f"postgresql://postgres:{PASSWORD}@[127.0.0.1:{cluster.port}/postgres", "cannot open the database"),
+], ids=["unreachable", "wrong password", "no such database", "bad option", "other scheme", "unparsable"])
 def test_a_database_url_that_cannot_be_used_says_why_without_the_password(
         postgres_cluster, tmp_path: Path, make_url, reason) -> None:
     url = make_url(postgres_cluster)
