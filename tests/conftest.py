@@ -13,8 +13,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser
 
-from tests.browser import chromium
 from engine.database import SQLITE_URL
+from tests.browser import chromium
 from tests.origin import Origin
 from tests.postgres import PASSWORD as POSTGRES_PASSWORD
 from tests.postgres import PostgresCluster
@@ -174,6 +174,7 @@ def shared_server(request, shared_servers) -> ServerProcess:
 
 @pytest.fixture
 def server(request, database: str) -> ServerProcess:
+    # `database` is named so that a `both_databases` test is parametrized by it.
     if request.node.get_closest_marker("shared_server"):
         return request.getfixturevalue("shared_server")
     return request.getfixturevalue("make_server")()
