@@ -157,6 +157,22 @@ def test_a_nested_write_is_a_savepoint_and_reads_inside_a_write_see_it(any_datab
     assert any_database.read_committed("select id from catalog order by id", []) == [("kept",), ("kept too",)]
 
 
+@pytest.mark.parametrize("sql, expected", [
+    ("select sum(used_bytes) from users", 9_000_000_000_123),
+    ("select count(*), max(used_bytes), min(created_at) from users", (2, 9_000_000_000_000, 0.5)),
+    ("select avg(used_bytes) from users", 4_500_000_000_061.5),
+])
+def test_numbers_come_back_as_int_or_float_on_both(any_database: Database, sql: str, expected) -> None:
+    with any_database.write() as session:
+        for name, used, created in (("ann", 123, 0.5), ("ben", 9_000_000_000_000, 1.5)):
+            session.execute("insert into users (name, password_hash, used_bytes, created_at) values (?, ?, ?, ?)",
+                            [name, "x", used, created])
+    row = any_database.read_committed(sql, [])[0]
+    found = row if len(row) > 1 else row[0]
+    assert found == expected
+    assert all(type(value) in (int, float) for value in row)
+
+
 def test_concurrent_appends_number_each_users_events_once(any_database: Database) -> None:
     """Threads appending to three users' events at once (as web threads and workers do)."""
     events = SqliteEvents(any_database)
