@@ -6,13 +6,15 @@ Saved: soon after pieces are verified (at most every SAVE_GAP seconds, so a fast
 not rewrite the file for each piece), every SAVE_EVERY seconds if anything else changed, and when
 the torrent stops. libtorrent flushes its disk cache before it answers, so the file names no piece
 that is not on disk; the file is written under a temporary name, fsynced and renamed, so a crash
-leaves the old file or the new one, never a torn one. A piece verified between the last save and
-a crash is fetched again: at most SAVE_GAP's worth.
+leaves the old file or the new one, never a torn one. It ends in the SHA-256 of what precedes
+(`sealed`): libtorrent trusts the pieces resume data names without hashing them, so a flipped
+bit must not pass for a verified piece. A piece verified between the last save and a crash is
+fetched again: at most SAVE_GAP's worth.
 
 Read (`resumed_params`): the torrent is added back with the pieces the file names as verified.
-A missing file, one libtorrent cannot read, or one that describes another torrent is ignored:
-libtorrent then checks the pieces on disk, as it did before resume data existed (slower, never
-wrong), and the task goes on.
+A missing file, one whose seal does not match or that libtorrent cannot read, or one that
+describes another torrent is ignored: libtorrent then checks the pieces on disk, as it did
+before resume data existed (slower, never wrong), and the task goes on.
 
 One thread per session takes libtorrent's alerts (`ResumeSaver`): alerts are the session's, not a
 torrent's, so the workers that follow torrents cannot each take their own.
@@ -20,6 +22,7 @@ torrent's, so the workers that follow torrents cannot each take their own.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -36,16 +39,31 @@ STOP_WAIT = 5.0  # seconds a stopping torrent waits for its last save
 _log = logging.getLogger(__name__)
 
 
+class DamagedResumeData(Exception):
+    pass
+
+
+def sealed(data: bytes) -> bytes:
+    return data + hashlib.sha256(data).digest()
+
+
+def unsealed(blob: bytes) -> bytes:
+    data, seal = blob[:-32], blob[-32:]
+    if len(seal) < 32 or hashlib.sha256(data).digest() != seal:
+        raise DamagedResumeData("its checksum does not match")
+    return data
+
+
 def resumed_params(params: lt.add_torrent_params, path: Path) -> lt.add_torrent_params:
     """`params` (a magnet's) with the verified pieces that the resume file `path` names, if it is
     intact and of the same torrent; else `params` themselves, which make libtorrent check the
     pieces on disk."""
     name = str(params.info_hashes.get_best())
     try:
-        resumed = lt.read_resume_data(path.read_bytes())
+        resumed = lt.read_resume_data(unsealed(path.read_bytes()))
     except FileNotFoundError:
         return params
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, DamagedResumeData) as error:
         _log.warning("torrent %s: its resume data is unreadable (%s); checking the pieces on disk", name, error)
         return params
     if resumed.info_hashes != params.info_hashes:
@@ -126,7 +144,7 @@ class ResumeSaver:
         elif isinstance(alert, lt.save_resume_data_alert):
             kept.asked -= 1
             try:
-                write_atomically(kept.path, lt.write_resume_data_buf(alert.params))
+                write_atomically(kept.path, sealed(lt.write_resume_data_buf(alert.params)))
             except OSError as error:
                 # The next start checks the pieces on disk instead: slower, never wrong.
                 _log.warning("could not save resume data to %s: %s", kept.path.name, error)
