@@ -50,7 +50,8 @@ def verified_pieces(resume: Path) -> int:
 
 
 class Download:
-    """One user's download of a torrent from a slow seeder, and its task's resume file."""
+    """One user's download of a torrent from a slow seeder, and its task's resume file; once
+    made, a third of the torrent was sent and the resume file names a verified piece."""
 
     def __init__(self, server: ServerProcess, seeder: Seeder, shape: str) -> None:
         self.server = server
@@ -63,15 +64,14 @@ class Download:
         task = wait_for(lambda: self.session.get(server.url("/api/v1/tasks")).json(), message="task")[0]
         self.task_id = task["id"]
         self.resume = server.data / "tmp" / "downloads" / f"{self.task_id}.resume"
-
-    def wait_for_some_verified_pieces(self) -> int:
-        """Waits until a third of the torrent was sent and the resume file names a verified piece."""
         wait_for(lambda: self.shared.uploaded() > size(self.content) // 3, timeout=60, message="a third sent")
         wait_for(lambda: verified_pieces(self.resume) > 0, timeout=30, message="resume data saved")
-        return verified_pieces(self.resume)
 
-    def log_since(self, offset: int) -> str:
-        return self.server.log_text()[offset:]
+    def interrupt(self, how: str) -> int:
+        """Stops the server mid-download ("kill": SIGKILL; "stop": SIGTERM, which saves once
+        more); returns where the next run's log will start."""
+        getattr(self.server, how)()
+        return len(self.server.log_text())
 
     def assert_completes_without_fetching_verified_pieces(self) -> None:
         folder = self.server.space("erin") / "downloads"
@@ -92,15 +92,13 @@ def seeder(tmp_path: Path):
 def test_a_restart_resumes_from_the_resume_data_without_checking_the_pieces_again(make_server, seeder, shape, stop):
     server = make_server()
     download = Download(server, seeder, shape)
-    download.wait_for_some_verified_pieces()
-    getattr(server, stop)()  # kill: SIGKILL mid-download; stop: SIGTERM, which saves once more
+    offset = download.interrupt(stop)
     saved = verified_pieces(download.resume)
     assert saved > 0
-    offset = len(server.log_text())
     server.start()
     download.assert_completes_without_fetching_verified_pieces()
     # libtorrent was given the saved pieces as verified: it did not read and hash them again.
-    log = download.log_since(offset)
+    log = server.log_text()[offset:]
     assert f"torrent {download.shared.info_hash}: resumed from its resume data with {saved} verified pieces" in log
     assert "checking the pieces on disk" not in log
 
@@ -129,14 +127,12 @@ def test_a_damaged_resume_file_falls_back_to_checking_the_pieces_on_disk(make_se
                                                                          transform, reason):
     server = make_server()
     download = Download(server, seeder, shape)
-    download.wait_for_some_verified_pieces()
-    server.kill()
+    offset = download.interrupt("kill")
     download.resume.write_bytes(transform(download.resume.read_bytes()))
-    offset = len(server.log_text())
     server.start()
     # The pieces on disk are found by hashing them: none is fetched again, none is trusted unseen.
     download.assert_completes_without_fetching_verified_pieces()
-    log = download.log_since(offset)
+    log = server.log_text()[offset:]
     assert f"torrent {download.shared.info_hash}: its resume data is {reason}" in log
     assert "resumed from its resume data" not in log
 
@@ -145,7 +141,6 @@ def test_a_damaged_resume_file_falls_back_to_checking_the_pieces_on_disk(make_se
 def test_cancel_removes_the_resume_file_with_the_rest(make_server, seeder, shape):
     server = make_server()
     download = Download(server, seeder, shape)
-    download.wait_for_some_verified_pieces()
     assert download.session.delete(server.dav("downloads/t.url")).status_code == 204
     wait_for(lambda: download.session.get(server.url(f"/api/v1/tasks/{download.task_id}")).json()["state"] == "cancelled",
              message="cancelled")
