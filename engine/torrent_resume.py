@@ -58,19 +58,19 @@ def resumed_params(params: lt.add_torrent_params, path: Path) -> lt.add_torrent_
     """`params` (a magnet's) with the verified pieces that the resume file `path` names, if it is
     intact and of the same torrent; else `params` themselves, which make libtorrent check the
     pieces on disk."""
-    name = str(params.info_hashes.get_best())
+    info_hash = str(params.info_hashes.get_best())
     try:
         resumed = lt.read_resume_data(unsealed(path.read_bytes()))
     except FileNotFoundError:
         return params
     except (OSError, RuntimeError, DamagedResumeData) as error:
-        _log.warning("torrent %s: its resume data is unreadable (%s); checking the pieces on disk", name, error)
+        _log.warning("torrent %s: its resume data is unreadable (%s); checking the pieces on disk", info_hash, error)
         return params
     if resumed.info_hashes != params.info_hashes:
-        _log.warning("torrent %s: its resume data is another torrent's; checking the pieces on disk", name)
+        _log.warning("torrent %s: its resume data is another torrent's; checking the pieces on disk", info_hash)
         return params
     resumed.peers = list(resumed.peers) + list(params.peers)
-    _log.info("torrent %s: resumed from its resume data with %d verified pieces", name, sum(resumed.have_pieces))
+    _log.info("torrent %s: resumed from its resume data with %d verified pieces", info_hash, sum(resumed.have_pieces))
     return resumed
 
 
