@@ -88,6 +88,7 @@ def seeder(tmp_path: Path):
     running.stop()
 
 
+@pytest.mark.both_databases  # the interrupted task itself is found again in the database
 @pytest.mark.parametrize("shape, stop", [("single-file", "kill"), ("multi-file", "kill"), ("multi-file", "stop")])
 def test_a_restart_resumes_from_the_resume_data_without_checking_the_pieces_again(make_server, seeder, shape, stop):
     server = make_server()
