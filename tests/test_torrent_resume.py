@@ -50,13 +50,13 @@ def verified_pieces(resume: Path) -> int:
 
 
 class Download:
-    """One user's download of a torrent from a slow seeder, and its task's resume file; once
-    made, a third of the torrent was sent and the resume file names a verified piece."""
+    """One user's download of a torrent from a slow seeder, and its task's resume file."""
 
-    def __init__(self, server: ServerProcess, seeder: Seeder, shape: str) -> None:
+    def __init__(self, server: ServerProcess, seeder: Seeder, shape: str, user: str = "erin") -> None:
         self.server = server
-        server.add_user("erin", "erin-password", quota="50M")
-        self.session = server.session("erin", "erin-password")
+        self.user = user
+        server.add_user(user, f"{user}-password", quota="50M")
+        self.session = server.session(user, f"{user}-password")
         self.name = f"{shape}.bin" if shape == "single-file" else shape
         self.content = SHAPES[shape]()
         self.shared: Shared = seeder.share(self.name, self.content)
@@ -64,8 +64,12 @@ class Download:
         task = wait_for(lambda: self.session.get(server.url("/api/v1/tasks")).json(), message="task")[0]
         self.task_id = task["id"]
         self.resume = server.data / "tmp" / "downloads" / f"{self.task_id}.resume"
+
+    def partly_saved(self) -> Download:
+        """Waits until a third of the torrent was sent and the resume file names a verified piece."""
         wait_for(lambda: self.shared.uploaded() > size(self.content) // 3, timeout=60, message="a third sent")
         wait_for(lambda: verified_pieces(self.resume) > 0, timeout=30, message="resume data saved")
+        return self
 
     def interrupt(self, how: str) -> int:
         """Stops the server mid-download ("kill": SIGKILL; "stop": SIGTERM, which saves once
@@ -74,7 +78,7 @@ class Download:
         return len(self.server.log_text())
 
     def assert_completes_without_fetching_verified_pieces(self) -> None:
-        folder = self.server.space("erin") / "downloads"
+        folder = self.server.space(self.user) / "downloads"
         assert delivered_content(folder, self.name, self.content) == self.content
         # Fetched once, but for the pieces in flight when the server died.
         assert self.shared.uploaded() <= size(self.content) + IN_FLIGHT
@@ -92,7 +96,7 @@ def seeder(tmp_path: Path):
 @pytest.mark.parametrize("shape, stop", [("single-file", "kill"), ("multi-file", "kill"), ("multi-file", "stop")])
 def test_a_restart_resumes_from_the_resume_data_without_checking_the_pieces_again(make_server, seeder, shape, stop):
     server = make_server()
-    download = Download(server, seeder, shape)
+    download = Download(server, seeder, shape).partly_saved()
     offset = download.interrupt(stop)
     saved = verified_pieces(download.resume)
     assert saved > 0
@@ -102,6 +106,25 @@ def test_a_restart_resumes_from_the_resume_data_without_checking_the_pieces_agai
     log = server.log_text()[offset:]
     assert f"torrent {download.shared.info_hash}: resumed from its resume data with {saved} verified pieces" in log
     assert "checking the pieces on disk" not in log
+
+
+def test_torrents_downloading_at_once_each_keep_their_own_resume_data(make_server, seeder):
+    server = make_server()
+    downloads = [Download(server, seeder, shape, user) for shape, user in (("single-file", "erin"), ("multi-file", "frank"))]
+    for download in downloads:
+        download.partly_saved()
+    offset = downloads[0].interrupt("kill")
+    saved = {}
+    for download in downloads:
+        resume = lt.read_resume_data(unsealed(download.resume.read_bytes()))
+        assert str(resume.info_hashes.v1) == download.shared.info_hash
+        saved[download.shared.info_hash] = sum(resume.have_pieces)
+    server.start()
+    for download in downloads:
+        download.assert_completes_without_fetching_verified_pieces()
+    log = server.log_text()[offset:]
+    for info_hash, pieces in saved.items():
+        assert f"torrent {info_hash}: resumed from its resume data with {pieces} verified pieces" in log
 
 
 def _another_torrents_resume_data(_blob: bytes) -> bytes:
@@ -127,7 +150,7 @@ DAMAGE: list[tuple[str, str, Callable[[bytes], bytes], str]] = [
 def test_a_damaged_resume_file_falls_back_to_checking_the_pieces_on_disk(make_server, seeder, damage, shape,
                                                                          transform, reason):
     server = make_server()
-    download = Download(server, seeder, shape)
+    download = Download(server, seeder, shape).partly_saved()
     offset = download.interrupt("kill")
     download.resume.write_bytes(transform(download.resume.read_bytes()))
     server.start()
@@ -141,7 +164,7 @@ def test_a_damaged_resume_file_falls_back_to_checking_the_pieces_on_disk(make_se
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cancel_removes_the_resume_file_with_the_rest(make_server, seeder, shape):
     server = make_server()
-    download = Download(server, seeder, shape)
+    download = Download(server, seeder, shape).partly_saved()
     assert download.session.delete(server.dav("downloads/t.url")).status_code == 204
     wait_for(lambda: download.session.get(server.url(f"/api/v1/tasks/{download.task_id}")).json()["state"] == "cancelled",
              message="cancelled")
