@@ -170,9 +170,9 @@ class TorrentClient:
         once it is known. The metadata comes from `state.metainfo_path` if a `.torrent` file or
         an earlier try saved it there, else from the swarm."""
         magnet = parse_magnet(source)
-        params = resumed_params(magnet, state.resume_path)
         if state.metainfo_path.exists():
-            params.ti = lt.torrent_info(str(state.metainfo_path))
+            magnet.ti = lt.torrent_info(str(state.metainfo_path))
+        params = resumed_params(magnet, state.resume_path, state.save_dir)
         params.save_path = str(state.save_dir)
         params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
         state.save_dir.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,11 @@ bit must not pass for a verified piece. A piece verified between the last save a
 fetched again: at most SAVE_GAP's worth.
 
 Read (`resumed_params`): the torrent is added back with the pieces the file names as verified.
-A missing file, one whose seal does not match or that libtorrent cannot read, or one that
-describes another torrent is ignored: libtorrent then checks the pieces on disk, as it did
-before resume data existed (slower, never wrong), and the task goes on.
+A missing file, one whose seal does not match or that libtorrent cannot read, one that describes
+another torrent, one without the torrent's metadata saved beside it, and one that names pieces
+of a data file now shorter than them (libtorrent would deliver the gap as zeros) is ignored:
+libtorrent then checks the pieces on disk, as it did before resume data existed (slower, never
+wrong), and the task goes on.
 
 One thread per session takes libtorrent's alerts (`ResumeSaver`): alerts are the session's, not a
 torrent's, so the workers that follow torrents cannot each take their own.
@@ -54,9 +56,10 @@ def unsealed(blob: bytes) -> bytes:
     return data
 
 
-def resumed_params(params: lt.add_torrent_params, path: Path) -> lt.add_torrent_params:
-    """`params` (a magnet's) with the verified pieces that the resume file `path` names, if it is
-    intact and of the same torrent; else `params` themselves, which make libtorrent check the
+def resumed_params(params: lt.add_torrent_params, path: Path, save_dir: Path) -> lt.add_torrent_params:
+    """`params` (a magnet's, with the torrent's metadata if it is known) with the verified pieces
+    that the resume file `path` names, if it is intact, of the same torrent and the data under
+    `save_dir` still holds them; else `params` themselves, which make libtorrent check the
     pieces on disk."""
     info_hash = str(params.info_hashes.get_best())
     try:
@@ -69,9 +72,35 @@ def resumed_params(params: lt.add_torrent_params, path: Path) -> lt.add_torrent_
     if resumed.info_hashes != params.info_hashes:
         _log.warning("torrent %s: its resume data is another torrent's; checking the pieces on disk", info_hash)
         return params
+    if params.ti is None:
+        return params
+    if _cut_short(params.ti, resumed.have_pieces, save_dir):
+        _log.warning("torrent %s: its data on disk is shorter than the pieces its resume data names; "
+                     "checking the pieces on disk", info_hash)
+        return params
+    resumed.ti = params.ti
     resumed.peers = list(resumed.peers) + list(params.peers)
     _log.info("torrent %s: resumed from its resume data with %d verified pieces", info_hash, sum(resumed.have_pieces))
     return resumed
+
+
+def _cut_short(info: lt.torrent_info, have: list[bool], save_dir: Path) -> bool:
+    """Whether a file ends before the last piece in it that `have` names as verified."""
+    layout, piece = info.files(), info.piece_length()
+    for index in range(layout.num_files()):
+        offset, size = layout.file_offset(index), layout.file_size(index)
+        if not size or layout.file_flags(index) & lt.file_storage.flag_pad_file:
+            continue
+        held = [p for p in range(offset // piece, (offset + size - 1) // piece + 1) if p < len(have) and have[p]]
+        if not held:
+            continue
+        try:
+            length = (save_dir / layout.file_path(index)).stat().st_size
+        except FileNotFoundError:
+            length = 0
+        if length < min(size, (held[-1] + 1) * piece - offset):
+            return True
+    return False
 
 
 def write_atomically(path: Path, data: bytes) -> None:

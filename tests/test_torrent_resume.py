@@ -77,12 +77,15 @@ class Download:
         getattr(self.server, how)()
         return len(self.server.log_text())
 
-    def assert_completes_without_fetching_verified_pieces(self) -> None:
+    def assert_completes(self) -> None:
         folder = self.server.space(self.user) / "downloads"
         assert delivered_content(folder, self.name, self.content) == self.content
+        wait_for(lambda: temp_downloads(self.server.data) == [], message="temporary data freed")
+
+    def assert_completes_without_fetching_verified_pieces(self) -> None:
+        self.assert_completes()
         # Fetched once, but for the pieces in flight when the server died.
         assert self.shared.uploaded() <= size(self.content) + IN_FLIGHT
-        wait_for(lambda: temp_downloads(self.server.data) == [], message="temporary data freed")
 
 
 @pytest.fixture
@@ -170,3 +173,17 @@ def test_cancel_removes_the_resume_file_with_the_rest(make_server, seeder, shape
              message="cancelled")
     wait_for(lambda: temp_downloads(server.data) == [], message="temporary data, resume file included, freed")
     assert not download.resume.exists()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_data_cut_short_after_the_resume_data_was_saved_is_checked_not_trusted(make_server, seeder, shape):
+    server = make_server()
+    download = Download(server, seeder, shape).partly_saved()
+    offset = download.interrupt("kill")
+    data = server.data / "tmp" / "downloads" / f"{download.task_id}.bt" / download.name
+    first = data if data.is_file() else data / "a.bin"
+    with open(first, "r+b") as cut:
+        cut.truncate(PIECE // 2)
+    server.start()
+    download.assert_completes()  # the cut pieces fetched again, not delivered as zeros
+    assert f"torrent {download.shared.info_hash}: its data on disk is shorter" in server.log_text()[offset:]
