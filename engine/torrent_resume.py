@@ -138,9 +138,11 @@ class ResumeSaver:
         temporary data may go once this returns."""
         with self._lock:
             kept = self._kept[handle]
-            self._ask(handle, kept)
-            self._lock.wait_for(lambda: kept.asked == 0, STOP_WAIT)
-            del self._kept[handle]
+            try:
+                self._ask(handle, kept)
+                self._lock.wait_for(lambda: kept.asked == 0, STOP_WAIT)
+            finally:
+                del self._kept[handle]  # the handle is removed next: never asked again
 
     def _ask(self, handle: lt.torrent_handle, kept: _Kept) -> None:
         handle.save_resume_data(lt.torrent_handle.flush_disk_cache | lt.torrent_handle.only_if_modified)
