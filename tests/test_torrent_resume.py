@@ -20,7 +20,7 @@ from tests.server_process import ServerProcess
 from tests.torrent_seeder import PIECE, Seeder, Shared
 
 RATE = 600_000  # bytes a second the seeder sends: a download of SHAPES takes about five seconds
-IN_FLIGHT = 16 * PIECE  # pieces sent but not yet verified when the server died
+IN_FLIGHT = 16 * PIECE  # when the server died: pieces sent but not verified, or verified since the last save
 
 SHAPES = {
     "single-file": lambda: os.urandom(3 * 1024 * 1024),
