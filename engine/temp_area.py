@@ -1,6 +1,6 @@
 """The temporary area (`data/tmp/downloads`): where each task keeps its bytes until they are
-published (`<id>.part` for HTTP; `<id>.bt`, `<id>.torrent` and `<id>.deliver` for torrents),
-how a task's data is discarded, and the clean-up at start."""
+published (`<id>.part` for HTTP; `<id>.bt`, `<id>.torrent`, `<id>.resume` and `<id>.deliver` for
+torrents), how a task's data is discarded, and the clean-up at start."""
 
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ class TempArea:
     def part_path(self, task: Task) -> Path:
         return Path(task.temp_path) if task.temp_path else self.root / f"{task.id}.part"
 
-    def torrent_paths(self, task: Task) -> tuple[Path, Path]:
-        """Where a torrent task keeps its data, and its metainfo once known."""
-        return self.root / f"{task.id}.bt", self.root / f"{task.id}.torrent"
+    def torrent_paths(self, task: Task) -> tuple[Path, Path, Path]:
+        """Where a torrent task keeps its data, its metainfo once known, and its resume data."""
+        return self.root / f"{task.id}.bt", self.root / f"{task.id}.torrent", self.root / f"{task.id}.resume"
 
     def discard_temp(self, task: Task) -> None:
         self.part_path(task).unlink(missing_ok=True)

@@ -6,16 +6,17 @@ every fetch: libtorrent's IP filter refuses loopback, private, link-local, multi
 reserved peers (and trackers) unless `engine.allow_private_networks` is set or
 `engine.private_allowlist` names them. Local peer discovery, UPnP and NAT-PMP stay off.
 
-Resume: once the metadata is known it is saved beside the data (`<task>.torrent`); a restart
-(or `kill -9`) adds the torrent again from it and libtorrent checks the pieces already on disk,
-so no verified piece is fetched twice, whatever moment the process died at. A TorrentState
-names the two (the data's folder and the metadata file): all a later try needs to resume.
+Resume: once the metadata is known it is saved beside the data (`<task>.torrent`), and
+libtorrent's resume data, which names the verified pieces, is saved as the download goes
+(`<task>.resume`, engine/torrent_resume.py); a restart (or `kill -9`) adds the torrent again
+from the two and fetches only the pieces that were not verified, without hashing the others
+again. A TorrentState names the three (the data's folder, the metadata and the resume data):
+all a later try needs to resume.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 import threading
 import time
@@ -30,6 +31,7 @@ from engine.download import Download
 from engine.errors import Cancelled, PermanentError, failure
 from engine.outcomes import Outcome
 from engine.torrent_metainfo import LIMITS, Metainfo, MetainfoError, describe, parse_magnet
+from engine.torrent_resume import ResumeSaver, resumed_params, write_atomically
 from engine.transfer_context import TransferContext
 
 POLL_EVERY = 0.5
@@ -60,13 +62,14 @@ class TorrentSettings:
 
 @dataclass(frozen=True)
 class TorrentState:
-    """What libtorrent resumes a torrent from, as data: the pieces saved under `save_dir`
-    (checked again when the torrent is added back) and the metadata at `metainfo_path`, saved
-    there once the swarm sent it (or a `.torrent` trigger brought it); `meta` describes the
-    torrent once it is known."""
+    """What libtorrent resumes a torrent from, as data: the pieces saved under `save_dir`, the
+    metadata at `metainfo_path`, saved there once the swarm sent it (or a `.torrent` trigger
+    brought it), and the resume data at `resume_path`, which names the verified pieces; `meta`
+    describes the torrent once it is known."""
 
     save_dir: Path
     metainfo_path: Path
+    resume_path: Path
     meta: Metainfo | None = None
 
 
@@ -116,10 +119,11 @@ class TorrentClient:
             "enable_incoming_utp": False,
             # Writes waiting for the disk are held in memory; libtorrent's default is 100 MiB.
             "max_queued_disk_bytes": 16 * 1024 * 1024,
-            "alert_mask": 0,
+            "alert_mask": lt.alert.category_t.piece_progress_notification,  # when to save resume data
             "user_agent": "fetchdrive/0.1",
         })
         self._session.set_ip_filter(ip_filter(allow_private, allowlist))
+        self._resume = ResumeSaver(self._session)
         self._lock = threading.Lock()
         self._seeding: list[_Seeding] = []
         self._reaper: threading.Thread | None = None
@@ -165,16 +169,19 @@ class TorrentClient:
         when to stop and holds the room in the quota; `on_metadata(meta)` is told the torrent
         once it is known. The metadata comes from `state.metainfo_path` if a `.torrent` file or
         an earlier try saved it there, else from the swarm."""
-        params = parse_magnet(source)
+        magnet = parse_magnet(source)
         if state.metainfo_path.exists():
-            params.ti = lt.torrent_info(str(state.metainfo_path))
+            magnet.ti = lt.torrent_info(str(state.metainfo_path))
+        params = resumed_params(magnet, state.resume_path, state.save_dir)
         params.save_path = str(state.save_dir)
         params.flags &= ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
         state.save_dir.mkdir(parents=True, exist_ok=True)
         handle = self._session.add_torrent(params)
+        self._resume.keep(handle, state.resume_path)
         try:
-            meta = self._follow(handle, params.peers, state.metainfo_path, download, context, progress, on_metadata)
+            meta = self._follow(handle, magnet.peers, state.metainfo_path, download, context, progress, on_metadata)
         finally:
+            self._resume.stop(handle)
             self._session.remove_torrent(handle)
         return replace(state, meta=meta)
 
@@ -225,7 +232,5 @@ class TorrentClient:
             raise PermanentError(str(error)) from None
         context.require_room(meta.total_size)
         if not metainfo_path.exists():
-            temporary = metainfo_path.with_name(metainfo_path.name + ".new")
-            temporary.write_bytes(b"d4:info" + info.info_section() + b"e")
-            os.replace(temporary, metainfo_path)
+            write_atomically(metainfo_path, b"d4:info" + info.info_section() + b"e")
         return meta

@@ -1,8 +1,8 @@
 """The BitTorrent source: magnet links and .torrent triggers, fetched by a libtorrent session
 (engine/torrent_client.py) started with the first torrent, into `<id>.bt` in the temporary
-area. `fetch` returns the torrent's resumable state as data (a TorrentState: the save path and
-the metadata file libtorrent resumes from, and the torrent's description); `deliver` publishes
-it. A delivered torrent's files are filed in the content store and its manifest shelved
+area. `fetch` returns the torrent's resumable state as data (a TorrentState: the save path, the
+metadata and the resume data libtorrent resumes from, and the torrent's description); `deliver`
+publishes it. A delivered torrent's files are filed in the content store and its manifest shelved
 (engine/torrent_shelf.py), so the same info-hash later comes from the store, without the swarm."""
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class TorrentSource:
         self.deliver(task, running, self.fetch(task, running))
 
     def fetch(self, task: Task, running: Running) -> TorrentState:
-        """The torrent's files in its `.bt` folder, resumed from the pieces and metadata an
-        earlier try (or the `.torrent` trigger) left; its TorrentState, with the description."""
+        """The torrent's files in its `.bt` folder, resumed from the pieces, metadata and resume
+        data an earlier try (or the `.torrent` trigger) left; its TorrentState, with the description."""
         state = TorrentState(*self._temp.torrent_paths(task))
         download = Download(url=task.source, temp_path=state.save_dir, bytes_done=task.bytes_done,
                             bytes_total=task.bytes_total)

@@ -1,0 +1,189 @@
+"""libtorrent resume data (issue 14, SPEC 4b): a torrent being downloaded keeps `<task>.resume`
+beside its data, a restart (even `kill -9`) adds the torrent back from it without hashing the
+pieces again and fetches no verified piece twice, a damaged file falls back to checking the
+pieces on disk, and cancel removes it with the rest. A real libtorrent seeder on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import libtorrent as lt
+import pytest
+
+from engine.torrent_metainfo import parse_magnet
+from engine.torrent_resume import sealed, unsealed
+from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
+from tests.server_process import ServerProcess
+from tests.torrent_seeder import PIECE, Seeder, Shared
+
+RATE = 600_000  # bytes a second the seeder sends: a download of SHAPES takes about five seconds
+IN_FLIGHT = 16 * PIECE  # when the server died: pieces sent but not verified, or verified since the last save
+
+SHAPES = {
+    "single-file": lambda: os.urandom(3 * 1024 * 1024),
+    "multi-file": lambda: {"a.bin": os.urandom(1_500_000), "sub/b.bin": os.urandom(1_200_000),
+                           "sub/deeper/c.txt": b"c" * 300_000, "empty": b""},
+}
+
+
+def size(content: bytes | dict[str, bytes]) -> int:
+    return len(content) if isinstance(content, bytes) else sum(map(len, content.values()))
+
+
+def delivered_content(folder: Path, name: str, content: bytes | dict[str, bytes]) -> bytes | dict[str, bytes]:
+    target = folder / name
+    wait_for(target.exists, timeout=90, message=f"{name} delivered")
+    if isinstance(content, bytes):
+        return target.read_bytes()
+    return {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+
+def verified_pieces(resume: Path) -> int:
+    """The pieces the server's resume file names as verified (0 while it has none)."""
+    try:
+        return sum(lt.read_resume_data(unsealed(resume.read_bytes())).have_pieces)
+    except FileNotFoundError:
+        return 0
+
+
+class Download:
+    """One user's download of a torrent from a slow seeder, and its task's resume file."""
+
+    def __init__(self, server: ServerProcess, seeder: Seeder, shape: str, user: str = "erin") -> None:
+        self.server = server
+        self.user = user
+        server.add_user(user, f"{user}-password", quota="50M")
+        self.session = server.session(user, f"{user}-password")
+        self.name = f"{shape}.bin" if shape == "single-file" else shape
+        self.content = SHAPES[shape]()
+        self.shared: Shared = seeder.share(self.name, self.content)
+        self.session.put(server.dav("downloads/t.url"), data=url_shortcut(self.shared.magnet))
+        task = wait_for(lambda: self.session.get(server.url("/api/v1/tasks")).json(), message="task")[0]
+        self.task_id = task["id"]
+        self.resume = server.data / "tmp" / "downloads" / f"{self.task_id}.resume"
+
+    def partly_saved(self) -> Download:
+        """Waits until a third of the torrent was sent and the resume file names a verified piece."""
+        wait_for(lambda: self.shared.uploaded() > size(self.content) // 3, timeout=60, message="a third sent")
+        wait_for(lambda: verified_pieces(self.resume) > 0, timeout=30, message="resume data saved")
+        return self
+
+    def interrupt(self, how: str) -> int:
+        """Stops the server mid-download ("kill": SIGKILL; "stop": SIGTERM, which saves once
+        more); returns where the next run's log will start."""
+        getattr(self.server, how)()
+        return len(self.server.log_text())
+
+    def assert_completes(self) -> None:
+        folder = self.server.space(self.user) / "downloads"
+        assert delivered_content(folder, self.name, self.content) == self.content
+        wait_for(lambda: temp_downloads(self.server.data) == [], message="temporary data freed")
+
+    def assert_completes_without_fetching_verified_pieces(self) -> None:
+        self.assert_completes()
+        # Fetched once, but for the pieces in flight when the server died.
+        assert self.shared.uploaded() <= size(self.content) + IN_FLIGHT
+
+
+@pytest.fixture
+def seeder(tmp_path: Path):
+    running = Seeder(tmp_path / "seeder", upload_rate=RATE)
+    yield running
+    running.stop()
+
+
+@pytest.mark.both_databases  # the interrupted task itself is found again in the database
+@pytest.mark.parametrize("shape, stop", [("single-file", "kill"), ("multi-file", "kill"), ("multi-file", "stop")])
+def test_a_restart_resumes_from_the_resume_data_without_checking_the_pieces_again(make_server, seeder, shape, stop):
+    server = make_server()
+    download = Download(server, seeder, shape).partly_saved()
+    offset = download.interrupt(stop)
+    saved = verified_pieces(download.resume)
+    assert saved > 0
+    server.start()
+    download.assert_completes_without_fetching_verified_pieces()
+    # libtorrent was given the saved pieces as verified: it did not read and hash them again.
+    log = server.log_text()[offset:]
+    assert f"torrent {download.shared.info_hash}: resumed from its resume data with {saved} verified pieces" in log
+    assert "checking the pieces on disk" not in log
+
+
+def test_torrents_downloading_at_once_each_keep_their_own_resume_data(make_server, seeder):
+    server = make_server()
+    downloads = [Download(server, seeder, shape, user) for shape, user in (("single-file", "erin"), ("multi-file", "frank"))]
+    for download in downloads:
+        download.partly_saved()
+    offset = downloads[0].interrupt("kill")
+    saved = {}
+    for download in downloads:
+        resume = lt.read_resume_data(unsealed(download.resume.read_bytes()))
+        assert str(resume.info_hashes.v1) == download.shared.info_hash
+        saved[download.shared.info_hash] = sum(resume.have_pieces)
+    server.start()
+    for download in downloads:
+        download.assert_completes_without_fetching_verified_pieces()
+    log = server.log_text()[offset:]
+    for info_hash, pieces in saved.items():
+        assert f"torrent {info_hash}: resumed from its resume data with {pieces} verified pieces" in log
+
+
+def _another_torrents_resume_data(_blob: bytes) -> bytes:
+    params = parse_magnet("magnet:?xt=urn:btih:" + hashlib.sha1(b"another torrent").hexdigest())
+    return sealed(lt.write_resume_data_buf(params))
+
+
+def _flip_a_bit(blob: bytes) -> bytes:
+    middle = len(blob) // 2
+    return blob[:middle] + bytes([blob[middle] ^ 1]) + blob[middle + 1:]
+
+
+DAMAGE: list[tuple[str, str, Callable[[bytes], bytes], str]] = [
+    ("empty", "single-file", lambda blob: b"", "unreadable"),
+    ("truncated", "multi-file", lambda blob: blob[: len(blob) // 2], "unreadable"),
+    ("a flipped bit", "single-file", _flip_a_bit, "unreadable"),
+    ("not bencoded, sealed", "multi-file", lambda blob: sealed(b"x" + os.urandom(200)), "unreadable"),
+    ("another torrent's", "single-file", _another_torrents_resume_data, "another torrent's"),
+]
+
+
+@pytest.mark.parametrize("damage, shape, transform, reason", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_a_damaged_resume_file_falls_back_to_checking_the_pieces_on_disk(make_server, seeder, damage, shape,
+                                                                         transform, reason):
+    server = make_server()
+    download = Download(server, seeder, shape).partly_saved()
+    offset = download.interrupt("kill")
+    download.resume.write_bytes(transform(download.resume.read_bytes()))
+    server.start()
+    # The pieces on disk are found by hashing them: none is fetched again, none is trusted unseen.
+    download.assert_completes_without_fetching_verified_pieces()
+    log = server.log_text()[offset:]
+    assert f"torrent {download.shared.info_hash}: its resume data is {reason}" in log
+    assert "resumed from its resume data" not in log
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cancel_removes_the_resume_file_with_the_rest(make_server, seeder, shape):
+    server = make_server()
+    download = Download(server, seeder, shape).partly_saved()
+    assert download.session.delete(server.dav("downloads/t.url")).status_code == 204
+    wait_for(lambda: download.session.get(server.url(f"/api/v1/tasks/{download.task_id}")).json()["state"] == "cancelled",
+             message="cancelled")
+    wait_for(lambda: temp_downloads(server.data) == [], message="temporary data, resume file included, freed")
+    assert not download.resume.exists()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_data_cut_short_after_the_resume_data_was_saved_is_checked_not_trusted(make_server, seeder, shape):
+    server = make_server()
+    download = Download(server, seeder, shape).partly_saved()
+    offset = download.interrupt("kill")
+    data = server.data / "tmp" / "downloads" / f"{download.task_id}.bt" / download.name
+    first = data if data.is_file() else data / "a.bin"
+    with open(first, "r+b") as cut:
+        cut.truncate(PIECE // 2)
+    server.start()
+    download.assert_completes()  # the cut pieces fetched again, not delivered as zeros
+    assert f"torrent {download.shared.info_hash}: its data on disk is shorter" in server.log_text()[offset:]
