@@ -35,17 +35,18 @@ class SqliteEvents:
 
     def append(self, user: str, kind: str, data: dict[str, Any], *, keep: int) -> int:
         with self._database.write() as db:
-            # One statement takes the next number and holds the user's row until commit, so
-            # two nodes appending at once number in turn and commit in that order: a reader
-            # never sees number n+1 before n.
+            # Numbering and row lock in one statement: concurrent appends for one user (other
+            # threads, other nodes) wait for each other instead of taking the same number.
             seq, floor = db.execute(
-                'insert into event_users ("user", last_seq, floor) values (?, 1, 0) on conflict ("user") '
-                "do update set last_seq = event_users.last_seq + 1 returning last_seq, floor", [user]).fetchone()
+                'insert into event_users ("user", last_seq, floor) values (?, 1, 0) '
+                'on conflict ("user") do update set last_seq = event_users.last_seq + 1 returning last_seq, floor',
+                [user]).fetchone()
             db.execute('insert into events ("user", seq, kind, data, created_at) values (?, ?, ?, ?, ?)',
                        [user, seq, kind, json.dumps(data), time.time()])
             if seq - keep > floor:
-                db.execute('update event_users set floor = ? where "user" = ?', [seq - keep, user])
-                db.execute('delete from events where "user" = ? and seq <= ?', [user, seq - keep])
+                floor = seq - keep
+                db.execute('delete from events where "user" = ? and seq <= ?', [user, floor])
+                db.execute('update event_users set floor = ? where "user" = ?', [floor, user])
         return seq
 
     def latest(self, user: str) -> int:
