@@ -60,8 +60,10 @@ class Listener:
     def close(self) -> None:
         self._closed.set()
         # Shutting the socket down ends the reading thread's wait at once, whatever the
-        # server's keep-alive interval.
-        self.response.raw.connection.sock.shutdown(socket.SHUT_RDWR)
+        # server's keep-alive interval. No connection: the stream has ended already.
+        connection = self.response.raw.connection
+        if connection is not None and connection.sock is not None:
+            connection.sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=30)
         self.response.close()
 

@@ -1,0 +1,187 @@
+"""Live events across nodes (SPEC 6 and 8, issue 19): two real `fetchdrive serve` processes
+share one storage root and one PostgreSQL database, and a client hears each of its own changes
+whichever node made it and whichever node the client follows, and nothing of anyone else's.
+
+The nodes' keep-alive interval is longer than any wait here: a stream that hears another
+node's event heard it through LISTEN/NOTIFY, not by reading the table at a keep-alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import Account, new_account
+from tests.downloads_helpers import url_shortcut, wait_for
+from tests.server_process import REPO, ServerProcess
+from tests.sse_helpers import Listener
+from tests.test_client_commands import tree
+
+KEEPALIVE = 60  # seconds: beyond every deadline below, within `sync`'s read time-out (90 s)
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory, postgres_cluster) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Nodes a and b of one drive."""
+    base = tmp_path_factory.mktemp("nodes")
+    shared = {"database.url": postgres_cluster.new_database(), "storage.root": str(base / "root"),
+              "events.keepalive": KEEPALIVE}
+    started: list[ServerProcess] = []
+    try:
+        for name in ("a", "b"):
+            started.append(ServerProcess(base / name, {**shared, "server.node": name}).start())
+        yield started[0], started[1]
+    finally:
+        for node in started:
+            node.stop()
+
+
+class Strangers:
+    """Another user following both nodes for a whole test, who must hear nothing of `owner`."""
+
+    def __init__(self, nodes: tuple[ServerProcess, ServerProcess]) -> None:
+        self.account = new_account(nodes[0], "mallory", "mallory-password-5")
+        self.listeners = [Listener(self.account.session, node.base_url) for node in nodes]
+
+    def close_and_check(self, owner: Account) -> None:
+        for listener in self.listeners:
+            listener.close()
+            heard = listener.events()
+            assert [event.kind for event in heard] == ["ready"], heard
+            assert owner.name not in json.dumps([event.data for event in heard])
+
+
+def _follow_both(account: Account, nodes: tuple[ServerProcess, ServerProcess]) -> list[Listener]:
+    return [Listener(account.session, node.base_url) for node in nodes]
+
+
+@pytest.mark.parametrize("name", ["alice", "bob", "carol"])
+def test_a_download_is_heard_live_on_both_nodes_whichever_runs_it(nodes, origin, name):
+    a, _ = nodes
+    owner = new_account(a, name, f"{name}-password-7")
+    strangers = Strangers(nodes)
+    listeners = _follow_both(owner, nodes)
+    try:
+        origin.add(f"/{owner.name}.bin", os.urandom(1024 * 1024), rate=512 * 1024)  # 2 s: progress on the way
+        response = owner.session.post(a.url("/api/v1/tasks"), json={"url": origin.url(f"/{owner.name}.bin")})
+        assert response.status_code == 201, response.text
+        task = response.json()["id"]
+        for listener in listeners:
+            listener.wait_for("task.created", id=task)
+            listener.wait_for("task.progress", id=task)
+            listener.wait_for("task.done", id=task, path=f"downloads/{owner.name}.bin")
+            listener.wait_for("file.created", path=f"downloads/{owner.name}.bin")
+    finally:
+        for listener in listeners:
+            listener.close()
+    for listener in listeners:
+        progress = listener.events("task.progress")
+        assert all(event.id is None and 0 < event.data["bytes_done"] <= 1024 * 1024 for event in progress)
+        assert listener.keepalives == 0  # heard at once, not at a keep-alive
+    strangers.close_and_check(owner)
+
+
+@pytest.mark.parametrize("writer, name", [(0, "notes.txt"), (1, "notes.txt"), (0, "Zeugnis ü 2.txt"), (1, "a b.md")])
+def test_file_changes_through_one_node_are_heard_on_both(nodes, writer, name):
+    through = nodes[writer]
+    owner = new_account(nodes[0], "dora", "dora-password-7")
+    strangers = Strangers(nodes)
+    listeners = _follow_both(owner, nodes)
+    moved = f"moved-{name}"
+    try:
+        assert owner.session.put(through.dav(name), data=b"1").status_code == 201
+        assert owner.session.put(through.dav(name), data=b"22").status_code == 204
+        assert owner.session.request("MOVE", through.dav(name), headers={"Destination": through.dav(moved)}).status_code == 201
+        assert owner.session.delete(through.dav(moved)).status_code == 204
+        for listener in listeners:
+            listener.wait_for("file.created", path=name)
+            listener.wait_for("file.changed", path=name)
+            listener.wait_for("file.moved", path=name, to=moved)
+            listener.wait_for("file.deleted", path=moved)
+    finally:
+        for listener in listeners:
+            listener.close()
+    for listener in listeners:
+        numbers = [event.id for event in listener.events() if event.id is not None]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # one numbering, no gaps
+    strangers.close_and_check(owner)
+
+
+@pytest.mark.parametrize("first, second", [(1, 0), (0, 1)], ids=["b then a", "a then b"])
+def test_a_stream_dropped_on_one_node_resumes_on_the_other_missing_nothing(nodes, first, second):
+    owner = new_account(nodes[0], "erin", "erin-password-7")
+    strangers = Strangers(nodes)
+    elsewhere = nodes[second]
+    dropped = Listener(owner.session, nodes[first].base_url)
+    assert owner.session.put(elsewhere.dav("before.txt"), data=b"b").status_code == 201
+    dropped.wait_for("file.created", path="before.txt")
+    dropped.close()
+    away = [f"while-away-{n}.txt" for n in range(4)]
+    for path in away:
+        assert owner.session.put(nodes[first].dav(path), data=b"w").status_code == 201
+    resumed = Listener(owner.session, elsewhere.base_url, last_id=dropped.last_id())
+    try:
+        assert owner.session.put(nodes[first].dav("after.txt"), data=b"a").status_code == 201
+        resumed.wait_for("file.created", path="after.txt")
+    finally:
+        resumed.close()
+    assert [event.data["path"] for event in resumed.events("file.created")] == away + ["after.txt"]
+    assert not resumed.events("ready")
+    strangers.close_and_check(owner)
+
+
+def _devices(account: Account, node: ServerProcess) -> dict[str, dict]:
+    return {device["name"]: device for device in account.session.get(node.url("/api/v1/devices")).json()}
+
+
+@pytest.fixture
+def device(tmp_path) -> Iterator:
+    """Start `fetchdrive sync --device NAME --watch` against a node; all are stopped at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start(node: ServerProcess, account: Account, name: str) -> Path:
+        local = tmp_path / f"{account.name}-{name}"
+        command = [sys.executable, "-m", "server.cli", "sync", "--server", node.base_url, "--user", account.name,
+                   "--device", name, "--watch", "3600", str(local)]
+        with open(tmp_path / f"{account.name}-{name}.log", "w") as log:
+            started.append(subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "FETCHDRIVE_PASSWORD": account.password}))
+        return local
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("how", ["api", "trigger"])
+def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin, device, how):
+    a, b = nodes
+    owner = new_account(a, "frank", "frank-password-7")
+    other = new_account(a, "grace", "grace-password-7")
+    laptop = device(b, owner, "laptop")
+    phone = device(a, owner, "phone")  # not named: receives nothing
+    others_laptop = device(b, other, "laptop")  # the same name, another user
+    for account in (owner, other):  # listed online on the node its stream is not on
+        wait_for(lambda: all(d["online"] for d in _devices(account, a).values()) and len(_devices(account, a)) ==
+                 (2 if account is owner else 1), message=f"{account.name}'s devices online as seen from node a")
+    wait_for(lambda: _devices(owner, b).get("phone", {}).get("online"), message="phone online as seen from node b")
+    body = os.urandom(100_000)
+    if how == "api":
+        assert owner.session.put(a.dav("film.mkv"), data=body).status_code == 201
+        response = owner.session.post(a.url("/api/v1/devices/laptop/send"), json={"path": "film.mkv"})
+        assert response.status_code == 201, response.text
+    else:
+        origin.add(f"/{owner.name}-film.mkv", body)
+        trigger = url_shortcut(origin.url(f"/{owner.name}-film.mkv"), filename="film.mkv", **{"send-to": "laptop"})
+        assert owner.session.put(a.dav("downloads/film.url"), data=trigger).status_code == 201
+    wait_for(lambda: tree(laptop).get("film.mkv") == body, message="film.mkv on the laptop that follows node b")
+    wait_for(lambda: _devices(owner, a)["laptop"]["pending"] == 0, message="the delivery acknowledged")
+    assert tree(phone) == {} and tree(others_laptop) == {}
+    assert sorted(tree(laptop)) == ["film.mkv"]
