@@ -28,11 +28,12 @@ import psycopg
 from engine.database import Database
 from engine.events import Event
 
-__all__ = ["CHANNEL", "PostgresNotifier"]
+__all__ = ["APPLICATION_NAME", "CHANNEL", "PostgresNotifier"]
 
 _log = logging.getLogger(__name__)
 
 CHANNEL = "fetchdrive_events"
+APPLICATION_NAME = "fetchdrive events listener"  # how the listening connections show in pg_stat_activity
 PAYLOAD_LIMIT = 7999  # bytes; PostgreSQL refuses a NOTIFY payload of 8000 or more
 _NAMES = ("name", "folder", "path", "error")  # what a progress event sheds to fit the limit
 _STOP_CHECK = 1.0  # seconds between looks at whether the node is stopping
@@ -103,7 +104,8 @@ class PostgresNotifier:
         delay = _FIRST_RETRY
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._database.url, autocommit=True, connect_timeout=10, **_KEEPALIVES) as conn:
+                with psycopg.connect(self._database.url, autocommit=True, connect_timeout=10,
+                                     application_name=APPLICATION_NAME, **_KEEPALIVES) as conn:
                     conn.execute(f"listen {CHANNEL}")
                     delay = _FIRST_RETRY
                     self._tell(None, None)  # what came while no connection listened is in the table

@@ -15,8 +15,11 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+import psycopg
 import pytest
 
+from engine.events import Event
+from engine.pg_notifier import APPLICATION_NAME, PAYLOAD_LIMIT, decode, encode
 from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import REPO, ServerProcess
@@ -27,10 +30,15 @@ KEEPALIVE = 60  # seconds: beyond every deadline below, within `sync`'s read tim
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory, postgres_cluster) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def drive_database(postgres_cluster) -> str:
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory, drive_database) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Nodes a and b of one drive."""
     base = tmp_path_factory.mktemp("nodes")
-    shared = {"database.url": postgres_cluster.new_database(), "storage.root": str(base / "root"),
+    shared = {"database.url": drive_database, "storage.root": str(base / "root"),
               "events.keepalive": KEEPALIVE}
     started: list[ServerProcess] = []
     try:
@@ -185,3 +193,53 @@ def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin,
     wait_for(lambda: _devices(owner, a)["laptop"]["pending"] == 0, message="the delivery acknowledged")
     assert tree(phone) == {} and tree(others_laptop) == {}
     assert sorted(tree(laptop)) == ["film.mkv"]
+
+
+def _listening(url: str, terminate: bool = False) -> int:
+    """How many nodes listen for events on the drive's database (after cutting them off)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        action = "pg_terminate_backend(pid)" if terminate else "pid"
+        return len(connection.execute(f"select {action} from pg_stat_activity where application_name = %s "
+                                      "and datname = current_database()", [APPLICATION_NAME]).fetchall())
+
+
+@pytest.mark.parametrize("writer", [0, 1], ids=["written on a", "written on b"])
+def test_events_cross_nodes_again_once_their_listening_connections_are_cut(nodes, drive_database, writer):
+    owner = new_account(nodes[0], "heidi", "heidi-password-7")
+    listeners = _follow_both(owner, nodes)
+    try:
+        assert _listening(drive_database, terminate=True) == 2  # as when PostgreSQL restarts
+        assert owner.session.put(nodes[writer].dav("while-cut.txt"), data=b"c").status_code == 201
+        for listener in listeners:  # read from the table when the node listens again
+            listener.wait_for("file.created", path="while-cut.txt")
+        wait_for(lambda: _listening(drive_database) == 2, message="both nodes listening again")
+        assert owner.session.put(nodes[writer].dav("after.txt"), data=b"a").status_code == 201
+        for listener in listeners:
+            listener.wait_for("file.created", path="after.txt")
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert all("listening for other nodes' events failed" in node.log_text() for node in nodes)
+
+
+@pytest.mark.parametrize("data, sent", [
+    ({"id": 7, "state": "downloading", "name": "film.mkv", "bytes_done": 5, "bytes_total": 9}, "whole"),
+    ({"id": 7, "name": "é" * 3000, "folder": "downloads/" + "ü" * 1000, "bytes_done": 5}, "without names"),
+    ({"id": 7, "bytes_done": 5, "unexpected": "x" * PAYLOAD_LIMIT}, "not at all"),
+])
+def test_a_progress_event_fits_postgresqls_payload_limit_or_stays_on_its_node(data, sent):
+    payload = encode("origin", "alice", Event("task.progress", data))
+    if sent == "not at all":
+        assert payload is None
+        return
+    assert len(payload.encode()) <= PAYLOAD_LIMIT
+    origin, user, flash = decode(payload)
+    assert (origin, user, flash.kind) == ("origin", "alice", "task.progress")
+    names = {"name", "folder", "path", "error"}
+    assert flash.data == (data if sent == "whole" else {k: v for k, v in data.items() if k not in names})
+
+
+@pytest.mark.parametrize("payload", ["", "{", "[]", "null", '{"u": "alice"}', '{"o": 1, "u": "alice"}',
+                                     '{"o": "x", "u": ["alice"]}', '{"o": "x", "u": "alice", "k": "task.progress"}'])
+def test_a_payload_that_is_not_ours_is_ignored(payload):
+    assert decode(payload) is None
