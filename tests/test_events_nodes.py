@@ -176,10 +176,10 @@ def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin,
     laptop = device(b, owner, "laptop")
     phone = device(a, owner, "phone")  # not named: receives nothing
     others_laptop = device(b, other, "laptop")  # the same name, another user
-    for account in (owner, other):  # listed online on the node its stream is not on
-        wait_for(lambda: all(d["online"] for d in _devices(account, a).values()) and len(_devices(account, a)) ==
-                 (2 if account is owner else 1), message=f"{account.name}'s devices online as seen from node a")
-    wait_for(lambda: _devices(owner, b).get("phone", {}).get("online"), message="phone online as seen from node b")
+    for account, names in ((owner, {"laptop", "phone"}), (other, {"laptop"})):
+        for node in nodes:  # each device listed online on the node its stream is not on too
+            wait_for(lambda: {name for name, d in _devices(account, node).items() if d["online"]} == names,
+                     message=f"{account.name}'s devices {names} online as seen from {node.base_url}")
     body = os.urandom(100_000)
     if how == "api":
         assert owner.session.put(a.dav("film.mkv"), data=body).status_code == 201
