@@ -54,7 +54,8 @@ def contents(path: Path, columns: dict[str, list[str]] | None = None) -> dict[st
     connection = sqlite3.connect(path)
     tables = [name for (name,) in connection.execute(
         "select name from sqlite_master where type = 'table' and name != 'schema_migrations' order by name")]
-    selected = {table: ", ".join(columns[table]) if columns else "*" for table in tables if not columns or table in columns}
+    selected = {table: ", ".join(columns[table]) if columns else "*"
+                for table in tables if columns is None or table in columns}
     found = {table: sorted(connection.execute(f"select {what} from {table}").fetchall(), key=repr)
              for table, what in selected.items()}
     connection.close()
