@@ -8,6 +8,7 @@ node's event heard it through LISTEN/NOTIFY, not by reading the table at a keep-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -34,20 +35,26 @@ def drive_database(postgres_cluster) -> str:
     return postgres_cluster.new_database()
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory, drive_database) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """Nodes a and b of one drive."""
-    base = tmp_path_factory.mktemp("nodes")
-    shared = {"database.url": drive_database, "storage.root": str(base / "root"),
-              "events.keepalive": KEEPALIVE}
+@contextlib.contextmanager
+def _two_nodes(base: Path, url: str, keepalive: float) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Nodes a and b of one drive, stopped at the end."""
+    shared = {"database.url": url, "storage.root": str(base / "root"), "events.keepalive": keepalive}
     started: list[ServerProcess] = []
     try:
         for name in ("a", "b"):
-            started.append(ServerProcess(base / name, {**shared, "server.node": name}).start())
+            started.append(ServerProcess(base / name, {**shared, "server.node": name}))
+            started[-1].start()
         yield started[0], started[1]
     finally:
         for node in started:
             node.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory, drive_database) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Nodes a and b of one drive, for the whole file."""
+    with _two_nodes(tmp_path_factory.mktemp("nodes"), drive_database, KEEPALIVE) as pair:
+        yield pair
 
 
 class Strangers:
@@ -148,34 +155,53 @@ def _devices(account: Account, node: ServerProcess) -> dict[str, dict]:
     return {device["name"]: device for device in account.session.get(node.url("/api/v1/devices")).json()}
 
 
-@pytest.fixture
-def device(tmp_path) -> Iterator:
-    """Start `fetchdrive sync --device NAME --watch` against a node; all are stopped at the end."""
-    started: list[subprocess.Popen] = []
+class DeviceSyncs:
+    """`fetchdrive sync --device NAME --watch` processes, each following one node."""
 
-    def start(node: ServerProcess, account: Account, name: str) -> Path:
-        local = tmp_path / f"{account.name}-{name}"
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._running: dict[tuple[str, str], subprocess.Popen] = {}
+
+    def start(self, node: ServerProcess, account: Account, name: str) -> Path:
+        """Start the device `name` of `account`; its local folder."""
+        local = self._folder / f"{account.name}-{name}"
         command = [sys.executable, "-m", "server.cli", "sync", "--server", node.base_url, "--user", account.name,
                    "--device", name, "--watch", "3600", str(local)]
-        with open(tmp_path / f"{account.name}-{name}.log", "w") as log:
-            started.append(subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "FETCHDRIVE_PASSWORD": account.password}))
+        with open(self._folder / f"{account.name}-{name}.log", "w") as log:
+            self._running[account.name, name] = subprocess.Popen(
+                command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "FETCHDRIVE_PASSWORD": account.password})
         return local
 
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(timeout=30)
+    def stop(self, account: Account, name: str) -> None:
+        _end(self._running.pop((account.name, name)))
+
+    def stop_all(self) -> None:
+        for process in self._running.values():
+            _end(process)
+        self._running.clear()
+
+
+def _end(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def syncs(tmp_path) -> Iterator[DeviceSyncs]:
+    running = DeviceSyncs(tmp_path)
+    yield running
+    running.stop_all()
 
 
 @pytest.mark.parametrize("how", ["api", "trigger"])
-def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin, device, how):
+def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin, syncs, how):
     a, b = nodes
     owner = new_account(a, "frank", "frank-password-7")
     other = new_account(a, "grace", "grace-password-7")
-    laptop = device(b, owner, "laptop")
-    phone = device(a, owner, "phone")  # not named: receives nothing
-    others_laptop = device(b, other, "laptop")  # the same name, another user
+    laptop = syncs.start(b, owner, "laptop")
+    phone = syncs.start(a, owner, "phone")  # not named: receives nothing
+    others_laptop = syncs.start(b, other, "laptop")  # the same name, another user
     for account, names in ((owner, {"laptop", "phone"}), (other, {"laptop"})):
         for node in nodes:  # each device listed online on the node its stream is not on too
             wait_for(lambda: {name for name, d in _devices(account, node).items() if d["online"]} == names,
@@ -193,6 +219,22 @@ def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin,
     wait_for(lambda: _devices(owner, a)["laptop"]["pending"] == 0, message="the delivery acknowledged")
     assert tree(phone) == {} and tree(others_laptop) == {}
     assert sorted(tree(laptop)) == ["film.mkv"]
+
+
+@pytest.mark.parametrize("end", ["the device stops", "its node is killed"])
+def test_a_device_whose_stream_ends_on_node_b_is_listed_offline_on_node_a(tmp_path, postgres_cluster, syncs, end):
+    # A short keep-alive here: node b notices a stream's client gone at its next write.
+    with _two_nodes(tmp_path / "drive", postgres_cluster.new_database(), keepalive=1) as (a, b):
+        owner = new_account(a, "ivan", "ivan-password-7")
+        syncs.start(b, owner, "laptop")
+        syncs.start(a, owner, "phone")
+        online = lambda: {name for name, d in _devices(owner, a).items() if d["online"]}  # noqa: E731
+        wait_for(lambda: online() == {"laptop", "phone"}, message="both devices online as seen from node a")
+        if end == "the device stops":
+            syncs.stop(owner, "laptop")
+        else:
+            b.kill()  # its streams' marks lapse: two keep-alive intervals and a margin
+        wait_for(lambda: online() == {"phone"}, timeout=60, message="the laptop listed offline, the phone still online")
 
 
 def _listening(url: str, terminate: bool = False) -> int:
