@@ -53,8 +53,17 @@ class Devices:
         """Add the device (or mark it seen); True if it is new."""
         return self._devices.register(user, check_name(name))
 
-    def seen(self, user: str, name: str) -> None:
-        self._devices.seen(user, name)
+    def seen(self, user: str, name: str, online_until: float | None = None) -> None:
+        """Mark the device seen; `online_until`: its event stream is open until then unless renewed."""
+        self._devices.seen(user, name, online_until)
+
+    def offline(self, user: str, name: str) -> None:
+        """The device's last event stream on this node closed."""
+        self._devices.offline(user, name)
+
+    def online(self, user: str) -> set[str]:
+        """The user's devices that follow an event stream now, on this node or another."""
+        return self._events.online_devices(user) | self._devices.online(user)
 
     def remove(self, user: str, name: str) -> bool:
         return self._devices.remove(user, name)

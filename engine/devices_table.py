@@ -32,7 +32,12 @@ class Delivery:
 class DeviceRepository(Protocol):
     def register(self, user: str, name: str) -> bool:
         """Add the device (or mark it seen); True if it is new."""
-    def seen(self, user: str, name: str) -> None: ...
+    def seen(self, user: str, name: str, online_until: float | None = None) -> None:
+        """Mark the device seen now; with `online_until`, its stream is open until then unless renewed."""
+    def offline(self, user: str, name: str) -> None:
+        """The device's stream closed."""
+    def online(self, user: str) -> set[str]:
+        """The user's devices whose stream, on any node, is open now."""
     def remove(self, user: str, name: str) -> bool:
         """Remove the device and its deliveries; False if there was none."""
     def forget_user(self, user: str) -> None: ...
@@ -62,9 +67,19 @@ class SqliteDevices:
             db.execute('update devices set last_seen = ? where "user" = ? and name = ?', [now, user, name])
         return False
 
-    def seen(self, user: str, name: str) -> None:
+    def seen(self, user: str, name: str, online_until: float | None = None) -> None:
         with self._database.write() as db:
-            db.execute('update devices set last_seen = ? where "user" = ? and name = ?', [time.time(), user, name])
+            db.execute('update devices set last_seen = ?, online_until = coalesce(?, online_until) '
+                       'where "user" = ? and name = ?', [time.time(), online_until, user, name])
+
+    def offline(self, user: str, name: str) -> None:
+        with self._database.write() as db:
+            db.execute('update devices set online_until = null where "user" = ? and name = ?', [user, name])
+
+    def online(self, user: str) -> set[str]:
+        rows = self._database.read_committed('select name from devices where "user" = ? and online_until > ?',
+                                             [user, time.time()])
+        return {name for (name,) in rows}
 
     def remove(self, user: str, name: str) -> bool:
         with self._database.write() as db:

@@ -33,7 +33,7 @@ from engine.database import Database
 from engine.delivery import Delivery
 from engine.devices import Devices
 from engine.engine_settings import EngineSettings
-from engine.events import EventLog, TaskEvents
+from engine.events import EventLog, TaskEvents, notifier_for
 from engine.fetcher import Fetcher
 from engine.naming import choose_filename, sanitize_filename
 from engine.notifications import Notifier, Outcome, read_targets
@@ -67,7 +67,7 @@ class DownloadEngine:
                  event_history: int) -> None:
         """`event_history`: how many events a user's stream keeps for resuming (events.history)."""
         self.tasks = TaskStore(database)
-        self.events = EventLog(database, history=event_history)
+        self.events = EventLog(database, history=event_history, notifier=notifier_for(database))
         self.devices = Devices(database, self.events)
         self.tasks.on_change = TaskEvents(self.events, self.devices.send_finished).changed
         self.catalog = Catalog(database)

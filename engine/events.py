@@ -9,12 +9,14 @@ resumes from `Last-Event-ID` without missing one. A client further behind than t
 gets `resync`. Progress is transient: it has no number, is not stored, and is rate-limited
 per task, since the next durable event (or the task list) supersedes it.
 
-`Notifier` is what wakes waiting streams when a user's events change: `LocalNotifier` for one
-process; a PostgreSQL `LISTEN/NOTIFY` notifier fills the same two methods for several nodes
-(a stored event then reaches streams on every node, which read it from the shared table).
-Until then a stream on another node still reads the table at each keep-alive, so stored
-events reach it within `events.keepalive` seconds; progress stays on the node that runs the
-download.
+`EventLog` wakes the streams of its own node directly; a `Notifier` carries the same news to
+the streams of the other nodes sharing the database: `LocalNotifier` (one node, the embedded
+database: nothing to carry) or `engine.pg_notifier.PostgresNotifier` (PostgreSQL
+`LISTEN/NOTIFY`). It carries who has a new stored event, never the event itself (streams read
+that from the shared table), and the transient progress events, which exist nowhere else.
+Several processes on one SQLite file have no notifier between them: a stream there reads the
+table at each keep-alive, so stored events reach it within `events.keepalive` seconds, and
+progress stays on the process that runs the download.
 """
 
 from __future__ import annotations
@@ -47,25 +49,38 @@ class Event:
 
 
 class Notifier(Protocol):
-    def notify(self, user: str) -> None:
-        """Say that `user` has a new durable event (on every node)."""
+    """The other nodes' side of an `EventLog`."""
 
-    def listen(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(user)` whenever `notify(user)` was called anywhere."""
+    def notify(self, user: str, flash: Event | None = None) -> None:
+        """Tell every other node: `user` has a new stored event, or (`flash`) a transient one."""
+
+    def listen(self, callback: Callable[[str | None, Event | None], None]) -> None:
+        """Call `callback(user, flash)` for what other nodes `notify`, and `callback(None, None)`
+        when some news may have been lost (every stream should read the table again)."""
+
+    def close(self) -> None: ...
 
 
 class LocalNotifier:
-    """The notifier of a single process: a direct call."""
+    """The notifier of a single node: there is no other node to tell."""
 
-    def __init__(self) -> None:
-        self._callbacks: list[Callable[[str], None]] = []
+    def notify(self, user: str, flash: Event | None = None) -> None:
+        pass
 
-    def notify(self, user: str) -> None:
-        for callback in self._callbacks:
-            callback(user)
+    def listen(self, callback: Callable[[str | None, Event | None], None]) -> None:
+        pass
 
-    def listen(self, callback: Callable[[str], None]) -> None:
-        self._callbacks.append(callback)
+    def close(self) -> None:
+        pass
+
+
+def notifier_for(database: Database) -> Notifier:
+    """The notifier that reaches the other nodes sharing `database`."""
+    if database.dialect == "postgresql":
+        from engine.pg_notifier import PostgresNotifier  # psycopg is needed only by PostgreSQL drives
+
+        return PostgresNotifier(database)
+    return LocalNotifier()
 
 
 class Subscription:
@@ -110,7 +125,7 @@ class EventLog:
         self._events: EventRepository = SqliteEvents(database)
         self.history = history
         self._notifier = notifier or LocalNotifier()
-        self._notifier.listen(self._wake_streams)
+        self._notifier.listen(self._heard)
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._closed = False
@@ -118,14 +133,15 @@ class EventLog:
     def publish(self, user: str, kind: str, data: dict[str, Any]) -> Event:
         """Store a durable event and wake the user's streams."""
         seq = self._events.append(user, kind, data, keep=self.history)
+        self._wake_streams(user)
         self._notifier.notify(user)
         return Event(kind, data, seq)
 
     def flash(self, user: str, kind: str, data: dict[str, Any]) -> None:
-        """Hand a transient event to the user's open streams on this node."""
+        """Hand a transient event to the user's open streams, on this node and the others."""
         event = Event(kind, data)
-        for subscription in self._streams_of(user):
-            subscription.wake(event)
+        self._wake_streams(user, event)
+        self._notifier.notify(user, event)
 
     def latest(self, user: str) -> int:
         return self._events.latest(user)
@@ -167,16 +183,28 @@ class EventLog:
         """End every open stream (the server is stopping); clients reconnect and resume."""
         with self._lock:
             self._closed = True
-            everything = [s for streams in self._subscriptions.values() for s in streams]
-        for subscription in everything:
+        for subscription in self._all_streams():
             subscription.close()
+        self._notifier.close()
 
     def _streams_of(self, user: str) -> list[Subscription]:
         with self._lock:
             return list(self._subscriptions.get(user, ()))
 
-    def _wake_streams(self, user: str) -> None:
+    def _all_streams(self) -> list[Subscription]:
+        with self._lock:
+            return [s for streams in self._subscriptions.values() for s in streams]
+
+    def _wake_streams(self, user: str, flash: Event | None = None) -> None:
         for subscription in self._streams_of(user):
+            subscription.wake(flash)
+
+    def _heard(self, user: str | None, flash: Event | None) -> None:
+        """News from another node; `user` None: wake every stream, it may have missed some."""
+        if user is not None:
+            self._wake_streams(user, flash)
+            return
+        for subscription in self._all_streams():
             subscription.wake()
 
 

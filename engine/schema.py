@@ -131,6 +131,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "alter table tasks add column node text",
         "alter table tasks add column lease_until real",
     )),
+    Migration(5, "when each device's event stream, on whichever node, last said it is open", (
+        # online_until: the stream renews it every events.keepalive seconds and clears it on closing.
+        "alter table devices add column online_until real",
+    )),
 )
 
 # `other` is another task of the same request as `tasks`: same user, source, folder, trigger

@@ -106,7 +106,7 @@ class FetchdriveApp:
         self.provider.events = self.engine.events
         self.api = Api(self.engine, self.authenticator, self.storage.quota, SharesApi(ShareService(self.storage.shares, self.provider)))
         self.api.extra_routes[API_PREFIX + "/devices"] = DevicesApi(DeviceService(
-            self.engine.devices, self.provider.space_root, self.engine.events.online_devices))
+            self.engine.devices, self.provider.space_root, self.engine.devices.online))
         self.events = EventStream(self.api, self.engine.events, self.engine.devices, keepalive=config["events.keepalive"],
                                   max_streams_per_user=config["events.max_streams_per_user"])
         self.page = web_page(self.api)

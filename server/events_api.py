@@ -1,7 +1,11 @@
 """`GET /api/v1/events`: the user's live events as a Server-Sent Events stream (SPEC 6).
 
-A device's client names itself (`?device=NAME`): the device is then listed as online and
-seen at each keep-alive. A stream without `Last-Event-ID` (header, or `last_event_id` in the query for clients that
+A device's client names itself (`?device=NAME`): the device is then listed as online, on
+every node, and seen; the stream renews both every `events.keepalive` seconds (the shared
+`online_until` lapses after two missed renewals and a margin, so a device whose node died
+shows offline soon) and clears `online_until` when the device's last stream here closes.
+
+A stream without `Last-Event-ID` (header, or `last_event_id` in the query for clients that
 cannot set headers) starts with a `ready` event numbered with the user's newest event: a
 client lists what it needs after that and misses nothing. With `Last-Event-ID` it first gets
 every stored event after that number, or `resync` (numbered like `ready`) when those are no
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Iterator
 from urllib.parse import parse_qs
 
@@ -25,6 +30,7 @@ from engine.events import Event, EventLog
 from server.api import Api, ApiError
 
 _RETRY_MS = 2000  # how soon an EventSource reconnects after the stream drops
+_ONLINE_MARGIN = 10.0  # seconds a device stays listed as online past two missed renewals (a slow database)
 
 
 class EventStream:
@@ -67,8 +73,7 @@ class EventStream:
     def _stream(self, user: str, after: int | None, device: str | None) -> Iterator[bytes]:
         subscription = self._log.subscribe(user, device)
         try:
-            if device is not None:
-                self._devices.seen(user, device)
+            renewed = self._online(user, device)
             yield f"retry: {_RETRY_MS}\n\n".encode()
             if after is None:
                 after = self._log.latest(user)
@@ -89,10 +94,18 @@ class EventStream:
                     yield flash.sse()
                 if not (stored or flashes or subscription.closed):
                     yield b": keep-alive\n\n"
-                    if device is not None:
-                        self._devices.seen(user, device)
+                if time.monotonic() - renewed >= self._keepalive:
+                    renewed = self._online(user, device)
         finally:
             self._log.unsubscribe(subscription)
+            if device is not None and device not in self._log.online_devices(user):
+                self._devices.offline(user, device)
+
+    def _online(self, user: str, device: str | None) -> float:
+        """Mark the stream's device seen and online on every node; when that was (monotonic)."""
+        if device is not None:
+            self._devices.seen(user, device, online_until=time.time() + 2 * self._keepalive + _ONLINE_MARGIN)
+        return time.monotonic()
 
 
 def _last_event_id(environ: dict) -> int | None:

@@ -28,8 +28,7 @@ class Heard:
 
 
 class Listener:
-    """One open event stream. Needs a server with a short `events.keepalive`, so that the
-    reading thread notices `close()` between events."""
+    """One open event stream, read on a thread until `close()`."""
 
     def __init__(self, session: requests.Session, base_url: str, last_id: int | None = None) -> None:
         headers = {} if last_id is None else {"Last-Event-ID": str(last_id)}
@@ -60,6 +59,11 @@ class Listener:
 
     def close(self) -> None:
         self._closed.set()
+        # Shutting the socket down ends the reading thread's wait at once, whatever the
+        # server's keep-alive interval. No connection: the stream has ended already.
+        connection = self.response.raw.connection
+        if connection is not None and connection.sock is not None:
+            connection.sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=30)
         self.response.close()
 
