@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
+from engine.database_move import MoveError, Moved
 from engine.schema import SchemaError
 from provider.accounts import AccountError
 from server.client import ClientError, add, server_from
@@ -159,6 +160,29 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> None:
     print(f"removed {removed} unused stored object(s), freed {format_size(freed)}")
 
 
+# How `migrate-db` names what it moved; other tables go by their own names.
+_MOVED_AS = {"catalog": "catalog entries", "event_users": "users' event counters", "dav_locks": "DAV locks",
+             "dav_properties": "resources with dead properties"}
+
+
+def _moved(moved: Moved) -> str:
+    return f"{moved.rows} {_MOVED_AS.get(moved.table, moved.table.replace('_', ' '))}"
+
+
+def cmd_migrate_db(config: Config, args: argparse.Namespace) -> None:
+    from engine.database import SQLITE_URL, masked_url
+    from engine.database_move import move_embedded
+
+    if config["database.url"] != SQLITE_URL:
+        raise CommandError(f"database.url is {masked_url(config['database.url'])} already; migrate-db moves "
+                           f"the embedded database (database.url: {SQLITE_URL})")
+    moved = move_embedded(config.storage_root, args.to)
+    target = masked_url(args.to)
+    print(f"moved {', '.join(_moved(item) for item in moved)} to {target}")
+    print(f"next: set database.url to {target} (with its password) in {_config_file(args) or DEFAULT_CONFIG}, "
+          "keep storage.root as it is, and start the server")
+
+
 def _client_password(args: argparse.Namespace) -> str | None:
     if args.password is not None or args.password_stdin:
         return _read_password(args, prompt="")
@@ -240,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("gc", help="remove stored content no file refers to any more").set_defaults(run=cmd_gc)
 
+    migrate = commands.add_parser("migrate-db", help="move the embedded database into PostgreSQL")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="an empty PostgreSQL database, e.g. postgresql://fetch:PW@db.example:5432/drive")
+    migrate.set_defaults(run=cmd_migrate_db)
+
     def client_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--server", required=True, metavar="URL", help="e.g. https://drive.example:8080")
         sub.add_argument("--user", required=True, metavar="U")
@@ -283,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
                                                        ("server.port", getattr(args, "port", None))) if value is not None}
             config = load_config(_config_file(args), overrides)
         run(config, args)
-    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError) as error:
+    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError, MoveError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted", status=130)
