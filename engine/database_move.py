@@ -125,7 +125,10 @@ def move(source: SqliteDatabase, target: Database) -> list[Moved]:
 
 
 def _copy(rows: Iterable[dict[str, Any]], table: str, writing: Any) -> int:
-    """Insert `rows` into `table` in multi-row statements; the number of rows."""
+    """Insert `rows` into `table` in multi-row statements; the number of rows. MoveError if
+    PostgreSQL refuses one (the transaction then rolls back)."""
+    import psycopg  # only this command meets PostgreSQL's errors here
+
     count = 0
     rows = iter(rows)
     first = next(rows, None)
@@ -136,10 +139,15 @@ def _copy(rows: Iterable[dict[str, Any]], table: str, writing: Any) -> int:
     one_row = "(" + ", ".join("?" for _ in names) + ")"
     per_insert = max(1, min(_ROWS_PER_INSERT, _MAX_PARAMETERS // len(names)))
     for chunk in _chunks(itertools.chain([first], rows), per_insert):
-        # overriding system value: ids are kept even where the column is an identity.
-        writing.execute(f'insert into "{table}" ({quoted}) overriding system value values '
-                        + ", ".join(one_row for _ in chunk),
-                        [row[name] for row in chunk for name in names])
+        try:
+            # overriding system value: ids are kept where the column is an identity.
+            writing.execute(f'insert into "{table}" ({quoted}) overriding system value values '
+                            + ", ".join(one_row for _ in chunk),
+                            [row[name] for row in chunk for name in names])
+        except psycopg.Error as error:
+            # The first line only: the lines after it may quote whole rows.
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+            raise MoveError(f"PostgreSQL refused a row of {table} ({reason}); nothing was moved") from None
         count += len(chunk)
     return count
 
