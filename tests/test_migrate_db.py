@@ -66,6 +66,11 @@ def tasks_by_id(server: ServerProcess, account: Account) -> dict[int, dict]:
     return {task["id"]: task for task in account.session.get(server.url("/api/v1/tasks")).json()}
 
 
+def quota_of(server: ServerProcess, account: Account) -> tuple[int, int | None]:
+    me = account.session.get(server.url("/api/v1/me")).json()
+    return me["used_bytes"], me["quota_bytes"]
+
+
 def finished(task: dict) -> tuple:
     return task["source"], task["state"], task["path"], task["bytes_total"], task["error"]
 
@@ -102,7 +107,7 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     assert carol.session.post(server.url("/api/v1/devices/desk/send"), json={"path": "notes.txt"}).status_code == 201
     wait_for(lambda: origin.bytes_sent("/running.bin") > SIZE // 8, message="part of the running download")
     tasks_before = {account.name: tasks_by_id(server, account) for account in accounts}
-    me_before = {account.name: account.session.get(server.url("/api/v1/me")).json() for account in (bob, carol)}
+    me_before = {account.name: quota_of(server, account) for account in (bob, carol)}
     server.stop()
     users_before = server.cli("user", "list").stdout
 
@@ -132,17 +137,19 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
             if task["state"] == "done":
                 assert finished(after[task_id]) == finished(task)
     for account in (bob, carol):
-        assert account.session.get(server.url("/api/v1/me")).json() == me_before[account.name]
+        assert quota_of(server, account) == me_before[account.name]
     # The download cut by the stop resumes from its saved bytes.
     wait_for((server.space(alice.name) / "downloads" / "running.bin").exists, timeout=60, message="the resumed download")
     assert (server.space(alice.name) / "downloads" / "running.bin").read_bytes() == BODY
     assert origin.bytes_sent("/running.bin") < 1.3 * SIZE
     assert alice.session.put(server.dav("notes.txt"), data=b"overwritten").status_code == 423
     assert alice.session.put(server.dav("notes.txt"), data=b"mine", headers={"If": f"({token})"}).status_code == 204
+    # The server listens on a new port now: the links' paths stay.
+    file_link, folder_link = (server.url(urlsplit(made["url"]).path) for made in (file_share, folder_share))
     visitor = server.session("anyone", SHARE_PASSWORD)
-    assert visitor.get(file_share["url"]).content == b"bob's notes"
-    assert server.session("anyone", "not-the-pw-Mv9").get(file_share["url"]).status_code == 401
-    assert b"photo.jpg" in visitor.get(folder_share["url"]).content
+    assert visitor.get(file_link).content == b"bob's notes"
+    assert server.session("anyone", "not-the-pw-Mv9").get(file_link).status_code == 401
+    assert b"photo.jpg" in visitor.get(folder_link).content
     devices = {device["name"]: device for device in carol.session.get(server.url("/api/v1/devices")).json()}
     assert devices["desk"]["pending"] == 1
     old_ids = {task_id for tasks in tasks_before.values() for task_id in tasks}
@@ -285,9 +292,9 @@ def test_nodes_starting_at_once_on_a_fresh_database_migrate_once_and_all_serve(t
         settings["database.url"] = postgres_cluster.new_database()
     nodes = [ServerProcess(tmp_path / f"node{number}", {**settings, "server.node": f"node{number}"})
              for number in range(4)]
-    with ThreadPoolExecutor(len(nodes)) as starting:
-        list(starting.map(ServerProcess.start, nodes))
     try:
+        with ThreadPoolExecutor(len(nodes)) as starting:
+            list(starting.map(ServerProcess.start, nodes))
         for number, node in enumerate(nodes):
             admin = node.session("admin", ADMIN_PASSWORD)
             assert admin.put(node.dav(f"from-node{number}.txt"), data=f"node {number}".encode()).status_code == 201
