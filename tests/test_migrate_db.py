@@ -8,20 +8,17 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import yaml
 
-from engine.schema import MIGRATIONS
 from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.postgres import PASSWORD
-from tests.server_process import ADMIN_PASSWORD, PASSWORDS_USED, REPO, ServerProcess
+from tests.server_process import PASSWORDS_USED, REPO, ServerProcess
 
 SIZE = 4 * 1024 * 1024
 BODY = bytes(range(256)) * (SIZE // 256)
@@ -282,37 +279,3 @@ def test_a_move_that_fails_midway_leaves_the_target_empty(tmp_path, postgres_url
     for table_name in ("users", "catalog", "tasks", "events"):
         assert rows(postgres_url, table_name) == 0
 
-
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_nodes_starting_at_once_on_a_fresh_database_migrate_once_and_all_serve(tmp_path, postgres_cluster, kind):
-    """Four servers started together on one new database and one storage root: the schema's
-    migrations are applied once, one of them makes the first admin, and every node serves."""
-    settings = {"storage.root": str(tmp_path / "shared-root")}
-    if kind == "postgresql":
-        settings["database.url"] = postgres_cluster.new_database()
-    nodes = [ServerProcess(tmp_path / f"node{number}", {**settings, "server.node": f"node{number}"})
-             for number in range(4)]
-    try:
-        with ThreadPoolExecutor(len(nodes)) as starting:
-            list(starting.map(ServerProcess.start, nodes))
-        for number, node in enumerate(nodes):
-            admin = node.session("admin", ADMIN_PASSWORD)
-            assert admin.put(node.dav(f"from-node{number}.txt"), data=f"node {number}".encode()).status_code == 201
-        for node in nodes:  # one drive: each node serves what every other wrote
-            listing = admin.request("PROPFIND", node.dav(), headers={"Depth": "1"}).text
-            assert all(f"from-node{number}.txt" in listing for number in range(len(nodes)))
-        assert sum(node.log_text().count("added user admin") for node in nodes) == 1
-    finally:
-        for node in nodes:
-            node.stop()
-    assert applied_migrations(kind, settings) == [(migration.version, 1) for migration in MIGRATIONS]
-
-
-def applied_migrations(kind: str, settings: dict) -> list[tuple[int, int]]:
-    """(version, times recorded) from the database's schema_migrations."""
-    sql = "select version, count(*) from schema_migrations group by version order by version"
-    if kind == "postgresql":
-        with psycopg.connect(settings["database.url"]) as connection:
-            return [tuple(row) for row in connection.execute(sql)]
-    with closing(sqlite3.connect(Path(settings["storage.root"]) / "fetchdrive.sqlite")) as connection:
-        return [tuple(row) for row in connection.execute(sql)]
