@@ -168,13 +168,25 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> None:
     print(f"removed {removed} unused stored object(s), freed {format_size(freed)}")
 
 
-# How `migrate-db` names what it moved; other tables go by their own names.
-_MOVED_AS = {"catalog": "catalog entries", "event_users": "users' event counters", "dav_locks": "DAV locks",
-             "dav_properties": "resources with dead properties"}
+# How `migrate-db` names what it moved (one, several); a table not named here is "rows of" it.
+_MOVED_AS = {
+    "users": ("user", "users"), "tasks": ("task", "tasks"), "catalog": ("catalog entry", "catalog entries"),
+    "events": ("event", "events"), "event_users": ("event counter", "event counters"),
+    "devices": ("device", "devices"), "deliveries": ("delivery", "deliveries"),
+    "shares": ("share link", "share links"),
+    "dav_locks": ("lock record", "lock records"),  # WsgiDAV keeps a lock and its path's index entry
+    "dav_properties": ("resource with dead properties", "resources with dead properties"),
+}
 
 
-def _moved(moved: Moved) -> str:
-    return f"{moved.rows} {_MOVED_AS.get(moved.table, moved.table.replace('_', ' '))}"
+def _moved(moved: list[Moved]) -> str:
+    """`3 users, 1 catalog entry, ...`: the tables that held rows."""
+    named = []
+    for item in moved:
+        one, many = _MOVED_AS.get(item.table, (f"row of {item.table}", f"rows of {item.table}"))
+        if item.rows:
+            named.append(f"{item.rows} {one if item.rows == 1 else many}")
+    return ", ".join(named) or "nothing (the embedded database is empty)"
 
 
 def cmd_migrate_db(config: Config, args: argparse.Namespace) -> None:
@@ -186,7 +198,7 @@ def cmd_migrate_db(config: Config, args: argparse.Namespace) -> None:
                            f"the embedded database (database.url: {SQLITE_URL})")
     moved = move_embedded(config.storage_root, args.to)
     target = masked_url(args.to)
-    print(f"moved {', '.join(_moved(item) for item in moved)} to {target}")
+    print(f"moved {_moved(moved)} to {target}")
     print(f"next: set database.url to {target} (with its password) in {_config_file(args) or DEFAULT_CONFIG}, "
           "keep storage.root as it is, and start the server")
 

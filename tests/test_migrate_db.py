@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -114,7 +115,8 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     masked = postgres_url.replace(PASSWORD, "***")
     summary, next_step = moved.stdout.splitlines()
     assert summary.startswith("moved 4 users, ") and summary.endswith(f" to {masked}")
-    assert "2 catalog entries" in summary and "2 shares" in summary and "1 devices" in summary
+    assert "2 catalog entries" in summary and "2 share links" in summary and "1 device," in summary
+    assert "2 lock records" in summary and "3 resources with dead properties" in summary
     assert "nodes" not in summary and "schema" not in summary
     assert next_step.startswith(f"next: set database.url to {masked}")
     assert PASSWORD not in moved.stdout + moved.stderr
@@ -158,11 +160,10 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     assert versions == sorted(set(versions))
 
 
-def embedded_drive(base, settings: dict | None = None) -> ServerProcess:
-    """A data folder with an embedded database holding one user (`fetchdrive user add` made
-    it), and no server running."""
-    server = ServerProcess(base, settings)
-    assert server.cli("user", "add", "dora", "--password", DORA_PASSWORD).returncode == 0
+def embedded_drive(base: Path) -> ServerProcess:
+    """A data folder with an embedded database holding one user, and no server running."""
+    server = ServerProcess(base)
+    server.add_user("dora", DORA_PASSWORD)
     return server
 
 
@@ -268,8 +269,7 @@ def test_migrate_db_refuses_a_target_that_holds_data(tmp_path, postgres_url, ear
 ])
 def test_a_move_that_fails_midway_leaves_the_target_empty(tmp_path, postgres_url, table, column, value):
     server = embedded_drive(tmp_path / "drive")
-    for content_id in ("first", "second"):
-        assert server.cli("catalog", "add", content_id, f"https://example.org/{content_id}.iso").returncode == 0
+    assert server.cli("catalog", "add", "image", "https://example.org/image.iso").returncode == 0
     # A row PostgreSQL refuses, written behind fetchdrive's back: the move fails at that row,
     # after the rows before it went in.
     with closing(sqlite3.connect(server.data / "fetchdrive.sqlite")) as database, database:
