@@ -5,12 +5,8 @@ test_postgres_database.py; these are whole servers, with their start-up writes.)
 
 from __future__ import annotations
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
-from pathlib import Path
 
-import psycopg
 import pytest
 
 from engine.schema import MIGRATIONS
@@ -19,7 +15,7 @@ from tests.server_process import ADMIN_PASSWORD, ServerProcess
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_four_servers_starting_at_once_on_a_new_database_migrate_it_once_and_all_serve(tmp_path, request, kind):
-    settings = {"storage.root": str(tmp_path / "shared-root")}
+    settings = {"storage.root": str(tmp_path / "node0" / "data")}  # node 0's data folder, for all
     if kind == "postgresql":
         settings["database.url"] = request.getfixturevalue("postgres_url")
     nodes = [ServerProcess(tmp_path / f"node{number}", {**settings, "server.node": f"node{number}"})
@@ -37,14 +33,5 @@ def test_four_servers_starting_at_once_on_a_new_database_migrate_it_once_and_all
     finally:
         for node in nodes:
             node.stop()
-    assert applied_migrations(kind, settings) == [(migration.version, 1) for migration in MIGRATIONS]
-
-
-def applied_migrations(kind: str, settings: dict) -> list[tuple[int, int]]:
-    """(version, times recorded) from the database's schema_migrations."""
-    sql = "select version, count(*) from schema_migrations group by version order by version"
-    if kind == "postgresql":
-        with psycopg.connect(settings["database.url"]) as connection:
-            return [tuple(row) for row in connection.execute(sql)]
-    with closing(sqlite3.connect(Path(settings["storage.root"]) / "fetchdrive.sqlite")) as connection:
-        return [tuple(row) for row in connection.execute(sql)]
+    applied = nodes[0].query("select version, count(*) from schema_migrations group by version order by version")
+    assert [tuple(row) for row in applied] == [(migration.version, 1) for migration in MIGRATIONS]
