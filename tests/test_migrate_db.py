@@ -5,10 +5,11 @@ command refuses, in one line with exit status 2, whatever would lose or mix up d
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -155,9 +156,6 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     origin.add("/new.bin", b"a new download")
     added = carol.session.post(server.url("/api/v1/tasks"), json={"url": origin.url("/new.bin")})
     assert added.status_code == 201 and added.json()["id"] > max(old_ids)
-    with psycopg.connect(postgres_url) as connection:
-        versions = [row[0] for row in connection.execute("select version from schema_migrations order by version")]
-    assert versions == sorted(set(versions))
 
 
 def embedded_drive(base: Path) -> ServerProcess:
@@ -195,11 +193,6 @@ def test_migrate_db_refuses_a_data_folder_without_an_embedded_database(tmp_path,
     assert not (server.data / "fetchdrive.sqlite").exists()
 
 
-def _running_server(server: ServerProcess) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "server.cli", "--config", str(server.config_path), "serve"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def _command_waiting_for_a_password(server: ServerProcess) -> subprocess.Popen:
     """`user add --password-stdin` with the database open, reading a password not sent yet."""
     return subprocess.Popen([sys.executable, "-m", "server.cli", "--config", str(server.config_path),
@@ -215,7 +208,7 @@ def test_migrate_db_refuses_while_another_process_has_the_database_open(tmp_path
         process = server.process
     else:
         process = _command_waiting_for_a_password(server)
-        wait_for(lambda: (server.data / "fetchdrive.sqlite-shm").exists(), message="the command's database open")
+        wait_for(lambda: has_open(process, server.data / "fetchdrive.sqlite"), message="the command's database open")
     assert_refused(migrate(server, postgres_url), "open in another process", "stop the server")
     assert not _has_schema(postgres_url)  # refused before the target was touched
     # kill -9 leaves no trace that would keep refusing: the kernel drops the dead process's lock.
@@ -224,6 +217,15 @@ def test_migrate_db_refuses_while_another_process_has_the_database_open(tmp_path
     moved = migrate(server, postgres_url)
     assert moved.returncode == 0, moved.stderr
     assert rows(postgres_url, "users") == 1
+
+
+def has_open(process: subprocess.Popen, path: Path) -> bool:
+    """Whether `process` has the file `path` open (Linux's /proc)."""
+    for descriptor in Path(f"/proc/{process.pid}/fd").iterdir():
+        with suppress(FileNotFoundError):  # closed meanwhile
+            if os.readlink(descriptor) == str(path.resolve()):
+                return True
+    return False
 
 
 def _has_schema(url: str) -> bool:
