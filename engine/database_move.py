@@ -95,7 +95,7 @@ def move_embedded(root: Path, url: str) -> list[Moved]:
         target.close()
 
 
-def tables(source: Database) -> list[str]:
+def tables(source: SqliteDatabase) -> list[str]:
     """The source's tables that move, in the order the migrations made them."""
     with source.read() as db:
         names = [row["name"] for row in db.query(
