@@ -32,7 +32,8 @@ from engine.sqlite_database import SqliteDatabase
 
 # schema_migrations: the target has its own record of the migrations it ran.
 # nodes: the servers that used the source; the target's nodes register themselves.
-STAYS_BEHIND = frozenset({"schema_migrations", "nodes"})
+# reservations (migration 3): room held for writes in progress by the nodes that ran them.
+STAYS_BEHIND = frozenset({"schema_migrations", "nodes", "reservations"})
 # PostgreSQL takes at most 65535 parameters in one statement.
 _MAX_PARAMETERS = 60_000
 _ROWS_PER_INSERT = 500
