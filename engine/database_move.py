@@ -24,7 +24,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import urlsplit
 
 from engine.database import SQLITE_FILE, Database, masked_url, open_database
