@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.database import SQLITE_FILE, Database, masked_url, open_database
+from engine.database import SQLITE_FILE, Database, Session, masked_url, open_database
 from engine.sqlite_database import SqliteDatabase
 
 # schema_migrations: the target has its own record of the migrations it ran.
@@ -124,21 +124,21 @@ def move(source: SqliteDatabase, target: Database) -> list[Moved]:
     return moved
 
 
-def _copy(rows: Iterable[dict[str, Any]], table: str, writing: Any) -> int:
+def _copy(rows: Iterable[dict[str, Any]], table: str, writing: Session) -> int:
     """Insert `rows` into `table` in multi-row statements; the number of rows. MoveError if
     PostgreSQL refuses one (the transaction then rolls back)."""
     import psycopg  # only this command meets PostgreSQL's errors here
 
     count = 0
-    rows = iter(rows)
-    first = next(rows, None)
+    remaining = iter(rows)
+    first = next(remaining, None)
     if first is None:
         return 0
     names = list(first)
     quoted = ", ".join(f'"{name}"' for name in names)
     one_row = "(" + ", ".join("?" for _ in names) + ")"
     per_insert = max(1, min(_ROWS_PER_INSERT, _MAX_PARAMETERS // len(names)))
-    for chunk in _chunks(itertools.chain([first], rows), per_insert):
+    for chunk in _chunks(itertools.chain([first], remaining), per_insert):
         try:
             # overriding system value: ids are kept where the column is an identity.
             writing.execute(f'insert into "{table}" ({quoted}) overriding system value values '
@@ -157,7 +157,7 @@ def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield chunk
 
 
-def _move_identities_past_copied_ids(writing: Any) -> None:
+def _move_identities_past_copied_ids(writing: Session) -> None:
     identities = writing.query(
         "select table_name, column_name from information_schema.columns "
         "where table_schema = current_schema() and is_identity = 'YES'")

@@ -161,6 +161,18 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     assert added.status_code == 201 and added.json()["id"] > max(old_ids)
 
 
+def test_a_table_of_more_rows_than_one_insert_takes_moves_whole(tmp_path, postgres_url):
+    entries = [{"id": f"image-{number}", "url": f"https://example.org/{number}.iso"} for number in range(1234)]
+    server = ServerProcess(tmp_path / "drive", {"catalog": entries})
+    server.start().stop()  # a start files the config's catalog
+    moved = migrate(server, postgres_url)
+    assert moved.returncode == 0, moved.stderr
+    assert "1234 catalog entries" in moved.stdout
+    with psycopg.connect(postgres_url) as connection:
+        ids = {row[0] for row in connection.execute("select id from catalog")}
+    assert ids == {entry["id"] for entry in entries}
+
+
 def embedded_drive(base: Path) -> ServerProcess:
     """A data folder with an embedded database holding one user, and no server running."""
     server = ServerProcess(base)
