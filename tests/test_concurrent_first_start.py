@@ -1,13 +1,15 @@
 """Several nodes started at once on one new database and one storage root (SPEC 8, issue 17):
 the schema's migrations run once, one node makes the first admin, and every node serves the
-one drive. (Processes opening a new database at once are tested alone in
+one drive, share links included. (Processes opening a new database at once are tested alone in
 test_postgres_database.py; these are whole servers, with their start-up writes.)"""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from engine.schema import MIGRATIONS
 from tests.server_process import ADMIN_PASSWORD, ServerProcess
@@ -29,6 +31,11 @@ def test_four_servers_starting_at_once_on_a_new_database_migrate_it_once_and_all
         for node in nodes:  # one drive: each node serves what every other wrote
             listing = admin.request("PROPFIND", node.dav(), headers={"Depth": "1"}).text
             assert all(f"from-node{number}.txt" in listing for number in range(len(nodes)))
+        # Share links hold on every node: the nodes made one share key between them.
+        link = urlsplit(admin.post(nodes[0].url("/api/v1/shares"), json={"path": "from-node0.txt"}).json()["url"]).path
+        visitor = requests.Session()
+        visitor.trust_env = False
+        assert all(visitor.get(node.url(link)).content == b"node 0" for node in nodes)
         assert sum(node.log_text().count("added user admin") for node in nodes) == 1
     finally:
         for node in nodes:

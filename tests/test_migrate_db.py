@@ -20,7 +20,7 @@ import yaml
 from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.postgres import PASSWORD
-from tests.server_process import PASSWORDS_USED, REPO, ServerProcess
+from tests.server_process import ADMIN_PASSWORD, PASSWORDS_USED, REPO, ServerProcess
 
 SIZE = 4 * 1024 * 1024
 BODY = bytes(range(256)) * (SIZE // 256)
@@ -129,6 +129,7 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     origin.add("/running.bin", BODY)  # the same content and validators, without the throttle
     server.start()
 
+    assert server.session("admin", ADMIN_PASSWORD).get(server.dav()).status_code == 200
     for account in accounts:
         assert account.session.get(server.dav("notes.txt")).content == f"{account.name}'s notes".encode()
         assert server.session(account.name, "wrong-pw-Mv1").get(server.dav()).status_code == 401
