@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
-from engine.database import DatabaseError
-from engine.database_move import MoveError, Moved
+from engine.database import SQLITE_URL, DatabaseError, masked_url
+from engine.database_move import MoveError, Moved, move_embedded
 from engine.schema import SchemaError
 from provider.accounts import AccountError
 from server.client import ClientError, add, server_from
@@ -190,9 +190,6 @@ def _moved(moved: list[Moved]) -> str:
 
 
 def cmd_migrate_db(config: Config, args: argparse.Namespace) -> None:
-    from engine.database import SQLITE_URL, masked_url
-    from engine.database_move import move_embedded
-
     if config["database.url"] != SQLITE_URL:
         raise CommandError(f"database.url is {masked_url(config['database.url'])} already; migrate-db moves "
                            f"the embedded database (database.url: {SQLITE_URL})")
