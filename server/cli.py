@@ -281,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("gc", help="remove stored content no file refers to any more").set_defaults(run=cmd_gc)
 
-    migrate = commands.add_parser("migrate-db", help="move the embedded database into PostgreSQL")
+    migrate = commands.add_parser(
+        "migrate-db", help="move the embedded database into PostgreSQL",
+        description="Copy everything the embedded database holds into an empty PostgreSQL database, in one "
+                    "transaction. Run it with the server stopped; then set database.url and start the server.")
     migrate.add_argument("--to", required=True, metavar="URL",
                          help="an empty PostgreSQL database, e.g. postgresql://fetch:PW@db.example:5432/drive")
     migrate.set_defaults(run=cmd_migrate_db)
