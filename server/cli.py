@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
-from engine.database import DatabaseError
+from engine.database import SQLITE_URL, DatabaseError, masked_url
+from engine.database_move import MoveError, Moved, move_embedded
 from engine.schema import SchemaError
 from provider.accounts import AccountError
 from server.client import ClientError, add, server_from
@@ -167,6 +168,38 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> None:
     print(f"removed {removed} unused stored object(s), freed {format_size(freed)}")
 
 
+# How `migrate-db` names what it moved (one, several); a table not named here is "rows of" it.
+_MOVED_AS = {
+    "users": ("user", "users"), "tasks": ("task", "tasks"), "catalog": ("catalog entry", "catalog entries"),
+    "events": ("event", "events"), "event_users": ("event counter", "event counters"),
+    "devices": ("device", "devices"), "deliveries": ("delivery", "deliveries"),
+    "shares": ("share link", "share links"),
+    "dav_locks": ("lock record", "lock records"),  # WsgiDAV keeps a lock and its path's index entry
+    "dav_properties": ("resource with dead properties", "resources with dead properties"),
+}
+
+
+def _moved(moved: list[Moved]) -> str:
+    """`3 users, 1 catalog entry, ...`: the tables that held rows."""
+    named = []
+    for item in moved:
+        one, many = _MOVED_AS.get(item.table, (f"row of {item.table}", f"rows of {item.table}"))
+        if item.rows:
+            named.append(f"{item.rows} {one if item.rows == 1 else many}")
+    return ", ".join(named) or "nothing (the embedded database is empty)"
+
+
+def cmd_migrate_db(config: Config, args: argparse.Namespace) -> None:
+    if config["database.url"] != SQLITE_URL:
+        raise CommandError(f"database.url is {masked_url(config['database.url'])} already; migrate-db moves "
+                           f"the embedded database (database.url: {SQLITE_URL})")
+    moved = move_embedded(config.storage_root, args.to)
+    target = masked_url(args.to)
+    print(f"moved {_moved(moved)} to {target}")
+    print(f"next: set database.url to {target} (with its password) in {_config_file(args) or DEFAULT_CONFIG}, "
+          "keep storage.root as it is, and start the server")
+
+
 def _client_password(args: argparse.Namespace) -> str | None:
     if args.password is not None or args.password_stdin:
         return _read_password(args, prompt="")
@@ -248,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("gc", help="remove stored content no file refers to any more").set_defaults(run=cmd_gc)
 
+    migrate = commands.add_parser(
+        "migrate-db", help="move the embedded database into PostgreSQL",
+        description="Copy everything the embedded database holds into an empty PostgreSQL database, in one "
+                    "transaction. Run it with the server stopped; then set database.url and start the server.")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="an empty PostgreSQL database, e.g. postgresql://fetch:PW@db.example:5432/drive")
+    migrate.set_defaults(run=cmd_migrate_db)
+
     def client_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--server", required=True, metavar="URL", help="e.g. https://drive.example:8080")
         sub.add_argument("--user", required=True, metavar="U")
@@ -292,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
             config = load_config(_config_file(args), overrides)
         with _opened:
             run(config, args)
-    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError, DatabaseError) as error:
+    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError, DatabaseError,
+            MoveError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted", status=130)

@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+from provider.accounts import AccountError
 from server.app import API_PREFIX, DAV_PREFIX, FetchdriveApp, Storage
 from server.fast_files import FastFiles
 from server.http_server import DeferredHandshakeAdapter, ElasticServer
@@ -37,7 +38,12 @@ def ensure_first_admin(storage: Storage, default_quota: int | None) -> None:
     generated = password is None
     if generated:
         password = secrets.token_urlsafe(12)
-    storage.accounts.add("admin", password, default_quota)
+    try:
+        storage.accounts.add("admin", password, default_quota)
+    except AccountError:
+        if storage.accounts.get("admin") is None:
+            raise
+        return  # another node, starting at the same moment, made it (and said so)
     if generated:
         # Printed once to the terminal, never to the log.
         print(f"{added_user('admin', default_quota)} with password: {password}", file=sys.stderr, flush=True)
