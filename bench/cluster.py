@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.database import Database, open_database  # noqa: E402
 from engine.kinds import SourceKind, TaskState  # noqa: E402
 from tests.origin import Origin  # noqa: E402
+from tests.postgres import PostgresCluster  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
@@ -66,15 +67,17 @@ ENDED = (TaskState.FAILED, TaskState.DONE, TaskState.CANCELLED)
 
 
 @contextmanager
-def cluster_database(kind: str, work: Path) -> Iterator[str]:
-    """The `database.url` every node gets: a throwaway PostgreSQL, or the embedded file."""
+def cluster_database(kind: str) -> Iterator[str]:
+    """The `database.url` every node gets: a database on a throwaway PostgreSQL (the tests'
+    cluster), or the embedded file."""
     if kind == "sqlite":
         yield "sqlite:"
         return
-    from tests.postgres import throwaway_postgresql  # the tests' fixture, not a second one
-
-    with throwaway_postgresql(work / "postgresql") as url:
-        yield url
+    postgresql = PostgresCluster().start()
+    try:
+        yield postgresql.new_database()
+    finally:
+        postgresql.stop()
 
 
 @dataclass
@@ -267,7 +270,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     rows: list[Figures] = []
     try:
-        with cluster_database(args.database, work) as url, Origin() as origin:
+        with cluster_database(args.database) as url, Origin() as origin:
             cluster = Cluster(work, url, args.lease)
             try:
                 cluster.grow_to(1)
