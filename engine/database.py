@@ -22,6 +22,8 @@ from engine.schema import MIGRATIONS, PRE_VERSIONING_TASK_COLUMNS, Migration, pe
 class Database:
     """A sqlite-utils database guarded by one re-entrant lock."""
 
+    dialect = "sqlite"
+
     def __init__(self, path: Path | str, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
