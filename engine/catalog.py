@@ -62,7 +62,10 @@ class Catalog:
             "added_at": time.time(),
         }
         with self._database.write() as db:
-            db["catalog"].upsert(row, pk="id")
+            db.execute("insert into catalog (id, url, sha256, filename, origin, added_at) values (?, ?, ?, ?, ?, ?) "
+                       "on conflict (id) do update set url = excluded.url, sha256 = excluded.sha256, "
+                       "filename = excluded.filename, origin = excluded.origin, added_at = excluded.added_at",
+                       list(row.values()))
         return self.get(content_id)
 
     def load_config_entries(self, entries: list[dict[str, str]]) -> None:

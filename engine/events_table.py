@@ -35,31 +35,34 @@ class SqliteEvents:
 
     def append(self, user: str, kind: str, data: dict[str, Any], *, keep: int) -> int:
         with self._database.write() as db:
-            row = db.execute("select last_seq, floor from event_users where user = ?", [user]).fetchone()
-            last, floor = row if row else (0, 0)
-            seq = last + 1
-            db.execute("insert into events (user, seq, kind, data, created_at) values (?, ?, ?, ?, ?)",
+            # Numbering and row lock in one statement: concurrent appends for one user (other
+            # threads, other nodes) wait for each other instead of taking the same number.
+            seq, floor = db.execute(
+                'insert into event_users ("user", last_seq, floor) values (?, 1, 0) '
+                'on conflict ("user") do update set last_seq = event_users.last_seq + 1 returning last_seq, floor',
+                [user]).fetchone()
+            db.execute('insert into events ("user", seq, kind, data, created_at) values (?, ?, ?, ?, ?)',
                        [user, seq, kind, json.dumps(data), time.time()])
             if seq - keep > floor:
                 floor = seq - keep
-                db.execute("delete from events where user = ? and seq <= ?", [user, floor])
-            db.execute("insert or replace into event_users (user, last_seq, floor) values (?, ?, ?)", [user, seq, floor])
+                db.execute('delete from events where "user" = ? and seq <= ?', [user, floor])
+                db.execute('update event_users set floor = ? where "user" = ?', [floor, user])
         return seq
 
     def latest(self, user: str) -> int:
-        rows = self._database.read_committed("select last_seq from event_users where user = ?", [user])
+        rows = self._database.read_committed('select last_seq from event_users where "user" = ?', [user])
         return rows[0][0] if rows else 0
 
     def since(self, user: str, after: int, limit: int) -> list[StoredEvent] | None:
-        rows = self._database.read_committed("select last_seq, floor from event_users where user = ?", [user])
+        rows = self._database.read_committed('select last_seq, floor from event_users where "user" = ?', [user])
         last, floor = rows[0] if rows else (0, 0)
         if after < floor or after > last:
             return None
         found = self._database.read_committed(
-            "select seq, kind, data from events where user = ? and seq > ? order by seq limit ?", [user, after, limit])
+            'select seq, kind, data from events where "user" = ? and seq > ? order by seq limit ?', [user, after, limit])
         return [(seq, kind, json.loads(data)) for seq, kind, data in found]
 
     def forget_user(self, user: str) -> None:
         with self._database.write() as db:
-            db.execute("delete from events where user = ?", [user])
-            db.execute("delete from event_users where user = ?", [user])
+            db.execute('delete from events where "user" = ?', [user])
+            db.execute('delete from event_users where "user" = ?', [user])

@@ -38,7 +38,7 @@ class SqliteMapping(MutableMapping):
 
     def __getitem__(self, key: str) -> Any:
         with self._database.read() as db:
-            row = db.execute(f"select value from [{self._table}] where key = ?", [key]).fetchone()
+            row = db.execute(f"select value from {self._table} where key = ?", [key]).fetchone()
         if row is None:
             raise KeyError(key)
         return pickle.loads(row[0])
@@ -46,44 +46,44 @@ class SqliteMapping(MutableMapping):
     def __setitem__(self, key: str, value: Any) -> None:
         with self._database.write() as db:
             db.execute(
-                f"insert into [{self._table}] (key, value) values (?, ?) "
+                f"insert into {self._table} (key, value) values (?, ?) "
                 "on conflict(key) do update set value = excluded.value",
                 [key, pickle.dumps(value)],
             )
 
     def __delitem__(self, key: str) -> None:
         with self._database.write() as db:
-            if db.execute(f"delete from [{self._table}] where key = ?", [key]).rowcount == 0:
+            if db.execute(f"delete from {self._table} where key = ?", [key]).rowcount == 0:
                 raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
         with self._database.read() as db:
-            return db.execute(f"select 1 from [{self._table}] where key = ?", [key]).fetchone() is not None
+            return db.execute(f"select 1 from {self._table} where key = ?", [key]).fetchone() is not None
 
     def __iter__(self) -> Iterator[str]:
         with self._database.read() as db:
-            keys = [row[0] for row in db.execute(f"select key from [{self._table}]")]
+            keys = [row[0] for row in db.execute(f"select key from {self._table}")]
         return iter(keys)
 
     def __len__(self) -> int:
         with self._database.read() as db:
-            return db.execute(f"select count(*) from [{self._table}]").fetchone()[0]
+            return db.execute(f"select count(*) from {self._table}").fetchone()[0]
 
     def items(self):  # type: ignore[override]
         with self._database.read() as db:
-            rows = db.execute(f"select key, value from [{self._table}]").fetchall()
+            rows = db.execute(f"select key, value from {self._table}").fetchall()
         return [(key, pickle.loads(value)) for key, value in rows]
 
     def items_with_prefix(self, prefix: str) -> list[tuple[str, Any]]:
         """Entries whose key starts with `prefix`, in one indexed range query."""
         with self._database.read() as db:
-            rows = db.execute(f"select key, value from [{self._table}] where key >= ? and key < ?",
+            rows = db.execute(f"select key, value from {self._table} where key >= ? and key < ?",
                               [prefix, prefix + "\U0010ffff"]).fetchall()
         return [(key, pickle.loads(value)) for key, value in rows]
 
     def has_prefix(self, prefix: str) -> bool:
         with self._database.read() as db:
-            return db.execute(f"select 1 from [{self._table}] where key >= ? and key < ? limit 1",
+            return db.execute(f"select 1 from {self._table} where key >= ? and key < ? limit 1",
                               [prefix, prefix + "\U0010ffff"]).fetchone() is not None
 
     def sync(self) -> None:
@@ -122,8 +122,8 @@ class MeteredMapping(SqliteMapping):
         """Move one entry to another key of the same user (replacing what is there)."""
         replaced = self._size_at(new)
         with self._database.write() as db:
-            db.execute(f"delete from [{self._table}] where key = ?", [new])
-            db.execute(f"update [{self._table}] set key = ? where key = ?", [new, old])
+            db.execute(f"delete from {self._table} where key = ?", [new])
+            db.execute(f"update {self._table} set key = ? where key = ?", [new, old])
         self._quota.charge(self._owner(new), -replaced)
 
     def bytes_under(self, prefix: str) -> int:

@@ -84,7 +84,8 @@ class SqliteUsers:
 
     def add_used(self, name: str, delta: int) -> None:
         with self._database.write() as db:
-            db.execute("update users set used_bytes = max(0, used_bytes + ?) where name = ?", [delta, name])
+            db.execute("update users set used_bytes = case when used_bytes + ? > 0 then used_bytes + ? else 0 end where name = ?",
+                       [delta, delta, name])
 
     def set_used(self, name: str, used_bytes: int) -> None:
         with self._database.write() as db:

@@ -15,7 +15,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from engine.catalog import CatalogError
-from engine.database import Database
+from engine.database import open_database
 from engine.engine import DownloadEngine
 from engine.engine_settings import EngineSettings, from_keys
 from provider.accounts import Accounts
@@ -61,8 +61,8 @@ class Storage:
     def __init__(self, config: Config) -> None:
         self.root: Path = config.storage_root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.database = Database(self.root / "fetchdrive.sqlite")
-        self.accounts = Accounts(self.database)
+        self.database = open_database(config["database.url"], self.root)
+        self.accounts = Accounts(self.database, self.root)
         self.quota = Quota(self.accounts, self.root, config["storage.min_free"], config["storage.max_files"])
         self.shares = ShareStore(self.database, self.root / "share.key")
         self.spaces_root = self.root / "spaces"

@@ -17,7 +17,7 @@ QUOTA_PROPS = (
 )
 
 
-pytestmark = pytest.mark.shared_server
+pytestmark = [pytest.mark.shared_server, pytest.mark.both_databases]
 
 
 def quota_of(server, account, path=""):
