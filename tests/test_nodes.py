@@ -2,12 +2,13 @@
 one storage root and one database, each with its own `server.node` name. Tasks run once, a node
 killed with SIGKILL has its download taken over and resumed by another, a restarted node resumes
 its own tasks at once and leaves the others' alone, the per-user limit holds over nodes, and a
-cancel on one node stops the transfer on the node that runs it."""
+cancel on one node stops the transfer on the node that runs it. On SQLite (the nodes share its
+file in the root) and on PostgreSQL."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +23,22 @@ SIZE = 6 * MIB
 BODY = hashlib.sha256(b"nodes").digest() * (SIZE // 32)
 RUNNING = ("downloading", "verifying")
 
+pytestmark = pytest.mark.both_databases
+
 
 class Cluster:
-    """Nodes started one by one over a shared storage root (and so its SQLite database)."""
+    """Nodes started one by one over a shared storage root and one database (`shared`: its
+    database.url, none for the SQLite file in the root)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, shared: dict) -> None:
         self.base = base
         self.root = base / "root"
+        self.shared = shared
         self.nodes: dict[str, ServerProcess] = {}
 
     def start(self, name: str, settings: dict | None = None) -> ServerProcess:
-        node = ServerProcess(self.base / name, {"storage.root": str(self.root), "server.node": name, **(settings or {})})
+        node = ServerProcess(self.base / name, {**self.shared, "storage.root": str(self.root), "server.node": name,
+                                                **(settings or {})})
         self.nodes[name] = node.start()
         return node
 
@@ -59,8 +65,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path)
+def cluster(tmp_path: Path, with_database: Callable[[dict | None], dict]) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, with_database(None))
     yield started
     started.stop()
 

@@ -1,26 +1,36 @@
 """Claims and leases in the task store without a server: which task a node may take (table-driven),
-renewal, release, and that of several nodes claiming at once each task goes to exactly one."""
+renewal, release, and that of several nodes claiming at once each task goes to exactly one; on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from engine.database import Database
+from engine.database import SQLITE_URL, open_database
 from engine.kinds import TaskState
 from engine.tasks import RUNNING, Task, TaskStore
 
 LEASE = 30.0
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
-def database(tmp_path: Path):
-    opened = Database(tmp_path / "fetchdrive.sqlite")
-    yield opened
+def url(request, database: str) -> str:
+    """`database.url` of an empty database of the run's kind (tests/conftest.py `database`)."""
+    return SQLITE_URL if database == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def tasks(url: str, tmp_path: Path) -> Iterator[TaskStore]:
+    opened = open_database(url, tmp_path)
+    yield TaskStore(opened)
     opened.close()
 
 
@@ -71,8 +81,7 @@ CLAIMS = {
 
 
 @pytest.mark.parametrize("row", CLAIMS.values(), ids=CLAIMS.keys())
-def test_a_claim_takes(database, row: Row) -> None:
-    tasks = TaskStore(database)
+def test_a_claim_takes(tasks: TaskStore, row: Row) -> None:
     made = []
     for spec in row.setup:
         spec = dict(spec)
@@ -93,8 +102,7 @@ def test_a_claim_takes(database, row: Row) -> None:
     assert claimed.lease_until == pytest.approx(time.time() + LEASE, abs=5)
 
 
-def test_renewal_extends_only_the_leases_the_node_still_holds(database) -> None:
-    tasks = TaskStore(database)
+def test_renewal_extends_only_the_leases_the_node_still_holds(tasks: TaskStore) -> None:
     kept = _running(tasks, "a", 2)
     cancelled = _running(tasks, "a", 2)
     tasks.set_state_if(cancelled.id, RUNNING, state=TaskState.CANCELLED)
@@ -111,16 +119,14 @@ def test_renewal_extends_only_the_leases_the_node_still_holds(database) -> None:
     {"state": TaskState.WAITING},
     {"bytes_done": 7},
 ])
-def test_a_node_that_lost_a_task_can_change_it_no_more(database, values) -> None:
-    tasks = TaskStore(database)
+def test_a_node_that_lost_a_task_can_change_it_no_more(tasks: TaskStore, values: dict) -> None:
     lost = _running(tasks, "a", -1)
     assert tasks.claim("b", lease=LEASE, per_user=5).id == lost.id
     assert not tasks.set_state_if(lost.id, RUNNING, holder="a", **values)
     assert tasks.set_state_if(lost.id, RUNNING, holder="b", **values)
 
 
-def test_release_requeues_the_nodes_own_tasks_and_no_others(database) -> None:
-    tasks = TaskStore(database)
+def test_release_requeues_the_nodes_own_tasks_and_no_others(tasks: TaskStore) -> None:
     own = [_running(tasks, "a", 20), _running(tasks, "a", -1, state=TaskState.VERIFYING)]
     from_before_nodes = _add(tasks, state=TaskState.DOWNLOADING)
     others = [_running(tasks, "b", 20), _running(tasks, "b", -1)]
@@ -134,18 +140,16 @@ def test_release_requeues_the_nodes_own_tasks_and_no_others(database) -> None:
 
 
 @pytest.mark.parametrize("nodes, count", [(2, 40), (3, 60), (4, 30)])
-def test_nodes_claiming_at_once_each_take_a_task_exactly_once(tmp_path: Path, nodes: int, count: int) -> None:
-    """Each node with its own connection to one database file, as separate processes have."""
-    path = tmp_path / "fetchdrive.sqlite"
-    setup = Database(path)
-    for number in range(count):
-        _add(TaskStore(setup), user=f"user{number % 5}")
+def test_nodes_claiming_at_once_each_take_a_task_exactly_once(url: str, tmp_path: Path, nodes: int, count: int) -> None:
+    """Each node with its own connection to the database, as separate processes have."""
+    setup = open_database(url, tmp_path)
+    made = [_add(TaskStore(setup), user=f"user{number % 5}").id for number in range(count)]
     setup.close()
     taken: dict[str, list[int]] = {f"node{n}": [] for n in range(nodes)}
     go = threading.Barrier(nodes)
 
     def claim_all(name: str) -> None:
-        database = Database(path)
+        database = open_database(url, tmp_path)
         tasks = TaskStore(database)
         go.wait()
         while (task := tasks.claim(name, lease=LEASE, per_user=count)) is not None:
@@ -157,5 +161,30 @@ def test_nodes_claiming_at_once_each_take_a_task_exactly_once(tmp_path: Path, no
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    claimed = [task_id for ids in taken.values() for task_id in ids]
-    assert sorted(claimed) == list(range(1, count + 1))
+    assert sorted(task_id for ids in taken.values() for task_id in ids) == made
+
+
+@pytest.mark.parametrize("per_user", [1, 2, 3])
+def test_nodes_claiming_at_once_keep_the_per_user_limit(url: str, tmp_path: Path, per_user: int) -> None:
+    setup = open_database(url, tmp_path)
+    for _ in range(12):
+        _add(TaskStore(setup))
+    go = threading.Barrier(4)
+
+    def claim_all(name: str) -> None:
+        database = open_database(url, tmp_path)
+        tasks = TaskStore(database)
+        go.wait()
+        while tasks.claim(name, lease=LEASE, per_user=per_user) is not None:
+            pass
+        database.close()
+
+    threads = [threading.Thread(target=claim_all, args=(f"node{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with setup.read() as db:
+        running = db.execute("select count(*) from tasks where state = ?", [TaskState.DOWNLOADING]).fetchone()[0]
+    setup.close()
+    assert running == per_user
