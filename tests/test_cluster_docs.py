@@ -1,4 +1,4 @@
-"""docs/cluster.md's load balancer configurations, run as written in front of three nodes.
+"""docs/cluster.md's node configuration and load balancer configurations, run as written.
 
 The nginx and HAProxy blocks are taken from the document, with only what must differ on a
 test machine replaced (the nodes' addresses, the listening ports, the certificate), and
@@ -25,7 +25,7 @@ import requests
 
 from tests.downloads_helpers import wait_for
 from tests.postgres import PostgresCluster
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, run_cli
 from tests.sse_helpers import Listener, free_port
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
@@ -227,3 +227,14 @@ def test_events_reach_a_stream_held_open_through_the_balancer(balancer: str, cli
                  timeout=30, message="a file.created event through the balancer")
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("node", ["a", "b", "c"])
+def test_the_documented_node_config_is_accepted(node: str, tmp_path: Path) -> None:
+    """Every key of the document's config.yaml exists and takes the value shown (the database
+    and the shared mount replaced by what this machine has)."""
+    config = (documented("yaml").replace("postgresql://fetchdrive@db.internal:5432/fetchdrive", "'sqlite:'")
+              .replace("/srv/fetchdrive", str(tmp_path / "shared")).replace("node: a ", f"node: {node} "))
+    (tmp_path / "config.yaml").write_text(config)
+    listed = run_cli(tmp_path / "config.yaml", "user", "list")
+    assert listed.returncode == 0, listed.stderr
