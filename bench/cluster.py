@@ -63,6 +63,7 @@ from tests.postgres import PostgresCluster  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 SMALL_SIZE = 4096
 ENDED = (TaskState.FAILED, TaskState.DONE, TaskState.CANCELLED)
 
@@ -164,13 +165,12 @@ def claims_per_second(database: Database, origin: Origin, tasks: int, batch: int
 def rates_through_all(nodes: list[ServerProcess], path: str, seconds: float, connections: int,
                       script: Path | None = None) -> float:
     """One wrk per node at once, `connections` split over them; requests per second summed."""
-    headers = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
     share = max(2, connections // len(nodes))
     rates: list[float] = []
     lock = threading.Lock()
 
     def run(node: ServerProcess) -> None:
-        rate = wrk(node.dav(path), headers, seconds, script, connections=share).rate
+        rate = wrk(node.dav(path), BASIC, seconds, script, connections=share).rate
         with lock:
             rates.append(rate)
 
@@ -299,8 +299,7 @@ def main() -> None:
                     claims = claims_per_second(database, origin, args.tasks, count)
                     wait_idle(pids)
                     for node in running:  # warm-up: each node's first login and listing
-                        wrk(node.dav("folder/"), {"Authorization": "Basic " + base64.b64encode(
-                            f"{USER}:{PASSWORD}".encode()).decode()}, 1, script, connections=2)
+                        wrk(node.dav("folder/"), BASIC, 1, script, connections=2)
                     gets, propfinds = [], []
                     for _ in range(args.rounds):
                         wait_idle(pids)
