@@ -19,13 +19,12 @@ from contextlib import contextmanager
 from enum import Enum
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from engine.database import Database, DatabaseError, masked_url
+from engine.database import Database, DatabaseError, masked_url, url_passwords
 from engine.schema import MIGRATIONS, Migration
 
 # Connections per process: cheroot's threads mostly answer from memory and files, and a
@@ -114,7 +113,7 @@ class PostgresDatabase(Database):
             psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT).close()
         except psycopg.Error as error:
             reason = " ".join(str(error).split())  # libpq's messages run over several lines
-            for secret in {urlsplit(self.url).password, unquote(urlsplit(self.url).password or "")} - {None, ""}:
+            for secret in url_passwords(self.url):
                 reason = reason.replace(secret, "***")  # libpq may quote a malformed URL
             raise DatabaseError(f"cannot open the database {masked_url(self.url)}: {reason}") from None
 
