@@ -1,6 +1,6 @@
 """One try of a claimed task and what comes of it: the task's source runs it (engine/sources),
 and its outcome is decided here in one place. Cancelled: the data goes (unless the server is
-stopping: then it stays for the next start). Transient: the task waits and tries again, up to
+stopping, or another node has taken the task over: then it stays, to be resumed). Transient: the task waits and tries again, up to
 engine.retry.give_up_after. Permanent: the task fails, the user is told and the trigger gets
 its `.error.txt`. A fault of the server's own disk waits without counting towards giving up."""
 
@@ -20,7 +20,7 @@ from engine.scheduler import Running
 from engine.sources import Source
 from engine.space_access import SpaceAccess
 from engine.kinds import TaskState
-from engine.tasks import UNFINISHED, Task, TaskStore
+from engine.tasks import RUNNING, UNFINISHED, Task, TaskStore
 from engine.temp_area import TempArea
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ class Attempts:
                 raise failure(TransferOutcome.DISK_ALMOST_FULL)
             self._sources[task.kind].run(task, running)
         except Cancelled:
-            if not self._stopping.is_set():
+            current = self.tasks.get(task.id)
+            if not self._stopping.is_set() and current is not None and current.node == task.node:
                 self._temp.discard_temp(task)
         except Exception as error:
             fault = error if isinstance(error, FetchError) else local_storage_error(error)
@@ -69,7 +70,7 @@ class Attempts:
         """Park the task as waiting. Network faults count towards engine.retry.give_up_after;
         a fault of the server's own disk does not, and ends a run of network faults."""
         current = self.tasks.get(task.id)
-        if current is None or current.state not in (TaskState.DOWNLOADING, TaskState.VERIFYING):
+        if current is None or current.state not in RUNNING or current.node != task.node:
             return
         now = time.time()
         attempts = current.attempts + 1
@@ -81,13 +82,14 @@ class Attempts:
         wait = self.settings.retry.wait_before(attempts, error.retry_after)
         self._allowances.hold_only_saved_bytes(task)
         self.tasks.set_state_if(
-            task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), state=TaskState.WAITING, attempts=attempts, first_failure_at=first_failure,
+            task.id, RUNNING, holder=task.node, state=TaskState.WAITING, attempts=attempts, first_failure_at=first_failure,
             next_attempt_at=now + wait, error=f"{error}; retrying in {wait:.0f} s",
         )
         _log.info("task %d: %s; retry %d in %.1f s", task.id, error, attempts, wait)
 
     def fail(self, task: Task, reason: str) -> None:
-        if not self.tasks.set_state_if(task.id, UNFINISHED, state=TaskState.FAILED, error=reason, finished_at=time.time()):
+        if not self.tasks.set_state_if(task.id, UNFINISHED, holder=task.node, state=TaskState.FAILED, error=reason,
+                                       finished_at=time.time()):
             return
         _log.info("task %d failed: %s", task.id, reason)
         self.notifier.notify(self._spaces.root(task.user), Message(

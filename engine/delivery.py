@@ -116,11 +116,11 @@ class Delivery:
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
-            task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), state=TaskState.DONE, path=rel, sha256=digest, bytes_done=size,
+            task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), holder=task.node, state=TaskState.DONE, path=rel, sha256=digest, bytes_done=size,
             bytes_total=size, error=None, finished_at=time.time(), instant=int(instant),
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
-            # Cancelled at the last moment: take the file back.
+            # Cancelled at the last moment, or taken over by another node: take the file back.
             self._spaces.remove(task.user, placed)
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
@@ -136,7 +136,7 @@ class Delivery:
         held = self._instant.find(task, login)
         if held is None:
             return False
-        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), holder=task.node, state=TaskState.VERIFYING)
         self._temp.discard_temp(task)
         task.fetched_url = held.fetched_url
         name = sanitize_filename(task.filename_hint or held.name)

@@ -5,7 +5,8 @@ The trip of a trigger, from PUT to finished file:
 
 1. `trigger_files.py`: the drive reports a complete trigger (`trigger_ready`); it is parsed
    (`triggers.py`) and its tasks are made (`add`/`_add_task` here, stored by `tasks.py`).
-2. `scheduler.py`: a worker claims the task within the global and per-user limits.
+2. `scheduler.py`: a worker claims the task within the node's and per-user limits, under a
+   lease that this node (`nodes.py`) renews while it runs the task.
 3. `attempts.py`: one try, run by the task's source; its outcome (retry later, fail) decided.
 4. `sources/`: `http.py` (URLs and IDs, resolved by `resolvers.py`, fetched by `segments.py`
    and `fetcher.py`) or `torrent.py` (`torrent_client.py`) fetch into the temporary area
@@ -36,6 +37,7 @@ from engine.engine_settings import EngineSettings
 from engine.events import EventLog, TaskEvents, notifier_for
 from engine.fetcher import Fetcher
 from engine.naming import choose_filename, sanitize_filename
+from engine.nodes import Nodes
 from engine.notifications import Notifier, Outcome, read_targets
 from engine.placeholders import DownloadsStatus, Placeholder
 from engine.safe_http import make_session
@@ -64,9 +66,11 @@ class RetryRefused(ValueError):
 
 class DownloadEngine:
     def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings, *,
-                 event_history: int) -> None:
-        """`event_history`: how many events a user's stream keeps for resuming (events.history)."""
+                 event_history: int, node: str | None = None) -> None:
+        """`event_history`: how many events a user's stream keeps for resuming (events.history);
+        `node`: this node's name among those sharing the database (server.node; None: the host name)."""
         self.tasks = TaskStore(database)
+        self._nodes = Nodes(database, node, settings.lease)
         self.events = EventLog(database, history=event_history, notifier=notifier_for(database))
         self.devices = Devices(database, self.events)
         self.tasks.on_change = TaskEvents(self.events, self.devices.send_finished).changed
@@ -85,8 +89,10 @@ class DownloadEngine:
         )
         self.notifier = Notifier(allow_private=settings.allow_private_networks, allowlist=settings.private_allowlist)
         self.shelf = TorrentShelf(data_root / "torrents")
-        self._scheduler = Scheduler(self.tasks, workers=settings.workers, per_user=settings.per_user,
-                                    discard_temp=self._temp.discard_temp)
+        bandwidth = Bandwidth(settings.rate_limit, settings.per_user_rate_limit)
+        self._scheduler = Scheduler(self.tasks, node=self._nodes.name, lease=settings.lease, workers=settings.workers,
+                                    per_user=settings.per_user, discard_temp=self._temp.discard_temp,
+                                    on_renewal=lambda: bandwidth.share(len(self._nodes.alive())))
         self._triggers = TriggerFiles(self.tasks, self.events, self.devices, spaces, self.temp_root,
                                       linger=settings.trigger_linger, add_task=self._add_task,
                                       cancel=self._scheduler.cancel)
@@ -95,7 +101,7 @@ class DownloadEngine:
                                   cache_ttl=settings.cache_ttl, trigger_finished=self._triggers.trigger_finished)
         sources = [
             HttpSource(self.tasks, spaces, settings, fetcher=fetcher,
-                       bandwidth=Bandwidth(settings.rate_limit, settings.per_user_rate_limit), catalog=self.catalog,
+                       bandwidth=bandwidth, catalog=self.catalog,
                        allowances=self._allowances, temp=self._temp, delivery=self._delivery),
             TorrentSource(self.tasks, spaces, settings, store=self.store, shelf=self.shelf,
                           allowances=self._allowances, temp=self._temp, delivery=self._delivery),
@@ -108,7 +114,8 @@ class DownloadEngine:
     # --- life cycle -------------------------------------------------------
 
     def start(self, users: list[str]) -> None:
-        resumed = self.tasks.reset_interrupted()
+        self._nodes.start()
+        resumed = self.tasks.release(self._nodes.name)
         if resumed:
             _log.info("resuming %d interrupted download(s)", resumed)
         self._temp.remove_orphan_temp_files(self._delivery.file_away)
@@ -119,8 +126,11 @@ class DownloadEngine:
         self._scheduler.start(self._attempts.run)
 
     def stop(self) -> None:
-        """Interrupt running downloads; they stay resumable and continue at the next start."""
+        """Interrupt running downloads; they stay resumable, and go back to the queue for
+        another node, or this one at its next start, to continue."""
         self._scheduler.stop()
+        self.tasks.release(self._nodes.name)
+        self._nodes.stop()
         self.notifier.stop()
         self._triggers.stop()
 

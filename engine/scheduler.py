@@ -1,16 +1,21 @@
-"""Who runs next: the worker threads, the claim of a task, the limits, the registry of running
-tasks and their cancel flags.
+"""Who runs next: the worker threads, the claim of a task and its lease, the limits, the
+registry of running tasks and their cancel flags.
 
-At most `workers` downloads run at once and `per_user` per user, the next one going to the
-user with the fewest running (oldest task first); two tasks for the same source never run
-together, so the second one is delivered from the store without a second transfer. A claim is
-one conditional state change in the task store (TaskState.QUEUED/TaskState.WAITING -> TaskState.DOWNLOADING), so it can
-become a lease in a shared database for several nodes without changing the workers; the
-in-memory part is only what this node runs (`Running`).
+At most `workers` downloads run at once on this node, and `per_user` per user over all the
+nodes sharing the database, the next one going to the user with the fewest running (oldest
+task first); two tasks for the same source never run together, so the second one is delivered
+from the store without a second transfer. A claim is one statement in the task store
+(`TaskStore.claim`) that makes the task downloading, held by this node under a lease of
+`lease` seconds. Every third of the lease this node renews the leases of what it runs, and
+stops a task whose renewal finds it cancelled (from any node) or taken over by another node
+(this one stalled past its lease); a task whose node died is runnable again once its lease has
+passed, and the node that claims it resumes it from the saved bytes. The in-memory part is
+only what this node runs (`Running`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,8 +23,10 @@ from dataclasses import dataclass
 
 from engine.download import Download
 from engine.kinds import TaskState
-from engine.tasks import UNFINISHED, Task, TaskStore
+from engine.tasks import RUNNING, UNFINISHED, Task, TaskStore
 from engine.torrent_client import TorrentProgress
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,15 +43,19 @@ class Running:
 
 
 class Scheduler:
-    """The worker pool. `run(task, running)` does one try of a claimed task; `discard_temp`
-    frees the temporary data of a task cancelled while no worker holds it."""
+    """The worker pool of the node `node`. `run(task, running)` does one try of a claimed task;
+    `discard_temp` frees the temporary data of a task cancelled while no worker holds it;
+    `on_renewal` is called after each round of lease renewals."""
 
-    def __init__(self, tasks: TaskStore, *, workers: int, per_user: int,
-                 discard_temp: Callable[[Task], None]) -> None:
+    def __init__(self, tasks: TaskStore, *, node: str, lease: float, workers: int, per_user: int,
+                 discard_temp: Callable[[Task], None], on_renewal: Callable[[], None]) -> None:
         self.tasks = tasks
+        self.node = node
+        self.lease = lease
         self.workers = workers
         self.per_user = per_user
         self._discard_temp = discard_temp
+        self._on_renewal = on_renewal
         self._cond = threading.Condition()
         self._running: dict[int, Running] = {}
         self._threads: list[threading.Thread] = []
@@ -55,6 +66,9 @@ class Scheduler:
             thread = threading.Thread(target=self._work, args=(run,), name=f"download-worker-{number + 1}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        renewing = threading.Thread(target=self._keep_leases, name="lease-renewal", daemon=True)
+        renewing.start()
+        self._threads.append(renewing)
 
     def stop(self) -> None:
         """Interrupt running downloads; they stay resumable and continue at the next start."""
@@ -93,6 +107,8 @@ class Scheduler:
             if running:
                 running.cancel.set()  # the worker frees the temporary data
                 return True
+        if task.state in RUNNING and task.node != self.node and (task.lease_until or 0) >= time.time():
+            return True  # its node stops it at its next renewal and frees the data it is writing
         self._discard_temp(task)
         return True
 
@@ -112,8 +128,8 @@ class Scheduler:
         with self._cond:
             while not self.stopping.is_set():
                 if len(self._running) < self.workers:
-                    task = self._pick(self.tasks.runnable(time.time()))
-                    if task is not None and self.tasks.set_state_if(task.id, (TaskState.QUEUED, TaskState.WAITING), state=TaskState.DOWNLOADING):
+                    task = self.tasks.claim(self.node, lease=self.lease, per_user=self.per_user)
+                    if task is not None:
                         running = Running(task.id, task.user, task.source, threading.Event(), started=time.monotonic())
                         self._running[task.id] = running
                         return task, running
@@ -122,13 +138,23 @@ class Scheduler:
                 self._cond.wait(timeout)
         return None
 
-    def _pick(self, candidates: list[Task]) -> Task | None:
-        per_user: dict[str, int] = {}
-        for running in self._running.values():
-            per_user[running.user] = per_user.get(running.user, 0) + 1
-        busy_sources = {running.source for running in self._running.values()}
-        eligible = [
-            task for task in candidates
-            if per_user.get(task.user, 0) < self.per_user and task.source not in busy_sources
-        ]
-        return min(eligible, key=lambda task: (per_user.get(task.user, 0), task.id), default=None)
+    def _keep_leases(self) -> None:
+        while not self.stopping.wait(self.lease / 3):
+            try:
+                self._renew()
+                self._on_renewal()
+            except Exception:  # a database hiccup; the next round tries again, within the lease
+                _log.exception("renewing the leases of node %s", self.node)
+
+    def _renew(self) -> None:
+        """Extend the leases of the tasks running here; stop those no longer this node's."""
+        with self._cond:
+            running = dict(self._running)
+        if not running:
+            return
+        held = self.tasks.renew(self.node, running.keys(), time.time() + self.lease)
+        with self._cond:
+            lost = [self._running[task_id] for task_id in running.keys() - held if task_id in self._running]
+        for task in lost:  # (a task that finished meanwhile has left `_running`)
+            _log.info("task %d: cancelled or taken over by another node; stopping it here", task.task_id)
+            task.cancel.set()

@@ -7,6 +7,7 @@ and `failed` / `cancelled` as the other ends. Every change is committed at once,
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterable
@@ -16,6 +17,7 @@ from engine.kinds import SourceKind, TaskState
 from engine.schema import SAME_REQUEST, columns, from_row
 
 UNFINISHED = (TaskState.QUEUED, TaskState.DOWNLOADING, TaskState.WAITING, TaskState.VERIFYING)
+RUNNING = (TaskState.DOWNLOADING, TaskState.VERIFYING)  # held by a node, under a lease
 FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
 
 
@@ -66,6 +68,10 @@ class Task:
 _COLUMNS = columns(Task)
 
 
+class _OverLimit(Exception):
+    """A claim that would exceed engine.per_user (see TaskStore._hold_per_user_limit)."""
+
+
 class TaskStore:
     """All reads and writes of the `tasks` table: the `engine.repository.TaskRepository`."""
 
@@ -113,16 +119,19 @@ class TaskStore:
         if task is not None:
             self.on_change(task, values.keys())
 
-    def set_state_if(self, task_id: int, expected: Iterable[TaskState], **values: Any) -> bool:
-        """Update only while the task is still in one of `expected` (a cancel may have won)."""
+    def set_state_if(self, task_id: int, expected: Iterable[TaskState], *, holder: str | None = None,
+                     **values: Any) -> bool:
+        """Update only while the task is still in one of `expected` (a cancel may have won) and,
+        with `holder`, still held by that node (another may have taken it over)."""
         expected = list(expected)
         values["updated_at"] = time.time()
         assignments = ", ".join(f'"{name}" = ?' for name in values)
         marks = ", ".join("?" for _ in expected)
+        held = "" if holder is None else " and node = ?"
         with self._database.write() as db:
             cursor = db.execute(
-                f"update tasks set {assignments} where id = ? and state in ({marks})",
-                [*values.values(), task_id, *expected],
+                f"update tasks set {assignments} where id = ? and state in ({marks}){held}",
+                [*values.values(), task_id, *expected, *([] if holder is None else [holder])],
             )
             changed = cursor.rowcount == 1
         if changed:
@@ -186,24 +195,84 @@ class TaskStore:
             [user, *UNFINISHED, prefix, len(prefix) + 1, prefix + "/"],
         )
 
-    def runnable(self, now: float, limit: int = 200) -> list[Task]:
-        """Tasks a worker may start now, oldest first."""
-        return self._query(
-            "select * from tasks where state = ? or (state = ? and next_attempt_at <= ?) order by id limit ?",
-            [TaskState.QUEUED, TaskState.WAITING, now, limit],
+    def claim(self, node: str, *, lease: float, per_user: int) -> Task | None:
+        """Take the next task for `node` in one statement: it becomes downloading, held by `node`
+        until now + `lease`. Runnable are queued tasks, waiting ones whose time has come and
+        running ones whose lease has passed (their node is gone: this one resumes them). A user
+        with `per_user` live leases over all nodes gets nothing more; of the others, the user
+        running fewest goes first, then the oldest task. A source running anywhere waits, so
+        that it is fetched once and the second task is delivered from the store."""
+        now = time.time()
+        live = "r.state in (?, ?) and r.lease_until >= ?"
+        running_of_user = f'(select count(*) from tasks r where r."user" = t."user" and {live})'
+        postgresql = self._database.dialect == "postgresql"
+        # FOR UPDATE SKIP LOCKED: PostgreSQL nodes claim side by side, each passing over the
+        # rows another is claiming; SQLite's write transaction is exclusive already.
+        sql = (
+            "update tasks set state = ?, node = ?, lease_until = ?, updated_at = ? where id = ("
+            "select t.id from tasks t where (t.state = ? or (t.state = ? and t.next_attempt_at <= ?) "
+            "or (t.state in (?, ?) and coalesce(t.lease_until, 0) < ?)) "
+            f"and {running_of_user} < ? "
+            f"and not exists (select 1 from tasks r where r.source = t.source and {live}) "
+            f"order by {running_of_user}, t.id limit 1{' for update of t skip locked' if postgresql else ''}) "
+            "returning *"
         )
+        params = [TaskState.DOWNLOADING, node, now + lease, now,
+                  TaskState.QUEUED, TaskState.WAITING, now, *RUNNING, now,
+                  *RUNNING, now, per_user,
+                  *RUNNING, now,
+                  *RUNNING, now]
+        try:
+            with self._database.write() as db:
+                rows = list(db.query(sql, params))
+                if rows and postgresql:
+                    self._hold_per_user_limit(db, rows[0]["user"], per_user, now)
+        except _OverLimit:
+            return None
+        if not rows:
+            return None
+        task = self._task(rows[0])
+        self.on_change(task, ("state", "node", "lease_until", "updated_at"))
+        return task
+
+    @staticmethod
+    def _hold_per_user_limit(db: Any, user: str, per_user: int, now: float) -> None:
+        """Two PostgreSQL nodes claiming for one user at once each count the other's claim as not
+        yet made; a lock per user, then a recount that sees every claim committed before it,
+        undoes the one that went over (raises _OverLimit, which rolls the claim back)."""
+        key = int.from_bytes(hashlib.blake2b(f"claim:{user}".encode(), digest_size=8).digest(), "big", signed=True)
+        db.execute("select pg_advisory_xact_lock(?)", [key])
+        running = db.execute('select count(*) from tasks where "user" = ? and state in (?, ?) and lease_until >= ?',
+                             [user, *RUNNING, now]).fetchone()[0]
+        if running > per_user:
+            raise _OverLimit
+
+    def renew(self, node: str, task_ids: Collection[int], until: float) -> set[int]:
+        """Extend to `until` the lease of those of `task_ids` that `node` still runs, and say
+        which those are: a task missing was cancelled, or taken over by another node. Not
+        reported to `on_change`: a lease is nothing a user sees."""
+        marks = ", ".join("?" for _ in task_ids)
+        with self._database.write() as db:
+            rows = db.execute(
+                f"update tasks set lease_until = ? where node = ? and state in (?, ?) and id in ({marks}) returning id",
+                [until, node, *RUNNING, *task_ids],
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def next_wake(self) -> float | None:
         with self._database.read() as db:
             row = db.execute("select min(next_attempt_at) from tasks where state = ?", [TaskState.WAITING]).fetchone()
         return row[0] if row else None
 
-    def reset_interrupted(self) -> int:
-        """After a restart, tasks that were running go back to the queue."""
+    def release(self, node: str) -> int:
+        """The tasks `node` runs go back to the queue: at its start (what it ran before a crash
+        resumes at once, not after the lease) and at its stop (another node may take them).
+        Other nodes' tasks stay theirs; a running task with no node is from before nodes."""
         with self._database.write() as db:
             return db.execute(
-                "update tasks set state = ?, updated_at = ? where state in (?, ?)",
-                [TaskState.QUEUED, time.time(), TaskState.DOWNLOADING, TaskState.VERIFYING],
+                "update tasks set state = ?, node = null, lease_until = null, updated_at = ? "
+                "where state in (?, ?) and (node = ? or node is null)",
+                [TaskState.QUEUED, time.time(), *RUNNING, node],
             ).rowcount
 
     def delete_user(self, user: str) -> None:

@@ -24,7 +24,7 @@ from engine.segments import transfer
 from engine.transfer_context import TransferContext
 from engine.space_access import SpaceAccess
 from engine.kinds import TaskState
-from engine.tasks import Task, TaskStore
+from engine.tasks import RUNNING, Task, TaskStore
 from engine.temp_area import TempArea
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class HttpSource:
             finally:
                 save_progress.flush()  # the next try, or a restart, resumes from the last figure
             if expected:
-                self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
+                self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), holder=task.node, state=TaskState.VERIFYING)
                 digest = download.sha256()
                 if digest != expected.lower():
                     self._temp.discard_temp(task)
@@ -105,8 +105,10 @@ class HttpSource:
         self._delivery.finish(task, running, download)
 
     def _save_progress(self, task: Task, download: Download) -> None:
-        self.tasks.update(
-            task.id,
+        # Only while this node holds the task: one that stalled past its lease must not
+        # overwrite the figures of the node that took over.
+        self.tasks.set_state_if(
+            task.id, RUNNING, holder=task.node,
             bytes_done=download.bytes_done,
             bytes_total=download.bytes_total,
             etag=download.etag,

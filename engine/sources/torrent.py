@@ -91,7 +91,7 @@ class TorrentSource:
 
     def deliver(self, task: Task, running: Running, state: TorrentState) -> None:
         """Publish a fetched torrent, file its files in the content store, shelve its manifest."""
-        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), holder=task.node, state=TaskState.VERIFYING)
         if running.cancel.is_set():
             raise Cancelled()
         meta, save_dir = state.meta, state.save_dir
@@ -130,7 +130,7 @@ class TorrentSource:
         shelved = self.shelf.get(magnet_info_hash(task.source))
         if shelved is None or not all(self.store.has(f.sha256) for f in shelved.files):
             return False
-        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), state=TaskState.VERIFYING)
+        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), holder=task.node, state=TaskState.VERIFYING)
         self._temp.discard_temp(task)
         if shelved.multi_file:
             staging = self._temp.root / f"{task.id}.deliver" / shelved.name

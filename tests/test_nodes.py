@@ -1,0 +1,205 @@
+"""Several nodes as one drive's download workers (SPEC 8, issue 17): real server processes sharing
+one storage root and one database, each with its own `server.node` name. Tasks run once, a node
+killed with SIGKILL has its download taken over and resumed by another, a restarted node resumes
+its own tasks at once and leaves the others' alone, the per-user limit holds over nodes, and a
+cancel on one node stops the transfer on the node that runs it. On SQLite (the nodes share its
+file in the root) and on PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Account
+from tests.downloads_helpers import files_in, url_shortcut, wait_for
+from tests.origin import Origin
+from tests.server_process import ServerProcess
+
+MIB = 1024 * 1024
+SIZE = 6 * MIB
+BODY = hashlib.sha256(b"nodes").digest() * (SIZE // 32)
+RUNNING = ("downloading", "verifying")
+
+pytestmark = pytest.mark.both_databases
+
+
+class Cluster:
+    """Nodes started one by one over a shared storage root and one database (`shared`: its
+    database.url, none for the SQLite file in the root)."""
+
+    def __init__(self, base: Path, shared: dict) -> None:
+        self.base = base
+        self.root = base / "root"
+        self.shared = shared
+        self.nodes: dict[str, ServerProcess] = {}
+
+    def start(self, name: str, settings: dict | None = None) -> ServerProcess:
+        node = ServerProcess(self.base / name, {**self.shared, "storage.root": str(self.root), "server.node": name,
+                                                **(settings or {})})
+        self.nodes[name] = node.start()
+        return node
+
+    def account(self, name: str) -> Account:
+        node = next(iter(self.nodes.values()))
+        password = f"{name}-password"
+        node.add_user(name, password, quota="100M")
+        return Account(name, password, node.session(name, password))
+
+    def space(self, user: str) -> Path:
+        return self.root / "spaces" / user
+
+    def temp_files(self) -> list[str]:
+        return files_in(self.root / "tmp" / "downloads")
+
+    def delivered(self, user: str, name: str, timeout: float = 60) -> bytes:
+        path = self.space(user) / "downloads" / name
+        wait_for(path.exists, timeout=timeout, message=f"{name} delivered")
+        return path.read_bytes()
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, with_database: Callable[[dict | None], dict]) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, with_database(None))
+    yield started
+    started.stop()
+
+
+def tasks(node: ServerProcess, account: Account) -> list[dict]:
+    return account.session.get(node.url("/api/v1/tasks")).json()
+
+
+def add(node: ServerProcess, account: Account, url: str) -> dict:
+    response = account.session.post(node.url("/api/v1/tasks"), json={"url": url})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def saved_bytes(cluster: Cluster) -> int:
+    temp = cluster.root / "tmp" / "downloads"
+    return sum((temp / name).stat().st_size for name in cluster.temp_files() if (temp / name).is_file())
+
+
+@pytest.mark.parametrize("node_count, trigger_count", [(2, 8), (3, 12)])
+def test_each_task_runs_once_over_the_nodes(cluster, origin: Origin, node_count: int, trigger_count: int) -> None:
+    nodes = [cluster.start(f"node{n}") for n in range(node_count)]
+    alice = cluster.account("alice")
+    bodies = {f"/f{n}.bin": hashlib.sha256(f"{n}".encode()).digest() * 2048 for n in range(trigger_count)}
+    for path, body in bodies.items():
+        origin.add(path, body, rate=256 * 1024)
+    for number, path in enumerate(bodies):  # each trigger dropped through another node
+        node = nodes[number % node_count]
+        assert alice.session.put(node.dav(f"downloads{path}.url"), data=url_shortcut(origin.url(path))).status_code == 201
+    for path, body in bodies.items():
+        assert cluster.delivered("alice", path.lstrip("/")) == body
+    for path in bodies:
+        assert origin.count(path) == 1, f"{path} fetched {origin.count(path)} times"
+    wait_for(lambda: [task["state"] for task in tasks(nodes[0], alice)] == ["done"] * trigger_count,
+             message="every task done once")
+    expected = sorted(path.lstrip("/") for path in bodies)
+    wait_for(lambda: files_in(cluster.space("alice") / "downloads") == expected, message="one file each, triggers gone")
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin, connections: int) -> None:
+    settings = {"engine.lease": 3, "engine.connections_per_task": connections}
+    first = cluster.start("first", settings)
+    alice = cluster.account("alice")
+    resource = origin.add("/big.bin", BODY, rate=MIB)
+    add(first, alice, origin.url("/big.bin"))
+    wait_for(lambda: saved_bytes(cluster) > MIB, message="1 MiB saved by the first node")
+    second = cluster.start("second", settings)
+    first.kill()
+    asked_before_kill = len(origin.requests)
+    resource.rate = None
+    assert cluster.delivered("alice", "big.bin") == BODY
+    resumed = [entry.range for entry in origin.requests[asked_before_kill:]]
+    assert resumed and all(asked and not asked.startswith("bytes=0-") for asked in resumed), resumed
+    assert origin.bytes_sent("/big.bin") < 1.3 * SIZE
+    wait_for(lambda: not cluster.temp_files(), message="temporary data removed")
+    assert [task["state"] for task in tasks(second, alice)] == ["done"]
+
+
+@pytest.mark.parametrize("killed", ["first", "second"])
+def test_a_restarted_node_resumes_its_own_tasks_at_once_and_leaves_the_others(cluster, origin: Origin,
+                                                                               killed: str) -> None:
+    # A lease far longer than the test may wait: only the restarted node itself can resume its task.
+    # One stream per download: any request after the kill is a resume or a restart.
+    settings = {"engine.lease": 300, "engine.workers": 1, "engine.connections_per_task": 1}
+    alice, paced = None, []
+    for name in ("first", "second"):
+        node = cluster.start(name, settings)
+        alice = alice or cluster.account("alice")
+        paced.append(origin.add(f"/{name}.bin", BODY, rate=MIB))
+        add(node, alice, origin.url(f"/{name}.bin"))
+        wait_for(lambda: origin.bytes_sent(f"/{name}.bin") > MIB // 2, message=f"{name} node downloading")
+    cluster.nodes[killed].kill()
+    asked_before_kill = len(origin.requests)
+    for resource in paced:
+        resource.rate = None
+    cluster.nodes[killed].start()
+    for name in ("first", "second"):
+        assert cluster.delivered("alice", f"{name}.bin", timeout=60) == BODY
+    again = origin.requests[asked_before_kill:]
+    assert {entry.path for entry in again} <= {f"/{killed}.bin"}, "the other node's download was restarted"
+    assert all(entry.range for entry in again), "the restarted node fetched its download from the start"
+
+
+@pytest.mark.parametrize("per_user", [1, 2])
+def test_the_per_user_limit_holds_over_the_nodes(cluster, origin: Origin, per_user: int) -> None:
+    settings = {"engine.workers": 4, "engine.per_user": per_user}
+    nodes = [cluster.start(name, settings) for name in ("first", "second")]
+    alice, bob = cluster.account("alice"), cluster.account("bob")
+    paced = [origin.add(f"/a{n}", bytes([n]) * MIB, rate=256 * 1024) for n in range(per_user + 2)]
+    for number in range(per_user + 2):
+        add(nodes[number % 2], alice, origin.url(f"/a{number}"))
+    paced.append(origin.add("/b", b"b" * MIB, rate=256 * 1024))
+    add(nodes[1], bob, origin.url("/b"))
+    most = 0
+
+    def alices_running_and_bobs_too() -> bool:
+        nonlocal most
+        running = sum(task["state"] in RUNNING for task in tasks(nodes[0], alice))
+        most = max(most, running)
+        return running == per_user and [task["state"] for task in tasks(nodes[1], bob)] == ["downloading"]
+
+    wait_for(alices_running_and_bobs_too, message="alice at her limit, bob's task beside hers")
+    for resource in paced:
+        resource.rate = 2 * MIB
+
+    def all_done() -> bool:
+        nonlocal most
+        states = [task["state"] for task in tasks(nodes[0], alice)]
+        most = max(most, sum(state in RUNNING for state in states))
+        return states == ["done"] * (per_user + 2)
+
+    wait_for(all_done, timeout=60, message="all of alice's tasks done")
+    assert most == per_user
+
+
+@pytest.mark.parametrize("how", ["api", "trigger"])
+def test_a_cancel_on_another_node_stops_the_transfer(cluster, origin: Origin, how: str) -> None:
+    settings = {"engine.lease": 6}
+    runner = cluster.start("runner", settings)
+    alice = cluster.account("alice")
+    origin.add("/slow.bin", BODY, rate=512 * 1024)
+    assert alice.session.put(runner.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin"))).status_code == 201
+    wait_for(lambda: saved_bytes(cluster) > 0, message="the runner downloading")
+    other = cluster.start("other", settings)
+    if how == "api":
+        [task] = tasks(other, alice)
+        assert alice.session.delete(other.url(f"/api/v1/tasks/{task['id']}")).status_code == 200
+    else:
+        assert alice.session.delete(other.dav("downloads/slow.url")).status_code == 204
+    # The runner notices at its next renewal (lease/3), stops and frees the temporary data.
+    wait_for(lambda: not cluster.temp_files(), timeout=30, message="the runner stopped and freed the data")
+    assert [task["state"] for task in tasks(runner, alice)] == ["cancelled"]
+    assert not (cluster.space("alice") / "downloads" / "slow.bin").exists()
+    assert origin.bytes_sent("/slow.bin") < SIZE
+    assert "cancelled or taken over by another node" in runner.log_text()
