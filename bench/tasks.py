@@ -19,14 +19,14 @@ from pathlib import Path
 from support import fetchdrive_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.sqlite_database import SqliteDatabase  # noqa: E402
+from engine.database import SQLITE_URL, open_database  # noqa: E402
 from engine.kinds import SourceKind, TaskState  # noqa: E402
 from engine.tasks import TaskStore  # noqa: E402
 
 
-def fill(database_path: Path, count: int) -> None:
+def fill(data: Path, count: int) -> None:
     """Tasks as a long-lived account has them: mostly done or failed, some waiting to retry."""
-    store = TaskStore(SqliteDatabase(database_path))
+    store = TaskStore(open_database(SQLITE_URL, data))
     later = time.time() + 86400
     rows = []
     for number in range(count):
@@ -37,8 +37,12 @@ def fill(database_path: Path, count: int) -> None:
             "bytes_done": 0, "attempts": 1, "instant": 0, "next_attempt_at": later if state == TaskState.WAITING else None,
             "created_at": time.time(), "updated_at": time.time(),
         })
-    with store._database.write() as db:  # one bulk insert; the store has no bulk API of its own
-        db["tasks"].insert_all(rows, batch_size=1000)
+    columns = list(rows[0])
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    insert = f"insert into tasks ({quoted}) values ({', '.join('?' for _ in columns)})"
+    with store._database.write() as db:  # one transaction; the store has no bulk API of its own
+        for row in rows:
+            db.execute(insert, [row[name] for name in columns])
 
 
 def median_ms(action, repeat: int) -> float:
@@ -53,10 +57,10 @@ def median_ms(action, repeat: int) -> float:
 def measure(work: Path, count: int, repeat: int) -> dict[str, float]:
     server = fetchdrive_server(work / f"tasks-{count}")
     server.stop()
-    fill(server.data / "fetchdrive.sqlite", count)
+    fill(server.data, count)
     server.start()
     session = server.session("bench", "bench-password")
-    store = TaskStore(SqliteDatabase(server.data / "fetchdrive.sqlite"))
+    store = TaskStore(open_database(SQLITE_URL, server.data))
 
     def list_downloads() -> int:
         response = session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"})
