@@ -131,11 +131,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     Migration(3, "quota reservations, file counts and login throttling shared by every node", (
         # Room held for bytes on their way in, one row per reservation; it counts while its
-        # node is alive (provider/quota.py).
+        # node is alive (provider/quota.py). Only writes in progress have a row, so the table
+        # stays small enough to need no index beyond its key: each PUT adds and removes one.
         """create table reservations (id text primary key, node text not null, "user" text not null,
             bytes bigint not null)""",
-        'create index idx_reservations_user on reservations ("user")',
-        "create index idx_reservations_node on reservations (node)",
         # Files and folders per user for storage.max_files; a row appears with the first count.
         'create table entry_counts ("user" text primary key, entries bigint not null)',
         # Consecutive wrong passwords per (user name or share, address) (provider/login_throttle.py).
