@@ -19,14 +19,14 @@ from pathlib import Path
 from support import fetchdrive_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.database import Database  # noqa: E402
+from engine.sqlite_database import SqliteDatabase  # noqa: E402
 from engine.kinds import SourceKind, TaskState  # noqa: E402
 from engine.tasks import TaskStore  # noqa: E402
 
 
 def fill(database_path: Path, count: int) -> None:
     """Tasks as a long-lived account has them: mostly done or failed, some waiting to retry."""
-    store = TaskStore(Database(database_path))
+    store = TaskStore(SqliteDatabase(database_path))
     later = time.time() + 86400
     rows = []
     for number in range(count):
@@ -56,7 +56,7 @@ def measure(work: Path, count: int, repeat: int) -> dict[str, float]:
     fill(server.data / "fetchdrive.sqlite", count)
     server.start()
     session = server.session("bench", "bench-password")
-    store = TaskStore(Database(server.data / "fetchdrive.sqlite"))
+    store = TaskStore(SqliteDatabase(server.data / "fetchdrive.sqlite"))
 
     def list_downloads() -> int:
         response = session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"})

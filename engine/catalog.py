@@ -46,7 +46,7 @@ def check_entry(content_id: str, url: str, sha256: str | None, filename: str | N
 
 
 class Catalog:
-    """The `catalog` table: the SQLite `engine.repository.CatalogRepository`."""
+    """The `catalog` table: the `engine.repository.CatalogRepository`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -62,7 +62,10 @@ class Catalog:
             "added_at": time.time(),
         }
         with self._database.write() as db:
-            db["catalog"].upsert(row, pk="id")
+            db.execute("insert into catalog (id, url, sha256, filename, origin, added_at) values (?, ?, ?, ?, ?, ?) "
+                       "on conflict (id) do update set url = excluded.url, sha256 = excluded.sha256, "
+                       "filename = excluded.filename, origin = excluded.origin, added_at = excluded.added_at",
+                       list(row.values()))
         return self.get(content_id)
 
     def load_config_entries(self, entries: list[dict[str, str]]) -> None:

@@ -89,12 +89,17 @@ class StripedFileLocks:
 
 
 class AdvisoryLocks:
-    """PostgreSQL session advisory locks, one connection per thread."""
+    """PostgreSQL session advisory locks, on one connection per thread and database (shared
+    by every namespace, so a node opens no more than one per thread)."""
+
+    _threads: dict[str, threading.local] = {}
+    _threads_lock = threading.Lock()
 
     def __init__(self, url: str, namespace: str) -> None:
         self._url = url
         self._namespace = namespace
-        self._local = threading.local()
+        with self._threads_lock:
+            self._local = self._threads.setdefault(url, threading.local())
 
     def _session(self):
         conn = getattr(self._local, "conn", None)
@@ -102,7 +107,7 @@ class AdvisoryLocks:
             import psycopg  # only a PostgreSQL deployment needs it
 
             conn = self._local.conn = psycopg.connect(self._url, autocommit=True)
-            self._local.held = {}
+            self._local.held = {}  # a closed session held nothing
         return conn, self._local.held
 
     @contextmanager
@@ -127,6 +132,6 @@ class AdvisoryLocks:
 
 def cluster_locks(database: Database, root: Path, namespace: str, stripes: int = 256) -> ClusterLocks:
     """The locks of `namespace` for the nodes sharing `database` and the storage `root`."""
-    if getattr(database, "dialect", "sqlite") == "postgresql":
+    if database.dialect == "postgresql":
         return AdvisoryLocks(database.url, namespace)
     return StripedFileLocks(root / "locks" / namespace, stripes)

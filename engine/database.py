@@ -1,104 +1,132 @@
-"""The one SQLite database under `storage.root` (users, tasks, catalog, DAV locks and properties).
+"""The database behind every table fetchdrive keeps, whichever engine holds it.
 
-Web threads and download workers share a single connection in WAL mode; every access goes
-through `Database.lock`, so writes are serialised in one place and a `kill -9` at any moment
-leaves the last committed state. Opening it brings its schema up to date (`engine.schema`).
+`open_database(url, root)` picks the engine from `database.url`: `sqlite:` is the embedded
+file `root/fetchdrive.sqlite` (`engine.sqlite_database`), `postgresql://...` a PostgreSQL
+server shared by several nodes (`engine.postgres_database`). Both offer the same small
+interface, so the stores above write their SQL once:
+
+- `read()` and `write()` are context managers yielding a `Session` with `execute(sql, params)`
+  (a DB-API cursor: fetchone, fetchall, rowcount, iteration) and `query(sql, params)` (rows as
+  dicts). `write()` is one transaction; a nested `write()` is a savepoint of the outer one.
+- `read_committed(sql, params)` answers from committed data without queueing behind writers.
+- SQL uses `?` placeholders and the subset of SQLite 3.40 and PostgreSQL 15 that both read the
+  same way: `"user"` always quoted, `on conflict ... do`, `returning`, `is not distinct from`,
+  `case when` for two-argument max/min. Where a statement must differ, code branches on
+  `Database.dialect` in one small place.
+
+Opening a database brings its schema up to date (`engine.schema`): the missing migrations in
+one transaction which first takes a lock that a second node starting at once waits for, then
+re-reads the version, so the two migrate once.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Protocol, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
-import sqlite_utils
+from engine.schema import MIGRATIONS, Migration, pending
 
-from engine.schema import MIGRATIONS, PRE_VERSIONING_TASK_COLUMNS, Migration, pending
+SQLITE_URL = "sqlite:"
+SQLITE_FILE = "fetchdrive.sqlite"
 
 
-class Database:
-    """A sqlite-utils database guarded by one re-entrant lock."""
+class DatabaseError(RuntimeError):
+    """`database.url` names no database this release can open; str(e) says which and why
+    (without the URL's password)."""
 
-    def __init__(self, path: Path | str, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: statements autocommit; `write()` opens explicit transactions.
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against a process crash (kill -9); only a power cut may lose
-        # the last transactions, never corrupt the file.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self.lock = threading.RLock()
-        self.db = sqlite_utils.Database(self._conn)
-        self._readers = threading.local()
-        self._migrate(migrations)
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite_utils.Database]:
-        with self.lock:
-            yield self.db
+class Cursor(Protocol):
+    rowcount: int
 
-    def read_committed(self, sql: str, params: list) -> list[tuple]:
-        """Rows from this thread's own read-only connection: no shared lock, so hot paths
-        (every request's password check) do not queue behind each other. Sees committed
-        data only; use `read()` inside a transaction."""
-        reader = getattr(self._readers, "conn", None)
-        if reader is None:
-            reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
-            self._readers.conn = reader
-        return reader.execute(sql, params).fetchall()
+    def fetchone(self) -> Sequence[Any] | None: ...
+    def fetchall(self) -> list[Sequence[Any]]: ...
+    def __iter__(self) -> Any: ...
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite_utils.Database]:
-        """One transaction; nested calls become savepoints of the outer one.
 
-        The outer transaction begins IMMEDIATE: it takes the write lock at once (waiting up
-        to the busy timeout), because a deferred one that reads first and writes later fails
-        at once with "database is locked" when another process (a CLI command beside the
-        server) committed in between; SQLite cannot wait for that case.
-        """
-        with self.lock:
-            if self._conn.in_transaction:
-                with self.db.atomic():
-                    yield self.db
-                return
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self._conn.rollback()
-                raise
-            self._conn.execute("COMMIT")
+class Session(Protocol):
+    """What `read()` and `write()` yield."""
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Cursor: ...
+    def query(self, sql: str, params: Iterable[Any] = ()) -> Iterable[dict[str, Any]]: ...
+
+
+class Database(ABC):
+    """One database of fetchdrive: its URL and dialect, sessions, and its migrations."""
+
+    url: str
+    dialect: str  # "sqlite" | "postgresql"
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Session]:
+        """A session for reads (in this thread's open transaction, if there is one)."""
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Session]:
+        """One transaction; nested calls become savepoints of the outer one."""
+
+    @abstractmethod
+    def read_committed(self, sql: str, params: Iterable[Any]) -> list[tuple]:
+        """Rows of committed data, read without waiting for writers: for hot paths (every
+        request's password check). Inside a transaction, use `read()`."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def _lock_for_migration(self, session: Session) -> None:
+        """Inside the migration's transaction: wait until no other process migrates."""
+
+    def _adopt_unversioned(self, session: Session) -> None:
+        """Before migration 1 on a database without versions: bring tables that an older
+        release made up to migration 1 (only the embedded database had such releases)."""
+
+    def _translate_ddl(self, statement: str) -> str:
+        return statement
 
     def _migrate(self, migrations: tuple[Migration, ...]) -> None:
-        """Apply the migrations this database lacks, all in one transaction. `write()` takes
-        the write lock before the version is read, so of two processes starting at once the
-        second sees the first one's work and applies nothing."""
-        with self.write() as db:
-            db.execute("create table if not exists schema_migrations (version integer primary key, "
-                       "summary text not null, applied_at real not null)")
-            recorded = db.execute("select coalesce(max(version), 0) from schema_migrations").fetchone()[0]
-            if recorded == 0 and "tasks" in db.table_names():
-                self._adopt_pre_versioning_tasks(db)
+        """Apply the migrations this database lacks, all in one transaction."""
+        with self.write() as session:
+            self._lock_for_migration(session)
+            session.execute(self._translate_ddl(
+                "create table if not exists schema_migrations (version integer not null primary key, "
+                "summary text not null, applied_at real not null)"))
+            recorded = session.execute("select coalesce(max(version), 0) from schema_migrations").fetchone()[0]
+            if recorded == 0:
+                self._adopt_unversioned(session)
             for migration in pending(recorded, migrations):
                 for statement in migration.statements:
-                    db.execute(statement)
-                db.execute("insert into schema_migrations (version, summary, applied_at) values (?, ?, ?)",
-                           [migration.version, migration.summary, time.time()])
+                    session.execute(self._translate_ddl(statement))
+                session.execute("insert into schema_migrations (version, summary, applied_at) values (?, ?, ?)",
+                                [migration.version, migration.summary, time.time()])
 
-    @staticmethod
-    def _adopt_pre_versioning_tasks(db: sqlite_utils.Database) -> None:
-        columns = db["tasks"].columns_dict
-        for name, sql_type, fill in PRE_VERSIONING_TASK_COLUMNS:
-            if name not in columns:
-                db.execute(f"alter table tasks add column {name} {sql_type}")
-                if fill:
-                    db.execute(fill)
+    def __str__(self) -> str:
+        """What a log line may say of it: its URL without a password."""
+        return masked_url(self.url)
 
-    def close(self) -> None:
-        with self.lock:
-            self._conn.close()
+
+def masked_url(url: str) -> str:
+    """`url` fit for a log line: a password in its userinfo replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def open_database(url: str, root: Path, migrations: tuple[Migration, ...] = MIGRATIONS) -> Database:
+    """The database `database.url` names, its schema up to date; DatabaseError if it cannot
+    be opened (a one-line reason), SchemaError if a newer release wrote it."""
+    scheme = url.partition(":")[0].lower()
+    if url == SQLITE_URL:
+        from engine.sqlite_database import SqliteDatabase
+
+        return SqliteDatabase(root / SQLITE_FILE, migrations)
+    if scheme in ("postgresql", "postgres"):
+        from engine.postgres_database import PostgresDatabase
+
+        return PostgresDatabase(url, migrations)
+    raise DatabaseError(f"database.url {masked_url(url)!r} is neither {SQLITE_URL!r} nor postgresql://...")

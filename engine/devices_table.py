@@ -1,6 +1,6 @@
 """The `devices` and `deliveries` tables behind `DeviceRepository`. `engine.devices` holds
-the rules (names, who may be sent what, the events) and `SqliteDevices` the SQL; a
-PostgreSQL implementation (issue 17) is another class with the same methods.
+the rules (names, who may be sent what, the events) and `SqliteDevices` the SQL, for
+SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class DeviceRepository(Protocol):
 
 
 class SqliteDevices:
-    """The SQLite `DeviceRepository`."""
+    """The `DeviceRepository` (on either database)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -55,49 +55,50 @@ class SqliteDevices:
     def register(self, user: str, name: str) -> bool:
         now = time.time()
         with self._database.write() as db:
-            cursor = db.execute("update devices set last_seen = ? where user = ? and name = ?", [now, user, name])
-            if cursor.rowcount:
-                return False
-            db.execute("insert into devices (user, name, created_at, last_seen) values (?, ?, ?, ?)", [user, name, now, now])
-        return True
+            # Insert first: of two nodes registering one new device at once, one inserts.
+            if db.execute('insert into devices ("user", name, created_at, last_seen) values (?, ?, ?, ?) '
+                          'on conflict ("user", name) do nothing', [user, name, now, now]).rowcount:
+                return True
+            db.execute('update devices set last_seen = ? where "user" = ? and name = ?', [now, user, name])
+        return False
 
     def seen(self, user: str, name: str) -> None:
         with self._database.write() as db:
-            db.execute("update devices set last_seen = ? where user = ? and name = ?", [time.time(), user, name])
+            db.execute('update devices set last_seen = ? where "user" = ? and name = ?', [time.time(), user, name])
 
     def remove(self, user: str, name: str) -> bool:
         with self._database.write() as db:
-            db.execute("delete from deliveries where user = ? and device = ?", [user, name])
-            return db.execute("delete from devices where user = ? and name = ?", [user, name]).rowcount == 1
+            db.execute('delete from deliveries where "user" = ? and device = ?', [user, name])
+            return db.execute('delete from devices where "user" = ? and name = ?', [user, name]).rowcount == 1
 
     def forget_user(self, user: str) -> None:
         with self._database.write() as db:
-            db.execute("delete from deliveries where user = ?", [user])
-            db.execute("delete from devices where user = ?", [user])
+            db.execute('delete from deliveries where "user" = ?', [user])
+            db.execute('delete from devices where "user" = ?', [user])
 
     def of_user(self, user: str) -> list[Device]:
         rows = self._database.read_committed(
-            "select name, created_at, last_seen, (select count(*) from deliveries d where d.user = devices.user "
-            "and d.device = devices.name and d.delivered_at is null) from devices where user = ? order by name", [user])
+            'select name, created_at, last_seen, (select count(*) from deliveries d where d."user" = devices."user" '
+            'and d.device = devices.name and d.delivered_at is null) from devices where "user" = ? order by name', [user])
         return [Device(*row) for row in rows]
 
     def queue(self, user: str, names: Iterable[str], path: str) -> list[Delivery]:
         now = time.time()
         with self._database.write() as db:
             return [
-                Delivery(db.execute("insert into deliveries (user, device, path, created_at) values (?, ?, ?, ?) "
+                Delivery(db.execute('insert into deliveries ("user", device, path, created_at) values (?, ?, ?, ?) '
                                     "returning id", [user, name, path, now]).fetchone()[0], name, path, now)
                 for name in names
             ]
 
     def pending(self, user: str, name: str) -> list[Delivery]:
         rows = self._database.read_committed(
-            "select id, device, path, created_at from deliveries where user = ? and device = ? "
+            'select id, device, path, created_at from deliveries where "user" = ? and device = ? '
             "and delivered_at is null order by id", [user, name])
         return [Delivery(*row) for row in rows]
 
     def acknowledge(self, user: str, name: str, delivery_id: int) -> bool:
         with self._database.write() as db:
             return db.execute(
-                "update deliveries set delivered_at = ? where id = ? and user = ? and device = ? and delivered_at is null",
+                'update deliveries set delivered_at = ? where id = ? and "user" = ? and device = ? and delivered_at is null',
                 [time.time(), delivery_id, user, name]).rowcount == 1

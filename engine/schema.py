@@ -11,9 +11,10 @@ Migration 1 is the schema of the last release before versioning, written with IF
 so that such a database (its tables present, no version) is adopted as it stands; columns
 that older releases lacked are added by `PRE_VERSIONING_TASK_COLUMNS` before it runs.
 
-The SQL is SQLite's. A PostgreSQL implementation keeps the same numbers and summaries with
-its own statements (`bigint generated always as identity` for `INTEGER PRIMARY KEY`, `bytea`
-for `blob`, `double precision` for `real`).
+The statements are SQLite's DDL, which PostgreSQL applies with the same numbers and
+summaries after `engine.postgres_database.postgres_ddl` has translated their types
+(`integer primary key` -> identity, `integer` -> `bigint`, `real` -> `double precision`,
+`blob` -> `bytea`). Columns named `user`, a reserved word in PostgreSQL, are always quoted.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_at real)""",
         """create table if not exists tasks (
             id integer primary key,
-            user text not null,
+            "user" text not null,
             source text not null,
             kind text not null,
             folder text not null,
@@ -75,10 +76,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             superseded_by integer,
             origin_headers text,
             send_to text)""",
-        "create index if not exists idx_tasks_user_state on tasks (user, state)",
+        'create index if not exists idx_tasks_user_state on tasks ("user", state)',
         "create index if not exists idx_tasks_state_next_attempt_at on tasks (state, next_attempt_at)",
-        "create index if not exists idx_tasks_user_trigger_path on tasks (user, trigger_path)",
-        "create index if not exists idx_tasks_user_id on tasks (user, id)",
+        'create index if not exists idx_tasks_user_trigger_path on tasks ("user", trigger_path)',
+        'create index if not exists idx_tasks_user_id on tasks ("user", id)',
         """create table if not exists catalog (
             id text primary key,
             url text,
@@ -87,28 +88,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             origin text,
             added_at real)""",
         """create table if not exists events (
-            user text not null,
+            "user" text not null,
             seq integer not null,
             kind text not null,
             data text not null,
             created_at real,
-            primary key (user, seq))""",
+            primary key ("user", seq))""",
         # last_seq: the user's newest event; floor: the newest one dropped from the history
-        "create table if not exists event_users (user text primary key, last_seq integer, floor integer)",
+        'create table if not exists event_users ("user" text primary key, last_seq integer, floor integer)',
         """create table if not exists devices (
-            user text not null,
+            "user" text not null,
             name text not null,
             created_at real,
             last_seen real,
-            primary key (user, name))""",
+            primary key ("user", name))""",
         """create table if not exists deliveries (
             id integer primary key,
-            user text not null,
+            "user" text not null,
             device text not null,
             path text not null,
             created_at real,
             delivered_at real)""",
-        "create index if not exists idx_deliveries_user_device_delivered_at on deliveries (user, device, delivered_at)",
+        'create index if not exists idx_deliveries_user_device_delivered_at on deliveries ("user", device, delivered_at)',
         """create table if not exists shares (
             id text primary key,
             owner text not null,
@@ -146,8 +147,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 # `other` is another task of the same request as `tasks`: same user, source, folder, trigger
 # (or none: the API) and filename=.
 SAME_REQUEST = (
-    "other.user = tasks.user and other.source = tasks.source and other.folder = tasks.folder "
-    "and other.trigger_path is tasks.trigger_path and other.filename_hint is tasks.filename_hint "
+    'other."user" = tasks."user" and other.source = tasks.source and other.folder = tasks.folder '
+    "and other.trigger_path is not distinct from tasks.trigger_path "
+    "and other.filename_hint is not distinct from tasks.filename_hint "
     "and other.id != tasks.id"
 )
 # Task columns that releases before versioning added one by one to an existing `tasks` table,

@@ -67,7 +67,7 @@ _COLUMNS = columns(Task)
 
 
 class TaskStore:
-    """All reads and writes of the `tasks` table: the SQLite `engine.repository.TaskRepository`."""
+    """All reads and writes of the `tasks` table: the `engine.repository.TaskRepository`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -88,8 +88,11 @@ class TaskStore:
         now = time.time()
         values = {"state": TaskState.QUEUED, "bytes_done": 0, "attempts": 0, "instant": 0, **values}
         values.update(created_at=now, updated_at=now)
+        names = ", ".join(f'"{name}"' for name in values)
+        marks = ", ".join("?" for _ in values)
         with self._database.write() as db:
-            task_id = db["tasks"].insert(values).last_pk
+            task_id = db.execute(f"insert into tasks ({names}) values ({marks}) returning id",
+                                 list(values.values())).fetchone()[0]
         task = self.get(task_id)
         self.on_change(task, _COLUMNS)
         return task
@@ -100,7 +103,7 @@ class TaskStore:
 
     def update(self, task_id: int, **values: Any) -> None:
         values["updated_at"] = time.time()
-        assignments = ", ".join(f"[{name}] = ?" for name in values)
+        assignments = ", ".join(f'"{name}" = ?' for name in values)
         with self._database.write() as db:
             db.execute(f"update tasks set {assignments} where id = ?", [*values.values(), task_id])
         self._changed(task_id, values)
@@ -114,7 +117,7 @@ class TaskStore:
         """Update only while the task is still in one of `expected` (a cancel may have won)."""
         expected = list(expected)
         values["updated_at"] = time.time()
-        assignments = ", ".join(f"[{name}] = ?" for name in values)
+        assignments = ", ".join(f'"{name}" = ?' for name in values)
         marks = ", ".join("?" for _ in expected)
         with self._database.write() as db:
             cursor = db.execute(
@@ -128,7 +131,7 @@ class TaskStore:
 
     def for_user(self, user: str, *, state: TaskState | None = None, before_id: int | None = None, limit: int = 100) -> list[Task]:
         """The user's tasks, newest first, without failures a later task has made good."""
-        sql, params = "select * from tasks where user = ? and superseded_by is null", [user]
+        sql, params = 'select * from tasks where "user" = ? and superseded_by is null', [user]
         if state:
             sql += " and state = ?"
             params.append(state)
@@ -141,23 +144,23 @@ class TaskStore:
 
     def unfinished_for_user(self, user: str) -> list[Task]:
         marks = ", ".join("?" for _ in UNFINISHED)
-        return self._query(f"select * from tasks where user = ? and state in ({marks}) order by id", [user, *UNFINISHED])
+        return self._query(f'select * from tasks where "user" = ? and state in ({marks}) order by id', [user, *UNFINISHED])
 
     def users_with_unfinished(self) -> set[str]:
         marks = ", ".join("?" for _ in UNFINISHED)
         with self._database.read() as db:
-            return {row[0] for row in db.execute(f"select distinct user from tasks where state in ({marks})", UNFINISHED)}
+            return {row[0] for row in db.execute(f'select distinct "user" from tasks where state in ({marks})', UNFINISHED)}
 
     def unfinished_in_folder(self, user: str, folder: str) -> list[Task]:
         marks = ", ".join("?" for _ in UNFINISHED)
         return self._query(
-            f"select * from tasks where user = ? and folder = ? and state in ({marks}) order by id",
+            f'select * from tasks where "user" = ? and folder = ? and state in ({marks}) order by id',
             [user, folder, *UNFINISHED],
         )
 
     def for_trigger(self, user: str, trigger_path: str) -> list[Task]:
         return self._query(
-            "select * from tasks where user = ? and trigger_path = ? order by id", [user, trigger_path]
+            'select * from tasks where "user" = ? and trigger_path = ? order by id', [user, trigger_path]
         )
 
     def in_folder_for_sources(self, user: str, folder: str, sources: Iterable[str]) -> list[Task]:
@@ -165,20 +168,20 @@ class TaskStore:
         sources = list(sources)
         marks = ", ".join("?" for _ in sources)
         return self._query(
-            f"select * from tasks where user = ? and folder = ? and source in ({marks}) order by id",
+            f'select * from tasks where "user" = ? and folder = ? and source in ({marks}) order by id',
             [user, folder, *sources],
         )
 
     def delivered_to(self, user: str, path: str) -> bool:
         """Whether a download made the file at `path` (e.g. an origin's `next.url`)."""
         with self._database.read() as db:
-            return db.execute("select 1 from tasks where user = ? and path = ? limit 1", [user, path]).fetchone() is not None
+            return db.execute('select 1 from tasks where "user" = ? and path = ? limit 1', [user, path]).fetchone() is not None
 
     def under_trigger_prefix(self, user: str, prefix: str) -> list[Task]:
         """Unfinished tasks whose trigger is `prefix` or inside the folder `prefix`."""
         marks = ", ".join("?" for _ in UNFINISHED)
         return self._query(
-            f"select * from tasks where user = ? and state in ({marks}) and "
+            f'select * from tasks where "user" = ? and state in ({marks}) and '
             "(trigger_path = ? or substr(trigger_path, 1, ?) = ?)",
             [user, *UNFINISHED, prefix, len(prefix) + 1, prefix + "/"],
         )
@@ -205,7 +208,7 @@ class TaskStore:
 
     def delete_user(self, user: str) -> None:
         with self._database.write() as db:
-            db.execute("delete from tasks where user = ?", [user])
+            db.execute('delete from tasks where "user" = ?', [user])
 
     def finished_source(self, source: str, since: float) -> list[Task]:
         return self._query(

@@ -13,6 +13,7 @@ import hmac
 import re
 import secrets
 import time
+from pathlib import Path
 
 from engine.database import Database
 from provider.credential_cache import CredentialCache
@@ -71,9 +72,10 @@ def check_password(password: str) -> str:
 class Accounts:
     """The rules for accounts and password checks, over the `users` table (`UserRepository`)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, root: Path) -> None:
+        """`root`: the data folder, where processes sharing it mark password changes."""
         self._users: UserRepository = SqliteUsers(database)
-        self._verified = CredentialCache(database.path.parent / "credentials.generation")
+        self._verified = CredentialCache(root / "credentials.generation")
         self._unknown_user_hash = hash_password(secrets.token_urlsafe(16))
 
     def get(self, name: str) -> User | None:

@@ -1,4 +1,4 @@
-"""Persistent WebDAV locks and dead properties, kept in the fetchdrive SQLite database.
+"""Persistent WebDAV locks and dead properties, kept in the fetchdrive database.
 
 WsgiDAV's lock storage and property manager work on a dict (`self._dict`) and always write
 whole values back. `SqliteMapping` is that dict, backed by a table, so both survive restarts
@@ -31,7 +31,7 @@ from provider.quota import Quota, QuotaExceeded
 
 class SqliteMapping(MutableMapping):
     """A str -> picklable-value mapping stored in one two-column table (`engine.schema` makes
-    it): the SQLite `engine.repository.KeyValueTable`."""
+    it): the `engine.repository.KeyValueTable`."""
 
     def __init__(self, database: Database, table: str) -> None:
         self._database = database
@@ -39,7 +39,7 @@ class SqliteMapping(MutableMapping):
 
     def __getitem__(self, key: str) -> Any:
         with self._database.read() as db:
-            row = db.execute(f"select value from [{self._table}] where key = ?", [key]).fetchone()
+            row = db.execute(f"select value from {self._table} where key = ?", [key]).fetchone()
         if row is None:
             raise KeyError(key)
         return pickle.loads(row[0])
@@ -47,44 +47,44 @@ class SqliteMapping(MutableMapping):
     def __setitem__(self, key: str, value: Any) -> None:
         with self._database.write() as db:
             db.execute(
-                f"insert into [{self._table}] (key, value) values (?, ?) "
+                f"insert into {self._table} (key, value) values (?, ?) "
                 "on conflict(key) do update set value = excluded.value",
                 [key, pickle.dumps(value)],
             )
 
     def __delitem__(self, key: str) -> None:
         with self._database.write() as db:
-            if db.execute(f"delete from [{self._table}] where key = ?", [key]).rowcount == 0:
+            if db.execute(f"delete from {self._table} where key = ?", [key]).rowcount == 0:
                 raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
         with self._database.read() as db:
-            return db.execute(f"select 1 from [{self._table}] where key = ?", [key]).fetchone() is not None
+            return db.execute(f"select 1 from {self._table} where key = ?", [key]).fetchone() is not None
 
     def __iter__(self) -> Iterator[str]:
         with self._database.read() as db:
-            keys = [row[0] for row in db.execute(f"select key from [{self._table}]")]
+            keys = [row[0] for row in db.execute(f"select key from {self._table}")]
         return iter(keys)
 
     def __len__(self) -> int:
         with self._database.read() as db:
-            return db.execute(f"select count(*) from [{self._table}]").fetchone()[0]
+            return db.execute(f"select count(*) from {self._table}").fetchone()[0]
 
     def items(self):  # type: ignore[override]
         with self._database.read() as db:
-            rows = db.execute(f"select key, value from [{self._table}]").fetchall()
+            rows = db.execute(f"select key, value from {self._table}").fetchall()
         return [(key, pickle.loads(value)) for key, value in rows]
 
     def items_with_prefix(self, prefix: str) -> list[tuple[str, Any]]:
         """Entries whose key starts with `prefix`, in one indexed range query."""
         with self._database.read() as db:
-            rows = db.execute(f"select key, value from [{self._table}] where key >= ? and key < ?",
+            rows = db.execute(f"select key, value from {self._table} where key >= ? and key < ?",
                               [prefix, prefix + "\U0010ffff"]).fetchall()
         return [(key, pickle.loads(value)) for key, value in rows]
 
     def has_prefix(self, prefix: str) -> bool:
         with self._database.read() as db:
-            return db.execute(f"select 1 from [{self._table}] where key >= ? and key < ? limit 1",
+            return db.execute(f"select 1 from {self._table} where key >= ? and key < ? limit 1",
                               [prefix, prefix + "\U0010ffff"]).fetchone() is not None
 
     def sync(self) -> None:
@@ -129,8 +129,8 @@ class MeteredMapping(SqliteMapping):
         with self._quota.booking(owner):
             replaced = self._size_at(new)
             with self._database.write() as db:
-                db.execute(f"delete from [{self._table}] where key = ?", [new])
-                db.execute(f"update [{self._table}] set key = ? where key = ?", [new, old])
+                db.execute(f"delete from {self._table} where key = ?", [new])
+                db.execute(f"update {self._table} set key = ? where key = ?", [new, old])
             self._quota.charge(owner, -replaced)
 
     def bytes_under(self, prefix: str) -> int:
@@ -215,7 +215,7 @@ class SqliteLockStorage(LockStorageDict):
 
 
 class SqlitePropertyManager(PropertyManager):
-    """WsgiDAV dead-property manager whose dict lives in SQLite, metered by the quota."""
+    """WsgiDAV dead-property manager whose dict lives in the database, metered by the quota."""
 
     def __init__(self, database: Database, quota: Quota, owner: Callable[[str], str], max_property_bytes: int | None) -> None:
         """`owner`: the user whose space a ref URL is in."""

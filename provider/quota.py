@@ -167,7 +167,7 @@ class Quota:
         """(quota, used bytes) of the user, whose row stays locked until the transaction ends,
         so one check-and-book at a time runs for them on all nodes; None if there is no user.
         SQLite's write transaction excludes every other writer already."""
-        row_lock = " for update" if getattr(self._database, "dialect", "sqlite") == "postgresql" else ""
+        row_lock = " for update" if self._database.dialect == "postgresql" else ""
         row = db.execute(f"select quota_bytes, used_bytes from users where name = ?{row_lock}", [user]).fetchone()
         return None if row is None else (row[0], row[1])
 

@@ -1,8 +1,7 @@
 """The `users` table behind `UserRepository`: names, password hashes, quotas, used bytes.
 
 `provider.accounts` holds the rules (names, passwords, hashing, the credential cache) and
-asks this Protocol for storage; `SqliteUsers` fills it, and a PostgreSQL implementation
-(issue 17) is another class with the same methods.
+asks this Protocol for storage; `SqliteUsers` fills it, on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ class UserRepository(Protocol):
 
 
 class SqliteUsers:
-    """The SQLite `UserRepository`."""
+    """The `UserRepository` (on either database)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -84,7 +83,8 @@ class SqliteUsers:
 
     def add_used(self, name: str, delta: int) -> None:
         with self._database.write() as db:
-            db.execute("update users set used_bytes = max(0, used_bytes + ?) where name = ?", [delta, name])
+            db.execute("update users set used_bytes = case when used_bytes + ? > 0 then used_bytes + ? else 0 end where name = ?",
+                       [delta, delta, name])
 
     def set_used(self, name: str, used_bytes: int) -> None:
         with self._database.write() as db:

@@ -16,7 +16,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from engine.catalog import CatalogError
 from engine.cluster_locks import cluster_locks
-from engine.database import Database
+from engine.database import open_database
 from engine.engine import DownloadEngine
 from engine.engine_settings import EngineSettings, from_keys
 from engine.nodes import Nodes
@@ -66,9 +66,9 @@ class Storage:
     def __init__(self, config: Config) -> None:
         self.root: Path = config.storage_root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.database = Database(self.root / "fetchdrive.sqlite")
+        self.database = open_database(config["database.url"], self.root)
         self.nodes = Nodes(self.database, config["server.node"], config["engine.lease"])
-        self.accounts = Accounts(self.database)
+        self.accounts = Accounts(self.database, self.root)
         self.path_locks = PathLocks(cluster_locks(self.database, self.root, "paths"))
         self.dav_locks = cluster_locks(self.database, self.root, "dav", stripes=1)
         self.quota = Quota(self.database, self.accounts, self.nodes, cluster_locks(self.database, self.root, "users", 64),

@@ -6,6 +6,7 @@ Every failure a user can cause ends in one line on stderr and a non-zero exit st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import logging
 import math
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from engine.catalog import CatalogError
+from engine.database import DatabaseError
 from engine.schema import SchemaError
 from provider.accounts import AccountError
 from server.client import ClientError, add, server_from
@@ -80,10 +82,16 @@ def _config_file(args: argparse.Namespace) -> Path | None:
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
 
 
+# Closed when the command ends: a PostgreSQL pool must not outlive a command run in-process.
+_opened = contextlib.ExitStack()
+
+
 def _storage(config: Config):
     from server.app import Storage
 
-    return Storage(config)
+    storage = Storage(config)
+    _opened.callback(storage.database.close)
+    return storage
 
 
 def _users(config: Config):
@@ -282,8 +290,9 @@ def main(argv: list[str] | None = None) -> None:
             overrides = {key: value for key, value in (("server.host", getattr(args, "host", None)),
                                                        ("server.port", getattr(args, "port", None))) if value is not None}
             config = load_config(_config_file(args), overrides)
-        run(config, args)
-    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError) as error:
+        with _opened:
+            run(config, args)
+    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError, DatabaseError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted", status=130)
@@ -291,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _exit_at_once() -> NoReturn:
     """Exit once the work is done and its output flushed, skipping the interpreter's teardown
-    of every loaded module (WsgiDAV, sqlite-utils, apprise, libtorrent...): that took 1 to 4 s
+    of every loaded module (WsgiDAV, psycopg, apprise, libtorrent...): that took 1 to 4 s
     more on a busy machine, after a server had stopped or a command had finished, paid by each
     of the hundreds of servers and commands the test suite runs."""
     logging.shutdown()

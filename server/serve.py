@@ -83,6 +83,7 @@ def serve(config: Config, config_file: Path | None) -> None:
         _log.info("read config file %s; data goes to %s", config_file.resolve(), config.storage_root.resolve())
     _large_blocks_back_to_the_os()
     storage = Storage(config)
+    _log.info("database: %s", storage.database)
     ensure_first_admin(storage, config["storage.default_quota"])
     app = FetchdriveApp(config, storage)
     app.start_background_work()

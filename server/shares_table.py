@@ -1,6 +1,5 @@
 """The `shares` table behind `ShareRepository`; `server.shares` holds the rules (tokens,
-passwords, the per-user cap) and `SqliteShares` the SQL. A PostgreSQL
-implementation (issue 17) is another class with the same methods.
+passwords, the per-user cap) and `SqliteShares` the SQL, for SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ class ShareRepository(Protocol):
 
 
 class SqliteShares:
-    """The SQLite `ShareRepository`."""
+    """The `ShareRepository` (on either database)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

@@ -15,6 +15,8 @@ from playwright.sync_api import Browser
 
 from tests.browser import chromium
 from tests.origin import Origin
+from tests.postgres import PASSWORD as POSTGRES_PASSWORD
+from tests.postgres import PostgresCluster
 from tests.server_process import ADMIN_PASSWORD, PASSWORDS_USED, ServerProcess
 
 _AUTHORIZATION_VALUE = re.compile(r"Basic [A-Za-z0-9+/=]{8,}")
@@ -64,13 +66,50 @@ def no_secret_in_any_log(tmp_path_factory) -> Iterator[None]:
     assert not leaks, leaks[:10]
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """This worker's throwaway PostgreSQL server, started when a test first needs it."""
+    PASSWORDS_USED.add(POSTGRES_PASSWORD)
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator:
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A `database.url` naming a new, empty PostgreSQL database."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(scope="module")
+def database(request) -> str:
+    """The database the fixtures' servers run on: "sqlite", unless the file is marked
+    `both_databases` and this is its run on "postgresql"."""
+    return getattr(request, "param", "sqlite")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "database" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def with_database(request, database: str) -> Callable[[dict | None], dict]:
+    """Settings plus, on the PostgreSQL run, a `database.url` of a fresh database."""
+    def settings_for(settings: dict | None) -> dict:
+        if database == "sqlite" or "database.url" in (settings or {}):
+            return dict(settings or {})
+        return {"database.url": request.getfixturevalue("postgres_cluster").new_database(), **(settings or {})}
+    return settings_for
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, with_database: Callable[[dict | None], dict]) -> Iterator:
     """Factory: make_server(settings={"engine.workers": 1}) starts a server with those config keys."""
     started: list[ServerProcess] = []
 
     def factory(name: str = "server", settings: dict | None = None) -> ServerProcess:
-        server = ServerProcess(tmp_path / name, settings)
+        server = ServerProcess(tmp_path / name, with_database(settings))
         started.append(server.start())
         return server
 
@@ -83,10 +122,13 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "shared_server(settings=None): the file's tests share one server (`server`), started with "
         "those config keys, each test with users of its own")
+    config.addinivalue_line(
+        "markers", "both_databases: the file's servers (make_server, shared_server) run once on SQLite and once "
+        "on PostgreSQL")
 
 
 @pytest.fixture(scope="module")
-def shared_servers(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
+def shared_servers(tmp_path_factory, with_database: Callable[[dict | None], dict]) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: shared_servers({"engine.workers": 1}) is one server with those config keys for
     the whole test file, started by the first test that asks for it. For tests whose settings
     are their own but which need no restart or server-wide state of their own."""
@@ -95,7 +137,7 @@ def shared_servers(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
     def factory(settings: dict | None = None) -> ServerProcess:
         key = json.dumps(settings or {}, sort_keys=True)
         if key not in started:
-            started[key] = ServerProcess(tmp_path_factory.mktemp("shared") / "server", settings).start()
+            started[key] = ServerProcess(tmp_path_factory.mktemp("shared") / "server", with_database(settings)).start()
         return started[key]
 
     yield factory
@@ -115,7 +157,7 @@ def shared_server(request, shared_servers) -> ServerProcess:
 
 
 @pytest.fixture
-def server(request) -> ServerProcess:
+def server(request, database: str) -> ServerProcess:
     if request.node.get_closest_marker("shared_server"):
         return request.getfixturevalue("shared_server")
     return request.getfixturevalue("make_server")()

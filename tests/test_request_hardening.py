@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from engine.database import Database
+from engine.sqlite_database import SqliteDatabase
 from provider.accounts import Accounts
 from tests.raw_http import raw_request
 from tests.test_client_commands import client
@@ -145,7 +145,7 @@ def test_the_client_commands_say_the_login_is_throttled_not_that_the_password_is
 
 
 def test_an_unknown_user_and_a_wrong_password_each_derive_one_key_with_the_same_cost(tmp_path, monkeypatch):
-    accounts = Accounts(Database(tmp_path / "users.sqlite"))
+    accounts = Accounts(SqliteDatabase(tmp_path / "users.sqlite"), tmp_path)
     accounts.add("alice", "alice-password", None)
     assert accounts.verify("alice", "alice-password")  # remembered, so later wrong ones are the only hash
     derivations: list[tuple] = []

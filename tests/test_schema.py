@@ -9,16 +9,13 @@ device and delivery, events, a share, a DAV lock and a dead property), dumped as
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from engine.catalog import Catalog, CatalogEntry
-from engine.database import Database
+from engine.sqlite_database import SqliteDatabase
 from engine.devices_table import Delivery, Device, DeviceRepository, SqliteDevices
 from engine.events_table import EventRepository, SqliteEvents
 from engine.kinds import SourceKind, TaskState
@@ -29,7 +26,7 @@ from provider.accounts import Accounts
 from provider.dav_storage import SqliteMapping
 from provider.users_table import SqliteUsers, User, UserRepository
 from server.shares_table import Share, ShareRepository, SqliteShares
-from tests.server_process import REPO, ServerProcess, run_cli
+from tests.server_process import ServerProcess, run_cli
 
 BEFORE_VERSIONING = Path(__file__).parent / "data" / "schema" / "before_versioning.sql"
 # Columns that releases before versioning added to `tasks` one by one: a database from before
@@ -77,8 +74,8 @@ def recorded_versions(path: Path) -> list[int]:
 
 def test_a_new_database_records_every_migration_once(tmp_path: Path) -> None:
     path = tmp_path / "fetchdrive.sqlite"
-    Database(path).close()
-    Database(path).close()  # a second open applies nothing
+    SqliteDatabase(path).close()
+    SqliteDatabase(path).close()  # a second open applies nothing
     assert recorded_versions(path) == [migration.version for migration in MIGRATIONS]
 
 
@@ -92,7 +89,7 @@ def test_a_new_database_records_every_migration_once(tmp_path: Path) -> None:
 ])
 def test_tables_hold_the_fields_of_their_dataclasses(tmp_path: Path, table, record, stored_only, computed) -> None:
     path = tmp_path / "fetchdrive.sqlite"
-    Database(path).close()
+    SqliteDatabase(path).close()
     assert set(table_columns(path, table)) == {item.name for item in fields(record)} - computed | stored_only
 
 
@@ -102,7 +99,7 @@ def test_a_database_from_before_versioning_is_adopted_losing_nothing(tmp_path: P
     path = old_database(tmp_path / "fetchdrive.sqlite", drop_task_columns=dropped)
     old_task_columns = table_columns(path, "tasks")
     before = contents(path)
-    Database(path).close()
+    SqliteDatabase(path).close()
     after = contents(path)
     assert recorded_versions(path) == [migration.version for migration in MIGRATIONS]
     assert {table: rows for table, rows in after.items() if table in before and table != "tasks"} == \
@@ -120,7 +117,7 @@ def test_a_database_from_before_versioning_is_adopted_losing_nothing(tmp_path: P
 
 @pytest.mark.parametrize("dropped", [(), LATER_TASK_COLUMNS])
 def test_adopted_tasks_read_back_with_their_states_and_kinds(tmp_path: Path, dropped) -> None:
-    database = Database(old_database(tmp_path / "fetchdrive.sqlite", drop_task_columns=dropped))
+    database = SqliteDatabase(old_database(tmp_path / "fetchdrive.sqlite", drop_task_columns=dropped))
     store = TaskStore(database)
     expected = {
         "alice": [(SourceKind.URL, TaskState.FAILED), (SourceKind.URL, TaskState.DONE)],
@@ -135,8 +132,8 @@ def test_adopted_tasks_read_back_with_their_states_and_kinds(tmp_path: Path, dro
 
 @pytest.mark.parametrize("user", sorted(PASSWORDS))
 def test_old_passwords_still_open_the_adopted_accounts(tmp_path: Path, user: str) -> None:
-    database = Database(old_database(tmp_path / "fetchdrive.sqlite"))
-    accounts = Accounts(database)
+    database = SqliteDatabase(old_database(tmp_path / "fetchdrive.sqlite"))
+    accounts = Accounts(database, tmp_path)
     assert accounts.verify(user, PASSWORDS[user])
     assert not accounts.verify(user, PASSWORDS[user] + "x")
     database.close()
@@ -165,9 +162,9 @@ _EXTRA = Migration(latest_version() + 1, "a test column", ("alter table catalog 
 
 def test_a_new_migration_reaches_an_existing_database(tmp_path: Path) -> None:
     path = old_database(tmp_path / "fetchdrive.sqlite")
-    Database(path).close()
+    SqliteDatabase(path).close()
     before = contents(path)["catalog"]
-    Database(path, migrations=MIGRATIONS + (_EXTRA,)).close()
+    SqliteDatabase(path, migrations=MIGRATIONS + (_EXTRA,)).close()
     assert "note" in table_columns(path, "catalog")
     assert [row[:-1] for row in contents(path)["catalog"]] == before
     assert recorded_versions(path)[-1] == _EXTRA.version
@@ -176,11 +173,11 @@ def test_a_new_migration_reaches_an_existing_database(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["alter table nowhere add column x text", "create table users (x text)"])
 def test_a_failing_migration_changes_nothing(tmp_path: Path, bad: str) -> None:
     path = tmp_path / "fetchdrive.sqlite"
-    Database(path).close()
+    SqliteDatabase(path).close()
     before = sqlite3.connect(path).execute("select sql from sqlite_master order by name").fetchall()
     broken = Migration(latest_version() + 1, "broken", ("create table half_done (x text)", bad))
     with pytest.raises(sqlite3.OperationalError):
-        Database(path, migrations=MIGRATIONS + (broken,))
+        SqliteDatabase(path, migrations=MIGRATIONS + (broken,))
     assert sqlite3.connect(path).execute("select sql from sqlite_master order by name").fetchall() == before
     assert recorded_versions(path)[-1] == latest_version()
 
@@ -189,43 +186,19 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path, bad: str) -> None:
 def test_a_database_from_a_newer_release_is_refused_with_one_line(tmp_path: Path, newer: int) -> None:
     server = ServerProcess(tmp_path / "server")
     path = server.data / "fetchdrive.sqlite"
-    Database(path).close()
+    SqliteDatabase(path).close()
     connection = sqlite3.connect(path)
     connection.execute("insert into schema_migrations (version, summary, applied_at) values (?, 'future', 0)", [newer])
     connection.commit()
     connection.close()
     with pytest.raises(SchemaError, match=f"schema version {newer}"):
-        Database(path)
+        SqliteDatabase(path)
     result = run_cli(server.config_path, "user", "list")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"fetchdrive: error: the database has schema version {newer}, newer than this release's {latest_version()}; "
         "run the fetchdrive release that wrote it (or a newer one)"
     ]
-
-
-def test_processes_opening_one_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
-    """Each process adds a migration that would fail if applied twice (a plain CREATE TABLE)
-    and counts its runs in a row; all start together and all must succeed."""
-    path = tmp_path / "fetchdrive.sqlite"
-    go = tmp_path / "go"
-    script = textwrap.dedent(f"""
-        import os, sys, time
-        from engine.database import Database
-        from engine.schema import MIGRATIONS, Migration
-        while not os.path.exists({str(go)!r}):
-            time.sleep(0.01)
-        once = Migration({latest_version() + 1}, "once", ("create table runs (n integer)", "insert into runs values (1)"))
-        Database({str(path)!r}, migrations=MIGRATIONS + (once,)).close()
-    """)
-    processes = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE, text=True)
-                 for _ in range(4)]
-    go.touch()
-    for process in processes:
-        _, errors = process.communicate(timeout=120)
-        assert process.returncode == 0, errors
-    assert sqlite3.connect(path).execute("select count(*) from runs").fetchone() == (1,)
-    assert recorded_versions(path) == [*(m.version for m in MIGRATIONS), latest_version() + 1]
 
 
 @pytest.mark.parametrize("make, protocol", [
@@ -239,6 +212,6 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(tmp_path: Pa
     (lambda database: SqliteMapping(database, "dav_properties"), KeyValueTable),
 ])
 def test_the_sqlite_stores_fill_the_repository_protocols(tmp_path: Path, make, protocol) -> None:
-    database = Database(tmp_path / "fetchdrive.sqlite")
+    database = SqliteDatabase(tmp_path / "fetchdrive.sqlite")
     assert isinstance(make(database), protocol)
     database.close()
