@@ -1,7 +1,7 @@
 """Several nodes on one database and one storage root act as one drive (SPEC 3 and 8, issue 17).
 
-Real `fetchdrive serve` processes share a storage root (and its embedded database; PostgreSQL
-once its fixture is merged): the quota holds under concurrent PUTs through every node, a LOCK
+Real `fetchdrive serve` processes share a storage root and a database (the embedded one, and
+a PostgreSQL one on the file's second run): the quota holds under concurrent PUTs through every node, a LOCK
 taken on one node holds on the others, wrong passwords count on every node, a user's files
 are the same from every node, the reservations of a killed node stop counting after the
 lease, and a node's start-up recount never races another node's writes.
@@ -24,6 +24,8 @@ from provider.quota import tree_size
 from tests.downloads_helpers import wait_for
 from tests.quota_helpers import quota_props, recounted
 from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.both_databases
 
 LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
              b"<D:locktype><D:write/></D:locktype><D:owner>tests</D:owner></D:lockinfo>")
@@ -59,8 +61,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[Cluster]:
-    started = Cluster(tmp_path_factory.mktemp("cluster"), 3)
+def cluster(tmp_path_factory, with_database) -> Iterator[Cluster]:
+    started = Cluster(tmp_path_factory.mktemp("cluster"), 3, with_database(None))
     yield started
     started.stop()
 
@@ -177,8 +179,8 @@ def start_put(node: ServerProcess, name: str, password: str, path: str, length: 
 
 
 @pytest.mark.parametrize("held, quota", [(600_000, 1_000_000), (900_000, 1_000_000)])
-def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(tmp_path, held, quota):
-    cluster = Cluster(tmp_path, 2, {"engine.lease": 2})
+def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(tmp_path, with_database, held, quota):
+    cluster = Cluster(tmp_path, 2, with_database({"engine.lease": 2}))
     try:
         name, password = cluster.user(quota=str(quota))
         dying, surviving = cluster.nodes
@@ -199,8 +201,8 @@ def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(tmp_pat
 # --- start-up recount beside another node's writes -----------------------------------
 
 @pytest.mark.parametrize("restarts", [1, 3])
-def test_a_node_starting_while_another_writes_keeps_used_bytes_exact(tmp_path, restarts):
-    cluster = Cluster(tmp_path, 2)
+def test_a_node_starting_while_another_writes_keeps_used_bytes_exact(tmp_path, with_database, restarts):
+    cluster = Cluster(tmp_path, 2, with_database(None))
     try:
         name, password = cluster.user(quota="none")
         writing, restarting = cluster.nodes
