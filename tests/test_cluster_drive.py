@@ -96,6 +96,7 @@ def test_concurrent_puts_through_every_node_never_exceed_the_quota(cluster, quot
     assert stored == recounted(cluster.first, name)
     for session, node in zip(sessions, cluster.nodes):
         assert quota_props(session, node) == (stored, quota - stored)
+        assert session.get(node.url("/api/v1/me")).json()["used_bytes"] == stored
 
 
 # --- DAV locks ----------------------------------------------------------------
