@@ -60,9 +60,17 @@ class Cluster:
             node.stop()
 
 
+def on_database(request, database: str, settings: dict | None = None) -> dict:
+    """`settings` plus the `database.url` every node of a new cluster shares: a fresh
+    PostgreSQL database on that run (the embedded one is the storage root's)."""
+    if database == "sqlite":
+        return dict(settings or {})
+    return {"database.url": request.getfixturevalue("postgres_cluster").new_database(), **(settings or {})}
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, with_database) -> Iterator[Cluster]:
-    started = Cluster(tmp_path_factory.mktemp("cluster"), 3, with_database(None))
+def cluster(request, tmp_path_factory, database) -> Iterator[Cluster]:
+    started = Cluster(tmp_path_factory.mktemp("cluster"), 3, on_database(request, database))
     yield started
     started.stop()
 
@@ -180,8 +188,8 @@ def start_put(node: ServerProcess, name: str, password: str, path: str, length: 
 
 
 @pytest.mark.parametrize("held, quota", [(600_000, 1_000_000), (900_000, 1_000_000)])
-def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(tmp_path, with_database, held, quota):
-    cluster = Cluster(tmp_path, 2, with_database({"engine.lease": 2}))
+def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(request, tmp_path, database, held, quota):
+    cluster = Cluster(tmp_path, 2, on_database(request, database, {"engine.lease": 2}))
     try:
         name, password = cluster.user(quota=str(quota))
         dying, surviving = cluster.nodes
@@ -202,8 +210,8 @@ def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(tmp_pat
 # --- start-up recount beside another node's writes -----------------------------------
 
 @pytest.mark.parametrize("restarts", [1, 3])
-def test_a_node_starting_while_another_writes_keeps_used_bytes_exact(tmp_path, with_database, restarts):
-    cluster = Cluster(tmp_path, 2, with_database(None))
+def test_a_node_starting_while_another_writes_keeps_used_bytes_exact(request, tmp_path, database, restarts):
+    cluster = Cluster(tmp_path, 2, on_database(request, database))
     try:
         name, password = cluster.user(quota="none")
         writing, restarting = cluster.nodes
