@@ -13,6 +13,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser
 
+from engine.database import SQLITE_URL
 from tests.browser import chromium
 from tests.origin import Origin
 from tests.postgres import PASSWORD as POSTGRES_PASSWORD
@@ -93,11 +94,22 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True, scope="module")
 
 
+def _new_database_url(request, database: str) -> str:
+    return SQLITE_URL if database == "sqlite" else request.getfixturevalue("postgres_cluster").new_database()
+
+
 def _on_database(request, database: str, settings: dict | None) -> dict:
     """`settings` plus, on PostgreSQL, the `database.url` of a fresh database."""
     if database == "sqlite" or "database.url" in (settings or {}):
         return dict(settings or {})
-    return {"database.url": request.getfixturevalue("postgres_cluster").new_database(), **(settings or {})}
+    return {"database.url": _new_database_url(request, database), **(settings or {})}
+
+
+@pytest.fixture
+def database_url(request, database: str) -> str:
+    """A `database.url` for a config of the test's own: `sqlite:`, or a fresh PostgreSQL
+    database on a `both_databases` test's second run."""
+    return _new_database_url(request, database)
 
 
 @pytest.fixture
@@ -162,6 +174,7 @@ def shared_server(request, shared_servers) -> ServerProcess:
 
 @pytest.fixture
 def server(request, database: str) -> ServerProcess:
+    # `database` is named so that a `both_databases` test is parametrized by it.
     if request.node.get_closest_marker("shared_server"):
         return request.getfixturevalue("shared_server")
     return request.getfixturevalue("make_server")()
