@@ -157,12 +157,11 @@ class Quota:
 
     def _reserved(self, db, user: str) -> int:
         """Bytes held by the user's reservations on live nodes (this one is, while it asks)."""
-        # int(): PostgreSQL sums a bigint column as numeric, which Python reads as Decimal.
-        return int(db.execute(
+        return db.execute(
             'select coalesce(sum(bytes), 0) from reservations where "user" = ? and '
             "(node = ? or node in (select name from nodes where seen_at >= ?))",
             [user, self._nodes.name, self._live_since()],
-        ).fetchone()[0])
+        ).fetchone()[0]
 
     def _locked_user(self, db, user: str) -> tuple[int | None, int] | None:
         """(quota, used bytes) of the user, whose row stays locked until the transaction ends,
