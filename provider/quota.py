@@ -23,8 +23,9 @@ before it arrived and before it was booked, or after both.
 The number of files and folders per user (`storage.max_files`) is counted the same way, in
 the `entry_counts` table: a walk at start, deltas from the drive's creations and deletions.
 Files the engine writes (downloads, error notes, and the triggers it removes) are not counted
-as they come: the count is taken again from the disk before a creation is refused, and the
-cap applies to what clients create (a download is held by the byte quota instead).
+as they come: the count is taken again from the disk before a creation is refused (and only
+raised by that, since creations booked meanwhile are not on disk yet), and the cap applies to
+what clients create (a download is held by the byte quota instead).
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ class Quota:
             row = db.execute('select entries from entry_counts where "user" = ?', [user]).fetchone()
             current = None if row is None else row[0]
             if current is None or current + count > self._max_files:
-                current = tree_usage(space)[1]
+                # Only ever raised by the walk: creations booked on any node may not be on disk yet.
+                current = max(current or 0, tree_usage(space)[1])
                 if current + count > self._max_files:
                     self._store_entries(db, user, current)
                     raise QuotaExceeded(

@@ -68,9 +68,12 @@ def on_database(request, database: str, settings: dict | None = None) -> dict:
     return {"database.url": request.getfixturevalue("postgres_cluster").new_database(), **(settings or {})}
 
 
+MAX_FILES = 30
+
+
 @pytest.fixture(scope="module")
 def cluster(request, tmp_path_factory, database) -> Iterator[Cluster]:
-    started = Cluster(tmp_path_factory.mktemp("cluster"), 3, on_database(request, database))
+    started = Cluster(tmp_path_factory.mktemp("cluster"), 3, on_database(request, database, {"storage.max_files": MAX_FILES}))
     yield started
     started.stop()
 
@@ -105,6 +108,27 @@ def test_concurrent_puts_through_every_node_never_exceed_the_quota(cluster, quot
     for session, node in zip(sessions, cluster.nodes):
         assert quota_props(session, node) == (stored, quota - stored)
         assert session.get(node.url("/api/v1/me")).json()["used_bytes"] == stored
+
+
+@pytest.mark.parametrize("method", ["PUT", "MKCOL"])
+def test_files_and_folders_made_through_every_node_stop_at_the_cap(cluster, method):
+    name, password = cluster.user()
+    sessions = cluster.sessions(name, password)
+    answers: list[int] = []
+
+    def make(number: int) -> None:
+        node = number % len(cluster.nodes)
+        url = cluster.nodes[node].dav(f"entry{number}")
+        answers.append(sessions[node].request(method, url, data=b"x" if method == "PUT" else None).status_code)
+
+    threads = [threading.Thread(target=make, args=(number,)) for number in range(MAX_FILES + 12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(answers) == {201, 507}, answers
+    made = list(cluster.first.space(name).iterdir())
+    assert answers.count(201) == len(made) - 1 == MAX_FILES - 1  # `downloads/` is the first entry
 
 
 # --- DAV locks ----------------------------------------------------------------
