@@ -26,6 +26,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol
 
+import psycopg
+
 from engine.database import Database
 
 
@@ -101,11 +103,10 @@ class AdvisoryLocks:
         with self._threads_lock:
             self._local = self._threads.setdefault(url, threading.local())
 
-    def _session(self):
+    def _session(self) -> tuple[psycopg.Connection, dict[str, int]]:
+        """This thread's connection and how deep it holds each key."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            import psycopg  # only a PostgreSQL deployment needs it
-
             conn = self._local.conn = psycopg.connect(self._url, autocommit=True)
             self._local.held = {}  # a closed session held nothing
         return conn, self._local.held

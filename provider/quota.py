@@ -42,7 +42,7 @@ from typing import Callable
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 
 from engine.cluster_locks import ClusterLocks
-from engine.database import Database
+from engine.database import Database, Session
 from engine.nodes import Nodes
 from provider.accounts import Accounts
 
@@ -156,7 +156,7 @@ class Quota:
     def _live_since(self) -> float:
         return time.time() - self._nodes.lease
 
-    def _reserved(self, db, user: str) -> int:
+    def _reserved(self, db: Session, user: str) -> int:
         """Bytes held by the user's reservations on live nodes (this one is, while it asks)."""
         return db.execute(
             'select coalesce(sum(bytes), 0) from reservations where "user" = ? and '
@@ -164,7 +164,7 @@ class Quota:
             [user, self._nodes.name, self._live_since()],
         ).fetchone()[0]
 
-    def _locked_user(self, db, user: str) -> tuple[int | None, int] | None:
+    def _locked_user(self, db: Session, user: str) -> tuple[int | None, int] | None:
         """(quota, used bytes) of the user, whose row stays locked until the transaction ends,
         so one check-and-book at a time runs for them on all nodes; None if there is no user.
         SQLite's write transaction excludes every other writer already."""
@@ -201,7 +201,7 @@ class Quota:
                        'where "user" = ?', [count, count, user])
 
     @staticmethod
-    def _store_entries(db, user: str, entries: int) -> None:
+    def _store_entries(db: Session, user: str, entries: int) -> None:
         db.execute('insert into entry_counts ("user", entries) values (?, ?) '
                    "on conflict (\"user\") do update set entries = excluded.entries", [user, entries])
 
@@ -241,7 +241,7 @@ class Quota:
             reservation.held = total
             return total
 
-    def _store_reservation(self, db, reservation: Reservation, total: int) -> None:
+    def _store_reservation(self, db: Session, reservation: Reservation, total: int) -> None:
         if total:
             db.execute('insert into reservations (id, node, "user", bytes) values (?, ?, ?, ?) '
                        "on conflict (id) do update set bytes = excluded.bytes",

@@ -23,6 +23,7 @@ THREADS = 2
 # the inner `locked` takes the first key again (re-entrant) with one more of its own.
 WORKER = """
 import sys, threading, time
+from pathlib import Path
 from engine.cluster_locks import AdvisoryLocks, StripedFileLocks
 
 kind, where, counter, *keys = sys.argv[1:]
