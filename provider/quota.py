@@ -12,9 +12,9 @@ used bytes when the result is in place (`settle`), or given back if it never is
 on one node or many: reservations are rows of the `reservations` table, and each
 check-and-book is one write transaction that locks the user's row first. A reservation
 counts while its node is alive (engine/nodes.py); those of a node not seen for
-`engine.lease` seconds stop counting and are swept, and a node starting again drops its own
-old ones (the engine takes them again for the partial downloads it keeps). `used` reports
-stored plus reserved bytes.
+`engine.lease` seconds stop counting (and are swept when a node starts), and a node
+starting again drops its own old ones (the engine takes them again for the partial
+downloads it keeps). `used` reports stored plus reserved bytes.
 
 A change in a space and its booking happen under the user's lock (`booking`), which `recount`
 holds too, so a recount on one node never races a write on another: it sees a file either
