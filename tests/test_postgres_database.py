@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from engine.devices_table import SqliteDevices
 from engine.events_table import SqliteEvents
 from engine.postgres_database import postgres_ddl, psycopg_sql
 from engine.schema import MIGRATIONS, latest_version
+from server.shares_table import Share, SqliteShares
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.postgres import PASSWORD
 from tests.server_process import REPO, ServerProcess, run_cli
@@ -186,6 +188,23 @@ def test_concurrent_appends_number_each_users_events_once(any_database: Database
     for user in users:
         assert sorted(seq for who, seq in numbered if who == user) == list(range(1, 61))
         assert [seq for seq, _kind, _data in events.since(user, 0, 100)] == list(range(1, 61))
+
+
+@pytest.mark.parametrize("at_most", [1, 3, 5])
+def test_concurrent_share_links_stop_at_the_owners_cap(any_database: Database, at_most: int) -> None:
+    shares = SqliteShares(any_database)
+    for owner in ("ann", "ben"):
+        with any_database.write() as session:
+            session.execute("insert into users (name, password_hash) values (?, ?)", [owner, "x"])
+
+    def share(number: int) -> bool:
+        owner = ("ann", "ben")[number % 2]
+        made = Share(f"id-{number}", owner, f"file-{number}", time.time(), None, None)
+        return shares.insert(made, f"token-{number}", at_most=at_most)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(share, range(24))) == 2 * at_most
+    assert [len(shares.for_owner(owner)) for owner in ("ann", "ben")] == [at_most, at_most]
 
 
 def test_a_device_registered_by_many_at_once_is_new_to_exactly_one(any_database: Database) -> None:
