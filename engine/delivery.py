@@ -149,7 +149,9 @@ class Delivery:
 
     def _store_holds(self, digest: str) -> bool:
         """Whether a user's file links to the stored `digest`, counting downloads published
-        but still being filed."""
+        but still being filed here. Another node's filing in progress is not waited for: until
+        its object is linked in the store (one atomic link on the shared root), the content
+        is not held, and the task transfers it as if it were new."""
         if self.store.linked(digest):
             return True
         for filing in list(self._filing.values()):
@@ -157,7 +159,8 @@ class Delivery:
         return self.store.linked(digest)
 
     def _filed_digest(self, task_id: int) -> str | None:
-        """The digest of a finished task, waiting for it if the task is still being filed away."""
+        """The digest of a finished task, waiting for it if this node is still filing it away;
+        None while another node is (the task's sha256 is recorded only once its object is filed)."""
         filing = self._filing.get(task_id)
         if filing is not None:
             return filing.result() or None

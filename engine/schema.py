@@ -131,6 +131,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         "alter table tasks add column node text",
         "alter table tasks add column lease_until real",
     )),
+    Migration(3, "quota reservations, file counts and login throttling shared by every node", (
+        # Room held for bytes on their way in, one row per reservation; it counts while its
+        # node is alive (provider/quota.py). Only writes in progress have a row, so the table
+        # stays small enough to need no index beyond its key: each PUT adds and removes one.
+        """create table reservations (id text primary key, node text not null, "user" text not null,
+            bytes bigint not null)""",
+        # Files and folders per user for storage.max_files; a row appears with the first count.
+        'create table entry_counts ("user" text primary key, entries bigint not null)',
+        # Consecutive wrong passwords per (user name or share, address) (provider/login_throttle.py).
+        """create table login_failures (name text not null, address text not null, failures integer not null,
+            locked_until double precision not null, primary key (name, address))""",
+    )),
     Migration(5, "when each device's event stream, on whichever node, last said it is open", (
         # online_until: the stream renews it every events.keepalive seconds and clears it on closing.
         "alter table devices add column online_until real",

@@ -14,9 +14,9 @@ a user's live locks at `storage.max_locks`.
 from __future__ import annotations
 
 import pickle
-import threading
 import time
 from collections.abc import Iterator, MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any, Callable
 
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
@@ -24,6 +24,7 @@ from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.prop_man.property_manager import PropertyManager
 
+from engine.cluster_locks import ClusterLocks
 from engine.database import Database
 from provider.quota import Quota, QuotaExceeded
 
@@ -108,56 +109,68 @@ class MeteredMapping(SqliteMapping):
         return properties_size(self.get(key))
 
     def __setitem__(self, key: str, value: dict[str, bytes]) -> None:
-        delta = properties_size(value) - self._size_at(key)
-        with self._quota.reserve(self._owner(key), max(0, delta)) as reservation:
-            super().__setitem__(key, value)
-            reservation.settle(delta)
+        owner = self._owner(key)
+        with self._quota.booking(owner):  # the size read is the size replaced, on every node
+            delta = properties_size(value) - self._size_at(key)
+            with self._quota.reserve(owner, max(0, delta)) as reservation:
+                super().__setitem__(key, value)
+                reservation.settle(delta)
 
     def __delitem__(self, key: str) -> None:
-        size = self._size_at(key)
-        super().__delitem__(key)
-        self._quota.charge(self._owner(key), -size)
+        owner = self._owner(key)
+        with self._quota.booking(owner):
+            size = self._size_at(key)
+            super().__delitem__(key)
+            self._quota.charge(owner, -size)
 
     def rename(self, old: str, new: str) -> None:
         """Move one entry to another key of the same user (replacing what is there)."""
-        replaced = self._size_at(new)
-        with self._database.write() as db:
-            db.execute(f"delete from {self._table} where key = ?", [new])
-            db.execute(f"update {self._table} set key = ? where key = ?", [new, old])
-        self._quota.charge(self._owner(new), -replaced)
+        owner = self._owner(new)
+        with self._quota.booking(owner):
+            replaced = self._size_at(new)
+            with self._database.write() as db:
+                db.execute(f"delete from {self._table} where key = ?", [new])
+                db.execute(f"update {self._table} set key = ? where key = ?", [new, old])
+            self._quota.charge(owner, -replaced)
 
     def bytes_under(self, prefix: str) -> int:
         return sum(properties_size(value) for _key, value in self.items_with_prefix(prefix))
 
 
 class _ExclusiveLock:
-    """Stands in for WsgiDAV's read/write lock: one re-entrant lock for both.
+    """Stands in for WsgiDAV's read/write lock: one re-entrant lock for both, held on every
+    node (engine/cluster_locks.py), so a LOCK on one node and a conflicting LOCK or a write on
+    another take turns.
 
     WsgiDAV's lock storage upgrades a read lock to a write lock to purge an expired or unknown
     token (in `get`, also reached from `get_lock_list`); two threads doing that at once make
-    its RWLock raise "Inevitable dead lock", a 500 on UNLOCK, LOCK or PUT. SQLite serialises
-    the work anyway, so nothing is lost by one lock.
+    its RWLock raise "Inevitable dead lock", a 500 on UNLOCK, LOCK or PUT. The database
+    serialises the work anyway, so nothing is lost by one lock.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
+    def __init__(self, locks: ClusterLocks) -> None:
+        self._locks = locks
+        self._held: list[AbstractContextManager[None]] = []
 
     def acquire_read(self, *, timeout: float | None = None) -> None:
-        self._lock.acquire()
+        held = self._locks.locked("dav-locks")
+        held.__enter__()
+        self._held.append(held)
 
     acquire_write = acquire_read
 
     def release(self) -> None:
-        self._lock.release()
+        self._held.pop().__exit__(None, None, None)
 
 
 class SqliteLockStorage(LockStorageDict):
     """WsgiDAV lock storage whose dict lives in the database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, locks: ClusterLocks) -> None:
+        """`locks`: the namespace of the DAV lock storage's one lock (see _ExclusiveLock)."""
         super().__init__()
         self._database = database
-        self._lock = _ExclusiveLock()
+        self._lock = _ExclusiveLock(locks)
 
     def open(self) -> None:
         self._dict = SqliteMapping(self._database, "dav_locks")
@@ -290,23 +303,28 @@ class NotifyingLockManager(LockManager):
                  user_prefix: Callable[[str], str], max_owner_bytes: int | None, max_locks: int | None) -> None:
         """`user_prefix`: the ref-URL prefix of a principal's space."""
         super().__init__(storage)
+        # The storage's lock, held on every node, instead of WsgiDAV's in-process one: a
+        # conflict check and the lock it grants are one step across nodes.
+        self._lock = storage._lock
         self._on_release = on_release
         self._user_prefix = user_prefix
         self._max_owner_bytes = max_owner_bytes
         self._max_locks = max_locks
-        self._counting = threading.Lock()
 
     def acquire(self, *, url, lock_type, lock_scope, lock_depth, lock_owner, timeout, principal, token_list):
         if self._max_owner_bytes is not None and len(lock_owner or b"") > self._max_owner_bytes:
             raise DAVError(HTTP_BAD_REQUEST, f"the lock owner has {len(lock_owner)} bytes; at most "
                                              f"{self._max_owner_bytes} are kept (storage.max_lock_owner_bytes)")
-        with self._counting:  # no two LOCKs of one user both take the last place
+        self._lock.acquire_write()  # no two LOCKs of one user both take the last place
+        try:
             if self._max_locks is not None and \
                     self.storage.live_locks_under(self._user_prefix(principal)) >= self._max_locks:
                 raise QuotaExceeded(f"too many locks: at most {self._max_locks} per user "
                                     "(storage.max_locks); unlock files first")
             return super().acquire(url=url, lock_type=lock_type, lock_scope=lock_scope, lock_depth=lock_depth,
                                    lock_owner=lock_owner, timeout=timeout, principal=principal, token_list=token_list)
+        finally:
+            self._lock.release()
 
     def release(self, token: str) -> None:
         lock = self.get_lock(token)

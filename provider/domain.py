@@ -78,9 +78,9 @@ def _shown(user_name: str) -> str:
 class Authenticator:
     """Checks a user name and password with throttling; shared by WebDAV and the HTTP API."""
 
-    def __init__(self, accounts: Accounts, throttle: LoginThrottle | None = None) -> None:
+    def __init__(self, accounts: Accounts, throttle: LoginThrottle) -> None:
         self.accounts = accounts
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle
 
     def login(self, environ: dict) -> str:
         """The user whose Basic credentials the request carries; else raises LoginRefused."""

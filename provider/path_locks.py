@@ -1,30 +1,31 @@
-"""Serialises changes to the same file within the server process.
+"""Serialises changes to the same file, on every node sharing the storage root.
 
 Replacing, deleting, copying onto and moving a file each read the size of what they replace
 and then change it; with two clients racing on one path, the size read must be the size
-changed, or quota drifts. A fixed set of lock stripes keyed by path keeps that exact without
-a lock object per file. The stripes are reentrant: a caller that holds a path while it decides
-(the engine reading a trigger before removing it) may then have the space writer change it.
+changed, or quota drifts. The locks are engine/cluster_locks.py's (stripes and `flock` on the
+embedded database, advisory locks on PostgreSQL), so two nodes changing one path take turns
+as two threads of one process do. They are reentrant: a caller that holds a path while it
+decides (the engine reading a trigger before removing it) may then have the space writer
+change it. Path locks come before the user's quota lock (provider/quota.py `booking`).
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from contextlib import ExitStack, contextmanager
-from typing import Iterator
+from contextlib import AbstractContextManager
 
-_STRIPES = tuple(threading.RLock() for _ in range(256))
+from engine.cluster_locks import ClusterLocks
 
 
-@contextmanager
-def locked_paths(*paths: str) -> Iterator[None]:
-    """Hold the stripes of all `paths`, taken in one global order so two callers cannot deadlock."""
-    stripes = sorted({hash(path) % len(_STRIPES) for path in paths})
-    with ExitStack() as stack:
-        for index in stripes:
-            stack.enter_context(_STRIPES[index])
-        yield
+class PathLocks:
+    """The path locks of all spaces."""
+
+    def __init__(self, locks: ClusterLocks) -> None:
+        self._locks = locks
+
+    def locked_paths(self, *paths: str) -> AbstractContextManager[None]:
+        """Hold all `paths`, taken in one global order so two callers cannot deadlock."""
+        return self._locks.locked(*paths)
 
 
 def size_or_zero(path: str) -> int:

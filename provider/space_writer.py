@@ -3,7 +3,9 @@
 Every change to a space goes through `SpaceWriter`, which holds the path lock of what it
 changes (provider/path_locks.py), reads the size there before and after, and books the
 difference in the quota (provider/quota.py): bytes on their way in under a `Reservation`
-settled once they are in place, removals refunded by what was actually removed. The engine
+settled once they are in place, removals refunded by what was actually removed. The change
+and its booking happen under the user's quota lock (`Quota.booking`, taken inside the path
+locks), so a recount on another node sees both or neither. The engine
 reaches it as its `SpaceAccess` (engine/engine.py), so error notes, trigger removals and
 published downloads take the same locks as a client's PUT, DELETE or MOVE on the same path.
 No other module opens a user's path for writing (tests/test_space_writer.py checks the
@@ -22,7 +24,7 @@ from typing import Callable, Iterator
 
 from provider.free_names import link_under_free_name, move_under_free_name
 from provider.own_copy import private_copy
-from provider.path_locks import locked_paths, size_or_zero
+from provider.path_locks import PathLocks, size_or_zero
 from provider.quota import Quota, Reservation
 from provider.upload import AtomicUpload
 
@@ -33,9 +35,11 @@ _TREE_TRIES = 5
 class SpaceWriter:
     """Writes into the spaces of all users, with their path locks and quota bookings."""
 
-    def __init__(self, quota: Quota, temp_dir: Path, space_root: Callable[[str], Path], min_free: int | None) -> None:
+    def __init__(self, quota: Quota, path_locks: PathLocks, temp_dir: Path, space_root: Callable[[str], Path],
+                 min_free: int | None) -> None:
         """`temp_dir`: on the spaces' filesystem, for files made before they are renamed in."""
         self._quota = quota
+        self._locked_paths = path_locks.locked_paths
         self._temp_dir = temp_dir
         self._space_root = space_root
         self._min_free = min_free or 0
@@ -53,7 +57,7 @@ class SpaceWriter:
 
     def locked(self, *paths: Path) -> AbstractContextManager[None]:
         """All of `paths` at once (locks taken one inside another could deadlock)."""
-        return locked_paths(*map(str, paths))
+        return self._locked_paths(*map(str, paths))
 
     def write_file(self, user: str, target: Path, body: bytes) -> bool:
         """Put a small generated file (an error note) at `target` atomically, booked even over
@@ -77,15 +81,15 @@ class SpaceWriter:
         """Hard-link the file `source`, or rename the folder `source`, into `folder` under a
         free name, and book its `size` bytes from `allowance`; where it went."""
         put = move_under_free_name if source.is_dir() else link_under_free_name
-        placed = put(source, folder, name)
-        allowance.settle(size)
+        with self._quota.booking(allowance.user):
+            placed = put(source, folder, name)
+            allowance.settle(size)
         return placed
 
-    @staticmethod
-    def relink(stored: Path, published: Path, downloaded: Path) -> None:
+    def relink(self, stored: Path, published: Path, downloaded: Path) -> None:
         """Make `published` a link to the content store's `stored` object, if it is still the
         `downloaded` file (same bytes, same size: the quota does not move)."""
-        with locked_paths(str(published)):
+        with self._locked_paths(str(published)):
             try:
                 if not os.path.samefile(published, downloaded):
                     return
@@ -106,12 +110,12 @@ class SpaceWriter:
     def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int) -> tuple[os.stat_result, bool]:
         """Rename `temp` (`size` bytes, held by `reservation`) over `target` and book the
         difference; the new file's stat as of the rename, and whether it replaced one."""
-        with locked_paths(str(target)):
+        with self._locked_paths(str(target)), self._quota.booking(reservation.user):
             existed = os.path.lexists(target)
             replaced = size_or_zero(str(target))
             os.replace(temp, target)
             info = os.stat(target)
-        reservation.settle(size - replaced)
+            reservation.settle(size - replaced)
         return info, existed
 
     def book_entry(self, user: str, path: str) -> int:
@@ -137,7 +141,7 @@ class SpaceWriter:
     def create_empty(self, user: str, path: str) -> None:
         """An empty file at `path` unless something is there (RFC 4918's LOCK of a new URL)."""
         try:
-            with self.creating(user, path), locked_paths(path):
+            with self.creating(user, path), self._locked_paths(path):
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             pass
@@ -145,7 +149,7 @@ class SpaceWriter:
     def make_folder(self, user: str, path: str, *, like: str | None = None) -> None:
         """A folder at `path` (kept if one is there and `like` is given), with the times and
         mode of the folder `like`."""
-        with self.creating(user, path), locked_paths(path):
+        with self.creating(user, path), self._locked_paths(path):
             if like is None or not os.path.isdir(path):
                 os.mkdir(path)
             if like is not None:
@@ -170,13 +174,13 @@ class SpaceWriter:
         """Rename the file or folder `source` to `dest`, refunding a file that was at `dest`
         (WsgiDAV deleted an existing target already, but another client may have put one back).
         FileNotFoundError if `source` went away."""
-        with locked_paths(source, dest):
+        with self._locked_paths(source, dest), self._quota.booking(user):
             put_back = os.path.lexists(dest)
             if put_back and os.path.isdir(source):
                 raise FileExistsError(f"{dest} appeared meanwhile")  # a rename would replace an empty folder
             replaced = size_or_zero(dest)
             os.rename(source, dest)
-        self._quota.charge(user, -replaced)
+            self._quota.charge(user, -replaced)
         self._quota.remove_entries(user, int(put_back))
 
     def delete(self, user: str, path: str) -> bool:
@@ -185,7 +189,7 @@ class SpaceWriter:
 
     def set_times(self, path: str, seconds: int) -> None:
         """Set the modification time of this user's file alone (see own_copy)."""
-        with locked_paths(path):
+        with self._locked_paths(path):
             info = os.lstat(path)
             if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
                 self._quota.check_disk(info.st_size)
@@ -204,34 +208,35 @@ class SpaceWriter:
         except FileNotFoundError:
             return False
         if stat.S_ISDIR(info.st_mode):
-            size, entries = self._remove_tree(path)
+            entries = self._remove_tree(user, path)
         else:
-            with locked_paths(path):
+            with self._locked_paths(path), self._quota.booking(user):
                 try:
                     size, entries = os.lstat(path).st_size, 1
                     os.unlink(path)
                 except FileNotFoundError:
                     return False
-        self._quota.charge(user, -size)
+                self._quota.charge(user, -size)
         if count_entries:
             self._quota.remove_entries(user, entries)
         return True
 
-    @staticmethod
-    def _remove_tree(root: str) -> tuple[int, int]:
-        """Remove the folder `root`, each file under its path lock; (bytes, entries) removed."""
-        size = entries = 0
+    def _remove_tree(self, user: str, root: str) -> int:
+        """Remove the folder `root`, each file under its path lock and refunded as it goes
+        (a recount meanwhile sees each file either there and booked or gone and refunded);
+        the entries removed."""
+        entries = 0
         for attempt in range(1, _TREE_TRIES + 1):
             for folder, dirs, files in os.walk(root, topdown=False):
                 for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
                     path = os.path.join(folder, name)
-                    with locked_paths(path):
+                    with self._locked_paths(path), self._quota.booking(user):
                         try:
                             info = os.lstat(path)
                             os.unlink(path)
                         except FileNotFoundError:
                             continue
-                    size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+                        self._quota.charge(user, -info.st_size if stat.S_ISREG(info.st_mode) else 0)
                     entries += 1
                 if folder != root:
                     try:
@@ -245,4 +250,4 @@ class SpaceWriter:
             except OSError:
                 if attempt == _TREE_TRIES or not os.path.isdir(root):
                     raise
-        return size, entries + 1
+        return entries + 1

@@ -22,6 +22,7 @@ from engine.events import EventLog
 from engine.socket_splice import splice_supported
 from engine.triggers import is_trigger_name
 from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
+from provider.path_locks import PathLocks
 from provider.quota import Quota
 from provider.resources import LOCK_ROOT_LOOKUP, SpaceFile, SpaceFolder, user_ref_url
 from provider.space_writer import SpaceWriter
@@ -34,20 +35,21 @@ _DELETED_KEY = "fetchdrive.deleted_paths"
 class SpacesProvider(FilesystemProvider):
     """Serves `spaces/<user>/` of whoever authenticated."""
 
-    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, *, body_timeout: float,
-                 min_free: int | None) -> None:
-        """`body_timeout`: how long a request body may stall (server.timeout); `min_free`: the
-        disk's reserve (storage.min_free)."""
+    def __init__(self, spaces_root: Path, temp_root: Path, quota: Quota, path_locks: PathLocks, *, node: str,
+                 body_timeout: float, min_free: int | None) -> None:
+        """`node`: this node's name (server.node); `body_timeout`: how long a request body may
+        stall (server.timeout); `min_free`: the disk's reserve (storage.min_free)."""
         spaces_root.mkdir(parents=True, exist_ok=True)
         super().__init__(str(spaces_root), readonly=False, fs_opts={"follow_symlinks": False})
         self.spaces_root = Path(os.path.realpath(spaces_root))
-        self.upload_temp_dir = temp_root / "uploads"
-        # No upload is in progress at start: what is here was cut off by a crash.
+        # A folder per node: other nodes sharing the storage root have uploads in progress.
+        self.upload_temp_dir = temp_root / "uploads" / node
+        # No upload of this node is in progress at start: what is here was cut off by a crash.
         shutil.rmtree(self.upload_temp_dir, ignore_errors=True)
         self.upload_temp_dir.mkdir(parents=True, exist_ok=True)
         self.splice_timeout = body_timeout if splice_supported(self.upload_temp_dir) else None
         self.quota = quota
-        self.writer = SpaceWriter(quota, self.upload_temp_dir, self.space_root, min_free)
+        self.writer = SpaceWriter(quota, path_locks, self.upload_temp_dir, self.space_root, min_free)
         self.hooks: DownloadsHooks | None = None
         self.events: EventLog | None = None
         self._prepared: dict[str, str] = {}  # user -> their folder, as text

@@ -15,14 +15,18 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from engine.catalog import CatalogError
+from engine.cluster_locks import cluster_locks
 from engine.database import open_database
 from engine.engine import DownloadEngine
 from engine.engine_settings import EngineSettings, from_keys
+from engine.nodes import Nodes
 from provider.accounts import Accounts
 from provider.dav_storage import NotifyingLockManager, SqliteLockStorage, SqlitePropertyManager
 from provider.domain import Authenticator, FetchdriveDomainController, FetchdriveHTTPAuthenticator
 from provider.fast_get import FastGet
 from provider.fast_propfind import FastPropfind
+from provider.login_throttle import LoginThrottle
+from provider.path_locks import PathLocks
 from provider.quota import Quota, QuotaExceeded
 from provider.resources import user_ref_url
 from provider.spaces import SpacesProvider
@@ -56,14 +60,19 @@ def _client_faults_unlogged(record: logging.LogRecord) -> bool:
 
 
 class Storage:
-    """The data folder's layout and the objects that own its parts."""
+    """The data folder's layout and the objects that own its parts, shared with the other
+    nodes on the same database and root: quota, path and DAV locks (engine/cluster_locks.py)."""
 
     def __init__(self, config: Config) -> None:
         self.root: Path = config.storage_root
         self.root.mkdir(parents=True, exist_ok=True)
         self.database = open_database(config["database.url"], self.root)
+        self.nodes = Nodes(self.database, config["server.node"], config["engine.lease"])
         self.accounts = Accounts(self.database, self.root)
-        self.quota = Quota(self.accounts, self.root, config["storage.min_free"], config["storage.max_files"])
+        self.path_locks = PathLocks(cluster_locks(self.database, self.root, "paths"))
+        self.dav_locks = cluster_locks(self.database, self.root, "dav", stripes=1)
+        self.quota = Quota(self.database, self.accounts, self.nodes, cluster_locks(self.database, self.root, "users", 64),
+                           self.root, config["storage.min_free"], config["storage.max_files"])
         self.shares = ShareStore(self.database, self.root / "share.key")
         self.spaces_root = self.root / "spaces"
         self.temp_root = self.root / "tmp"
@@ -78,8 +87,9 @@ class FetchdriveApp:
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
         self.storage = storage or Storage(config)
-        self.authenticator = Authenticator(self.storage.accounts)
+        self.authenticator = Authenticator(self.storage.accounts, LoginThrottle(self.storage.database))
         self.provider = SpacesProvider(self.storage.spaces_root, self.storage.temp_root, self.storage.quota,
+                                       self.storage.path_locks, node=self.storage.nodes.name,
                                        body_timeout=config["server.timeout"], min_free=config["storage.min_free"])
         self.dav = WsgiDAVApp(self._dav_config())
         # WsgiDAV's own logging stays off, but an internal error (a 500) must reach our log.
@@ -88,7 +98,7 @@ class FetchdriveApp:
         dav_logger.propagate = True
         logging.getLogger("wsgidav.request_server").addFilter(_client_faults_unlogged)
         lock_manager = NotifyingLockManager(
-            SqliteLockStorage(self.storage.database), self.provider.lock_released,
+            SqliteLockStorage(self.storage.database, self.storage.dav_locks), self.provider.lock_released,
             user_prefix=lambda user: user_ref_url(self.provider.share_path, user, "/"),
             max_owner_bytes=config["storage.max_lock_owner_bytes"], max_locks=config["storage.max_locks"],
         )
@@ -114,7 +124,8 @@ class FetchdriveApp:
         self._dav_entry = dav_guard(plain_errors(self.dav), DAV_PREFIX)
         self._dav_for_clients = sandboxed_files(self._dav_entry)
         self.share_pages = SharePages(self.storage.shares, self.provider,
-                                      lambda user: self.storage.accounts.get(user) is not None, self._dav_entry)
+                                      lambda user: self.storage.accounts.get(user) is not None, self._dav_entry,
+                                      LoginThrottle(self.storage.database))
 
     def _dav_config(self) -> dict:
         return {
@@ -153,14 +164,18 @@ class FetchdriveApp:
         }
 
     def start_background_work(self) -> None:
-        """Recount used bytes (a crash may have left a delta unapplied), load the config's
-        catalog, and start the download workers, which resume unfinished tasks (not those of
-        users removed meanwhile), and the watch for users removed while the server runs."""
+        """Join the nodes and drop reservations nobody holds any more, recount used bytes (a
+        crash may have left a delta unapplied; other nodes may be writing meanwhile, see
+        provider/quota.py), load the config's catalog, and start the download workers, which
+        resume unfinished tasks (not those of users removed meanwhile), and the watch for users
+        removed while the server runs."""
+        self.storage.nodes.start()
+        self.storage.quota.forget_reservations_of_gone_nodes()
         users = [user.name for user in self.storage.accounts.list()]
         properties = self.dav.prop_manager
         for user in users:
             prefix = user_ref_url(self.provider.share_path, user, "/")
-            self.storage.quota.recount(user, self.provider.space_root(user), properties.bytes_under(prefix))
+            self.storage.quota.recount(user, self.provider.space_root(user), lambda: properties.bytes_under(prefix))
         try:
             self.engine.catalog.load_config_entries(self.config["catalog"])
         except CatalogError as error:
@@ -172,6 +187,7 @@ class FetchdriveApp:
     def stop_background_work(self) -> None:
         self.removed_users.stop()
         self.engine.stop()
+        self.storage.nodes.stop()
 
     def end_streams(self) -> None:
         """Let open event streams finish, so the server's threads can stop."""

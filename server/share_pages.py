@@ -62,12 +62,13 @@ def content_disposition(name: str, *, download: bool) -> str:
 class SharePages:
     """The WSGI app for `/s/`."""
 
-    def __init__(self, store: ShareStore, provider: SpacesProvider, user_exists: Callable[[str], bool], dav_app) -> None:
+    def __init__(self, store: ShareStore, provider: SpacesProvider, user_exists: Callable[[str], bool], dav_app,
+                 throttle: LoginThrottle) -> None:
         self._store = store
         self._provider = provider
         self._user_exists = user_exists
         self._dav_app = dav_app
-        self._throttle = LoginThrottle()
+        self._throttle = throttle
 
     def __call__(self, environ, start_response):
         try:

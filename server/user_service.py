@@ -79,7 +79,7 @@ class UserService:
         """The WebDAV locks and dead properties of the user's space, which live in the
         database: a later user of the same name finds none of them on their own files."""
         space = user_ref_url(DAV_PREFIX, name, "/")
-        SqliteLockStorage(self._storage.database).remove_locks_under(space)
+        SqliteLockStorage(self._storage.database, self._storage.dav_locks).remove_locks_under(space)
         SqlitePropertyManager(self._storage.database, self._storage.quota, lambda _ref: name, None) \
             .remove_properties_under(space)
 

@@ -77,3 +77,8 @@ def recounted(server, user: str) -> int:
     rows = server.query("select value from dav_properties where key like ?", [f"/dav/{user}/%"])
     properties = sum(len(name.encode()) + len(value) for (blob,) in rows for name, value in pickle.loads(blob).items())
     return tree_size(server.space(user)) + properties
+
+
+def uploads_left(server) -> bool:
+    """Whether any upload's temporary file is left (each node has its own folder for them)."""
+    return any(path.is_file() for path in (server.data / "tmp" / "uploads").rglob("*"))

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tests.quota_helpers import uploads_left
+
 QUOTA_PROPS = (
     '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop>'
     "<D:quota-used-bytes/><D:quota-available-bytes/></D:prop></D:propfind>"
@@ -75,7 +77,7 @@ def test_a_put_over_quota_gets_507_and_leaves_nothing_behind(server, alice):
     assert not (server.space(alice.name) / "big.bin").exists()
     assert (server.space(alice.name) / "keep.bin").read_bytes() == b"k" * 100
     assert quota_of(server, alice)[0] == 100
-    assert not any((server.data / "tmp" / "uploads").iterdir())
+    assert not uploads_left(server)
 
 
 def test_a_chunked_put_over_quota_is_stopped_while_streaming(server, alice):
@@ -104,7 +106,7 @@ def test_an_interrupted_put_leaves_the_old_content_intact(server, alice, chunked
     raw_put(server, alice, "fresh.txt", b"half", declared=100, chunked=chunked)
     assert alice.session.get(server.dav("fresh.txt")).status_code == 404
     assert "fresh.txt" not in alice.session.request("PROPFIND", server.dav(), headers={"Depth": "1"}).text
-    assert not any((server.data / "tmp" / "uploads").iterdir())
+    assert not uploads_left(server)
     assert "Traceback" not in server.log_text()  # a client's fault, answered; nothing for the log
 
 
@@ -157,7 +159,7 @@ def test_a_put_whose_body_stalls_past_server_timeout_changes_nothing(make_server
     answer = raw_put_in_pieces(server, Account, "doc.bin", body, [1024 * 1024, 1024 * 1024], pause=4)
     assert not answer.startswith(b"HTTP/1.1 2")
     assert session.get(server.dav("doc.bin")).content == b"old content"
-    assert not any((server.data / "tmp" / "uploads").iterdir())
+    assert not uploads_left(server)
     assert "Traceback" not in server.log_text()
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from provider.quota import tree_size
 from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
-from tests.quota_helpers import Sampler, recounted, used
+from tests.quota_helpers import Sampler, recounted, used, uploads_left
 
 QUOTA = 2 * 1024 * 1024
 KINDS = ["put", "chunked put", "copy", "proppatch", "download", "unsized download"]
@@ -86,7 +86,7 @@ def test_generated_concurrent_writers_never_pass_the_quota(make_server, origin, 
         assert not failures, failures
         assert sampler.most_on_disk <= QUOTA + notes and sampler.most_used <= QUOTA + notes, operations
         assert used(session, server) == recounted(server, user), operations
-        assert not any((server.data / "tmp" / "uploads").iterdir())
+        assert not uploads_left(server)
         tally["files checked"] += sum(1 for _ in server.space(user).rglob("*"))
         assert tree_size(server.space(user)) <= QUOTA + notes
 
