@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.database import SQLITE_URL, open_database
+from engine.tasks import TaskStore
 from tests.conftest import Account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
 from tests.origin import Origin
@@ -51,6 +53,14 @@ class Cluster:
     def space(self, user: str) -> Path:
         return self.root / "spaces" / user
 
+    def saved(self, task_id: int) -> int:
+        """The bytes of the task that its node has saved as resumable (in the shared database)."""
+        database = open_database(self.shared.get("database.url", SQLITE_URL), self.root)
+        try:
+            return TaskStore(database).get(task_id).bytes_done
+        finally:
+            database.close()
+
     def temp_files(self) -> list[str]:
         return files_in(self.root / "tmp" / "downloads")
 
@@ -81,11 +91,6 @@ def add(node: ServerProcess, account: Account, url: str) -> dict:
     return response.json()
 
 
-def saved_bytes(cluster: Cluster) -> int:
-    temp = cluster.root / "tmp" / "downloads"
-    return sum((temp / name).stat().st_size for name in cluster.temp_files() if (temp / name).is_file())
-
-
 @pytest.mark.parametrize("node_count, trigger_count", [(2, 8), (3, 12)])
 def test_each_task_runs_once_over_the_nodes(cluster, origin: Origin, node_count: int, trigger_count: int) -> None:
     nodes = [cluster.start(f"node{n}") for n in range(node_count)]
@@ -111,11 +116,13 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
     settings = {"engine.lease": 3, "engine.connections_per_task": connections}
     first = cluster.start("first", settings)
     alice = cluster.account("alice")
-    resource = origin.add("/big.bin", BODY, rate=MIB)
-    add(first, alice, origin.url("/big.bin"))
-    wait_for(lambda: saved_bytes(cluster) > MIB, message="1 MiB saved by the first node")
+    # Slow enough (128 KiB/s a connection) that the first node is still at it when killed.
+    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
+    task = add(first, alice, origin.url("/big.bin"))
+    wait_for(lambda: cluster.saved(task["id"]) > 256 * 1024, message="the first node's progress saved")
     second = cluster.start("second", settings)
     first.kill()
+    assert not (cluster.space("alice") / "downloads" / "big.bin").exists()
     asked_before_kill = len(origin.requests)
     resource.rate = None
     assert cluster.delivered("alice", "big.bin") == BODY
@@ -190,7 +197,7 @@ def test_a_cancel_on_another_node_stops_the_transfer(cluster, origin: Origin, ho
     alice = cluster.account("alice")
     origin.add("/slow.bin", BODY, rate=512 * 1024)
     assert alice.session.put(runner.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin"))).status_code == 201
-    wait_for(lambda: saved_bytes(cluster) > 0, message="the runner downloading")
+    wait_for(lambda: origin.bytes_sent("/slow.bin") > 0, message="the runner downloading")
     other = cluster.start("other", settings)
     if how == "api":
         [task] = tasks(other, alice)
