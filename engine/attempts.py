@@ -52,7 +52,9 @@ class Attempts:
             self._sources[task.kind].run(task, running)
         except Cancelled:
             current = self.tasks.get(task.id)
-            if not self._stopping.is_set() and current is not None and current.node == task.node:
+            if current is not None and current.node != task.node:
+                self._allowances.release_room(task)  # the node that took it over holds the data now
+            elif not self._stopping.is_set():
                 self._temp.discard_temp(task)
         except Exception as error:
             fault = error if isinstance(error, FetchError) else local_storage_error(error)

@@ -8,13 +8,14 @@ file in the root) and on PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.database import SQLITE_URL, open_database
-from engine.tasks import TaskStore
+from engine.tasks import Task, TaskStore
 from tests.conftest import Account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
 from tests.origin import Origin
@@ -53,11 +54,11 @@ class Cluster:
     def space(self, user: str) -> Path:
         return self.root / "spaces" / user
 
-    def saved(self, task_id: int) -> int:
-        """The bytes of the task that its node has saved as resumable (in the shared database)."""
+    def row(self, task_id: int) -> Task:
+        """The task as the shared database holds it: its node and its progress saved as resumable."""
         database = open_database(self.shared.get("database.url", SQLITE_URL), self.root)
         try:
-            return TaskStore(database).get(task_id).bytes_done
+            return TaskStore(database).get(task_id)
         finally:
             database.close()
 
@@ -119,7 +120,7 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
     # Slow enough (128 KiB/s a connection) that the first node is still at it when killed.
     resource = origin.add("/big.bin", BODY, rate=128 * 1024)
     task = add(first, alice, origin.url("/big.bin"))
-    wait_for(lambda: cluster.saved(task["id"]) > 256 * 1024, message="the first node's progress saved")
+    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
     second = cluster.start("second", settings)
     first.kill()
     assert not (cluster.space("alice") / "downloads" / "big.bin").exists()
@@ -131,6 +132,31 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
     assert origin.bytes_sent("/big.bin") < 1.3 * SIZE
     wait_for(lambda: not cluster.temp_files(), message="temporary data removed")
     assert [task["state"] for task in tasks(second, alice)] == ["done"]
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_node_that_stalled_past_its_lease_gives_the_task_up_unpublished(cluster, origin: Origin,
+                                                                           connections: int) -> None:
+    settings = {"engine.lease": 3, "engine.connections_per_task": connections}
+    stalled = cluster.start("stalled", settings)
+    alice = cluster.account("alice")
+    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
+    task = add(stalled, alice, origin.url("/big.bin"))
+    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
+    cluster.start("taker", settings)
+    stalled.process.send_signal(signal.SIGSTOP)  # as a node under swap storm, or cut off the network, might
+    try:
+        wait_for(lambda: cluster.row(task["id"]).node == "taker", timeout=30, message="the task taken over")
+    finally:
+        stalled.process.send_signal(signal.SIGCONT)
+    resource.rate = None
+    assert cluster.delivered("alice", "big.bin") == BODY
+    wait_for(lambda: "cancelled or taken over by another node" in stalled.log_text(), timeout=30,
+             message="the stalled node giving the task up")
+    wait_for(lambda: not cluster.temp_files(), message="temporary data removed")
+    assert files_in(cluster.space("alice") / "downloads") == ["big.bin"]
+    assert [(row["state"], row["path"]) for row in tasks(stalled, alice)] == [("done", "downloads/big.bin")]
+    assert "task 1 done" not in stalled.log_text()
 
 
 @pytest.mark.parametrize("killed", ["first", "second"])
