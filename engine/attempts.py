@@ -1,8 +1,9 @@
 """One try of a claimed task and what comes of it: the task's source runs it (engine/sources),
 and its outcome is decided here in one place. Cancelled: the data goes (unless the server is
-stopping, or another node has taken the task over: then it stays, to be resumed). Transient: the task waits and tries again, up to
-engine.retry.give_up_after. Permanent: the task fails, the user is told and the trigger gets
-its `.error.txt`. A fault of the server's own disk waits without counting towards giving up."""
+stopping, or another node has taken the task over: then it stays, to be resumed). Transient:
+the task waits and tries again, up to engine.retry.give_up_after. Permanent: the task fails,
+the user is told and the trigger gets its `.error.txt`. A fault of the server's own disk waits
+without counting towards giving up."""
 
 from __future__ import annotations
 
