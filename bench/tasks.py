@@ -19,7 +19,7 @@ from pathlib import Path
 from support import fetchdrive_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.database import Database  # noqa: E402
+from engine.sqlite_database import SqliteDatabase  # noqa: E402
 from engine.kinds import SourceKind, TaskState  # noqa: E402
 from engine.tasks import TaskStore  # noqa: E402
 

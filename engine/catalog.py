@@ -46,7 +46,7 @@ def check_entry(content_id: str, url: str, sha256: str | None, filename: str | N
 
 
 class Catalog:
-    """The `catalog` table: the SQLite `engine.repository.CatalogRepository`."""
+    """The `catalog` table: the `engine.repository.CatalogRepository`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

@@ -1,6 +1,6 @@
 """The `devices` and `deliveries` tables behind `DeviceRepository`. `engine.devices` holds
-the rules (names, who may be sent what, the events) and `SqliteDevices` the SQL; a
-PostgreSQL implementation (issue 17) is another class with the same methods.
+the rules (names, who may be sent what, the events) and `SqliteDevices` the SQL, for
+SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class DeviceRepository(Protocol):
 
 
 class SqliteDevices:
-    """The SQLite `DeviceRepository`."""
+    """The `DeviceRepository` (on either database)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

@@ -1,7 +1,6 @@
 """The `events` and `event_users` tables behind `EventRepository`: each user's durable
 events, numbered 1, 2, 3... per user, the last `keep` of them kept. `engine.events` fans
-them out; `SqliteEvents` holds the SQL, and a PostgreSQL implementation (issue 17) is
-another class with the same methods.
+them out; `SqliteEvents` holds the SQL, for SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ class EventRepository(Protocol):
 
 
 class SqliteEvents:
-    """The SQLite `EventRepository`."""
+    """The `EventRepository` (on either database)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

@@ -1,9 +1,9 @@
-"""What the rest of fetchdrive may ask of the database, as Protocols; the SQLite classes fill them.
+"""What the rest of fetchdrive may ask of the database, as Protocols; the table classes fill them.
 
 Callers see records (`Task`, `CatalogEntry`) and plain values, never a connection, a cursor,
-a rowid or a `?` placeholder: those stay inside the SQLite implementation (`engine.tasks`,
-`engine.catalog`, `provider.dav_storage`), so a PostgreSQL one (psycopg 3, issue 17) is new
-modules behind the same Protocols, with the schema of `engine.schema` in its own dialect.
+a rowid or a `?` placeholder: those stay inside the table classes (`engine.tasks`,
+`engine.catalog`, `provider.dav_storage`), whose SQL runs on SQLite and PostgreSQL alike
+(`engine.database`; the `Sqlite` in some class names is from when it was the only one).
 The other tables' Protocols sit beside their records, where the imports allow:
 `engine.events_table.EventRepository`, `engine.devices_table.DeviceRepository`,
 `provider.users_table.UserRepository` and `server.shares_table.ShareRepository`.

@@ -1,4 +1,4 @@
-"""Persistent WebDAV locks and dead properties, kept in the fetchdrive SQLite database.
+"""Persistent WebDAV locks and dead properties, kept in the fetchdrive database.
 
 WsgiDAV's lock storage and property manager work on a dict (`self._dict`) and always write
 whole values back. `SqliteMapping` is that dict, backed by a table, so both survive restarts
@@ -30,7 +30,7 @@ from provider.quota import Quota, QuotaExceeded
 
 class SqliteMapping(MutableMapping):
     """A str -> picklable-value mapping stored in one two-column table (`engine.schema` makes
-    it): the SQLite `engine.repository.KeyValueTable`."""
+    it): the `engine.repository.KeyValueTable`."""
 
     def __init__(self, database: Database, table: str) -> None:
         self._database = database
@@ -152,7 +152,7 @@ class _ExclusiveLock:
 
 
 class SqliteLockStorage(LockStorageDict):
-    """WsgiDAV lock storage whose dict lives in SQLite."""
+    """WsgiDAV lock storage whose dict lives in the database."""
 
     def __init__(self, database: Database) -> None:
         super().__init__()
@@ -202,7 +202,7 @@ class SqliteLockStorage(LockStorageDict):
 
 
 class SqlitePropertyManager(PropertyManager):
-    """WsgiDAV dead-property manager whose dict lives in SQLite, metered by the quota."""
+    """WsgiDAV dead-property manager whose dict lives in the database, metered by the quota."""
 
     def __init__(self, database: Database, quota: Quota, owner: Callable[[str], str], max_property_bytes: int | None) -> None:
         """`owner`: the user whose space a ref URL is in."""

@@ -1,8 +1,7 @@
 """The `users` table behind `UserRepository`: names, password hashes, quotas, used bytes.
 
 `provider.accounts` holds the rules (names, passwords, hashing, the credential cache) and
-asks this Protocol for storage; `SqliteUsers` fills it, and a PostgreSQL implementation
-(issue 17) is another class with the same methods.
+asks this Protocol for storage; `SqliteUsers` fills it, on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ class UserRepository(Protocol):
 
 
 class SqliteUsers:
-    """The SQLite `UserRepository`."""
+    """The `UserRepository` (on either database)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

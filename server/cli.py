@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _exit_at_once() -> NoReturn:
     """Exit once the work is done and its output flushed, skipping the interpreter's teardown
-    of every loaded module (WsgiDAV, sqlite-utils, apprise, libtorrent...): that took 1 to 4 s
+    of every loaded module (WsgiDAV, psycopg, apprise, libtorrent...): that took 1 to 4 s
     more on a busy machine, after a server had stopped or a command had finished, paid by each
     of the hundreds of servers and commands the test suite runs."""
     logging.shutdown()

@@ -1,6 +1,5 @@
 """The `shares` table behind `ShareRepository`; `server.shares` holds the rules (tokens,
-passwords, the per-user cap) and `SqliteShares` the SQL. A PostgreSQL
-implementation (issue 17) is another class with the same methods.
+passwords, the per-user cap) and `SqliteShares` the SQL, for SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -43,13 +42,16 @@ class ShareRepository(Protocol):
 
 
 class SqliteShares:
-    """The SQLite `ShareRepository`."""
+    """The `ShareRepository` (on either database)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
     def insert(self, share: Share, token_sha256: str, *, at_most: int) -> bool:
         with self._database.write() as db:
+            # A no-op that takes the owner's row lock on PostgreSQL (SQLite's write lock is
+            # whole-file anyway): two inserts of one owner count one after the other.
+            db.execute("update users set name = name where name = ?", [share.owner])
             if db.execute("select count(*) from shares where owner = ?", [share.owner]).fetchone()[0] >= at_most:
                 return False
             db.execute(

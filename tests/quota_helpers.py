@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import sqlite3
 import threading
 import time
 
@@ -75,7 +74,6 @@ class Sampler(threading.Thread):
 
 def recounted(server, user: str) -> int:
     """The space's files plus what its dead properties hold, read from the database."""
-    with sqlite3.connect(server.data / "fetchdrive.sqlite") as db:
-        rows = db.execute("select value from dav_properties where key like ?", [f"/dav/{user}/%"]).fetchall()
+    rows = server.query("select value from dav_properties where key like ?", [f"/dav/{user}/%"])
     properties = sum(len(name.encode()) + len(value) for (blob,) in rows for name, value in pickle.loads(blob).items())
     return tree_size(server.space(user)) + properties

@@ -22,6 +22,8 @@ from typing import Any
 import requests
 import yaml
 
+from engine.database import SQLITE_URL, open_database
+
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORDS_USED: set[str] = {ADMIN_PASSWORD}  # every log of the run is searched for these
@@ -63,6 +65,7 @@ class ServerProcess:
                 node = node.setdefault(parent, {})
             node[last] = value
         self.config_path.write_text(yaml.safe_dump(tree))
+        self.database_url: str = (settings or {}).get("database.url", SQLITE_URL)
         self.process: subprocess.Popen | None = None
         self.base_url = ""
         self.user_names: set[str] = set()
@@ -116,6 +119,14 @@ class ServerProcess:
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
+
+    def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
+        """Committed rows of the server's database, SQLite or PostgreSQL: what it stored."""
+        database = open_database(self.database_url, self.data)
+        try:
+            return database.read_committed(sql, params)
+        finally:
+            database.close()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -27,6 +27,7 @@ def wait_state(account, server, task_id: int, state: str, timeout: float = 20) -
     )
 
 
+@pytest.mark.both_databases
 def test_adding_a_url_runs_it_to_done_and_lists_it(server, alice, origin):
     origin.add("/api.bin", b"via the api")
     response = alice.session.post(api(server, "/tasks"), json={"url": origin.url("/api.bin")})
@@ -54,6 +55,7 @@ def test_options_filename_sha256_and_folder_are_applied(server, alice, origin):
     assert wait_state(alice, server, task["id"], "done")["path"] == "downloads/inbox/named.txt"
 
 
+@pytest.mark.both_databases
 def test_list_filters_by_state_and_paginates_newest_first(server, alice, origin):
     origin.add("/missing", b"", status=404)
     ids = [alice.session.post(api(server, "/tasks"), json={"url": origin.url(f"/missing?{n}")}).json()["id"] for n in range(5)]
@@ -67,6 +69,7 @@ def test_list_filters_by_state_and_paginates_newest_first(server, alice, origin)
     assert alice.session.get(api(server, "/tasks?state=done")).json() == []
 
 
+@pytest.mark.both_databases
 def test_cancel_and_retry(server, alice, origin):
     origin.add("/slow", b"s" * (4 * 1024 * 1024), rate=256 * 1024)
     task = alice.session.post(api(server, "/tasks"), json={"url": origin.url("/slow")}).json()
@@ -87,6 +90,7 @@ def test_me_reports_the_quota(server, alice):
     assert me == {"user": alice.name, "used_bytes": 1000, "quota_bytes": 10 * 1024 * 1024, "available_bytes": 10 * 1024 * 1024 - 1000}
 
 
+@pytest.mark.both_databases
 def test_one_user_never_sees_or_touches_another_users_tasks(server, alice, bob, origin):
     origin.add("/private", b"alice only")
     task = alice.session.post(api(server, "/tasks"), json={"url": origin.url("/private")}).json()

@@ -17,6 +17,7 @@ LOCK_BODY = (
 )
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("folder", ["", "downloads/"])
 def test_litmus_passes_every_group(server, alice, folder):
     result = subprocess.run(
@@ -47,6 +48,7 @@ def test_webdavclient3_uploads_lists_downloads_moves_and_deletes_a_tree(server, 
     assert not client.check("tree")
 
 
+@pytest.mark.both_databases
 def test_locks_and_dead_properties_survive_a_restart(server, alice):
     alice.session.put(server.dav("kept.txt"), data=b"x")
     proppatch = (

@@ -24,6 +24,7 @@ def bob_has_a_secret(server, bob):
     return server.space(bob.name) / "private" / "secret.txt"
 
 
+@pytest.mark.both_databases
 def test_each_user_sees_only_their_own_space(server, alice, bob, bob_has_a_secret):
     listing = alice.session.request("PROPFIND", server.dav(), headers={"Depth": "1"}).text
     assert "private" not in listing and "downloads" in listing
@@ -69,6 +70,7 @@ def _basic(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("method", ["COPY", "MOVE"])
 @pytest.mark.parametrize(
     "destination",
@@ -91,6 +93,7 @@ def test_hostile_destination_cannot_write_into_another_space(server, alice, bob,
     assert not any(server.space(bob.name).rglob("stolen.txt"))
 
 
+@pytest.mark.both_databases
 def test_a_lock_token_of_one_user_does_not_work_for_another(server, alice, bob):
     alice.session.put(server.dav("same.txt"), data=b"alice")
     bob.session.put(server.dav("same.txt"), data=b"bob")
@@ -108,6 +111,7 @@ def test_a_lock_token_of_one_user_does_not_work_for_another(server, alice, bob):
     assert (server.space(alice.name) / "same.txt").read_bytes() == b"alice"
 
 
+@pytest.mark.both_databases
 def test_dead_properties_are_per_user(server, alice, bob):
     body = (
         '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'

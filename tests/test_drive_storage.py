@@ -17,7 +17,7 @@ QUOTA_PROPS = (
 )
 
 
-pytestmark = [pytest.mark.shared_server, pytest.mark.both_databases]
+pytestmark = pytest.mark.shared_server
 
 
 def quota_of(server, account, path=""):
@@ -49,6 +49,7 @@ def raw_put(server, account, path: str, head: bytes, declared: int, *, chunked: 
             pass
 
 
+@pytest.mark.both_databases
 def test_quota_properties_appear_on_every_collection_and_follow_put_copy_move_delete(server, alice):
     assert quota_of(server, alice) == (0, 10 * 1024 * 1024)
     alice.session.request("MKCOL", server.dav("docs"))
@@ -65,6 +66,7 @@ def test_quota_properties_appear_on_every_collection_and_follow_put_copy_move_de
     assert quota_of(server, alice)[0] == 10
 
 
+@pytest.mark.both_databases
 def test_a_put_over_quota_gets_507_and_leaves_nothing_behind(server, alice):
     alice.session.put(server.dav("keep.bin"), data=b"k" * 100)
     big = b"z" * (11 * 1024 * 1024)
@@ -93,6 +95,7 @@ def test_copy_over_quota_gets_507(server, alice):
     assert not (server.space(alice.name) / "again.bin").exists()
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("chunked", [False, True])
 def test_an_interrupted_put_leaves_the_old_content_intact(server, alice, chunked):
     alice.session.put(server.dav("doc.txt"), data=b"old content")

@@ -110,6 +110,7 @@ PUT_CASES = {
 }
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("case", list(PUT_CASES))
 def test_concurrent_puts_never_store_more_than_the_quota(tiny, case):
     count, size, same_path, known_length, most = PUT_CASES[case]
@@ -255,6 +256,7 @@ def test_dead_properties_count_in_the_quota(tiny_alone, target, value_size):
     assert used(tiny.session, tiny.server) == before
 
 
+@pytest.mark.both_databases
 def test_properties_follow_copy_move_and_delete(tiny):
     tiny.session.put(tiny.server.dav("a.txt"), data=b"text")
     proppatch(tiny.session, tiny.server.dav("a.txt"), "note", "n" * 10_000)

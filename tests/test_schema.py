@@ -9,9 +9,6 @@ device and delivery, events, a share, a DAV lock and a dead property), dumped as
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from dataclasses import fields
 from pathlib import Path
 
@@ -29,7 +26,7 @@ from provider.accounts import Accounts
 from provider.dav_storage import SqliteMapping
 from provider.users_table import SqliteUsers, User, UserRepository
 from server.shares_table import Share, ShareRepository, SqliteShares
-from tests.server_process import REPO, ServerProcess, run_cli
+from tests.server_process import ServerProcess, run_cli
 
 BEFORE_VERSIONING = Path(__file__).parent / "data" / "schema" / "before_versioning.sql"
 # Columns that releases before versioning added to `tasks` one by one: a database from before
@@ -202,30 +199,6 @@ def test_a_database_from_a_newer_release_is_refused_with_one_line(tmp_path: Path
         f"fetchdrive: error: the database has schema version {newer}, newer than this release's {latest_version()}; "
         "run the fetchdrive release that wrote it (or a newer one)"
     ]
-
-
-def test_processes_opening_one_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
-    """Each process adds a migration that would fail if applied twice (a plain CREATE TABLE)
-    and counts its runs in a row; all start together and all must succeed."""
-    path = tmp_path / "fetchdrive.sqlite"
-    go = tmp_path / "go"
-    script = textwrap.dedent(f"""
-        import os, sys, time
-        from engine.sqlite_database import SqliteDatabase
-        from engine.schema import MIGRATIONS, Migration
-        while not os.path.exists({str(go)!r}):
-            time.sleep(0.01)
-        once = Migration({latest_version() + 1}, "once", ("create table runs (n integer)", "insert into runs values (1)"))
-        SqliteDatabase({str(path)!r}, migrations=MIGRATIONS + (once,)).close()
-    """)
-    processes = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE, text=True)
-                 for _ in range(4)]
-    go.touch()
-    for process in processes:
-        _, errors = process.communicate(timeout=120)
-        assert process.returncode == 0, errors
-    assert sqlite3.connect(path).execute("select count(*) from runs").fetchone() == (1,)
-    assert recorded_versions(path) == [*(m.version for m in MIGRATIONS), latest_version() + 1]
 
 
 @pytest.mark.parametrize("make, protocol", [
