@@ -28,6 +28,12 @@ class Allowances:
         with self._allowances_lock:
             return self._allowances.pop(task.id, None)
 
+    def release_room(self, task: Task) -> None:
+        """Give back the room the task holds here, leaving its data where it is."""
+        allowance = self.drop_allowance(task)
+        if allowance is not None:
+            allowance.release()
+
     def hold_only_saved_bytes(self, task: Task) -> None:
         """While a task waits between tries, its room in the quota is what it has saved (even
         over the quota: the bytes are there)."""

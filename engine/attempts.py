@@ -1,8 +1,9 @@
 """One try of a claimed task and what comes of it: the task's source runs it (engine/sources),
 and its outcome is decided here in one place. Cancelled: the data goes (unless the server is
-stopping, or another node has taken the task over: then it stays, to be resumed). Transient: the task waits and tries again, up to
-engine.retry.give_up_after. Permanent: the task fails, the user is told and the trigger gets
-its `.error.txt`. A fault of the server's own disk waits without counting towards giving up."""
+stopping, or another node has taken the task over: then it stays, to be resumed). Transient:
+the task waits and tries again, up to engine.retry.give_up_after. Permanent: the task fails,
+the user is told and the trigger gets its `.error.txt`. A fault of the server's own disk waits
+without counting towards giving up."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ class Attempts:
             self._sources[task.kind].run(task, running)
         except Cancelled:
             current = self.tasks.get(task.id)
-            if not self._stopping.is_set() and current is not None and current.node == task.node:
+            if current is not None and current.node != task.node:
+                self._allowances.release_room(task)  # the node that took it over holds the data now
+            elif not self._stopping.is_set():
                 self._temp.discard_temp(task)
         except Exception as error:
             fault = error if isinstance(error, FetchError) else local_storage_error(error)

@@ -118,7 +118,8 @@ class DownloadEngine:
         resumed = self.tasks.release(self._nodes.name)
         if resumed:
             _log.info("resuming %d interrupted download(s)", resumed)
-        self._temp.remove_orphan_temp_files(self._delivery.file_away)
+        self._temp.remove_orphan_temp_files(self._delivery.file_away,
+                                            others_alive=set(self._nodes.alive()) - {self._nodes.name})
         self._triggers.start()
         for user in users:
             self._allowances.hold_room_of_saved_bytes(user)

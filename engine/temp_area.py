@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from engine.allowances import Allowances
@@ -47,9 +47,7 @@ class TempArea:
     def discard_temp(self, task: Task) -> None:
         self.part_path(task).unlink(missing_ok=True)
         self.remove_torrent_temp(task)
-        allowance = self._allowances.drop_allowance(task)
-        if allowance is not None:
-            allowance.release()
+        self._allowances.release_room(task)
         self.tasks.update(task.id, bytes_done=0, etag=None, last_modified=None, segments=None)
 
     def remove_torrent_temp(self, task: Task) -> None:
@@ -57,15 +55,17 @@ class TempArea:
             for item in self.root.glob(f"{task.id}.*"):
                 _remove_temp(item)
 
-    def remove_orphan_temp_files(self, file_away: FileAway) -> None:
+    def remove_orphan_temp_files(self, file_away: FileAway, others_alive: Collection[str] = ()) -> None:
         """Temporary files nobody needs go; a published download that a crash kept from being
-        filed in the content store is filed now, on a thread of its own (it needs hashing)."""
+        filed in the content store is filed now, on a thread of its own (it needs hashing).
+        One that a node in `others_alive` published is left to it: it may be filing it now."""
         unfiled: list[tuple[Task, Path]] = []
         for item in self.root.iterdir():
             stem = item.name.split(".", 1)[0]
             task = self.tasks.get(int(stem)) if stem.isdigit() else None
             if task is not None and task.state == TaskState.DONE and not task.sha256 and task.path and item.suffix == ".part":
-                unfiled.append((task, item))
+                if task.node not in others_alive:
+                    unfiled.append((task, item))
             elif task is None or not task.unfinished:
                 _remove_temp(item)
         if unfiled:

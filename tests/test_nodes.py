@@ -8,11 +8,14 @@ file in the root) and on PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from engine.database import SQLITE_URL, open_database
+from engine.tasks import Task, TaskStore
 from tests.conftest import Account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
 from tests.origin import Origin
@@ -51,6 +54,14 @@ class Cluster:
     def space(self, user: str) -> Path:
         return self.root / "spaces" / user
 
+    def row(self, task_id: int) -> Task:
+        """The task as the shared database holds it: its node and its progress saved as resumable."""
+        database = open_database(self.shared.get("database.url", SQLITE_URL), self.root)
+        try:
+            return TaskStore(database).get(task_id)
+        finally:
+            database.close()
+
     def temp_files(self) -> list[str]:
         return files_in(self.root / "tmp" / "downloads")
 
@@ -81,11 +92,6 @@ def add(node: ServerProcess, account: Account, url: str) -> dict:
     return response.json()
 
 
-def saved_bytes(cluster: Cluster) -> int:
-    temp = cluster.root / "tmp" / "downloads"
-    return sum((temp / name).stat().st_size for name in cluster.temp_files() if (temp / name).is_file())
-
-
 @pytest.mark.parametrize("node_count, trigger_count", [(2, 8), (3, 12)])
 def test_each_task_runs_once_over_the_nodes(cluster, origin: Origin, node_count: int, trigger_count: int) -> None:
     nodes = [cluster.start(f"node{n}") for n in range(node_count)]
@@ -111,11 +117,13 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
     settings = {"engine.lease": 3, "engine.connections_per_task": connections}
     first = cluster.start("first", settings)
     alice = cluster.account("alice")
-    resource = origin.add("/big.bin", BODY, rate=MIB)
-    add(first, alice, origin.url("/big.bin"))
-    wait_for(lambda: saved_bytes(cluster) > MIB, message="1 MiB saved by the first node")
+    # Slow enough (128 KiB/s a connection) that the first node is still at it when killed.
+    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
+    task = add(first, alice, origin.url("/big.bin"))
+    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
     second = cluster.start("second", settings)
     first.kill()
+    assert not (cluster.space("alice") / "downloads" / "big.bin").exists()
     asked_before_kill = len(origin.requests)
     resource.rate = None
     assert cluster.delivered("alice", "big.bin") == BODY
@@ -124,6 +132,31 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
     assert origin.bytes_sent("/big.bin") < 1.3 * SIZE
     wait_for(lambda: not cluster.temp_files(), message="temporary data removed")
     assert [task["state"] for task in tasks(second, alice)] == ["done"]
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_node_that_stalled_past_its_lease_gives_the_task_up_unpublished(cluster, origin: Origin,
+                                                                           connections: int) -> None:
+    settings = {"engine.lease": 3, "engine.connections_per_task": connections}
+    stalled = cluster.start("stalled", settings)
+    alice = cluster.account("alice")
+    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
+    task = add(stalled, alice, origin.url("/big.bin"))
+    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
+    cluster.start("taker", settings)
+    stalled.process.send_signal(signal.SIGSTOP)  # as a node under swap storm, or cut off the network, might
+    try:
+        wait_for(lambda: cluster.row(task["id"]).node == "taker", timeout=30, message="the task taken over")
+    finally:
+        stalled.process.send_signal(signal.SIGCONT)
+    resource.rate = None
+    assert cluster.delivered("alice", "big.bin") == BODY
+    wait_for(lambda: "cancelled or taken over by another node" in stalled.log_text(), timeout=30,
+             message="the stalled node giving the task up")
+    wait_for(lambda: not cluster.temp_files(), message="temporary data removed")
+    assert files_in(cluster.space("alice") / "downloads") == ["big.bin"]
+    assert [(row["state"], row["path"]) for row in tasks(stalled, alice)] == [("done", "downloads/big.bin")]
+    assert "task 1 done" not in stalled.log_text()
 
 
 @pytest.mark.parametrize("killed", ["first", "second"])
@@ -190,7 +223,7 @@ def test_a_cancel_on_another_node_stops_the_transfer(cluster, origin: Origin, ho
     alice = cluster.account("alice")
     origin.add("/slow.bin", BODY, rate=512 * 1024)
     assert alice.session.put(runner.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin"))).status_code == 201
-    wait_for(lambda: saved_bytes(cluster) > 0, message="the runner downloading")
+    wait_for(lambda: origin.bytes_sent("/slow.bin") > 0, message="the runner downloading")
     other = cluster.start("other", settings)
     if how == "api":
         [task] = tasks(other, alice)
