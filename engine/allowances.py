@@ -1,6 +1,7 @@
 """The room in the users' quotas that the temporary area holds: per task, the bytes on their
 way in (kept while the task waits between tries; given back when the file is published or the
-data discarded). Reservations live in memory, so a start takes them again from the disk."""
+data discarded). A task's room is one reservation named after it, whichever node holds it;
+a node's reservations stop counting when it dies, so a start takes them again from the disk."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class Allowances:
     def allowance(self, task: Task) -> Allowance:
         with self._allowances_lock:
             if task.id not in self._allowances:
-                self._allowances[task.id] = self._spaces.reserve(task.user)
+                self._allowances[task.id] = self._spaces.reserve(task.user, key=f"task-{task.id}")
             return self._allowances[task.id]
 
     def drop_allowance(self, task: Task) -> Allowance | None:
@@ -43,7 +44,9 @@ class Allowances:
             saved = 0
         self.allowance(task).claim(saved, force=True)
 
-    def hold_room_of_saved_bytes(self, user: str) -> None:
-        """At start, the partial downloads kept on disk take their room in the quota again."""
+    def hold_room_of_saved_bytes(self, user: str, others_alive: set[str]) -> None:
+        """At start, the partial downloads kept on disk take their room in the quota again,
+        but for tasks running on another live node, which holds their room."""
         for task in self.tasks.unfinished_for_user(user):
-            self.hold_only_saved_bytes(task)
+            if task.node not in others_alive:
+                self.hold_only_saved_bytes(task)

@@ -66,11 +66,12 @@ class RetryRefused(ValueError):
 
 class DownloadEngine:
     def __init__(self, database: Database, data_root: Path, spaces: SpaceAccess, settings: EngineSettings, *,
-                 event_history: int, node: str | None = None) -> None:
+                 event_history: int, nodes: Nodes) -> None:
         """`event_history`: how many events a user's stream keeps for resuming (events.history);
-        `node`: this node's name among those sharing the database (server.node; None: the host name)."""
+        `nodes`: this node among those sharing the database, which the caller starts before
+        `start` and stops after `stop`."""
         self.tasks = TaskStore(database)
-        self._nodes = Nodes(database, node, settings.lease)
+        self._nodes = nodes
         self.events = EventLog(database, history=event_history, notifier=notifier_for(database))
         self.devices = Devices(database, self.events)
         self.tasks.on_change = TaskEvents(self.events, self.devices.send_finished).changed
@@ -114,15 +115,14 @@ class DownloadEngine:
     # --- life cycle -------------------------------------------------------
 
     def start(self, users: list[str]) -> None:
-        self._nodes.start()
         resumed = self.tasks.release(self._nodes.name)
         if resumed:
             _log.info("resuming %d interrupted download(s)", resumed)
-        self._temp.remove_orphan_temp_files(self._delivery.file_away,
-                                            others_alive=set(self._nodes.alive()) - {self._nodes.name})
+        others_alive = set(self._nodes.alive()) - {self._nodes.name}
+        self._temp.remove_orphan_temp_files(self._delivery.file_away, others_alive=others_alive)
         self._triggers.start()
         for user in users:
-            self._allowances.hold_room_of_saved_bytes(user)
+            self._allowances.hold_room_of_saved_bytes(user, others_alive)
             self._triggers.pick_up_waiting_triggers(user)
         self._scheduler.start(self._attempts.run)
 
@@ -131,7 +131,6 @@ class DownloadEngine:
         another node, or this one at its next start, to continue."""
         self._scheduler.stop()
         self.tasks.release(self._nodes.name)
-        self._nodes.stop()
         self.notifier.stop()
         self._triggers.stop()
 

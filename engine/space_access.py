@@ -35,8 +35,9 @@ class SpaceAccess(Protocol):
     def root(self, user: str) -> Path:
         """The user's space folder (to read; writes go through the methods below)."""
 
-    def reserve(self, user: str) -> Allowance:
-        """A new, empty allowance in the user's quota."""
+    def reserve(self, user: str, *, key: str | None = None) -> Allowance:
+        """A new, empty allowance in the user's quota; `key` names what it is for (a task), so
+        that every node holding room for that thing holds one allowance, counted once."""
 
     def disk_room(self) -> int:
         """Bytes free on disk above the configured reserve."""

@@ -117,9 +117,11 @@ class Quota:
     def disk_free(self) -> int:
         return shutil.disk_usage(self._storage_root).free
 
-    def reserve(self, user: str, nbytes: int = 0) -> Reservation:
-        """A reservation holding `nbytes` for `user`; QuotaExceeded if they do not fit."""
-        reservation = Reservation(self, user)
+    def reserve(self, user: str, nbytes: int = 0, *, key: str | None = None) -> Reservation:
+        """A reservation holding `nbytes` for `user`; QuotaExceeded if they do not fit. `key`
+        names what it holds room for (a task), so that any node holding room for the same thing
+        holds the one row: counted once, whichever node took it last."""
+        reservation = Reservation(self, user, key)
         reservation.require(nbytes)
         return reservation
 
@@ -244,7 +246,7 @@ class Quota:
     def _store_reservation(self, db: Session, reservation: Reservation, total: int) -> None:
         if total:
             db.execute('insert into reservations (id, node, "user", bytes) values (?, ?, ?, ?) '
-                       "on conflict (id) do update set bytes = excluded.bytes",
+                       "on conflict (id) do update set bytes = excluded.bytes, node = excluded.node",
                        [reservation.id, self._nodes.name, reservation.user, total])
         else:
             db.execute("delete from reservations where id = ?", [reservation.id])
@@ -273,10 +275,10 @@ class Reservation:
     Either closes it: a late claim (a download's other connection still finishing a read
     after a cancel) holds nothing, so no room stays held with no one to give it back."""
 
-    def __init__(self, quota: Quota, user: str) -> None:
+    def __init__(self, quota: Quota, user: str, key: str | None = None) -> None:
         self._quota = quota
         self.user = user
-        self.id = secrets.token_hex(12)
+        self.id = key or secrets.token_hex(12)
         self.held = 0
         self.closed = False
         # A download's connections may grow one reservation at once.

@@ -49,8 +49,8 @@ class SpaceWriter:
     def root(self, user: str) -> Path:
         return self._space_root(user)
 
-    def reserve(self, user: str, nbytes: int = 0) -> Reservation:
-        return self._quota.reserve(user, nbytes)
+    def reserve(self, user: str, nbytes: int = 0, *, key: str | None = None) -> Reservation:
+        return self._quota.reserve(user, nbytes, key=key)
 
     def disk_room(self) -> int:
         return self._quota.disk_free() - self._min_free

@@ -110,7 +110,7 @@ class FetchdriveApp:
             self.provider.writer,
             from_keys(EngineSettings, config.values),
             event_history=config["events.history"],
-            node=config["server.node"],
+            nodes=self.storage.nodes,
         )
         self.provider.hooks = self.engine
         self.removed_users = RemovedUsers(self.storage.accounts, self.engine)
