@@ -7,7 +7,7 @@ is the facade the drive and the API talk to; `space_access` is what the drive gi
 """
 
 __all__ = [
-    "body_copy", "catalog", "content_store", "database", "database_move", "devices", "devices_table", "engine", "engine_settings",
-    "errors", "events", "events_table", "kinds", "naming", "notifications", "outcomes", "placeholders",
+    "body_copy", "catalog", "cluster_locks", "content_store", "database", "database_move", "devices", "devices_table", "engine", "engine_settings",
+    "errors", "events", "events_table", "kinds", "naming", "nodes", "notifications", "outcomes", "placeholders",
     "ranged_get", "schema", "socket_splice", "space_access", "tasks", "transfer_context", "triggers",
 ]

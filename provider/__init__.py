@@ -5,6 +5,6 @@
 """
 
 __all__ = [
-    "accounts", "dav_storage", "domain", "fast_get", "fast_propfind", "login_throttle", "quota",
+    "accounts", "dav_storage", "domain", "fast_get", "fast_propfind", "login_throttle", "path_locks", "quota",
     "resources", "spaces",
 ]
