@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.database import SQLITE_URL, open_database
+from engine.database import open_database
 from engine.kinds import TaskState
 from engine.tasks import RUNNING, Task, TaskStore
 
@@ -22,14 +22,8 @@ pytestmark = pytest.mark.both_databases
 
 
 @pytest.fixture
-def url(request, database: str) -> str:
-    """`database.url` of an empty database of the run's kind (tests/conftest.py `database`)."""
-    return SQLITE_URL if database == "sqlite" else request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def tasks(url: str, tmp_path: Path) -> Iterator[TaskStore]:
-    opened = open_database(url, tmp_path)
+def tasks(database_url: str, tmp_path: Path) -> Iterator[TaskStore]:
+    opened = open_database(database_url, tmp_path)
     yield TaskStore(opened)
     opened.close()
 
@@ -140,16 +134,17 @@ def test_release_requeues_the_nodes_own_tasks_and_no_others(tasks: TaskStore) ->
 
 
 @pytest.mark.parametrize("nodes, count", [(2, 40), (3, 60), (4, 30)])
-def test_nodes_claiming_at_once_each_take_a_task_exactly_once(url: str, tmp_path: Path, nodes: int, count: int) -> None:
+def test_nodes_claiming_at_once_each_take_a_task_exactly_once(database_url: str, tmp_path: Path, nodes: int,
+                                                              count: int) -> None:
     """Each node with its own connection to the database, as separate processes have."""
-    setup = open_database(url, tmp_path)
+    setup = open_database(database_url, tmp_path)
     made = [_add(TaskStore(setup), user=f"user{number % 5}").id for number in range(count)]
     setup.close()
     taken: dict[str, list[int]] = {f"node{n}": [] for n in range(nodes)}
     go = threading.Barrier(nodes)
 
     def claim_all(name: str) -> None:
-        database = open_database(url, tmp_path)
+        database = open_database(database_url, tmp_path)
         tasks = TaskStore(database)
         go.wait()
         while (task := tasks.claim(name, lease=LEASE, per_user=count)) is not None:
@@ -165,14 +160,14 @@ def test_nodes_claiming_at_once_each_take_a_task_exactly_once(url: str, tmp_path
 
 
 @pytest.mark.parametrize("per_user", [1, 2, 3])
-def test_nodes_claiming_at_once_keep_the_per_user_limit(url: str, tmp_path: Path, per_user: int) -> None:
-    setup = open_database(url, tmp_path)
+def test_nodes_claiming_at_once_keep_the_per_user_limit(database_url: str, tmp_path: Path, per_user: int) -> None:
+    setup = open_database(database_url, tmp_path)
     for _ in range(12):
         _add(TaskStore(setup))
     go = threading.Barrier(4)
 
     def claim_all(name: str) -> None:
-        database = open_database(url, tmp_path)
+        database = open_database(database_url, tmp_path)
         tasks = TaskStore(database)
         go.wait()
         while tasks.claim(name, lease=LEASE, per_user=per_user) is not None:
