@@ -1,6 +1,7 @@
-"""Claims and leases in the task store without a server: which task a node may take (table-driven),
-renewal, release, and that of several nodes claiming at once each task goes to exactly one; on
-SQLite and on PostgreSQL."""
+"""Claims and leases without a server: which task a node may take (table-driven), renewal,
+release, that of several nodes claiming at once each task goes to exactly one, and that the
+scheduler renews its leases and stops a task that is no longer its own; on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from engine.database import open_database
 from engine.kinds import TaskState
+from engine.scheduler import Running, Scheduler
 from engine.tasks import RUNNING, Task, TaskStore
 
 LEASE = 30.0
@@ -183,3 +185,33 @@ def test_nodes_claiming_at_once_keep_the_per_user_limit(database_url: str, tmp_p
         running = db.execute("select count(*) from tasks where state = ?", [TaskState.DOWNLOADING]).fetchone()[0]
     setup.close()
     assert running == per_user
+
+
+@pytest.mark.parametrize("elsewhere", [
+    {"state": TaskState.CANCELLED},  # a cancel on another node (API or trigger deleted)
+    {"node": "b"},  # taken over: this node's lease had passed
+    {"state": TaskState.QUEUED, "node": None},  # released by a restart of a node of the same name
+])
+def test_the_scheduler_renews_its_leases_and_stops_a_task_no_longer_its_own(tasks: TaskStore, elsewhere: dict) -> None:
+    task = _add(tasks)
+    started, stopped = threading.Event(), threading.Event()
+
+    def run(claimed: Task, running: Running) -> None:  # the worker's one try: until told to stop
+        started.set()
+        if running.cancel.wait(30):
+            stopped.set()
+
+    scheduler = Scheduler(tasks, node="a", lease=0.6, workers=1, per_user=1, discard_temp=lambda task: None,
+                          on_renewal=lambda: None)
+    scheduler.start(run)
+    try:
+        assert started.wait(10)
+        first_lease = tasks.get(task.id).lease_until
+        deadline = time.monotonic() + 10
+        while tasks.get(task.id).lease_until == first_lease and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tasks.get(task.id).lease_until > first_lease and not stopped.is_set()
+        tasks.update(task.id, **elsewhere)
+        assert stopped.wait(10)
+    finally:
+        scheduler.stop()
