@@ -113,15 +113,22 @@ def test_each_task_runs_once_over_the_nodes(cluster, origin: Origin, node_count:
     wait_for(lambda: files_in(cluster.space("alice") / "downloads") == expected, message="one file each, triggers gone")
 
 
+def big_download_under_way(cluster: Cluster, origin: Origin, name: str, settings: dict) -> tuple:
+    """Node `name` started with `settings`, alice's download of /big.bin running on it with some
+    progress saved; (node, alice, the origin's resource, the task). The origin sends 128 KiB/s a
+    connection, slow enough that the node is still at it whatever the test does next."""
+    node = cluster.start(name, settings)
+    alice = cluster.account("alice")
+    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
+    task = add(node, alice, origin.url("/big.bin"))
+    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message=f"{name}'s progress saved")
+    return node, alice, resource, task
+
+
 @pytest.mark.parametrize("connections", [1, 4])
 def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin, connections: int) -> None:
     settings = {"engine.lease": 3, "engine.connections_per_task": connections}
-    first = cluster.start("first", settings)
-    alice = cluster.account("alice")
-    # Slow enough (128 KiB/s a connection) that the first node is still at it when killed.
-    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
-    task = add(first, alice, origin.url("/big.bin"))
-    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
+    first, alice, resource, _ = big_download_under_way(cluster, origin, "first", settings)
     second = cluster.start("second", settings)
     first.kill()
     assert not (cluster.space("alice") / "downloads" / "big.bin").exists()
@@ -139,11 +146,7 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
 def test_a_node_that_stalled_past_its_lease_gives_the_task_up_unpublished(cluster, origin: Origin,
                                                                            connections: int) -> None:
     settings = {"engine.lease": 3, "engine.connections_per_task": connections}
-    stalled = cluster.start("stalled", settings)
-    alice = cluster.account("alice")
-    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
-    task = add(stalled, alice, origin.url("/big.bin"))
-    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
+    stalled, alice, resource, task = big_download_under_way(cluster, origin, "stalled", settings)
     cluster.start("taker", settings)
     stalled.process.send_signal(signal.SIGSTOP)  # as a node under swap storm, or cut off the network, might
     try:
