@@ -102,7 +102,10 @@ class Delivery:
     def publish(self, task: Task, source: Path, name: str, *, digest: str | None, instant: bool,
                 validators: tuple[str | None, str | None] = (None, None)) -> Path | None:
         """Hard-link the file `source`, or rename the folder `source`, into the task's folder
-        and mark the task done; None if it was cancelled at the last moment."""
+        and mark the task done; None if it was cancelled at the last moment, or another node
+        took it over (this one stalled past its lease): that node publishes it."""
+        if not self.tasks.holds(task):
+            return None
         folder = source.is_dir()
         size = tree_size(source) if folder else source.stat().st_size
         allowance = self._allowances.allowance(task)
@@ -136,7 +139,8 @@ class Delivery:
         held = self._instant.find(task, login)
         if held is None:
             return False
-        self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), holder=task.node, state=TaskState.VERIFYING)
+        if not self.tasks.set_state_if(task.id, (TaskState.DOWNLOADING,), holder=task.node, state=TaskState.VERIFYING):
+            raise Cancelled()  # its data, if another node took it over, is that node's now
         self._temp.discard_temp(task)
         task.fetched_url = held.fetched_url
         name = sanitize_filename(task.filename_hint or held.name)

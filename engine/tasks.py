@@ -247,6 +247,12 @@ class TaskStore:
         if running > per_user:
             raise _OverLimit
 
+    def holds(self, task: Task) -> bool:
+        """Whether the node that claimed `task` (task.node) still runs it: not cancelled, not
+        taken over by another node."""
+        current = self.get(task.id)
+        return current is not None and current.state in RUNNING and current.node == task.node
+
     def renew(self, node: str, task_ids: Collection[int], until: float) -> set[int]:
         """Extend to `until` the lease of those of `task_ids` that `node` still runs, and say
         which those are: a task missing was cancelled, or taken over by another node. Not

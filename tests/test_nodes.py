@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.database import SQLITE_URL, open_database
+from engine.database import open_database
 from engine.tasks import Task, TaskStore
 from tests.conftest import Account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
@@ -30,18 +30,18 @@ pytestmark = pytest.mark.both_databases
 
 
 class Cluster:
-    """Nodes started one by one over a shared storage root and one database (`shared`: its
-    database.url, none for the SQLite file in the root)."""
+    """Nodes started one by one over a shared storage root and one database (`database_url`;
+    `sqlite:` is the file in the root)."""
 
-    def __init__(self, base: Path, shared: dict) -> None:
+    def __init__(self, base: Path, database_url: str) -> None:
         self.base = base
         self.root = base / "root"
-        self.shared = shared
+        self.database_url = database_url
         self.nodes: dict[str, ServerProcess] = {}
 
     def start(self, name: str, settings: dict | None = None) -> ServerProcess:
-        node = ServerProcess(self.base / name, {**self.shared, "storage.root": str(self.root), "server.node": name,
-                                                **(settings or {})})
+        node = ServerProcess(self.base / name, {"database.url": self.database_url, "storage.root": str(self.root),
+                                                "server.node": name, **(settings or {})})
         self.nodes[name] = node.start()
         return node
 
@@ -56,7 +56,7 @@ class Cluster:
 
     def row(self, task_id: int) -> Task:
         """The task as the shared database holds it: its node and its progress saved as resumable."""
-        database = open_database(self.shared.get("database.url", SQLITE_URL), self.root)
+        database = open_database(self.database_url, self.root)
         try:
             return TaskStore(database).get(task_id)
         finally:
@@ -76,8 +76,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, with_database: Callable[[dict | None], dict]) -> Iterator[Cluster]:
-    started = Cluster(tmp_path, with_database(None))
+def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, database_url)
     yield started
     started.stop()
 
@@ -101,7 +101,8 @@ def test_each_task_runs_once_over_the_nodes(cluster, origin: Origin, node_count:
         origin.add(path, body, rate=256 * 1024)
     for number, path in enumerate(bodies):  # each trigger dropped through another node
         node = nodes[number % node_count]
-        assert alice.session.put(node.dav(f"downloads{path}.url"), data=url_shortcut(origin.url(path))).status_code == 201
+        trigger = url_shortcut(origin.url(path))
+        assert alice.session.put(node.dav(f"downloads{path}.url"), data=trigger).status_code == 201
     for path, body in bodies.items():
         assert cluster.delivered("alice", path.lstrip("/")) == body
     for path in bodies:
@@ -112,15 +113,22 @@ def test_each_task_runs_once_over_the_nodes(cluster, origin: Origin, node_count:
     wait_for(lambda: files_in(cluster.space("alice") / "downloads") == expected, message="one file each, triggers gone")
 
 
+def big_download_under_way(cluster: Cluster, origin: Origin, name: str, settings: dict) -> tuple:
+    """Node `name` started with `settings`, alice's download of /big.bin running on it with some
+    progress saved; (node, alice, the origin's resource, the task). The origin sends 128 KiB/s a
+    connection, slow enough that the node is still at it whatever the test does next."""
+    node = cluster.start(name, settings)
+    alice = cluster.account("alice")
+    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
+    task = add(node, alice, origin.url("/big.bin"))
+    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message=f"{name}'s progress saved")
+    return node, alice, resource, task
+
+
 @pytest.mark.parametrize("connections", [1, 4])
 def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin, connections: int) -> None:
     settings = {"engine.lease": 3, "engine.connections_per_task": connections}
-    first = cluster.start("first", settings)
-    alice = cluster.account("alice")
-    # Slow enough (128 KiB/s a connection) that the first node is still at it when killed.
-    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
-    task = add(first, alice, origin.url("/big.bin"))
-    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
+    first, alice, resource, _ = big_download_under_way(cluster, origin, "first", settings)
     second = cluster.start("second", settings)
     first.kill()
     assert not (cluster.space("alice") / "downloads" / "big.bin").exists()
@@ -138,11 +146,7 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
 def test_a_node_that_stalled_past_its_lease_gives_the_task_up_unpublished(cluster, origin: Origin,
                                                                            connections: int) -> None:
     settings = {"engine.lease": 3, "engine.connections_per_task": connections}
-    stalled = cluster.start("stalled", settings)
-    alice = cluster.account("alice")
-    resource = origin.add("/big.bin", BODY, rate=128 * 1024)
-    task = add(stalled, alice, origin.url("/big.bin"))
-    wait_for(lambda: cluster.row(task["id"]).bytes_done > 256 * 1024, message="the first node's progress saved")
+    stalled, alice, resource, task = big_download_under_way(cluster, origin, "stalled", settings)
     cluster.start("taker", settings)
     stalled.process.send_signal(signal.SIGSTOP)  # as a node under swap storm, or cut off the network, might
     try:
@@ -222,7 +226,8 @@ def test_a_cancel_on_another_node_stops_the_transfer(cluster, origin: Origin, ho
     runner = cluster.start("runner", settings)
     alice = cluster.account("alice")
     origin.add("/slow.bin", BODY, rate=512 * 1024)
-    assert alice.session.put(runner.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin"))).status_code == 201
+    trigger = url_shortcut(origin.url("/slow.bin"))
+    assert alice.session.put(runner.dav("downloads/slow.url"), data=trigger).status_code == 201
     wait_for(lambda: origin.bytes_sent("/slow.bin") > 0, message="the runner downloading")
     other = cluster.start("other", settings)
     if how == "api":

@@ -1,6 +1,7 @@
-"""Claims and leases in the task store without a server: which task a node may take (table-driven),
-renewal, release, and that of several nodes claiming at once each task goes to exactly one; on
-SQLite and on PostgreSQL."""
+"""Claims and leases without a server: which task a node may take (table-driven), renewal,
+release, that of several nodes claiming at once each task goes to exactly one, and that the
+scheduler renews its leases and stops a task that is no longer its own; on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.database import SQLITE_URL, open_database
+from engine.database import open_database
 from engine.kinds import TaskState
+from engine.scheduler import Running, Scheduler
 from engine.tasks import RUNNING, Task, TaskStore
 
 LEASE = 30.0
@@ -22,14 +24,8 @@ pytestmark = pytest.mark.both_databases
 
 
 @pytest.fixture
-def url(request, database: str) -> str:
-    """`database.url` of an empty database of the run's kind (tests/conftest.py `database`)."""
-    return SQLITE_URL if database == "sqlite" else request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def tasks(url: str, tmp_path: Path) -> Iterator[TaskStore]:
-    opened = open_database(url, tmp_path)
+def tasks(database_url: str, tmp_path: Path) -> Iterator[TaskStore]:
+    opened = open_database(database_url, tmp_path)
     yield TaskStore(opened)
     opened.close()
 
@@ -140,16 +136,17 @@ def test_release_requeues_the_nodes_own_tasks_and_no_others(tasks: TaskStore) ->
 
 
 @pytest.mark.parametrize("nodes, count", [(2, 40), (3, 60), (4, 30)])
-def test_nodes_claiming_at_once_each_take_a_task_exactly_once(url: str, tmp_path: Path, nodes: int, count: int) -> None:
+def test_nodes_claiming_at_once_each_take_a_task_exactly_once(database_url: str, tmp_path: Path, nodes: int,
+                                                              count: int) -> None:
     """Each node with its own connection to the database, as separate processes have."""
-    setup = open_database(url, tmp_path)
+    setup = open_database(database_url, tmp_path)
     made = [_add(TaskStore(setup), user=f"user{number % 5}").id for number in range(count)]
     setup.close()
     taken: dict[str, list[int]] = {f"node{n}": [] for n in range(nodes)}
     go = threading.Barrier(nodes)
 
     def claim_all(name: str) -> None:
-        database = open_database(url, tmp_path)
+        database = open_database(database_url, tmp_path)
         tasks = TaskStore(database)
         go.wait()
         while (task := tasks.claim(name, lease=LEASE, per_user=count)) is not None:
@@ -165,14 +162,14 @@ def test_nodes_claiming_at_once_each_take_a_task_exactly_once(url: str, tmp_path
 
 
 @pytest.mark.parametrize("per_user", [1, 2, 3])
-def test_nodes_claiming_at_once_keep_the_per_user_limit(url: str, tmp_path: Path, per_user: int) -> None:
-    setup = open_database(url, tmp_path)
+def test_nodes_claiming_at_once_keep_the_per_user_limit(database_url: str, tmp_path: Path, per_user: int) -> None:
+    setup = open_database(database_url, tmp_path)
     for _ in range(12):
         _add(TaskStore(setup))
     go = threading.Barrier(4)
 
     def claim_all(name: str) -> None:
-        database = open_database(url, tmp_path)
+        database = open_database(database_url, tmp_path)
         tasks = TaskStore(database)
         go.wait()
         while tasks.claim(name, lease=LEASE, per_user=per_user) is not None:
@@ -188,3 +185,33 @@ def test_nodes_claiming_at_once_keep_the_per_user_limit(url: str, tmp_path: Path
         running = db.execute("select count(*) from tasks where state = ?", [TaskState.DOWNLOADING]).fetchone()[0]
     setup.close()
     assert running == per_user
+
+
+@pytest.mark.parametrize("elsewhere", [
+    {"state": TaskState.CANCELLED},  # a cancel on another node (API or trigger deleted)
+    {"node": "b"},  # taken over: this node's lease had passed
+    {"state": TaskState.QUEUED, "node": None},  # released by a restart of a node of the same name
+])
+def test_the_scheduler_renews_its_leases_and_stops_a_task_no_longer_its_own(tasks: TaskStore, elsewhere: dict) -> None:
+    task = _add(tasks)
+    started, stopped = threading.Event(), threading.Event()
+
+    def run(claimed: Task, running: Running) -> None:  # the worker's one try: until told to stop
+        started.set()
+        if running.cancel.wait(30):
+            stopped.set()
+
+    scheduler = Scheduler(tasks, node="a", lease=0.6, workers=1, per_user=1, discard_temp=lambda task: None,
+                          on_renewal=lambda: None)
+    scheduler.start(run)
+    try:
+        assert started.wait(10)
+        first_lease = tasks.get(task.id).lease_until
+        deadline = time.monotonic() + 10
+        while tasks.get(task.id).lease_until == first_lease and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tasks.get(task.id).lease_until > first_lease and not stopped.is_set()
+        tasks.update(task.id, **elsewhere)
+        assert stopped.wait(10)
+    finally:
+        scheduler.stop()
