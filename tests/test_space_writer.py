@@ -130,11 +130,12 @@ BROKEN = b"please fetch this for me\n"  # a trigger the engine answers with an .
 ROUNDS = 120
 
 
-# Known open bug (issue 13): about one run in three, an instance ends with the quota a few
-# hundred bytes above a recount (seen: 812 vs 676, 2,263 vs 676); the cause is not found yet.
-# Not strict, so the runs that pass still show the rule holding most of the time.
-@pytest.mark.xfail(reason="quota drift under racing engine and client writes, not found yet (issue 13)", strict=False)
-@pytest.mark.parametrize("folder, seed", [("downloads", 1), ("downloads/sub folder", 2), ("downloads/a/b", 3)])
+# Issue 13: one run in three, the `downloads` instance ended with the used bytes above a recount
+# (812 and 2,263 against 676): a client's DELETE of a download the moment it was published
+# refunded it before the engine had booked it, and the figure, then below 2048, stopped at zero.
+# tests/test_quota_books.py pins both halves of the fix; this race shows them together.
+@pytest.mark.parametrize("folder, seed", [("downloads", 1), ("downloads/sub folder", 2), ("downloads/a/b", 3),
+                                          ("downloads", 4)])
 def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigger(make_server, origin, folder, seed):
     server = make_server(settings={"engine.trigger_linger": 0.1})
     server.add_user("carol", "carol-password-1", quota="10M")
@@ -171,7 +172,7 @@ def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigg
     def finished_triggers() -> None:
         """A trigger whose download finished goes away while the client uploads it again."""
         chance = random.Random(-seed)
-        for _ in range(10):
+        for _ in range(20):
             client.put(server.dav(base + "good.url"), data=good)
             for name in chance.sample(["file.bin", "file (1).bin", "file (2).bin"], 2):
                 answer = client.delete(server.dav(base + name))
