@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED, DAVError
+from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED,
+                               DAVError)
 from wsgidav.dav_provider import DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
@@ -183,9 +184,12 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         created = self.file_stat.st_ino == 0
         try:
             self.file_stat = upload.commit()
-        except BaseException:
+        except BaseException as error:
             upload.discard()
             self._give_back_entries()
+            if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+                raise DAVError(HTTP_CONFLICT, f"the folder of {self.path} was moved or deleted meanwhile; "
+                                              "the file was not stored") from None
             raise
         self.provider.announce(self.environ, "created" if created else "changed", self.path)
         self.provider.file_arrived(self.path, self.environ)
@@ -233,6 +237,11 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
             present = set(names)
             names += [name for name in self.provider.placeholders(self.path, self.environ) if name not in present]
         return names
+
+    def get_member_list(self):
+        # WsgiDAV asserts that every listed name is still there; a client may remove one while
+        # a MOVE or DELETE of this folder looks at its members (issue 13).
+        return [member for name in self.get_member_names() if (member := self.get_member(name)) is not None]
 
     def create_empty_resource(self, name):
         refuse_unlistable_name(name)

@@ -110,12 +110,12 @@ class SpaceWriter:
     def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int) -> tuple[os.stat_result, bool]:
         """Rename `temp` (`size` bytes, held by `reservation`) over `target` and book the
         difference; the new file's stat as of the rename, and whether it replaced one."""
-        with locked_paths(str(target)):
+        with locked_paths(str(target)), open(temp, "rb") as new:
             existed = os.path.lexists(target)
             replaced = size_or_zero(str(target))
             with self._booked(reservation, size - replaced):
                 os.replace(temp, target)
-            info = os.stat(target)
+            info = os.fstat(new.fileno())  # not by path: a client may have moved the folder since
         return info, existed
 
     def book_entry(self, user: str, path: str) -> int:
