@@ -30,7 +30,7 @@ WRITER = {"provider/space_writer.py", "provider/free_names.py", "provider/own_co
 # a new write outside the spaces belongs here, with its reason.
 ELSEWHERE: dict[str, tuple[Counter, str]] = {
     "engine/content_store.py": (Counter({".mkdir": 2, ".unlink": 3, "os.link": 1}), "the content store's objects"),
-    "engine/database.py": (Counter({".mkdir": 1}), "the database's folder"),
+    "engine/sqlite_database.py": (Counter({".mkdir": 1}), "the SQLite database's folder"),
     "engine/engine.py": (Counter({".write_bytes": 1}), "a magnet's metainfo in the temporary area"),
     "engine/temp_area.py": (Counter({"shutil.rmtree": 1, ".unlink": 2, ".mkdir": 1}),
                             "the engine's temporary area (partial downloads, torrent data)"),
@@ -200,3 +200,47 @@ def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigg
         wait_for(lambda: used(client, server) == recounted(server, "carol"), timeout=10, message="an exact quota")
     finally:
         assert used(client, server) == recounted(server, "carol")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_error_notes_for_a_folder_moved_meanwhile_fail_no_request_and_no_worker(make_server, origin, seed):
+    """The engine writes trigger notes (a broken trigger's in the request that uploaded it, a
+    failed download's in a worker) while the client moves the triggers' folder back and forth:
+    a note lands in the folder or nowhere, no request gets a 5xx, the one worker lives on and
+    the quota equals a recount."""
+    server = make_server(settings={"engine.workers": 1, "engine.trigger_linger": 0.1})
+    server.add_user("carol", "carol-password-1", quota="10M")
+    client = server.session("carol", "carol-password-1")
+    client.request("MKCOL", server.dav("downloads/f"))
+    triggers = [("bad.url", BROKEN), ("missing.url", url_shortcut(origin.url("/missing.bin")))]
+    failures: list[str] = []
+
+    def uploads() -> None:
+        chance = random.Random(seed)
+        for _ in range(ROUNDS):
+            name, body = chance.choice(triggers)
+            answer = client.put(server.dav(f"downloads/f/{name}"), data=body)
+            if answer.status_code >= 500:
+                failures.append(f"PUT {name}: {answer.status_code}")
+
+    def moves() -> None:
+        for round_ in range(ROUNDS):  # an even number: the folder ends where it began
+            there, away = ("f", "g") if round_ % 2 == 0 else ("g", "f")
+            answer = client.request("MOVE", server.dav(f"downloads/{there}"),
+                                    headers={"Destination": server.dav(f"downloads/{away}"), "Overwrite": "F"})
+            if answer.status_code >= 500:
+                failures.append(f"MOVE {there}: {answer.status_code}")
+
+    threads = [threading.Thread(target=work) for work in (uploads, moves)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+    origin.add("/after.bin", b"still working")
+    client.put(server.dav("downloads/f/after.url"), data=url_shortcut(origin.url("/after.bin")))
+    wait_for(lambda: (server.space("carol") / "downloads" / "f" / "after.bin").exists(), timeout=60,
+             message="a download after the race (the worker lives)")
+    assert "Traceback" not in server.log_text()
+    wait_for(lambda: used(client, server) == recounted(server, "carol"), timeout=10, message="an exact quota")
