@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from engine.schema import MIGRATIONS, Migration, pending
 
@@ -108,9 +108,29 @@ class Database(ABC):
         return masked_url(self.url)
 
 
+def _split(url: str) -> SplitResult | None:
+    try:
+        return urlsplit(url)
+    except ValueError:  # e.g. an unclosed "["
+        return None
+
+
+def url_passwords(url: str) -> set[str]:
+    """Every spelling of the password in `url`'s userinfo (as written, percent-decoded), also
+    of a URL too malformed to parse; empty if it has none."""
+    netloc = url.partition("://")[2].split("/", 1)[0]
+    written = {netloc.rpartition("@")[0].partition(":")[2]}
+    parts = _split(url)
+    if parts and parts.password:
+        written.add(parts.password)
+    return (written | {unquote(password) for password in written}) - {""}
+
+
 def masked_url(url: str) -> str:
     """`url` fit for a log line: a password in its userinfo replaced by `***`."""
-    parts = urlsplit(url)
+    parts = _split(url)
+    if parts is None:  # nothing of it is shown: it may hold a password
+        return f"{url.partition(':')[0]}:(a URL that cannot be parsed)"
     if parts.password is None:
         return url
     host = parts.netloc.rpartition("@")[2]

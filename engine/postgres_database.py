@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import re
 import threading
+from decimal import Decimal
 from contextlib import contextmanager
 from enum import Enum
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
-from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from engine.database import Database, DatabaseError, masked_url
+from engine.database import Database, DatabaseError, masked_url, url_passwords
 from engine.schema import MIGRATIONS, Migration
 
 # Connections per process: cheroot's threads mostly answer from memory and files, and a
@@ -66,6 +68,20 @@ def psycopg_sql(sql: str) -> str:
     return _SQL_TOKENS.sub(token, sql)
 
 
+class _SqliteNumberLoader(Loader):
+    """`numeric` results as SQLite gives them: an int when whole, else a float. PostgreSQL
+    answers sum() of a bigint and some arithmetic in `numeric`, which psycopg loads as
+    Decimal, a type no caller expects (and json cannot write)."""
+
+    def load(self, data: Buffer) -> int | float:
+        number = Decimal(bytes(data).decode())
+        return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _configure(connection: psycopg.Connection) -> None:
+    connection.adapters.register_loader("numeric", _SqliteNumberLoader)
+
+
 def _value(value: Any) -> Any:
     """SQLite stores booleans as 0/1 and enums as their values; so do we."""
     if isinstance(value, bool):
@@ -99,7 +115,7 @@ class PostgresDatabase(Database):
         self._check_reachable()
         self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT, open=False,
                                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
-                                    name="fetchdrive")
+                                    configure=_configure, name="fetchdrive")
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         self._local = threading.local()
         try:
@@ -114,7 +130,7 @@ class PostgresDatabase(Database):
             psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT).close()
         except psycopg.Error as error:
             reason = " ".join(str(error).split())  # libpq's messages run over several lines
-            for secret in {urlsplit(self.url).password, unquote(urlsplit(self.url).password or "")} - {None, ""}:
+            for secret in url_passwords(self.url):
                 reason = reason.replace(secret, "***")  # libpq may quote a malformed URL
             raise DatabaseError(f"cannot open the database {masked_url(self.url)}: {reason}") from None
 

@@ -14,7 +14,8 @@ that older releases lacked are added by `PRE_VERSIONING_TASK_COLUMNS` before it 
 The statements are SQLite's DDL, which PostgreSQL applies with the same numbers and
 summaries after `engine.postgres_database.postgres_ddl` has translated their types
 (`integer primary key` -> identity, `integer` -> `bigint`, `real` -> `double precision`,
-`blob` -> `bytea`). Columns named `user`, a reserved word in PostgreSQL, are always quoted.
+`blob` -> `bytea`). Columns named `user`, a reserved word in PostgreSQL, are always quoted
+(quoting them in migration 1 changed nothing that SQLite stores or reads).
 """
 
 from __future__ import annotations

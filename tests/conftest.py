@@ -13,6 +13,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser
 
+from engine.database import SQLITE_URL
 from tests.browser import chromium
 from tests.origin import Origin
 from tests.postgres import PASSWORD as POSTGRES_PASSWORD
@@ -83,7 +84,7 @@ def postgres_url(postgres_cluster: PostgresCluster) -> str:
 
 @pytest.fixture(scope="module")
 def database(request) -> str:
-    """The database the fixtures' servers run on: "sqlite", unless the file is marked
+    """The database the fixtures' servers run on: "sqlite", unless the test is marked
     `both_databases` and this is its run on "postgresql"."""
     return getattr(request, "param", "sqlite")
 
@@ -93,23 +94,31 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True, scope="module")
 
 
-@pytest.fixture(scope="module")
-def with_database(request, database: str) -> Callable[[dict | None], dict]:
-    """Settings plus, on the PostgreSQL run, a `database.url` of a fresh database."""
-    def settings_for(settings: dict | None) -> dict:
-        if database == "sqlite" or "database.url" in (settings or {}):
-            return dict(settings or {})
-        return {"database.url": request.getfixturevalue("postgres_cluster").new_database(), **(settings or {})}
-    return settings_for
+def _new_database_url(request, database: str) -> str:
+    return SQLITE_URL if database == "sqlite" else request.getfixturevalue("postgres_cluster").new_database()
+
+
+def _on_database(request, database: str, settings: dict | None) -> dict:
+    """`settings` plus, on PostgreSQL, the `database.url` of a fresh database."""
+    if database == "sqlite" or "database.url" in (settings or {}):
+        return dict(settings or {})
+    return {"database.url": _new_database_url(request, database), **(settings or {})}
 
 
 @pytest.fixture
-def make_server(tmp_path: Path, with_database: Callable[[dict | None], dict]) -> Iterator:
+def database_url(request, database: str) -> str:
+    """A `database.url` for a config of the test's own: `sqlite:`, or a fresh PostgreSQL
+    database on a `both_databases` test's second run."""
+    return _new_database_url(request, database)
+
+
+@pytest.fixture
+def make_server(request, tmp_path: Path, database: str) -> Iterator:
     """Factory: make_server(settings={"engine.workers": 1}) starts a server with those config keys."""
     started: list[ServerProcess] = []
 
     def factory(name: str = "server", settings: dict | None = None) -> ServerProcess:
-        server = ServerProcess(tmp_path / name, with_database(settings))
+        server = ServerProcess(tmp_path / name, _on_database(request, database, settings))
         started.append(server.start())
         return server
 
@@ -123,29 +132,36 @@ def pytest_configure(config) -> None:
         "markers", "shared_server(settings=None): the file's tests share one server (`server`), started with "
         "those config keys, each test with users of its own")
     config.addinivalue_line(
-        "markers", "both_databases: the file's servers (make_server, shared_server) run once on SQLite and once "
-        "on PostgreSQL")
+        "markers", "both_databases: the test runs twice, its servers (server, make_server, shared_servers) on "
+        "SQLite and then on PostgreSQL")
 
 
 @pytest.fixture(scope="module")
-def shared_servers(tmp_path_factory, with_database: Callable[[dict | None], dict]) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory: shared_servers({"engine.workers": 1}) is one server with those config keys for
-    the whole test file, started by the first test that asks for it. For tests whose settings
-    are their own but which need no restart or server-wide state of their own."""
-    started: dict[str, ServerProcess] = {}
-
-    def factory(settings: dict | None = None) -> ServerProcess:
-        key = json.dumps(settings or {}, sort_keys=True)
-        if key not in started:
-            started[key] = ServerProcess(tmp_path_factory.mktemp("shared") / "server", with_database(settings)).start()
-        return started[key]
-
-    yield factory
+def _shared_started() -> Iterator[dict[tuple[str, str], ServerProcess]]:
+    """The file's shared servers by database and settings, stopped after its last test."""
+    started: dict[tuple[str, str], ServerProcess] = {}
+    yield started
     for server in started.values():
         server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def shared_servers(request, tmp_path_factory, database: str,
+                   _shared_started: dict[tuple[str, str], ServerProcess]) -> Callable[..., ServerProcess]:
+    """Factory: shared_servers({"engine.workers": 1}) is one server with those config keys for
+    the whole test file, started by the first test that asks for it. For tests whose settings
+    are their own but which need no restart or server-wide state of their own."""
+    def factory(settings: dict | None = None) -> ServerProcess:
+        key = (database, json.dumps(settings or {}, sort_keys=True))
+        if key not in _shared_started:
+            _shared_started[key] = ServerProcess(tmp_path_factory.mktemp("shared") / "server",
+                                                 _on_database(request, database, settings)).start()
+        return _shared_started[key]
+
+    return factory
+
+
+@pytest.fixture
 def shared_server(request, shared_servers) -> ServerProcess:
     """One server for a whole test file marked `pytestmark = pytest.mark.shared_server`: for
     tests that need no restarts or server-wide state of their own. Starting a server for each
@@ -158,6 +174,7 @@ def shared_server(request, shared_servers) -> ServerProcess:
 
 @pytest.fixture
 def server(request, database: str) -> ServerProcess:
+    # `database` is named so that a `both_databases` test is parametrized by it.
     if request.node.get_closest_marker("shared_server"):
         return request.getfixturevalue("shared_server")
     return request.getfixturevalue("make_server")()

@@ -72,12 +72,19 @@ class PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--pwfile", str(password_file),
                   "--auth=scram-sha-256", "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C.UTF-8")
         password_file.unlink()
-        self.port = _free_port()
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400 "
-                   "-c shared_buffers=32MB")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "postgres.log"), "-o", options,
-                  "-w", "-t", "60", "start")
+        for attempt in itertools.count(1):  # another process may bind the free port first
+            port = _free_port()
+            options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {self.folder} -c fsync=off "
+                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400 "
+                       "-c shared_buffers=32MB")
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "postgres.log"), "-o", options,
+                          "-w", "-t", "60", "start")
+                break
+            except RuntimeError:
+                if attempt == 3:
+                    raise
+        self.port = port
         return self
 
     def url(self, database: str = "postgres") -> str:

@@ -14,9 +14,9 @@ from tests.server_process import REPO, run_cli
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path, database_url: str) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"storage": {"root": str(tmp_path / "data")}}))
+    path.write_text(yaml.safe_dump({"storage": {"root": str(tmp_path / "data")}, "database": {"url": database_url}}))
     return path
 
 
@@ -76,6 +76,7 @@ def test_serve_with_broken_yaml_or_a_missing_file_says_so(tmp_path):
     assert "config file not found" in one_line_error(run_cli(tmp_path / "missing.yaml", "serve"))
 
 
+@pytest.mark.both_databases
 def test_user_commands_round_trip(config):
     assert run_cli(config, "user", "add", "carol", "--password", "carol-password", "--quota", "500M").returncode == 0
     listing = run_cli(config, "user", "list").stdout
@@ -118,6 +119,7 @@ def test_adding_an_existing_user_is_refused_and_keeps_the_old_password(config):
         assert "already exists" in one_line_error(run_cli(config, "user", "add", "erin", "--password-stdin", input=password + "\n"))
 
 
+@pytest.mark.both_databases
 def test_catalog_commands_round_trip(config):
     digest = "ab" * 32
     added = run_cli(config, "catalog", "add", "debian-iso", "https://example.com/d.iso", "--sha256", digest, "--filename", "d.iso")

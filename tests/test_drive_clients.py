@@ -17,6 +17,7 @@ LOCK_BODY = (
 )
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("folder", ["", "downloads/"])
 def test_litmus_passes_every_group(server, alice, folder):
     result = subprocess.run(

@@ -10,12 +10,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from engine.database import DatabaseError, masked_url, open_database
+from engine.database import Database, DatabaseError, masked_url, open_database
+from engine.devices_table import SqliteDevices
+from engine.events_table import SqliteEvents
 from engine.postgres_database import postgres_ddl, psycopg_sql
 from engine.schema import MIGRATIONS, latest_version
 from tests.downloads_helpers import url_shortcut, wait_for
@@ -58,6 +62,7 @@ def test_placeholders_become_psycopgs_and_literal_percent_signs_are_kept(portabl
     ("postgresql://fd@db/drive", "postgresql://fd@db/drive"),
     ("postgresql:///drive?host=/run/postgresql", "postgresql:///drive?host=/run/postgresql"),
     ("sqlite:", "sqlite:"),
+    ("postgresql://fd:s3cret@[db/drive", "postgresql:(a URL that cannot be parsed)"),
 ])
 def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert masked_url(url) == shown
@@ -119,6 +124,78 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(dialect: str
     assert counts == (1, len(MIGRATIONS) + 1)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request, tmp_path: Path) -> Iterator[Database]:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else "sqlite:"
+    database = open_database(url, tmp_path)
+    yield database
+    database.close()
+
+
+def _catalog_ids(session) -> list[str]:
+    return [row["id"] for row in session.query("select id from catalog order by id")]
+
+
+def _add_entry(session, content_id: str) -> None:
+    session.execute("insert into catalog (id, url, origin) values (?, ?, ?)", [content_id, "https://a.example/", "cli"])
+
+
+def test_a_nested_write_is_a_savepoint_and_reads_inside_a_write_see_it(any_database: Database) -> None:
+    with any_database.write() as outer:
+        _add_entry(outer, "kept")
+        with pytest.raises(ZeroDivisionError):
+            with any_database.write() as inner:
+                _add_entry(inner, "undone")
+                with any_database.read() as reader:
+                    assert _catalog_ids(reader) == ["kept", "undone"]
+                1 / 0
+        _add_entry(outer, "kept too")
+    with pytest.raises(ZeroDivisionError):
+        with any_database.write() as failing:
+            _add_entry(failing, "never")
+            1 / 0
+    assert any_database.read_committed("select id from catalog order by id", []) == [("kept",), ("kept too",)]
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("select sum(used_bytes) from users", 9_000_000_000_123),
+    ("select count(*), max(used_bytes), min(created_at) from users", (2, 9_000_000_000_000, 0.5)),
+    ("select avg(used_bytes) from users", 4_500_000_000_061.5),
+])
+def test_numbers_come_back_as_int_or_float_on_both(any_database: Database, sql: str, expected) -> None:
+    with any_database.write() as session:
+        for name, used, created in (("ann", 123, 0.5), ("ben", 9_000_000_000_000, 1.5)):
+            session.execute("insert into users (name, password_hash, used_bytes, created_at) values (?, ?, ?, ?)",
+                            [name, "x", used, created])
+    row = any_database.read_committed(sql, [])[0]
+    found = row if len(row) > 1 else row[0]
+    assert found == expected
+    assert all(type(value) in (int, float) for value in row)
+
+
+def test_concurrent_appends_number_each_users_events_once(any_database: Database) -> None:
+    """Threads appending to three users' events at once (as web threads and workers do)."""
+    events = SqliteEvents(any_database)
+    users = ["ann", "ben", "cy"]
+
+    def append_many(worker: int) -> list[tuple[str, int]]:
+        return [(user, events.append(user, "file.created", {"n": worker}, keep=1000)) for _ in range(10) for user in users]
+
+    with ThreadPoolExecutor(6) as pool:
+        numbered = [pair for pairs in pool.map(append_many, range(6)) for pair in pairs]
+    for user in users:
+        assert sorted(seq for who, seq in numbered if who == user) == list(range(1, 61))
+        assert [seq for seq, _kind, _data in events.since(user, 0, 100)] == list(range(1, 61))
+
+
+def test_a_device_registered_by_many_at_once_is_new_to_exactly_one(any_database: Database) -> None:
+    devices = SqliteDevices(any_database)
+    with ThreadPoolExecutor(6) as pool:
+        for name in ("laptop", "phone", "tablet"):
+            assert sorted(pool.map(lambda _: devices.register("ann", name), range(12))) == [False] * 11 + [True]
+    assert [device.name for device in devices.of_user("ann")] == ["laptop", "phone", "tablet"]
+
+
 LOCK_BODY = ('<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
              "<D:locktype><D:write/></D:locktype><D:owner>tester</D:owner></D:lockinfo>")
 PROPPATCH_BODY = ('<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:fd"><D:set><D:prop>'
@@ -172,7 +249,8 @@ def _unused_port() -> int:
     (lambda cluster: f"postgresql://postgres:{PASSWORD}@127.0.0.1:{cluster.port}/postgres?sslmode=sometimes",
      "sslmode"),
     (lambda cluster: f"mysql://root:{PASSWORD}@127.0.0.1/drive", "is neither 'sqlite:' nor postgresql://"),
-], ids=["unreachable", "wrong password", "no such database", "bad option", "other scheme"])
+    (lambda cluster: f"postgresql://postgres:{PASSWORD}@[127.0.0.1:{cluster.port}/postgres", "cannot open the database"),
+], ids=["unreachable", "wrong password", "no such database", "bad option", "other scheme", "unparsable"])
 def test_a_database_url_that_cannot_be_used_says_why_without_the_password(
         postgres_cluster, tmp_path: Path, make_url, reason) -> None:
     url = make_url(postgres_cluster)
