@@ -238,9 +238,9 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
             names += [name for name in self.provider.placeholders(self.path, self.environ) if name not in present]
         return names
 
-    def get_member_list(self):
+    def get_member_list(self) -> list:
         # WsgiDAV asserts that every listed name is still there; a client may remove one while
-        # a MOVE or DELETE of this folder looks at its members (issue 13).
+        # a MOVE or DELETE of this folder looks at its members.
         return [member for name in self.get_member_names() if (member := self.get_member(name)) is not None]
 
     def create_empty_resource(self, name):

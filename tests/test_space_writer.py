@@ -244,3 +244,31 @@ def test_error_notes_for_a_folder_moved_meanwhile_fail_no_request_and_no_worker(
              message="a download after the race (the worker lives)")
     assert "Traceback" not in server.log_text()
     wait_for(lambda: used(client, server) == recounted(server, "carol"), timeout=10, message="an exact quota")
+
+
+@pytest.mark.parametrize("away", ["MOVE", "DELETE"])
+def test_a_put_whose_folder_goes_away_before_its_body_ends_gets_409_and_stores_nothing(make_server, away):
+    server = make_server()
+    server.add_user("carol", "carol-password-1", quota="10M")
+    client = server.session("carol", "carol-password-1")
+    client.request("MKCOL", server.dav("docs"))
+    uploads = server.data / "tmp" / "uploads"
+    gone = threading.Event()
+
+    def body():
+        yield b"a" * 1000
+        gone.wait(60)
+        yield b"b" * 1000
+
+    answers = []
+    putting = threading.Thread(target=lambda: answers.append(client.put(server.dav("docs/report.txt"), data=body())))
+    putting.start()
+    wait_for(lambda: any(uploads.iterdir()), message="the PUT's body on its way in")
+    headers = {"Destination": server.dav("elsewhere")} if away == "MOVE" else {}
+    assert server.session("carol", "carol-password-1").request(away, server.dav("docs"), headers=headers).status_code < 300
+    gone.set()
+    putting.join()
+    assert answers[0].status_code == 409 and "moved or deleted meanwhile" in answers[0].text
+    assert not any(uploads.iterdir())
+    assert not list(server.space("carol").rglob("report.txt"))
+    assert used(client, server) == recounted(server, "carol") == 0
