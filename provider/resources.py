@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 from wsgidav import util
 from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED,
                                DAVError)
-from wsgidav.dav_provider import DAVNonCollection
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
 from engine.naming import client_name_problem, xml_safe_name
@@ -224,6 +224,15 @@ class SpaceFile(SpaceResourceMixin, FileResource):
 
 class SpaceFolder(SpaceResourceMixin, FolderResource):
     """A folder of a user's space; in `downloads/` it also lists `.part` placeholders."""
+
+    def __init__(self, path: str, environ: dict, file_path: str, info: os.stat_result) -> None:
+        # The stat the provider found the folder with: WsgiDAV's second one may find it moved
+        # away by another client already, and fail the request with a 500.
+        DAVCollection.__init__(self, path, environ)
+        self._file_path = file_path
+        self.file_stat = info
+        self.fs_opts = self.provider
+        self.name = os.path.basename(file_path)
 
     def get_used_bytes(self) -> int:
         return self.provider.quota.used(self.user)
