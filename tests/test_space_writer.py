@@ -207,9 +207,10 @@ def test_error_notes_for_a_folder_moved_meanwhile_fail_no_request_and_no_worker(
     """The engine writes trigger notes (a broken trigger's in the request that uploaded it, a
     failed download's in a worker) while the client moves the triggers' folder back and forth:
     a note lands in the folder or nowhere, no request gets a 5xx and the one worker lives on.
-    The quota is not checked here: about one run in four still ends a note's 225 bytes off,
-    as the size a write reads before its rename and the rename itself go through the folder's
-    path, which a MOVE may change in between (known open, see issue 13)."""
+    The quota is not checked here: one run in five to ten still ends a note's 225 bytes below a
+    recount. Not pinned down yet: traced, a write's size read disagrees with the file its rename
+    replaced when a MOVE of the folder came in between (path locks are per path string, and a
+    folder's MOVE takes none of the paths below it); known open, see issue 13."""
     server = make_server(settings={"engine.workers": 1, "engine.trigger_linger": 0.1})
     server.add_user("carol", "carol-password-1", quota="10M")
     client = server.session("carol", "carol-password-1")
