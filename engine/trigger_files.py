@@ -175,9 +175,10 @@ class TriggerFiles:
 
     def write_error_file(self, user: str, rel_path: str, text: str) -> None:
         target = self._error_file(user, rel_path)
-        if not target.parent.is_dir():
-            return
-        replaced = self._spaces.write_file(user, target, (text.rstrip() + "\n").encode())
+        try:
+            replaced = self._spaces.write_file(user, target, (text.rstrip() + "\n").encode())
+        except (FileNotFoundError, NotADirectoryError):
+            return  # a client moved or deleted the trigger's folder meanwhile: the note has no place
         self.events.publish(user, "file.changed" if replaced else "file.created", {"path": rel_path + ERROR_SUFFIX})
 
     def remove_error_file(self, user: str, rel_path: str) -> None:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED, DAVError
-from wsgidav.dav_provider import DAVNonCollection
+from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED,
+                               DAVError)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
 from engine.naming import client_name_problem, xml_safe_name
@@ -183,9 +184,12 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         created = self.file_stat.st_ino == 0
         try:
             self.file_stat = upload.commit()
-        except BaseException:
+        except BaseException as error:
             upload.discard()
             self._give_back_entries()
+            if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+                raise DAVError(HTTP_CONFLICT, f"the folder of {self.path} was moved or deleted meanwhile; "
+                                              "the file was not stored") from None
             raise
         self.provider.announce(self.environ, "created" if created else "changed", self.path)
         self.provider.file_arrived(self.path, self.environ)
@@ -221,6 +225,15 @@ class SpaceFile(SpaceResourceMixin, FileResource):
 class SpaceFolder(SpaceResourceMixin, FolderResource):
     """A folder of a user's space; in `downloads/` it also lists `.part` placeholders."""
 
+    def __init__(self, path: str, environ: dict, file_path: str, info: os.stat_result) -> None:
+        # The stat the provider found the folder with: WsgiDAV's second one may find it moved
+        # away by another client already, and fail the request with a 500.
+        DAVCollection.__init__(self, path, environ)
+        self._file_path = file_path
+        self.file_stat = info
+        self.fs_opts = self.provider
+        self.name = os.path.basename(file_path)
+
     def get_used_bytes(self) -> int:
         return self.provider.quota.used(self.user)
 
@@ -233,6 +246,11 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
             present = set(names)
             names += [name for name in self.provider.placeholders(self.path, self.environ) if name not in present]
         return names
+
+    def get_member_list(self) -> list:
+        # WsgiDAV asserts that every listed name is still there; a client may remove one while
+        # a MOVE or DELETE of this folder looks at its members.
+        return [member for name in self.get_member_names() if (member := self.get_member(name)) is not None]
 
     def create_empty_resource(self, name):
         refuse_unlistable_name(name)

@@ -3,11 +3,16 @@
 Every change to a space goes through `SpaceWriter`, which holds the path lock of what it
 changes (provider/path_locks.py), reads the size there before and after, and books the
 difference in the quota (provider/quota.py): bytes on their way in under a `Reservation`
-settled once they are in place, removals refunded by what was actually removed. The change
+settled once they are in place, removals refunded by what was actually removed. Bytes are
+booked before they appear in a space and refunded after they are gone, never the other way
+round, so the used figure is never below what the space holds: a client may delete a file
+the moment it appears (issue 13: a client's DELETE of a download just published refunded
+its bytes before the engine had booked them, so the figure dipped below the disk, letting
+other writes past the quota, and a dip below zero was cut off there, for good). The change
 and its booking happen under the user's quota lock (`Quota.booking`, taken inside the path
-locks), so a recount on another node sees both or neither. The engine
-reaches it as its `SpaceAccess` (engine/engine.py), so error notes, trigger removals and
-published downloads take the same locks as a client's PUT, DELETE or MOVE on the same path.
+locks), so a recount on another node sees both or neither. The engine reaches it as its
+`SpaceAccess` (engine/engine.py), so error notes, trigger removals and published downloads
+take the same locks as a client's PUT, DELETE or MOVE on the same path.
 No other module opens a user's path for writing (tests/test_space_writer.py checks the
 sources); the helpers it uses (free_names, own_copy, upload) write only to the temporary area.
 """
@@ -81,10 +86,8 @@ class SpaceWriter:
         """Hard-link the file `source`, or rename the folder `source`, into `folder` under a
         free name, and book its `size` bytes from `allowance`; where it went."""
         put = move_under_free_name if source.is_dir() else link_under_free_name
-        with self._quota.booking(allowance.user):
-            placed = put(source, folder, name)
-            allowance.settle(size)
-        return placed
+        with self._quota.booking(allowance.user), self._booked(allowance, size):
+            return put(source, folder, name)
 
     def relink(self, stored: Path, published: Path, downloaded: Path) -> None:
         """Make `published` a link to the content store's `stored` object, if it is still the
@@ -110,12 +113,12 @@ class SpaceWriter:
     def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int) -> tuple[os.stat_result, bool]:
         """Rename `temp` (`size` bytes, held by `reservation`) over `target` and book the
         difference; the new file's stat as of the rename, and whether it replaced one."""
-        with self._locked_paths(str(target)), self._quota.booking(reservation.user):
+        with self._locked_paths(str(target)), self._quota.booking(reservation.user), open(temp, "rb") as new:
             existed = os.path.lexists(target)
             replaced = size_or_zero(str(target))
-            os.replace(temp, target)
-            info = os.stat(target)
-            reservation.settle(size - replaced)
+            with self._booked(reservation, size - replaced):
+                os.replace(temp, target)
+            info = os.fstat(new.fileno())  # not by path: a client may have moved the folder since
         return info, existed
 
     def book_entry(self, user: str, path: str) -> int:
@@ -199,6 +202,17 @@ class SpaceWriter:
                 finally:
                     temp.unlink(missing_ok=True)
             os.utime(path, (seconds, seconds))
+
+    @contextmanager
+    def _booked(self, reservation: Reservation, delta: int) -> Iterator[None]:
+        """Book `delta` from `reservation` before the block makes those bytes appear, and give
+        it back if the block fails (see the module's docstring for why first)."""
+        reservation.settle(delta)
+        try:
+            yield
+        except BaseException:
+            self._quota.charge(reservation.user, -delta)
+            raise
 
     # --- removal -----------------------------------------------------------
 

@@ -110,7 +110,7 @@ class SpacesProvider(FilesystemProvider):
                 raise DAVError(HTTP_REQUEST_URI_TOO_LONG, "file name too long (at most 255 bytes)") from None
             raise
         if stat.S_ISDIR(info.st_mode):
-            return SpaceFolder(path, environ, file_path)
+            return SpaceFolder(path, environ, file_path, info)
         if stat.S_ISREG(info.st_mode):
             if environ.get("REQUEST_METHOD") == "GET" and path == environ.get("PATH_INFO"):
                 return self._opened_file(path, environ, file_path)

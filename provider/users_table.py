@@ -34,7 +34,8 @@ class UserRepository(Protocol):
     def set_password_hash(self, name: str, password_hash: str) -> None: ...
     def set_quota(self, name: str, quota_bytes: int | None) -> None: ...
     def add_used(self, name: str, delta: int) -> None:
-        """Add `delta` (maybe negative) to the used bytes, never going below zero."""
+        """Add `delta` (maybe negative) to the used bytes: a plain sum, never cut at zero, so
+        that concurrent bookings come out exact in whatever order they land (issue 13)."""
     def set_used(self, name: str, used_bytes: int) -> None: ...
 
 
@@ -83,8 +84,7 @@ class SqliteUsers:
 
     def add_used(self, name: str, delta: int) -> None:
         with self._database.write() as db:
-            db.execute("update users set used_bytes = case when used_bytes + ? > 0 then used_bytes + ? else 0 end where name = ?",
-                       [delta, delta, name])
+            db.execute("update users set used_bytes = used_bytes + ? where name = ?", [delta, name])
 
     def set_used(self, name: str, used_bytes: int) -> None:
         with self._database.write() as db:

@@ -132,11 +132,12 @@ BROKEN = b"please fetch this for me\n"  # a trigger the engine answers with an .
 ROUNDS = 120
 
 
-# Known open bug (issue 13): about one run in three, an instance ends with the quota a few
-# hundred bytes above a recount (seen: 812 vs 676, 2,263 vs 676); the cause is not found yet.
-# Not strict, so the runs that pass still show the rule holding most of the time.
-@pytest.mark.xfail(reason="quota drift under racing engine and client writes, not found yet (issue 13)", strict=False)
-@pytest.mark.parametrize("folder, seed", [("downloads", 1), ("downloads/sub folder", 2), ("downloads/a/b", 3)])
+# Issue 13: one run in three, the `downloads` instance ended with the used bytes above a recount
+# (812 and 2,263 against 676): a client's DELETE of a download the moment it was published
+# refunded it before the engine had booked it, and the figure, then below 2048, stopped at zero.
+# tests/test_quota_books.py pins both halves of the fix; this race shows them together.
+@pytest.mark.parametrize("folder, seed", [("downloads", 1), ("downloads/sub folder", 2), ("downloads/a/b", 3),
+                                          ("downloads", 4)])
 def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigger(make_server, origin, folder, seed):
     server = make_server(settings={"engine.trigger_linger": 0.1})
     server.add_user("carol", "carol-password-1", quota="10M")
@@ -173,7 +174,7 @@ def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigg
     def finished_triggers() -> None:
         """A trigger whose download finished goes away while the client uploads it again."""
         chance = random.Random(-seed)
-        for _ in range(10):
+        for _ in range(20):
             client.put(server.dav(base + "good.url"), data=good)
             for name in chance.sample(["file.bin", "file (1).bin", "file (2).bin"], 2):
                 answer = client.delete(server.dav(base + name))
@@ -201,3 +202,77 @@ def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigg
         wait_for(lambda: used(client, server) == recounted(server, "carol"), timeout=10, message="an exact quota")
     finally:
         assert used(client, server) == recounted(server, "carol")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_error_notes_for_a_folder_moved_meanwhile_fail_no_request_and_no_worker(make_server, origin, seed):
+    """The engine writes trigger notes (a broken trigger's in the request that uploaded it, a
+    failed download's in a worker) while the client moves the triggers' folder back and forth:
+    a note lands in the folder or nowhere, no request gets a 5xx and the one worker lives on.
+    The quota is not checked here: one run in five to ten still ends a note's 225 bytes below a
+    recount. Not pinned down yet: traced, a write's size read disagrees with the file its rename
+    replaced when a MOVE of the folder came in between (path locks are per path string, and a
+    folder's MOVE takes none of the paths below it); known open, see issue 13."""
+    server = make_server(settings={"engine.workers": 1, "engine.trigger_linger": 0.1})
+    server.add_user("carol", "carol-password-1", quota="10M")
+    client = server.session("carol", "carol-password-1")
+    client.request("MKCOL", server.dav("downloads/f"))
+    triggers = [("bad.url", BROKEN), ("missing.url", url_shortcut(origin.url("/missing.bin")))]
+    failures: list[str] = []
+
+    def uploads() -> None:
+        chance = random.Random(seed)
+        for _ in range(ROUNDS):
+            name, body = chance.choice(triggers)
+            answer = client.put(server.dav(f"downloads/f/{name}"), data=body)
+            if answer.status_code >= 500:
+                failures.append(f"PUT {name}: {answer.status_code}")
+
+    def moves() -> None:
+        for round_ in range(ROUNDS):  # an even number: the folder ends where it began
+            there, away = ("f", "g") if round_ % 2 == 0 else ("g", "f")
+            answer = client.request("MOVE", server.dav(f"downloads/{there}"),
+                                    headers={"Destination": server.dav(f"downloads/{away}"), "Overwrite": "F"})
+            if answer.status_code >= 500:
+                failures.append(f"MOVE {there}: {answer.status_code}")
+
+    threads = [threading.Thread(target=work) for work in (uploads, moves)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+    origin.add("/after.bin", b"still working")
+    client.put(server.dav("downloads/f/after.url"), data=url_shortcut(origin.url("/after.bin")))
+    wait_for(lambda: (server.space("carol") / "downloads" / "f" / "after.bin").exists(), timeout=60,
+             message="a download after the race (the worker lives)")
+    assert "Traceback" not in server.log_text()
+
+
+@pytest.mark.parametrize("away", ["MOVE", "DELETE"])
+def test_a_put_whose_folder_goes_away_before_its_body_ends_gets_409_and_stores_nothing(make_server, away):
+    server = make_server()
+    server.add_user("carol", "carol-password-1", quota="10M")
+    client = server.session("carol", "carol-password-1")
+    client.request("MKCOL", server.dav("docs"))
+    uploads = server.data / "tmp" / "uploads"
+    gone = threading.Event()
+
+    def body():
+        yield b"a" * 1000
+        gone.wait(60)
+        yield b"b" * 1000
+
+    answers = []
+    putting = threading.Thread(target=lambda: answers.append(client.put(server.dav("docs/report.txt"), data=body())))
+    putting.start()
+    wait_for(lambda: any(uploads.iterdir()), message="the PUT's body on its way in")
+    headers = {"Destination": server.dav("elsewhere")} if away == "MOVE" else {}
+    assert server.session("carol", "carol-password-1").request(away, server.dav("docs"), headers=headers).status_code < 300
+    gone.set()
+    putting.join()
+    assert answers[0].status_code == 409 and "moved or deleted meanwhile" in answers[0].text
+    assert not any(uploads.iterdir())
+    assert not list(server.space("carol").rglob("report.txt"))
+    assert used(client, server) == recounted(server, "carol") == 0
