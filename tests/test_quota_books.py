@@ -22,8 +22,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from engine.cluster_locks import cluster_locks
 from engine.database import SQLITE_URL, Database, open_database
+from engine.nodes import Nodes
 from provider.accounts import Accounts
+from provider.path_locks import PathLocks
 from provider.quota import Quota
 from provider.space_writer import SpaceWriter
 
@@ -48,12 +51,14 @@ def books(request, tmp_path: Path) -> Iterator[Books]:
     database = open_database(url, tmp_path)
     accounts = Accounts(database, tmp_path)
     accounts.add("carol", "carol-password-1", 10 * 1024 * 1024)
-    quota = Quota(accounts, tmp_path, None)
+    quota = Quota(database, accounts, Nodes(database, "books", 30), cluster_locks(database, tmp_path, "users", 4),
+                  tmp_path, None)
     space = tmp_path / "spaces" / "carol"
     (space / "downloads").mkdir(parents=True)
     temp = tmp_path / "uploads"
     temp.mkdir()
-    writer = SpaceWriter(quota, temp, lambda user: tmp_path / "spaces" / user, None)
+    writer = SpaceWriter(quota, PathLocks(cluster_locks(database, tmp_path, "paths", 4)), temp,
+                         lambda user: tmp_path / "spaces" / user, None)
     yield Books(database, quota, writer, space, temp)
     database.close()
 
@@ -75,7 +80,7 @@ BOOKINGS = [("settle", 2048), ("charge", -2048), ("settle", 125), ("charge", -12
                 ("settle", 1900), ("settle", 4 - 1900), ("settle", 712)])
 @given(order=st.permutations(BOOKINGS))
 def test_bookings_in_any_order_end_at_their_sum(books, order):
-    books.quota.recount("carol", books.space, STORED)
+    books.quota.recount("carol", books.space, lambda: STORED)
     for how, delta in order:
         book(books.quota, how, delta)
     assert books.used() == STORED + sum(delta for _how, delta in order)

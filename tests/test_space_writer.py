@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.downloads_helpers import url_shortcut, wait_for
-from tests.quota_helpers import recounted, used
+from tests.quota_helpers import recounted, uploads_left, used
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -256,7 +256,6 @@ def test_a_put_whose_folder_goes_away_before_its_body_ends_gets_409_and_stores_n
     server.add_user("carol", "carol-password-1", quota="10M")
     client = server.session("carol", "carol-password-1")
     client.request("MKCOL", server.dav("docs"))
-    uploads = server.data / "tmp" / "uploads"
     gone = threading.Event()
 
     def body():
@@ -267,12 +266,12 @@ def test_a_put_whose_folder_goes_away_before_its_body_ends_gets_409_and_stores_n
     answers = []
     putting = threading.Thread(target=lambda: answers.append(client.put(server.dav("docs/report.txt"), data=body())))
     putting.start()
-    wait_for(lambda: any(uploads.iterdir()), message="the PUT's body on its way in")
+    wait_for(lambda: uploads_left(server), message="the PUT's body on its way in")
     headers = {"Destination": server.dav("elsewhere")} if away == "MOVE" else {}
     assert server.session("carol", "carol-password-1").request(away, server.dav("docs"), headers=headers).status_code < 300
     gone.set()
     putting.join()
     assert answers[0].status_code == 409 and "moved or deleted meanwhile" in answers[0].text
-    assert not any(uploads.iterdir())
+    assert not uploads_left(server)
     assert not list(server.space("carol").rglob("report.txt"))
     assert used(client, server) == recounted(server, "carol") == 0
