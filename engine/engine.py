@@ -213,6 +213,7 @@ class DownloadEngine:
         running = self.tasks.other_unfinished(task.id)
         if running is not None:
             raise RetryRefused(f"task {task.id} needs no retry: task {running.id} is {running.state} for the same source")
+        self._scheduler.wait_until_left(task.id)
         self.tasks.update(task.id, state=TaskState.QUEUED, error=None, attempts=0, first_failure_at=None,
                           next_attempt_at=None, finished_at=None, bytes_done=0, segments=None)
         if task.trigger_path:

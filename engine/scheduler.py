@@ -112,6 +112,14 @@ class Scheduler:
         self._discard_temp(task)
         return True
 
+    def wait_until_left(self, task_id: int, timeout: float = 10.0) -> None:
+        """Wait until no worker here runs `task_id` any more (a cancelled transfer finishing its
+        clean-up), so that the task can be queued again without two workers on it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while task_id in self._running and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+
     def _work(self, run: Callable[[Task, Running], None]) -> None:
         while not self.stopping.is_set():
             claimed = self._claim()
