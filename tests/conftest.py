@@ -90,8 +90,12 @@ def database(request) -> str:
 
 
 def pytest_generate_tests(metafunc) -> None:
-    if "database" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+    if "database" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("both_databases"):
         metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True, scope="module")
+    elif metafunc.definition.get_closest_marker("on_postgresql"):
+        metafunc.parametrize("database", ["postgresql"], indirect=True, scope="module")
 
 
 def _new_database_url(request, database: str) -> str:
@@ -134,6 +138,9 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "both_databases: the test runs twice, its servers (server, make_server, shared_servers) on "
         "SQLite and then on PostgreSQL")
+    config.addinivalue_line(
+        "markers", "on_postgresql: the test runs once, its servers on PostgreSQL (several nodes need it; "
+        "tests/engine/test_claims.py holds the claims equal on both databases)")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Several nodes on one database and one storage root act as one drive (SPEC 3 and 8, issue 17).
 
-Real `fetchdrive serve` processes share a storage root and a database (the embedded one, and
-a PostgreSQL one on the file's second run): the quota holds under concurrent PUTs through every node, a LOCK
+Real `fetchdrive serve` processes share a storage root and a PostgreSQL database (several
+processes on one SQLite file are no deployment; tests/test_cluster_locks.py covers their
+locks): the quota holds under concurrent PUTs through every node, a LOCK
 taken on one node holds on the others, wrong passwords count on every node, a user's files
 are the same from every node, the reservations of a killed node stop counting after the
 lease, and a node's start-up recount never races another node's writes.
@@ -25,7 +26,7 @@ from tests.downloads_helpers import wait_for
 from tests.quota_helpers import quota_props, recounted
 from tests.server_process import ServerProcess
 
-pytestmark = pytest.mark.both_databases
+pytestmark = pytest.mark.on_postgresql
 
 LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
              b"<D:locktype><D:write/></D:locktype><D:owner>tests</D:owner></D:lockinfo>")
@@ -60,11 +61,9 @@ class Cluster:
             node.stop()
 
 
-def on_database(request, database: str, settings: dict | None = None) -> dict:
+def on_database(request, settings: dict | None = None) -> dict:
     """`settings` plus the `database.url` every node of a new cluster shares: a fresh
-    PostgreSQL database on that run (the embedded one is the storage root's)."""
-    if database == "sqlite":
-        return dict(settings or {})
+    PostgreSQL database."""
     return {"database.url": request.getfixturevalue("postgres_cluster").new_database(), **(settings or {})}
 
 
@@ -73,7 +72,7 @@ MAX_FILES = 30
 
 @pytest.fixture(scope="module")
 def cluster(request, tmp_path_factory, database) -> Iterator[Cluster]:
-    started = Cluster(tmp_path_factory.mktemp("cluster"), 3, on_database(request, database, {"storage.max_files": MAX_FILES}))
+    started = Cluster(tmp_path_factory.mktemp("cluster"), 3, on_database(request, {"storage.max_files": MAX_FILES}))
     yield started
     started.stop()
 
@@ -213,7 +212,7 @@ def start_put(node: ServerProcess, name: str, password: str, path: str, length: 
 
 @pytest.mark.parametrize("held, quota", [(600_000, 1_000_000), (900_000, 1_000_000)])
 def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(request, tmp_path, database, held, quota):
-    cluster = Cluster(tmp_path, 2, on_database(request, database, {"engine.lease": 2}))
+    cluster = Cluster(tmp_path, 2, on_database(request, {"engine.lease": 2}))
     try:
         name, password = cluster.user(quota=str(quota))
         dying, surviving = cluster.nodes
@@ -235,7 +234,7 @@ def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(request
 
 @pytest.mark.parametrize("restarts", [1, 3])
 def test_a_node_starting_while_another_writes_keeps_used_bytes_exact(request, tmp_path, database, restarts):
-    cluster = Cluster(tmp_path, 2, on_database(request, database))
+    cluster = Cluster(tmp_path, 2, on_database(request))
     try:
         name, password = cluster.user(quota="none")
         writing, restarting = cluster.nodes

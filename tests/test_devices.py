@@ -23,7 +23,7 @@ from tests.test_client_commands import tree
 from tests.browser import open_page
 
 
-pytestmark = [pytest.mark.shared_server(settings={"events.keepalive": 0.5}), pytest.mark.both_databases]
+pytestmark = pytest.mark.shared_server(settings={"events.keepalive": 0.5})
 
 
 def _device(server, account: Account, name: str, local: Path, *extra: str) -> list[str]:

@@ -19,7 +19,7 @@ from tests.test_client_commands import tree
 from tests.browser import open_page
 
 QUICK = {"events.keepalive": 0.5}  # so that test listeners notice when they are closed
-pytestmark = [pytest.mark.shared_server(settings=QUICK), pytest.mark.both_databases]
+pytestmark = pytest.mark.shared_server(settings=QUICK)
 
 
 def _work_of(account: Account, server, origin) -> None:

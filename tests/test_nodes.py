@@ -26,12 +26,11 @@ SIZE = 6 * MIB
 BODY = hashlib.sha256(b"nodes").digest() * (SIZE // 32)
 RUNNING = ("downloading", "verifying")
 
-pytestmark = pytest.mark.both_databases
+pytestmark = pytest.mark.on_postgresql
 
 
 class Cluster:
-    """Nodes started one by one over a shared storage root and one database (`database_url`;
-    `sqlite:` is the file in the root)."""
+    """Nodes started one by one over a shared storage root and one database (`database_url`)."""
 
     def __init__(self, base: Path, database_url: str) -> None:
         self.base = base
