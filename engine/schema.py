@@ -143,9 +143,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         """create table login_failures (name text not null, address text not null, failures integer not null,
             locked_until double precision not null, primary key (name, address))""",
     )),
-    Migration(5, "when each device's event stream, on whichever node, last said it is open", (
+    Migration(4, "when each device's event stream, on whichever node, last said it is open", (
         # online_until: the stream renews it every events.keepalive seconds and clears it on closing.
         "alter table devices add column online_until real",
+    )),
+    Migration(5, "a value every node reads to forget the passwords it verified before a change", (
+        # One row; a password change or a user's removal writes a new random value
+        # (provider/credential_cache.py).
+        "create table credential_generation (id integer primary key, value text not null)",
     )),
 )
 

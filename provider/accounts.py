@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from engine.database import Database
-from provider.credential_cache import CredentialCache
+from provider.credential_cache import CredentialCache, DatabaseGeneration
 from provider.users_table import SqliteUsers, User, UserRepository
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
@@ -75,7 +75,8 @@ class Accounts:
     def __init__(self, database: Database, root: Path) -> None:
         """`root`: the data folder, where processes sharing it mark password changes."""
         self._users: UserRepository = SqliteUsers(database)
-        self._verified = CredentialCache(root / "credentials.generation")
+        shared = DatabaseGeneration(database) if database.dialect == "postgresql" else None
+        self._verified = CredentialCache(root / "credentials.generation", shared)
         self._unknown_user_hash = hash_password(secrets.token_urlsafe(16))
 
     def get(self, name: str) -> User | None:

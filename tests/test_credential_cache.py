@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 import requests
 
+from engine.database import open_database
+from provider.accounts import Accounts
+from tests.downloads_helpers import wait_for
+
 USERS = {"carol": "carol-password-1", "dave": "dave-password-22", "erin": "erin-password-333"}
 
 
@@ -60,3 +64,24 @@ def test_near_misses_of_a_remembered_login_are_refused(server, remembered):
         assert _status(server, user, password) == 401, (user, password)
     for user, password in USERS.items():
         assert _status(server, user, password) == 207
+
+
+@pytest.mark.parametrize("change", ["passwd", "remove"])
+def test_a_change_on_a_node_of_another_machine_ends_a_remembered_login_within_seconds(tmp_path, postgres_url, change):
+    """Two machines' nodes share the database but not a mapped file (a network filesystem does
+    not carry one machine's writes into another's mapping): each Accounts here has a data
+    folder of its own, so only the database can tell node B what node A changed."""
+    for machine in ("a", "b"):
+        (tmp_path / machine).mkdir()
+    node_a = Accounts(open_database(postgres_url, tmp_path / "a"), tmp_path / "a")
+    node_b = Accounts(open_database(postgres_url, tmp_path / "b"), tmp_path / "b")
+    node_a.add("frank", "frank-password-1", None)
+    assert node_b.verify("frank", "frank-password-1") and node_b.verified_before("frank", "frank-password-1")
+    if change == "passwd":
+        node_a.set_password("frank", "frank-password-2")
+    else:
+        node_a.remove("frank")
+    wait_for(lambda: not node_b.verified_before("frank", "frank-password-1"), timeout=5,
+             message="node B forgetting the old login")
+    assert not node_b.verify("frank", "frank-password-1")
+    assert node_b.verify("frank", "frank-password-2") is (change == "passwd")
