@@ -108,9 +108,10 @@ class Authenticator:
     def check_remembered(self, user_name: str, password: str, address: str) -> bool:
         """True where `check` would say True without a password hash: the login is not
         throttled and the password was verified before. False: only `check` can tell."""
-        if self.throttle.locked_for(user_name, address) or not self.accounts.verified_before(user_name, password):
+        if self.throttle.locked_for(user_name, address, recent=True) or \
+                not self.accounts.verified_before(user_name, password):
             return False
-        self.throttle.succeeded(user_name, address)
+        self.throttle.succeeded(user_name, address, recent=True)
         return True
 
 
