@@ -119,7 +119,9 @@ class TorrentClient:
             "enable_incoming_utp": False,
             # Writes waiting for the disk are held in memory; libtorrent's default is 100 MiB.
             "max_queued_disk_bytes": 16 * 1024 * 1024,
-            "alert_mask": lt.alert.category_t.piece_progress_notification,  # when to save resume data
+            # Verified pieces say when to save resume data; a paused torrent (a status alert),
+            # that its disk writes are done.
+            "alert_mask": lt.alert.category_t.piece_progress_notification | lt.alert.category_t.status_notification,
             "user_agent": "fetchdrive/0.1",
         })
         self._session.set_ip_filter(ip_filter(allow_private, allowlist))

@@ -4,7 +4,10 @@ and hashes the whole download to find them (SPEC 4b).
 
 Saved: soon after pieces are verified (at most every SAVE_GAP seconds, so a fast download does
 not rewrite the file for each piece), every SAVE_EVERY seconds if anything else changed, and when
-the torrent stops. libtorrent flushes its disk cache before it answers, so the file names no piece
+the torrent stops. A stopping torrent is paused first and waited for: libtorrent answers a pause
+once its disk writes are done and its files closed, so the last save names every piece written,
+and nothing writes into the task's temporary data after `stop` returns (a cancel deletes it
+then, and a late write would make a file again). libtorrent flushes its disk cache before it answers, so the file names no piece
 that is not on disk; the file is written under a temporary name, fsynced and renamed, so a crash
 leaves the old file or the new one, never a torn one. It ends in the SHA-256 of what precedes
 (`sealed`): libtorrent trusts the pieces resume data names without hashing them, so a flipped
@@ -36,7 +39,7 @@ import libtorrent as lt
 
 SAVE_GAP = 0.25
 SAVE_EVERY = 10.0
-STOP_WAIT = 5.0  # seconds a stopping torrent waits for its last save
+STOP_WAIT = 5.0  # seconds a stopping torrent waits for its disk writes, and again for its last save
 
 _log = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ class _Kept:
     asked: int = 0  # saves asked of libtorrent and not answered yet
     pieces_verified: bool = False  # since the last save was asked
     last_asked: float = 0.0
+    paused: bool = False  # libtorrent's disk writes for it are done and its files closed
 
 
 class ResumeSaver:
@@ -134,11 +138,14 @@ class ResumeSaver:
             self._kept[handle] = _Kept(path, last_asked=time.monotonic())
 
     def stop(self, handle: lt.torrent_handle) -> None:
-        """Save once more and stop keeping `handle`: no write to its file follows, so the task's
-        temporary data may go once this returns."""
+        """Pause `handle` until its disk writes are done, save once more and stop keeping it: no
+        write to its data or its resume file follows, so the task's temporary data may go once
+        this returns."""
         with self._lock:
             kept = self._kept[handle]
             try:
+                handle.pause()
+                self._lock.wait_for(lambda: kept.paused, STOP_WAIT)
                 self._ask(handle, kept)
                 self._lock.wait_for(lambda: kept.asked == 0, STOP_WAIT)
             finally:
@@ -170,6 +177,8 @@ class ResumeSaver:
             return
         if isinstance(alert, lt.piece_finished_alert):
             kept.pieces_verified = True
+        elif isinstance(alert, lt.torrent_paused_alert):
+            kept.paused = True
         elif isinstance(alert, lt.save_resume_data_failed_alert):
             kept.asked -= 1  # with only_if_modified: nothing changed since the last save
         elif isinstance(alert, lt.save_resume_data_alert):
