@@ -1,7 +1,9 @@
 """The one place that writes into users' spaces: the drive's requests and the engine's alike.
 
 Every change to a space goes through `SpaceWriter`, which holds the path lock of what it
-changes (provider/path_locks.py), reads the size there before and after, and books the
+changes and, shared, those of the folders above it (provider/path_locks.py: so no MOVE or
+DELETE of a folder comes between a change's reads and writes below it), reads the size there
+before and after, and books the
 difference in the quota (provider/quota.py): bytes on their way in under a `Reservation`
 settled once they are in place, removals refunded by what was actually removed. Bytes are
 booked before they appear in a space and refunded after they are gone, never the other way
@@ -32,9 +34,6 @@ from provider.own_copy import private_copy
 from provider.path_locks import PathLocks, size_or_zero
 from provider.quota import Quota, Reservation
 from provider.upload import AtomicUpload
-
-# A client may put a file into a folder being deleted; its removal then tries again.
-_TREE_TRIES = 5
 
 
 class SpaceWriter:
@@ -86,7 +85,9 @@ class SpaceWriter:
         """Hard-link the file `source`, or rename the folder `source`, into `folder` under a
         free name, and book its `size` bytes from `allowance`; where it went."""
         put = move_under_free_name if source.is_dir() else link_under_free_name
-        with self._quota.booking(allowance.user), self._booked(allowance, size):
+        # `name`'s lock holds the folder where it is; a free name beside it replaces nothing.
+        with self._locked_paths(str(folder / name)), self._quota.booking(allowance.user), \
+                self._booked(allowance, size):
             return put(source, folder, name)
 
     def relink(self, stored: Path, published: Path, downloaded: Path) -> None:
@@ -217,51 +218,37 @@ class SpaceWriter:
     # --- removal -----------------------------------------------------------
 
     def _remove(self, user: str, path: str, *, count_entries: bool) -> bool:
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        if stat.S_ISDIR(info.st_mode):
-            entries = self._remove_tree(user, path)
-        else:
-            with self._locked_paths(path), self._quota.booking(user):
-                try:
-                    size, entries = os.lstat(path).st_size, 1
-                    os.unlink(path)
-                except FileNotFoundError:
-                    return False
-                self._quota.charge(user, -size)
+        with self._locked_paths(path):
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                return False
+            if stat.S_ISDIR(info.st_mode):
+                entries = self._remove_tree(user, path)
+            else:
+                self._unlink(user, path, info)
+                entries = 1
         if count_entries:
             self._quota.remove_entries(user, entries)
         return True
 
     def _remove_tree(self, user: str, root: str) -> int:
-        """Remove the folder `root`, each file under its path lock and refunded as it goes
-        (a recount meanwhile sees each file either there and booked or gone and refunded);
-        the entries removed."""
+        """Remove the folder `root`, whose path lock the caller holds (so nothing arrives below
+        it meanwhile), each file refunded as it goes (a recount meanwhile sees each file either
+        there and booked or gone and refunded); the entries removed."""
         entries = 0
-        for attempt in range(1, _TREE_TRIES + 1):
-            for folder, dirs, files in os.walk(root, topdown=False):
-                for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-                    path = os.path.join(folder, name)
-                    with self._locked_paths(path), self._quota.booking(user):
-                        try:
-                            info = os.lstat(path)
-                            os.unlink(path)
-                        except FileNotFoundError:
-                            continue
-                        self._quota.charge(user, -info.st_size if stat.S_ISREG(info.st_mode) else 0)
-                    entries += 1
-                if folder != root:
-                    try:
-                        os.rmdir(folder)
-                        entries += 1
-                    except OSError:
-                        pass  # something arrived meanwhile: the next round takes it
-            try:
-                os.rmdir(root)
-                break
-            except OSError:
-                if attempt == _TREE_TRIES or not os.path.isdir(root):
-                    raise
-        return entries + 1
+        for folder, dirs, files in os.walk(root, topdown=False):
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+                path = os.path.join(folder, name)
+                self._unlink(user, path, os.lstat(path))
+                entries += 1
+            os.rmdir(folder)
+            entries += 1
+        return entries
+
+    def _unlink(self, user: str, path: str, info: os.stat_result) -> None:
+        """Remove the file (or link) at `path`, whose path lock the caller holds, and refund its
+        bytes."""
+        with self._quota.booking(user):
+            os.unlink(path)
+            self._quota.charge(user, -info.st_size if stat.S_ISREG(info.st_mode) else 0)

@@ -69,12 +69,12 @@ class Storage:
         self.database = open_database(config["database.url"], self.root)
         self.nodes = Nodes(self.database, config["server.node"], config["engine.lease"])
         self.accounts = Accounts(self.database, self.root)
-        self.path_locks = PathLocks(cluster_locks(self.database, self.root, "paths"))
+        self.spaces_root = self.root / "spaces"
+        self.path_locks = PathLocks(cluster_locks(self.database, self.root, "paths"), self.spaces_root)
         self.dav_locks = cluster_locks(self.database, self.root, "dav", stripes=1)
         self.quota = Quota(self.database, self.accounts, self.nodes, cluster_locks(self.database, self.root, "users", 64),
                            self.root, config["storage.min_free"], config["storage.max_files"])
         self.shares = ShareStore(self.database, self.root / "share.key")
-        self.spaces_root = self.root / "spaces"
         self.temp_root = self.root / "tmp"
 
     def space(self, user: str) -> Path:

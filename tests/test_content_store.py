@@ -27,7 +27,7 @@ def published_download(tmp_path: Path) -> tuple[Path, Path]:
 
 def relink(tmp_path: Path):
     """The space writer's relink, as the engine gets it (only its path locks are needed here)."""
-    writer = SpaceWriter(None, PathLocks(StripedFileLocks(tmp_path / "locks", 4)), tmp_path, lambda user: tmp_path, None)
+    writer = SpaceWriter(None, PathLocks(StripedFileLocks(tmp_path / "locks", 4), tmp_path), tmp_path, lambda user: tmp_path, None)
     return writer.relink
 
 

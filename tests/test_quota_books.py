@@ -57,7 +57,7 @@ def books(request, tmp_path: Path) -> Iterator[Books]:
     (space / "downloads").mkdir(parents=True)
     temp = tmp_path / "uploads"
     temp.mkdir()
-    writer = SpaceWriter(quota, PathLocks(cluster_locks(database, tmp_path, "paths", 4)), temp,
+    writer = SpaceWriter(quota, PathLocks(cluster_locks(database, tmp_path, "paths", 4), tmp_path / "spaces"), temp,
                          lambda user: tmp_path / "spaces" / user, None)
     yield Books(database, quota, writer, space, temp)
     database.close()
