@@ -248,14 +248,16 @@ def test_error_notes_for_a_folder_moved_meanwhile_fail_no_request_and_no_worker(
 
     origin.add("/after.bin", b"still working")
     client.put(server.dav("downloads/f/after.url"), data=url_shortcut(origin.url("/after.bin")))
-    wait_for(lambda: (server.space(carol.name) / "downloads" / "f" / "after.bin").exists(), timeout=60,
-             message="a download after the race (the worker lives)")
+    folder = server.space(carol.name) / "downloads" / "f"
+    wait_for(lambda: (folder / "after.bin").exists(), timeout=60, message="a download after the race (the worker lives)")
+    # Then its trigger goes (refunded a moment after it leaves the disk): the last change.
+    wait_for(lambda: not (folder / "after.url").exists(), message="the finished trigger taken away")
     assert "Traceback" not in server.log_text()
     assert_exact_quota(client, server, carol.name)
 
 
 def assert_exact_quota(client: requests.Session, server, user: str) -> None:
-    """The used bytes equal a recount, once the engine has written its last note."""
+    """The used bytes equal a recount, once the engine's last change is booked."""
     try:
         wait_for(lambda: used(client, server) == recounted(server, user), timeout=10, message="an exact quota")
     finally:
