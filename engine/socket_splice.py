@@ -37,6 +37,9 @@ def splice_supported(folder: Path) -> bool:
         return False
     read_end, write_end = os.pipe()
     fd, name = tempfile.mkstemp(dir=folder, prefix="splice-check-")
+    # Unlinked at once: a node starting beside this one on the same storage root removes
+    # strays from the folder, this file among them (its unlink here crashed the start).
+    os.unlink(name)
     try:
         os.write(write_end, b"x")
         return os.splice(read_end, fd, 1) == 1
@@ -45,7 +48,6 @@ def splice_supported(folder: Path) -> bool:
     finally:
         for open_fd in (read_end, write_end, fd):
             os.close(open_fd)
-        os.unlink(name)
 
 
 def splice_to_file(

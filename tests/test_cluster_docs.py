@@ -88,15 +88,14 @@ def nodes(tmp_path_factory, postgres_cluster: PostgresCluster) -> Iterator[list[
     started = [ServerProcess(work / name, {"server.node": name, "storage.root": str(work / "shared"),
                                            "database.url": url, "events.keepalive": 1}) for name in ("a", "b", "c")]
     try:
-        # The first alone, as docs/cluster.md says: on an empty database it creates user admin.
-        started[0].start()
-        with ThreadPoolExecutor() as starting:
-            list(starting.map(ServerProcess.start, started[1:]))
+        # Together, as docs/cluster.md allows on an empty database: one of them creates user admin.
+        with ThreadPoolExecutor(len(started)) as starting:
+            list(starting.map(ServerProcess.start, started))
         started[0].add_user(USER, PASSWORD, quota="none")
         yield started
     finally:
-        for node in started:
-            node.stop()
+        with ThreadPoolExecutor(len(started)) as stopping:
+            list(stopping.map(ServerProcess.stop, started))
 
 
 @pytest.fixture(scope="module")

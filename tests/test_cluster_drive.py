@@ -14,6 +14,7 @@ import base64
 import itertools
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -39,8 +40,8 @@ class Cluster:
         root = base / "node0" / "data"
         self.nodes = [ServerProcess(base / f"node{index}", {"storage.root": str(root), "server.node": f"node{index}",
                                                              **(settings or {})}) for index in range(count)]
-        for node in self.nodes:
-            node.start()
+        with ThreadPoolExecutor(count) as starting:  # docs/cluster.md: nodes start together
+            list(starting.map(ServerProcess.start, self.nodes))
         self._names = itertools.count(1)
 
     @property
@@ -57,8 +58,8 @@ class Cluster:
         return [node.session(name, password) for node in self.nodes]
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        with ThreadPoolExecutor(len(self.nodes)) as stopping:
+            list(stopping.map(ServerProcess.stop, self.nodes))
 
 
 def on_database(request, settings: dict | None = None) -> dict:
@@ -233,35 +234,32 @@ def test_the_reservations_of_a_killed_node_stop_counting_after_the_lease(request
 # --- start-up recount beside another node's writes -----------------------------------
 
 @pytest.mark.parametrize("restarts", [1, 3])
-def test_a_node_starting_while_another_writes_keeps_used_bytes_exact(request, tmp_path, database, restarts):
-    cluster = Cluster(tmp_path, 2, on_database(request))
+def test_a_node_starting_while_another_writes_keeps_used_bytes_exact(cluster, restarts):
+    # The file's cluster: a restarted node comes back as it was, and the user is this test's own.
+    name, password = cluster.user(quota="none")
+    writing, restarting = cluster.nodes[:2]
+    session = writing.session(name, password)
+    stop = threading.Event()
+    errors: list[int] = []
+
+    def write() -> None:
+        for number in itertools.count():
+            if stop.is_set():
+                return
+            path = writing.dav(f"f{number % 7}.bin")
+            answer = session.delete(path) if number % 5 == 4 else session.put(path, data=b"z" * (1000 + number))
+            if answer.status_code not in (201, 204, 404):
+                errors.append(answer.status_code)
+
+    writer = threading.Thread(target=write)
+    writer.start()
     try:
-        name, password = cluster.user(quota="none")
-        writing, restarting = cluster.nodes
-        session = writing.session(name, password)
-        stop = threading.Event()
-        errors: list[int] = []
-
-        def write() -> None:
-            for number in itertools.count():
-                if stop.is_set():
-                    return
-                path = writing.dav(f"f{number % 7}.bin")
-                answer = session.delete(path) if number % 5 == 4 else session.put(path, data=b"z" * (1000 + number))
-                if answer.status_code not in (201, 204, 404):
-                    errors.append(answer.status_code)
-
-        writer = threading.Thread(target=write)
-        writer.start()
-        try:
-            for _ in range(restarts):
-                restarting.restart()
-        finally:
-            stop.set()
-            writer.join()
-        assert not errors
-        stored = tree_size(cluster.first.space(name))
-        for node in cluster.nodes:
-            assert quota_props(node.session(name, password), node)[0] == stored == recounted(cluster.first, name)
+        for _ in range(restarts):
+            restarting.restart()
     finally:
-        cluster.stop()
+        stop.set()
+        writer.join()
+    assert not errors
+    stored = tree_size(cluster.first.space(name))
+    for node in cluster.nodes:
+        assert quota_props(node.session(name, password), node)[0] == stored == recounted(cluster.first, name)

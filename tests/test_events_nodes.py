@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +29,7 @@ from tests.sse_helpers import Listener
 from tests.test_client_commands import tree
 
 KEEPALIVE = 60  # seconds: beyond every deadline below, within `sync`'s read time-out (90 s)
+SIZE = 768 * 1024  # a download's bytes: 1.5 s at the origin's pace, two progress reports on the way
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +41,14 @@ def drive_database(postgres_cluster) -> str:
 def _two_nodes(base: Path, url: str, keepalive: float) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Nodes a and b of one drive, stopped at the end."""
     shared = {"database.url": url, "storage.root": str(base / "root"), "events.keepalive": keepalive}
-    started: list[ServerProcess] = []
+    started = [ServerProcess(base / name, {**shared, "server.node": name}) for name in ("a", "b")]
     try:
-        for name in ("a", "b"):
-            started.append(ServerProcess(base / name, {**shared, "server.node": name}))
-            started[-1].start()
+        with ThreadPoolExecutor(2) as starting:  # docs/cluster.md: nodes start together
+            list(starting.map(ServerProcess.start, started))
         yield started[0], started[1]
     finally:
-        for node in started:
-            node.stop()
+        with ThreadPoolExecutor(2) as stopping:
+            list(stopping.map(ServerProcess.stop, started))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_a_download_is_heard_live_on_both_nodes_whichever_runs_it(nodes, origin,
     strangers = Strangers(nodes)
     listeners = _follow_both(owner, nodes)
     try:
-        origin.add(f"/{owner.name}.bin", os.urandom(1024 * 1024), rate=512 * 1024)  # 2 s: progress on the way
+        origin.add(f"/{owner.name}.bin", os.urandom(SIZE), rate=512 * 1024)
         response = owner.session.post(a.url("/api/v1/tasks"), json={"url": origin.url(f"/{owner.name}.bin")})
         assert response.status_code == 201, response.text
         task = response.json()["id"]
@@ -97,7 +98,7 @@ def test_a_download_is_heard_live_on_both_nodes_whichever_runs_it(nodes, origin,
             listener.close()
     for listener in listeners:
         progress = listener.events("task.progress")
-        assert all(event.id is None and 0 < event.data["bytes_done"] <= 1024 * 1024 for event in progress)
+        assert all(event.id is None and 0 < event.data["bytes_done"] <= SIZE for event in progress)
         assert listener.keepalives == 0  # heard at once, not at a keep-alive
     strangers.close_and_check(owner)
 
