@@ -1,7 +1,12 @@
 """libtorrent resume data (issue 14, SPEC 4b): a torrent being downloaded keeps `<task>.resume`
 beside its data, a restart (even `kill -9`) adds the torrent back from it without hashing the
 pieces again and fetches no verified piece twice, a damaged file falls back to checking the
-pieces on disk, and cancel removes it with the rest. A real libtorrent seeder on loopback."""
+pieces on disk, and cancel removes it with the rest. A real libtorrent seeder on loopback.
+
+Until the server is stopped, the seeder sends each torrent at RATE, so that pieces are in flight
+when it stops, and lacks every third piece, so that it has not finished however late the test
+acts; then the seeder gets those pieces and sends at full speed. Where the checks allow, one
+server downloads several torrents (a user each) and is stopped once for all."""
 
 from __future__ import annotations
 
