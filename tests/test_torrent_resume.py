@@ -1,12 +1,18 @@
 """libtorrent resume data (issue 14, SPEC 4b): a torrent being downloaded keeps `<task>.resume`
 beside its data, a restart (even `kill -9`) adds the torrent back from it without hashing the
 pieces again and fetches no verified piece twice, a damaged file falls back to checking the
-pieces on disk, and cancel removes it with the rest. A real libtorrent seeder on loopback."""
+pieces on disk, and cancel removes it with the rest. A real libtorrent seeder on loopback.
+
+Until the server is stopped, the seeder sends each torrent at RATE, so that pieces are in flight
+when it stops, and lacks every third piece, so that it has not finished however late the test
+acts; then the seeder gets those pieces and sends at full speed. Where the checks allow, one
+server downloads several torrents (a user each) and is stopped once for all."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +25,8 @@ from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
 from tests.server_process import ServerProcess
 from tests.torrent_seeder import PIECE, Seeder, Shared
 
-RATE = 600_000  # bytes a second the seeder sends: a download of SHAPES takes about five seconds
+RATE = 600_000  # bytes a second the seeder sends of each torrent until the server is stopped
+LACKING_EVERY = 3  # until then the seeder lacks every third piece: a download stops two thirds in
 IN_FLIGHT = 16 * PIECE  # when the server died: pieces sent but not verified, or verified since the last save
 
 SHAPES = {
@@ -54,12 +61,12 @@ class Download:
 
     def __init__(self, server: ServerProcess, seeder: Seeder, shape: str, user: str = "erin") -> None:
         self.server = server
-        self.user = user
-        server.add_user(user, f"{user}-password", quota="50M")
-        self.session = server.session(user, f"{user}-password")
+        self.user = server.unused_user_name(user)
+        server.add_user(self.user, f"{user}-password", quota="50M")
+        self.session = server.session(self.user, f"{user}-password")
         self.name = f"{shape}.bin" if shape == "single-file" else shape
         self.content = SHAPES[shape]()
-        self.shared: Shared = seeder.share(self.name, self.content)
+        self.shared: Shared = seeder.share(self.name, self.content, upload_rate=RATE, lacking_every=LACKING_EVERY)
         self.session.put(server.dav("downloads/t.url"), data=url_shortcut(self.shared.magnet))
         task = wait_for(lambda: self.session.get(server.url("/api/v1/tasks")).json(), message="task")[0]
         self.task_id = task["id"]
@@ -70,12 +77,6 @@ class Download:
         wait_for(lambda: self.shared.uploaded() > size(self.content) // 3, timeout=60, message="a third sent")
         wait_for(lambda: verified_pieces(self.resume) > 0, timeout=30, message="resume data saved")
         return self
-
-    def interrupt(self, how: str) -> int:
-        """Stops the server mid-download ("kill": SIGKILL; "stop": SIGTERM, which saves once
-        more); returns where the next run's log will start."""
-        getattr(self.server, how)()
-        return len(self.server.log_text())
 
     def assert_completes(self) -> None:
         folder = self.server.space(self.user) / "downloads"
@@ -88,25 +89,42 @@ class Download:
         assert self.shared.uploaded() <= size(self.content) + IN_FLIGHT
 
 
-@pytest.fixture
-def seeder(tmp_path: Path):
-    running = Seeder(tmp_path / "seeder", upload_rate=RATE)
+def partly_saved(server: ServerProcess, seeder: Seeder, shapes: list[str]) -> list[Download]:
+    """A download of each shape, each by a user of its own, all at once, each partly saved."""
+    downloads = [Download(server, seeder, shape) for shape in shapes]
+    return [download.partly_saved() for download in downloads]
+
+
+def interrupt(server: ServerProcess, how: str, downloads: list[Download]) -> int:
+    """Stops the server mid-download ("kill": SIGKILL; "stop": SIGTERM, which saves once more),
+    then lets the seeder send all of each torrent; returns where the next run's log will start."""
+    getattr(server, how)()
+    for download in downloads:
+        download.shared.complete()
+    return len(server.log_text())
+
+
+@pytest.fixture(scope="module")
+def seeder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeder]:
+    running = Seeder(tmp_path_factory.mktemp("seeder"))
     yield running
     running.stop()
 
 
-@pytest.mark.parametrize("shape, stop", [("single-file", "kill"), ("multi-file", "kill"), ("multi-file", "stop")])
-def test_a_restart_resumes_from_the_resume_data_without_checking_the_pieces_again(make_server, seeder, shape, stop):
+@pytest.mark.parametrize("stop", ["kill", "stop"])
+def test_a_restart_resumes_from_the_resume_data_without_checking_the_pieces_again(make_server, seeder, stop):
     server = make_server()
-    download = Download(server, seeder, shape).partly_saved()
-    offset = download.interrupt(stop)
-    saved = verified_pieces(download.resume)
-    assert saved > 0
+    downloads = partly_saved(server, seeder, list(SHAPES))
+    offset = interrupt(server, stop, downloads)
+    saved = [verified_pieces(download.resume) for download in downloads]
+    assert all(saved)
     server.start()
-    download.assert_completes_without_fetching_verified_pieces()
+    for download in downloads:
+        download.assert_completes_without_fetching_verified_pieces()
     # libtorrent was given the saved pieces as verified: it did not read and hash them again.
     log = server.log_text()[offset:]
-    assert f"torrent {download.shared.info_hash}: resumed from its resume data with {saved} verified pieces" in log
+    for download, pieces in zip(downloads, saved):
+        assert f"torrent {download.shared.info_hash}: resumed from its resume data with {pieces} verified pieces" in log
     assert "checking the pieces on disk" not in log
 
 
@@ -115,7 +133,7 @@ def test_torrents_downloading_at_once_each_keep_their_own_resume_data(make_serve
     downloads = [Download(server, seeder, shape, user) for shape, user in (("single-file", "erin"), ("multi-file", "frank"))]
     for download in downloads:
         download.partly_saved()
-    offset = downloads[0].interrupt("kill")
+    offset = interrupt(server, "kill", downloads)
     saved = {}
     for download in downloads:
         resume = lt.read_resume_data(unsealed(download.resume.read_bytes()))
@@ -146,24 +164,25 @@ DAMAGE: list[tuple[str, str, Callable[[bytes], bytes], str]] = [
 ]
 
 
-@pytest.mark.parametrize("damage, shape, transform, reason", DAMAGE, ids=[d[0] for d in DAMAGE])
-def test_a_damaged_resume_file_falls_back_to_checking_the_pieces_on_disk(make_server, seeder, damage, shape,
-                                                                         transform, reason):
+def test_a_damaged_resume_file_falls_back_to_checking_the_pieces_on_disk(make_server, seeder):
     server = make_server()
-    download = Download(server, seeder, shape).partly_saved()
-    offset = download.interrupt("kill")
-    download.resume.write_bytes(transform(download.resume.read_bytes()))
+    downloads = partly_saved(server, seeder, [shape for _, shape, _, _ in DAMAGE])
+    offset = interrupt(server, "kill", downloads)
+    for download, (_, _, transform, _) in zip(downloads, DAMAGE):
+        download.resume.write_bytes(transform(download.resume.read_bytes()))
     server.start()
     # The pieces on disk are found by hashing them: none is fetched again, none is trusted unseen.
-    download.assert_completes_without_fetching_verified_pieces()
+    for download in downloads:
+        download.assert_completes_without_fetching_verified_pieces()
     log = server.log_text()[offset:]
-    assert f"torrent {download.shared.info_hash}: its resume data is {reason}" in log
+    for download, (damage, _, _, reason) in zip(downloads, DAMAGE):
+        assert f"torrent {download.shared.info_hash}: its resume data is {reason}" in log, damage
     assert "resumed from its resume data" not in log
 
 
+@pytest.mark.shared_server
 @pytest.mark.parametrize("shape", SHAPES)
-def test_cancel_removes_the_resume_file_with_the_rest(make_server, seeder, shape):
-    server = make_server()
+def test_cancel_removes_the_resume_file_with_the_rest(server, seeder, shape):
     download = Download(server, seeder, shape).partly_saved()
     assert download.session.delete(server.dav("downloads/t.url")).status_code == 204
     wait_for(lambda: download.session.get(server.url(f"/api/v1/tasks/{download.task_id}")).json()["state"] == "cancelled",
@@ -172,15 +191,18 @@ def test_cancel_removes_the_resume_file_with_the_rest(make_server, seeder, shape
     assert not download.resume.exists()
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_data_cut_short_after_the_resume_data_was_saved_is_checked_not_trusted(make_server, seeder, shape):
+def test_data_cut_short_after_the_resume_data_was_saved_is_checked_not_trusted(make_server, seeder):
     server = make_server()
-    download = Download(server, seeder, shape).partly_saved()
-    offset = download.interrupt("kill")
-    data = server.data / "tmp" / "downloads" / f"{download.task_id}.bt" / download.name
-    first = data if data.is_file() else data / "a.bin"
-    with open(first, "r+b") as cut:
-        cut.truncate(PIECE // 2)
+    downloads = partly_saved(server, seeder, list(SHAPES))
+    offset = interrupt(server, "kill", downloads)
+    for download in downloads:
+        data = server.data / "tmp" / "downloads" / f"{download.task_id}.bt" / download.name
+        first = data if data.is_file() else data / "a.bin"
+        with open(first, "r+b") as cut:
+            cut.truncate(PIECE // 2)
     server.start()
-    download.assert_completes()  # the cut pieces fetched again, not delivered as zeros
-    assert f"torrent {download.shared.info_hash}: its data on disk is shorter" in server.log_text()[offset:]
+    for download in downloads:
+        download.assert_completes()  # the cut pieces fetched again, not delivered as zeros
+    log = server.log_text()[offset:]
+    for download in downloads:
+        assert f"torrent {download.shared.info_hash}: its data on disk is shorter" in log

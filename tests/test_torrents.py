@@ -13,6 +13,7 @@ import libtorrent as lt
 import pytest
 
 from engine.triggers import TriggerError, parse_trigger
+from tests.conftest import new_account
 from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait_for
 from tests.test_client_commands import client
 from tests.torrent_seeder import Seeder
@@ -34,9 +35,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def seeder(tmp_path: Path) -> Iterator[Seeder]:
-    running = Seeder(tmp_path / "seeder")
+@pytest.fixture(scope="module")
+def seeder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeder]:
+    running = Seeder(tmp_path_factory.mktemp("seeder"))
     yield running
     running.stop()
 
@@ -78,28 +79,24 @@ def test_a_torrent_file_delivers_its_single_file_into_the_triggers_folder(server
     wait_for(lambda: "big.torrent" not in files_in(server.space(alice.name) / "downloads/isos"), message="trigger removed")
 
 
-def test_progress_shows_in_the_placeholder_and_the_api_and_cancel_frees_everything(server, alice, tmp_path):
-    slow = Seeder(tmp_path / "slow", upload_rate=400_000)
-    try:
-        shared = slow.share("slow.bin", BIG)
-        alice.session.put(server.dav("downloads/slow.url"), data=url_shortcut(shared.magnet))
+def test_progress_shows_in_the_placeholder_and_the_api_and_cancel_frees_everything(server, alice, seeder):
+    shared = seeder.share("slow.bin", BIG, upload_rate=400_000)
+    alice.session.put(server.dav("downloads/slow.url"), data=url_shortcut(shared.magnet))
 
-        def running_task():
-            tasks = alice.session.get(server.base_url + "/api/v1/tasks").json()
-            return tasks if tasks and tasks[0]["bytes_done"] > 0 else None
+    def running_task():
+        tasks = alice.session.get(server.base_url + "/api/v1/tasks").json()
+        return tasks if tasks and tasks[0]["bytes_done"] > 0 else None
 
-        task = wait_for(running_task, timeout=60, message="progress")[0]
-        assert task["state"] == "downloading" and task["bytes_total"] == len(BIG)
-        assert task["torrent"]["peers"] >= 1 and task["torrent"]["seeds"] >= 1
-        listing = alice.session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"}).text
-        assert "slow.bin.part" in listing
-        assert alice.session.delete(server.dav("downloads/slow.url")).status_code == 204
-        wait_for(lambda: alice.session.get(server.base_url + f"/api/v1/tasks/{task['id']}").json()["state"] == "cancelled",
-                 message="cancelled")
-        wait_for(lambda: temp_downloads(server.data) == [], message="temporary data freed")
-        assert not (server.space(alice.name) / "downloads/slow.bin").exists()
-    finally:
-        slow.stop()
+    task = wait_for(running_task, timeout=60, message="progress")[0]
+    assert task["state"] == "downloading" and task["bytes_total"] == len(BIG)
+    assert task["torrent"]["peers"] >= 1 and task["torrent"]["seeds"] >= 1
+    listing = alice.session.request("PROPFIND", server.dav("downloads/"), headers={"Depth": "1"}).text
+    assert "slow.bin.part" in listing
+    assert alice.session.delete(server.dav("downloads/slow.url")).status_code == 204
+    wait_for(lambda: alice.session.get(server.base_url + f"/api/v1/tasks/{task['id']}").json()["state"] == "cancelled",
+             message="cancelled")
+    wait_for(lambda: temp_downloads(server.data) == [], message="temporary data freed")
+    assert not (server.space(alice.name) / "downloads/slow.bin").exists()
 
 
 def test_the_api_takes_a_magnet_link(server, alice, seeder):
@@ -135,20 +132,25 @@ def test_the_same_torrent_for_another_user_comes_from_the_store_without_the_swar
     assert (server.space(alice.name) / "downloads/pack/sub/b.txt").read_bytes() == pack["sub/b.txt"]
 
 
-def test_a_magnet_nobody_answers_fails_with_a_clear_reason(make_server):
-    server = make_server(settings={"engine.torrent.metadata_timeout": 2})
-    server.add_user("carol", "carol-password", quota="10M")
-    session = server.session("carol", "carol-password")
-    session.put(server.dav("downloads/lonely.url"), data=url_shortcut("magnet:?xt=urn:btih:" + "ab" * 20))
-    assert "metadata" in error_text(server, "carol", "lonely.url")
+# A magnet nobody answers runs into its metadata's time-out before the stall's, which a torrent
+# whose metadata a `.torrent` file brings runs into.
+NO_PEER = {"engine.torrent.metadata_timeout": 1, "engine.torrent.stall_timeout": 2}
 
 
-def test_a_torrent_without_peers_fails_after_the_stall_timeout(make_server, seeder):
-    server = make_server(settings={"engine.torrent.stall_timeout": 2})
-    server.add_user("carol", "carol-password", quota="10M")
+def test_a_magnet_nobody_answers_fails_with_a_clear_reason(shared_servers):
+    server = shared_servers(NO_PEER)
+    carol = new_account(server, "carol", "carol-password")
+    carol.session.put(server.dav("downloads/lonely.url"), data=url_shortcut("magnet:?xt=urn:btih:" + "ab" * 20))
+    assert "metadata" in error_text(server, carol.name, "lonely.url")
+
+
+def test_a_torrent_without_peers_fails_after_the_stall_timeout(shared_servers, seeder):
+    server = shared_servers(NO_PEER)
+    wait_for(lambda: temp_downloads(server.data) == [], message="earlier tests' temporary data freed")
+    carol = new_account(server, "carol", "carol-password")
     shared = seeder.share("alone.bin", b"a" * 50_000, trackers=())  # nothing tells the server of the seeder
-    server.session("carol", "carol-password").put(server.dav("downloads/alone.torrent"), data=shared.metainfo)
-    assert "no peer was reachable for 2 s" in error_text(server, "carol", "alone.torrent")
+    carol.session.put(server.dav("downloads/alone.torrent"), data=shared.metainfo)
+    assert "no peer was reachable for 2 s" in error_text(server, carol.name, "alone.torrent")
     assert temp_downloads(server.data) == []
 
 
@@ -215,24 +217,22 @@ def test_a_magnet_without_an_info_hash_is_refused_when_the_trigger_is_read():
             parse_trigger("m.url", uri.encode())
 
 
-def test_kill_9_mid_download_fetches_no_verified_piece_again(make_server, tmp_path):
+def test_kill_9_mid_download_fetches_no_verified_piece_again(make_server, seeder):
     server = make_server()
     server.add_user("erin", "erin-password", quota="50M")
     session = server.session("erin", "erin-password")
-    slow = Seeder(tmp_path / "slow", upload_rate=1_000_000)
-    try:
-        shared = slow.share("resume.bin", BIG)
-        session.put(server.dav("downloads/resume.url"), data=url_shortcut(shared.magnet))
-        wait_for(lambda: shared.uploaded() > len(BIG) // 3, timeout=60, message="a third sent")
-        server.kill()
-        before = shared.uploaded()
-        server.start()
-        target = delivered(server, "erin", "downloads/resume.bin")
-        assert target.read_bytes() == BIG
-        # Only what was not yet verified on disk is sent again: at most a few pieces in flight.
-        assert shared.uploaded() - before <= len(BIG) - before + 16 * 64 * 1024
-    finally:
-        slow.stop()
+    # The seeder lacks every third piece until the kill: the download cannot end before it.
+    shared = seeder.share("resume.bin", BIG, upload_rate=1_000_000, lacking_every=3)
+    session.put(server.dav("downloads/resume.url"), data=url_shortcut(shared.magnet))
+    wait_for(lambda: shared.uploaded() > len(BIG) // 3, timeout=60, message="a third sent")
+    server.kill()
+    before = shared.uploaded()
+    shared.complete()
+    server.start()
+    target = delivered(server, "erin", "downloads/resume.bin")
+    assert target.read_bytes() == BIG
+    # Only what was not yet verified on disk is sent again: at most a few pieces in flight.
+    assert shared.uploaded() - before <= len(BIG) - before + 16 * 64 * 1024
 
 
 def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(server, alice, seeder, tmp_path):
@@ -248,7 +248,8 @@ def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(server, ali
 
 def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
     port = free_port()
-    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 15})
+    # Eight seconds: the leecher below needs two at most, even at a load of 28 on two cores.
+    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 8})
     server.add_user("alice", "alice-password", quota="50M")
     shared = seeder.share("shared.bin", BIG)
     server.session("alice", "alice-password").put(server.dav("downloads/s.url"), data=url_shortcut(shared.magnet))
