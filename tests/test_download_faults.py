@@ -44,12 +44,17 @@ def test_a_connection_dropped_every_mib_resumes_with_little_overhead(server, ali
     assert resumed and all(r.headers.get("If-Range") for r in resumed)
 
 
-@pytest.mark.parametrize("status", [503, 500, 502, 408])
-def test_transient_http_errors_are_retried(server, alice, origin, status):
-    origin.add("/flaky.bin", b"eventually", fail_first=3, fail_status=status)
-    start(server, alice, origin, "/flaky.bin")
-    assert delivered(server, alice.name, "flaky.bin") == b"eventually"
-    assert origin.count("/flaky.bin") == 4
+# The tables below run in one test by one user each, all rows at once with a trigger and origin
+# path per row (a user, and a server per worker and settings, for each row before).
+
+def test_transient_http_errors_are_retried(server, alice, origin):
+    statuses = (503, 500, 502, 408)
+    for status in statuses:
+        origin.add(f"/flaky{status}.bin", b"eventually", fail_first=3, fail_status=status)
+        start(server, alice, origin, f"/flaky{status}.bin", trigger=f"flaky{status}.url")
+    for status in statuses:
+        assert delivered(server, alice.name, f"flaky{status}.bin") == b"eventually", status
+        assert origin.count(f"/flaky{status}.bin") == 4, status
 
 
 def test_429_with_retry_after_is_honoured(server, alice, origin):
@@ -117,26 +122,27 @@ def test_tasks_survive_a_restart_while_waiting_to_retry(make_server, origin):
     assert delivered(server, alice.name, "later.bin") == b"after restart"
 
 
-@pytest.mark.parametrize(
-    "url, reason",
-    [
-        ("http://127.0.0.1:{port}/x", "loopback"),
-        ("http://localhost:{port}/x", "loopback"),
-        ("http://[::1]:{port}/x", "loopback"),
-        ("http://2130706433:{port}/x", "loopback"),
-        ("http://0177.0.0.1:{port}/x", "loopback"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("http://10.0.0.1/x", "private"),
-    ],
-)
-def test_private_addresses_are_refused_unless_allowed(shared_servers, origin, url, reason):
+PRIVATE_ADDRESSES = [  # (URL, what the error file must name)
+    ("http://127.0.0.1:{port}/x", "loopback"),
+    ("http://localhost:{port}/x", "loopback"),
+    ("http://[::1]:{port}/x", "loopback"),
+    ("http://2130706433:{port}/x", "loopback"),
+    ("http://0177.0.0.1:{port}/x", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://10.0.0.1/x", "private"),
+]
+
+
+def test_private_addresses_are_refused_unless_allowed(shared_servers, origin):
     server, alice = server_and_alice(shared_servers, {"engine.allow_private_networks": False}, quota="10M")
     origin.add("/x", b"must not be fetched")
     port = origin.base_url.rsplit(":", 1)[1]
-    alice.session.put(server.dav("downloads/ssrf.url"), data=url_shortcut(url.format(port=port)))
-    error = server.space(alice.name) / "downloads" / "ssrf.url.error.txt"
-    wait_for(error.exists, message="error file")
-    assert reason in error.read_text()
+    for number, (url, _reason) in enumerate(PRIVATE_ADDRESSES):
+        alice.session.put(server.dav(f"downloads/ssrf{number}.url"), data=url_shortcut(url.format(port=port)))
+    for number, (url, reason) in enumerate(PRIVATE_ADDRESSES):
+        error = server.space(alice.name) / "downloads" / f"ssrf{number}.url.error.txt"
+        wait_for(error.exists, message=f"error file for {url}")
+        assert reason in error.read_text(), url
     assert origin.count("/x") == 0
 
 
@@ -147,25 +153,26 @@ def test_a_redirect_is_followed_and_names_the_file_after_the_final_url(server, a
     assert delivered(server, alice.name, "final name.bin") == b"redirected"
 
 
-@pytest.mark.parametrize(
-    "target, reason",
-    [
-        ("http://127.0.0.2:{port}/x", "loopback"),
-        ("http://[::1]:{port}/x", "loopback"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("file:///etc/passwd", "file"),
-    ],
-)
-def test_every_redirect_is_checked_again(shared_servers, origin, target, reason):
+REDIRECT_TARGETS = [  # (where the origin redirects, what the error file must name)
+    ("http://127.0.0.2:{port}/x", "loopback"),
+    ("http://[::1]:{port}/x", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("file:///etc/passwd", "file"),
+]
+
+
+def test_every_redirect_is_checked_again(shared_servers, origin):
     server, alice = server_and_alice(
         shared_servers, {"engine.allow_private_networks": False, "engine.private_allowlist": ["127.0.0.1"]}, quota="10M")
     port = origin.base_url.rsplit(":", 1)[1]
-    origin.add("/hop", redirect_to=target.format(port=port))
-    alice.session.put(server.dav("downloads/hop.url"), data=url_shortcut(origin.url("/hop")))
-    error = server.space(alice.name) / "downloads" / "hop.url.error.txt"
-    wait_for(error.exists, message="error file")
-    assert origin.count("/hop") == 1
-    assert reason in error.read_text()
+    for number, (target, _reason) in enumerate(REDIRECT_TARGETS):
+        origin.add(f"/hop{number}", redirect_to=target.format(port=port))
+        alice.session.put(server.dav(f"downloads/hop{number}.url"), data=url_shortcut(origin.url(f"/hop{number}")))
+    for number, (target, reason) in enumerate(REDIRECT_TARGETS):
+        error = server.space(alice.name) / "downloads" / f"hop{number}.url.error.txt"
+        wait_for(error.exists, message=f"error file for {target}")
+        assert origin.count(f"/hop{number}") == 1, target
+        assert reason in error.read_text(), target
 
 
 def one_stream_user(shared_servers, quota: str = "100M") -> tuple:
