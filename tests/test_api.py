@@ -10,7 +10,8 @@ import requests
 
 from tests.downloads_helpers import url_shortcut, wait_for
 
-pytestmark = pytest.mark.shared_server
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server, pytest.mark.xdist_group("test_api")]
 
 TASK_FIELDS = {"id", "source", "state", "bytes_done", "bytes_total", "path", "error", "speed", "eta", "instant"}
 

@@ -23,7 +23,8 @@ from tests.test_client_commands import tree
 from tests.browser import open_page
 
 
-pytestmark = pytest.mark.shared_server(settings={"events.keepalive": 0.5})
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server(settings={"events.keepalive": 0.5}), pytest.mark.xdist_group("test_devices")]
 
 
 def _device(server, account: Account, name: str, local: Path, *extra: str) -> list[str]:

@@ -14,7 +14,8 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 SIZE = 8 * 1024 * 1024
 BODY = hashlib.sha256(b"seed").digest() * (SIZE // 32)
 
-pytestmark = pytest.mark.shared_server
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server, pytest.mark.xdist_group("test_download_faults")]
 
 
 def delivered(server, user: str, name: str, timeout: float = 60) -> bytes:

@@ -13,7 +13,8 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
-pytestmark = pytest.mark.shared_server
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server, pytest.mark.xdist_group("test_downloads")]
 
 
 def delivered(server, user: str, name: str, folder: str = "downloads") -> bytes:

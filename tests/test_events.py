@@ -20,7 +20,9 @@ from tests.browser import open_page
 
 QUICK = {"events.keepalive": 0.5}  # so that test listeners notice when they are closed
 # No test holds more than two streams of one user at once, so the cap's test shares the server.
-pytestmark = pytest.mark.shared_server(settings={**QUICK, "events.max_streams_per_user": 2})
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server(settings={**QUICK, "events.max_streams_per_user": 2}),
+              pytest.mark.xdist_group("test_events")]
 
 
 def _work_of(account: Account, server, origin) -> None:

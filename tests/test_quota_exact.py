@@ -26,6 +26,10 @@ from tests.quota_helpers import Sampler, quota_props, recounted, used, uploads_l
 from tests.raw_http import DroppedConnection, raw_request
 
 QUOTA = 4 * 1024 * 1024
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = pytest.mark.xdist_group("test_quota_exact")
+
+
 class SlowBody:
     """A request body of known length that takes a pause every 256 KiB, so that concurrent
     uploads are in flight together."""
