@@ -264,7 +264,9 @@ class Origin:
         self._resources: dict[str, Resource] = {}
         self.requests: list[RequestLog] = []
         self.base_url = f"http://{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # serve_forever looks for shutdown() every poll_interval: 0.5 s by default, which every
+        # test with an origin waited at its end.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     def start(self) -> Origin:
         self._thread.start()

@@ -10,7 +10,8 @@ import requests
 
 from tests.downloads_helpers import url_shortcut, wait_for
 
-pytestmark = pytest.mark.shared_server
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server, pytest.mark.xdist_group("test_api")]
 
 TASK_FIELDS = {"id", "source", "state", "bytes_done", "bytes_total", "path", "error", "speed", "eta", "instant"}
 
@@ -100,25 +101,27 @@ def test_one_user_never_sees_or_touches_another_users_tasks(server, alice, bob, 
     assert bob.session.post(api(server, f"/tasks/{task['id']}/retry")).status_code == 404
 
 
-@pytest.mark.parametrize(
-    "body, message",
-    [
-        (b"{not json", "not valid JSON"),
-        (b"[1, 2]", "JSON object"),
-        (b"{}", "exactly one of"),
-        (b'{"url": "https://a.example/x", "id": "y"}', "exactly one of"),
-        (b'{"url": "javascript:alert(1)"}', "javascript"),
-        (b'{"url": 5}', "non-empty single-line string"),
-        (b'{"url": "https://a.example/x", "sha256": "nothex"}', "sha256"),
-        (b'{"url": "https://a.example/x", "folder": "../../etc"}', "folder"),
-        (b'{"url": "https://a.example/x", "colour": "red"}', "unknown field"),
-        (b'{"url": "https://a.example/x\\nhttps://b.example/"}', "single-line"),
-    ],
-)
-def test_bad_requests_get_400_with_a_reason(server, alice, body, message):
-    response = alice.session.post(api(server, "/tasks"), data=body, headers={"Content-Type": "application/json"})
-    assert response.status_code == 400
-    assert message.lower() in response.json()["error"].lower()
+BAD_REQUESTS = [  # (body, what the reason must say)
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b"{}", "exactly one of"),
+    (b'{"url": "https://a.example/x", "id": "y"}', "exactly one of"),
+    (b'{"url": "javascript:alert(1)"}', "javascript"),
+    (b'{"url": 5}', "non-empty single-line string"),
+    (b'{"url": "https://a.example/x", "sha256": "nothex"}', "sha256"),
+    (b'{"url": "https://a.example/x", "folder": "../../etc"}', "folder"),
+    (b'{"url": "https://a.example/x", "colour": "red"}', "unknown field"),
+    (b'{"url": "https://a.example/x\\nhttps://b.example/"}', "single-line"),
+]
+
+
+def test_bad_requests_get_400_with_a_reason(server, alice):
+    # One user for every row: a refused request changes nothing.
+    for body, message in BAD_REQUESTS:
+        response = alice.session.post(api(server, "/tasks"), data=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, body
+        assert message.lower() in response.json()["error"].lower(), body
+    assert alice.session.get(api(server, "/tasks")).json() == []
 
 
 def test_authentication_errors_and_unknown_routes(server, alice):

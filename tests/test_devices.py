@@ -23,7 +23,8 @@ from tests.test_client_commands import tree
 from tests.browser import open_page
 
 
-pytestmark = pytest.mark.shared_server(settings={"events.keepalive": 0.5})
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server(settings={"events.keepalive": 0.5}), pytest.mark.xdist_group("test_devices")]
 
 
 def _device(server, account: Account, name: str, local: Path, *extra: str) -> list[str]:
@@ -108,20 +109,23 @@ def test_a_device_offline_when_its_download_finishes_receives_it_when_it_starts(
     assert _devices(alice, server)["desk"]["last_seen"] >= _devices(alice, server)["desk"]["created_at"]
 
 
-@pytest.mark.parametrize("name", ["ghost", "bobs-phone", "laptop2"])
-def test_sending_to_a_device_the_user_does_not_have_is_a_404(server, alice, bob, name):
+# The tables below are checked by one pair of users each: their requests are refused and
+# change nothing (a pair for each row made these tests most of this file's time).
+
+def test_sending_to_a_device_the_user_does_not_have_is_a_404(server, alice, bob):
     assert bob.session.put(server.url("/api/v1/devices/bobs-phone")).status_code == 201
     assert alice.session.put(server.url("/api/v1/devices/laptop")).status_code == 201
     alice.session.put(server.dav("a.txt"), data=b"a")
-    response = alice.session.post(server.url(f"/api/v1/devices/{name}/send"), json={"path": "a.txt"})
-    never_made = alice.session.post(server.url("/api/v1/devices/never-made/send"), json={"path": "a.txt"})
-    assert response.status_code == never_made.status_code == 404
-    assert response.json()["error"].startswith(f"no device {name!r}")
-    # Another user's device is as unknown as one never made: the same answer, name for name.
-    assert response.json()["error"].replace(name, "N") == never_made.json()["error"].replace("never-made", "N")
+    for name in ("ghost", "bobs-phone", "laptop2"):
+        response = alice.session.post(server.url(f"/api/v1/devices/{name}/send"), json={"path": "a.txt"})
+        never_made = alice.session.post(server.url("/api/v1/devices/never-made/send"), json={"path": "a.txt"})
+        assert response.status_code == never_made.status_code == 404, name
+        assert response.json()["error"].startswith(f"no device {name!r}")
+        # Another user's device is as unknown as one never made: the same answer, name for name.
+        assert response.json()["error"].replace(name, "N") == never_made.json()["error"].replace("never-made", "N")
 
 
-@pytest.mark.parametrize("path, body, status", [
+BAD_DEVICE_REQUESTS = [  # (path, body, status)
     ("/api/v1/devices/laptop/send", {"path": "missing.txt"}, 404),
     ("/api/v1/devices/laptop/send", {"path": "../bob/a.txt"}, 400),
     ("/api/v1/devices/laptop/send", {"path": "downloads"}, 404),
@@ -129,25 +133,31 @@ def test_sending_to_a_device_the_user_does_not_have_is_a_404(server, alice, bob,
     ("/api/v1/devices/bad%20name/send", {"path": "a.txt"}, 400),
     ("/api/v1/devices/laptop/ack", {"delivery": 999}, 404),
     ("/api/v1/devices/laptop/ack", {"delivery": "one"}, 400),
-])
-def test_bad_device_requests_get_a_precise_4xx(server, alice, bob, path, body, status):
+]
+
+
+def test_bad_device_requests_get_a_precise_4xx(server, alice, bob):
     bob.session.put(server.dav("a.txt"), data=b"bob's")
     alice.session.put(server.url("/api/v1/devices/laptop"))
-    response = alice.session.post(server.url(path), json=body)
-    assert response.status_code == status and response.json()["error"]
+    for path, body, status in BAD_DEVICE_REQUESTS:
+        response = alice.session.post(server.url(path), json=body)
+        assert response.status_code == status and response.json()["error"], (path, body)
+    assert _devices(alice, server)["laptop"]["pending"] == 0
 
 
-@pytest.mark.parametrize("send_to", ["ghost", "laptop,ghost", "bobs-phone"])
-def test_a_trigger_naming_an_unknown_device_gets_an_error_file_and_no_task(server, alice, bob, origin, send_to):
+def test_a_trigger_naming_an_unknown_device_gets_an_error_file_and_no_task(server, alice, bob, origin):
     bob.session.put(server.url("/api/v1/devices/bobs-phone"))
     alice.session.put(server.url("/api/v1/devices/laptop"))
     origin.add("/x.bin", b"x")
-    alice.session.put(server.dav("downloads/x.url"), data=url_shortcut(origin.url("/x.bin"), **{"send-to": send_to}))
-    error_file = server.space(alice.name) / "downloads" / "x.url.error.txt"
-    text = wait_for(lambda: error_file.exists() and error_file.read_text(), message="the error file")
-    unknown = [name for name in send_to.split(",") if name != "laptop"]
-    assert all(name in text for name in unknown) and "bob" not in text.replace("bobs-phone", "")
+    for number, send_to in enumerate(["ghost", "laptop,ghost", "bobs-phone"]):
+        trigger = f"x{number}.url"
+        alice.session.put(server.dav(f"downloads/{trigger}"), data=url_shortcut(origin.url("/x.bin"), **{"send-to": send_to}))
+        error_file = server.space(alice.name) / "downloads" / f"{trigger}.error.txt"
+        text = wait_for(lambda: error_file.exists() and error_file.read_text(), message=f"the error file of {send_to}")
+        unknown = [name for name in send_to.split(",") if name != "laptop"]
+        assert all(name in text for name in unknown) and "bob" not in text.replace("bobs-phone", ""), send_to
     assert alice.session.get(server.url("/api/v1/tasks")).json() == []
+    assert origin.count("/x.bin") == 0
 
 
 def test_sync_with_a_malformed_device_name_stops_with_one_line(server, alice, tmp_path):

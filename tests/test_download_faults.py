@@ -14,7 +14,8 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 SIZE = 8 * 1024 * 1024
 BODY = hashlib.sha256(b"seed").digest() * (SIZE // 32)
 
-pytestmark = pytest.mark.shared_server
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server, pytest.mark.xdist_group("test_download_faults")]
 
 
 def delivered(server, user: str, name: str, timeout: float = 60) -> bytes:
@@ -44,12 +45,17 @@ def test_a_connection_dropped_every_mib_resumes_with_little_overhead(server, ali
     assert resumed and all(r.headers.get("If-Range") for r in resumed)
 
 
-@pytest.mark.parametrize("status", [503, 500, 502, 408])
-def test_transient_http_errors_are_retried(server, alice, origin, status):
-    origin.add("/flaky.bin", b"eventually", fail_first=3, fail_status=status)
-    start(server, alice, origin, "/flaky.bin")
-    assert delivered(server, alice.name, "flaky.bin") == b"eventually"
-    assert origin.count("/flaky.bin") == 4
+# The tables below run in one test by one user each, all rows at once with a trigger and origin
+# path per row (a user, and a server per worker and settings, for each row before).
+
+def test_transient_http_errors_are_retried(server, alice, origin):
+    statuses = (503, 500, 502, 408)
+    for status in statuses:
+        origin.add(f"/flaky{status}.bin", b"eventually", fail_first=3, fail_status=status)
+        start(server, alice, origin, f"/flaky{status}.bin", trigger=f"flaky{status}.url")
+    for status in statuses:
+        assert delivered(server, alice.name, f"flaky{status}.bin") == b"eventually", status
+        assert origin.count(f"/flaky{status}.bin") == 4, status
 
 
 def test_429_with_retry_after_is_honoured(server, alice, origin):
@@ -90,10 +96,14 @@ def test_a_stalled_origin_times_out_and_the_download_completes(shared_servers, o
 
 def test_kill_9_mid_download_loses_nothing_and_resumes(make_server, origin):
     server, alice = server_and_alice(make_server)
-    origin.add("/big.bin", BODY, rate=2 * 1024 * 1024)
+    # Four ranges at 512 KiB/s each: little arrives between the save seen below and the kill.
+    origin.add("/big.bin", BODY, rate=512 * 1024)
     start(server, alice, origin, "/big.bin")
-    temp = server.data / "tmp" / "downloads"
-    wait_for(lambda: any((temp / n).stat().st_size > 2 * 1024 * 1024 for n in files_in(temp)), message="2 MiB saved")
+    # What the task row holds is what a restart resumes from. (The temporary file's size said
+    # nothing: the ranges write into it sparsely, so it passed 2 MiB before anything was saved,
+    # and the kill then cost a refetch of more than the 30 % allowed below.)
+    wait_for(lambda: any((saved or 0) > 2 * 1024 * 1024 for saved, in server.query("SELECT bytes_done FROM tasks")),
+             message="2 MiB saved")
     server.kill()
     assert not (server.space(alice.name) / "downloads" / "big.bin").exists()
     origin.add("/big.bin", BODY)  # same content and validators, no throttle
@@ -113,26 +123,27 @@ def test_tasks_survive_a_restart_while_waiting_to_retry(make_server, origin):
     assert delivered(server, alice.name, "later.bin") == b"after restart"
 
 
-@pytest.mark.parametrize(
-    "url, reason",
-    [
-        ("http://127.0.0.1:{port}/x", "loopback"),
-        ("http://localhost:{port}/x", "loopback"),
-        ("http://[::1]:{port}/x", "loopback"),
-        ("http://2130706433:{port}/x", "loopback"),
-        ("http://0177.0.0.1:{port}/x", "loopback"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("http://10.0.0.1/x", "private"),
-    ],
-)
-def test_private_addresses_are_refused_unless_allowed(shared_servers, origin, url, reason):
+PRIVATE_ADDRESSES = [  # (URL, what the error file must name)
+    ("http://127.0.0.1:{port}/x", "loopback"),
+    ("http://localhost:{port}/x", "loopback"),
+    ("http://[::1]:{port}/x", "loopback"),
+    ("http://2130706433:{port}/x", "loopback"),
+    ("http://0177.0.0.1:{port}/x", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://10.0.0.1/x", "private"),
+]
+
+
+def test_private_addresses_are_refused_unless_allowed(shared_servers, origin):
     server, alice = server_and_alice(shared_servers, {"engine.allow_private_networks": False}, quota="10M")
     origin.add("/x", b"must not be fetched")
     port = origin.base_url.rsplit(":", 1)[1]
-    alice.session.put(server.dav("downloads/ssrf.url"), data=url_shortcut(url.format(port=port)))
-    error = server.space(alice.name) / "downloads" / "ssrf.url.error.txt"
-    wait_for(error.exists, message="error file")
-    assert reason in error.read_text()
+    for number, (url, _reason) in enumerate(PRIVATE_ADDRESSES):
+        alice.session.put(server.dav(f"downloads/ssrf{number}.url"), data=url_shortcut(url.format(port=port)))
+    for number, (url, reason) in enumerate(PRIVATE_ADDRESSES):
+        error = server.space(alice.name) / "downloads" / f"ssrf{number}.url.error.txt"
+        wait_for(error.exists, message=f"error file for {url}")
+        assert reason in error.read_text(), url
     assert origin.count("/x") == 0
 
 
@@ -143,25 +154,26 @@ def test_a_redirect_is_followed_and_names_the_file_after_the_final_url(server, a
     assert delivered(server, alice.name, "final name.bin") == b"redirected"
 
 
-@pytest.mark.parametrize(
-    "target, reason",
-    [
-        ("http://127.0.0.2:{port}/x", "loopback"),
-        ("http://[::1]:{port}/x", "loopback"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("file:///etc/passwd", "file"),
-    ],
-)
-def test_every_redirect_is_checked_again(shared_servers, origin, target, reason):
+REDIRECT_TARGETS = [  # (where the origin redirects, what the error file must name)
+    ("http://127.0.0.2:{port}/x", "loopback"),
+    ("http://[::1]:{port}/x", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("file:///etc/passwd", "file"),
+]
+
+
+def test_every_redirect_is_checked_again(shared_servers, origin):
     server, alice = server_and_alice(
         shared_servers, {"engine.allow_private_networks": False, "engine.private_allowlist": ["127.0.0.1"]}, quota="10M")
     port = origin.base_url.rsplit(":", 1)[1]
-    origin.add("/hop", redirect_to=target.format(port=port))
-    alice.session.put(server.dav("downloads/hop.url"), data=url_shortcut(origin.url("/hop")))
-    error = server.space(alice.name) / "downloads" / "hop.url.error.txt"
-    wait_for(error.exists, message="error file")
-    assert origin.count("/hop") == 1
-    assert reason in error.read_text()
+    for number, (target, _reason) in enumerate(REDIRECT_TARGETS):
+        origin.add(f"/hop{number}", redirect_to=target.format(port=port))
+        alice.session.put(server.dav(f"downloads/hop{number}.url"), data=url_shortcut(origin.url(f"/hop{number}")))
+    for number, (target, reason) in enumerate(REDIRECT_TARGETS):
+        error = server.space(alice.name) / "downloads" / f"hop{number}.url.error.txt"
+        wait_for(error.exists, message=f"error file for {target}")
+        assert origin.count(f"/hop{number}") == 1, target
+        assert reason in error.read_text(), target
 
 
 def one_stream_user(shared_servers, quota: str = "100M") -> tuple:

@@ -13,7 +13,8 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
-pytestmark = pytest.mark.shared_server
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server, pytest.mark.xdist_group("test_downloads")]
 
 
 def delivered(server, user: str, name: str, folder: str = "downloads") -> bytes:
@@ -69,7 +70,7 @@ def test_a_trigger_in_a_subfolder_delivers_into_that_folder(server, alice, origi
 
 @pytest.mark.both_databases
 def test_a_placeholder_shows_progress_while_downloading(server, alice, origin):
-    origin.add("/slow.bin", BODY, rate=256 * 1024)
+    paced = origin.add("/slow.bin", BODY, rate=256 * 1024)
     alice.session.put(server.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin")))
     downloads = server.space(alice.name) / "downloads"
     wait_for(lambda: "slow.bin.part" in listing(server, alice), timeout=2, message="the .part placeholder within 2 s")
@@ -81,26 +82,32 @@ def test_a_placeholder_shows_progress_while_downloading(server, alice, origin):
     # A percentage once the size is known, bytes so far before that; never "? %".
     assert re.search(r"downloading, (\d+ % of|[\d.]+ \w+ so far)", status.text) and "?" not in status.text
     assert alice.session.put(server.dav("downloads/fetchdrive-status.txt"), data=b"x").status_code == 403
+    paced.rate = None  # the pace was for the looks above; the rest need not wait on it
     assert delivered(server, alice.name, "slow.bin") == BODY
     # The file is linked into place a moment before its task is marked done (a database
     # round trip, longer on PostgreSQL): the placeholder goes then.
     wait_for(lambda: "slow.bin.part" not in listing(server, alice), message="the placeholder gone")
 
 
-@pytest.mark.parametrize(
-    "options, expected_name",
-    [
-        ({"content_disposition": 'attachment; filename="report.pdf"'}, "report.pdf"),
-        ({"content_disposition": "attachment; filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.txt"}, "naïve résumé.txt"),
-        ({"content_disposition": 'attachment; filename="../../../etc/passwd"'}, "passwd"),
-        ({"content_disposition": 'attachment; filename="..\\\\..\\\\boot.ini"'}, "boot.ini"),
-    ],
-)
-def test_names_come_from_content_disposition_and_are_sanitised(server, alice, origin, options, expected_name):
-    origin.add("/download", b"named", **options)
-    alice.session.put(server.dav("downloads/named.url"), data=url_shortcut(origin.url("/download")))
-    assert delivered(server, alice.name, expected_name) == b"named"
+# The tables below are checked in one test by one user each, with a trigger and origin path
+# per row (a user per row before): the rows' names and files do not meet.
+
+CONTENT_DISPOSITIONS = [  # (Content-Disposition, the name the file gets)
+    ('attachment; filename="report.pdf"', "report.pdf"),
+    ("attachment; filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.txt", "naïve résumé.txt"),
+    ('attachment; filename="../../../etc/passwd"', "passwd"),
+    ('attachment; filename="..\\\\..\\\\boot.ini"', "boot.ini"),
+]
+
+
+def test_names_come_from_content_disposition_and_are_sanitised(server, alice, origin):
+    for number, (disposition, expected_name) in enumerate(CONTENT_DISPOSITIONS):
+        origin.add(f"/download{number}", f"named {number}".encode(), content_disposition=disposition)
+        alice.session.put(server.dav(f"downloads/named{number}.url"), data=url_shortcut(origin.url(f"/download{number}")))
+        assert delivered(server, alice.name, expected_name) == f"named {number}".encode(), disposition
     assert not (server.space(alice.name) / "etc").exists()
+    assert sorted(name for name in files_in(server.space(alice.name) / "downloads") if not name.endswith(".url")) == \
+        sorted(name for _disposition, name in CONTENT_DISPOSITIONS)
 
 
 def test_the_url_path_is_percent_decoded_and_the_trigger_filename_wins(server, alice, origin):
@@ -139,13 +146,13 @@ def test_a_matching_checksum_delivers_and_a_wrong_one_fails_without_a_file(serve
 
 
 @pytest.mark.both_databases
-@pytest.mark.parametrize("status", [404, 403, 410])
-def test_a_permanent_http_error_leaves_the_trigger_and_an_error_file(server, alice, origin, status):
-    origin.add("/gone", b"", status=status)
-    alice.session.put(server.dav("downloads/gone.url"), data=url_shortcut(origin.url("/gone")))
-    assert f"HTTP {status}" in error_text(server, alice.name, "gone.url")
-    assert "gone.url" in files_in(server.space(alice.name) / "downloads")
-    assert f"HTTP {status}" in alice.session.get(server.dav("downloads/fetchdrive-status.txt")).text
+def test_a_permanent_http_error_leaves_the_trigger_and_an_error_file(server, alice, origin):
+    for status in (404, 403, 410):
+        origin.add(f"/gone{status}", b"", status=status)
+        alice.session.put(server.dav(f"downloads/gone{status}.url"), data=url_shortcut(origin.url(f"/gone{status}")))
+        assert f"HTTP {status}" in error_text(server, alice.name, f"gone{status}.url")
+        assert f"gone{status}.url" in files_in(server.space(alice.name) / "downloads")
+        assert f"HTTP {status}" in alice.session.get(server.dav("downloads/fetchdrive-status.txt")).text
 
 
 def test_uploading_the_trigger_again_retries_and_clears_the_error(server, alice, origin):
@@ -169,21 +176,21 @@ def test_deleting_the_trigger_cancels_and_frees_temporary_data(server, alice, or
     assert not (server.space(alice.name) / "downloads" / "endless.bin").exists()
 
 
-@pytest.mark.parametrize(
-    "name, content, reason",
-    [
-        ("binary.url", b"\x00\x01\x02garbage\xff", "binary"),
-        ("script.url", b"[InternetShortcut]\nURL=javascript:alert(1)\n", "javascript"),
-        ("file.url", b"file:///etc/passwd\n", "file:"),
-        ("huge.url", b"#" * (70 * 1024), "too large"),
-        ("app.desktop", b"[Desktop Entry]\nType=Application\nExec=rm -rf /\n", "Link"),
-        ("broken.webloc", b"<?xml version='1.0'?><plist><dict><key>URL", "webloc"),
-    ],
-)
-def test_malformed_triggers_get_a_precise_error_file(server, alice, name, content, reason):
-    assert alice.session.put(server.dav(f"downloads/{name}"), data=content).status_code == 201
-    assert reason.lower() in error_text(server, alice.name, name).lower()
-    assert alice.session.get(server.dav()).status_code == 200
+MALFORMED_TRIGGERS = [  # (name, content, what the error file must say)
+    ("binary.url", b"\x00\x01\x02garbage\xff", "binary"),
+    ("script.url", b"[InternetShortcut]\nURL=javascript:alert(1)\n", "javascript"),
+    ("file.url", b"file:///etc/passwd\n", "file:"),
+    ("huge.url", b"#" * (70 * 1024), "too large"),
+    ("app.desktop", b"[Desktop Entry]\nType=Application\nExec=rm -rf /\n", "Link"),
+    ("broken.webloc", b"<?xml version='1.0'?><plist><dict><key>URL", "webloc"),
+]
+
+
+def test_malformed_triggers_get_a_precise_error_file(server, alice):
+    for name, content, reason in MALFORMED_TRIGGERS:
+        assert alice.session.put(server.dav(f"downloads/{name}"), data=content).status_code == 201
+        assert reason.lower() in error_text(server, alice.name, name).lower(), name
+        assert alice.session.get(server.dav()).status_code == 200
 
 
 def test_an_empty_trigger_waits_for_its_content(server, alice, origin):

@@ -19,7 +19,10 @@ from tests.test_client_commands import tree
 from tests.browser import open_page
 
 QUICK = {"events.keepalive": 0.5}  # so that test listeners notice when they are closed
-pytestmark = pytest.mark.shared_server(settings=QUICK)
+# No test holds more than two streams of one user at once, so the cap's test shares the server.
+# One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
+pytestmark = [pytest.mark.shared_server(settings={**QUICK, "events.max_streams_per_user": 2}),
+              pytest.mark.xdist_group("test_events")]
 
 
 def _work_of(account: Account, server, origin) -> None:
@@ -129,13 +132,6 @@ def test_a_dropped_stream_resumes_with_last_event_id_missing_nothing(server, ali
     assert not second.events("ready")
 
 
-def test_a_stream_resumes_across_a_server_restart_missing_nothing(make_server):
-    server = make_server(settings=QUICK)  # restarted: a server of its own
-    alice = new_account(server, "alice", "alice-password")
-    second = _resumed(alice, server, "before.txt", ["not-yet-heard.txt"], "after-restart.txt", server.restart)
-    assert [event.data["path"] for event in second.events("file.created")] == ["not-yet-heard.txt", "after-restart.txt"]
-
-
 def test_a_client_further_behind_than_the_history_is_told_to_resync(make_server):
     server = make_server(settings={**QUICK, "events.history": 10})
     server.add_user("alice", "alice-password")
@@ -164,31 +160,24 @@ def test_an_idle_stream_gets_keep_alive_comments(server, alice):
         listener.close()
 
 
-@pytest.mark.parametrize("header, status", [
-    ({"Last-Event-ID": "abc"}, 400), ({"Last-Event-ID": "-1"}, 400), ({"Last-Event-ID": "1e3"}, 400),
-    ({"Last-Event-ID": "9" * 40}, 400), ({"Last-Event-ID": "²"}, 400),
-])
-def test_a_malformed_last_event_id_gets_400(server, alice, header, status):
-    response = alice.session.get(server.url("/api/v1/events"), headers=header, timeout=10)
-    assert response.status_code == status and "Last-Event-ID" in response.json()["error"]
+def test_a_malformed_last_event_id_gets_400(server, alice):
+    for malformed in ("abc", "-1", "1e3", "9" * 40, "²"):
+        response = alice.session.get(server.url("/api/v1/events"), headers={"Last-Event-ID": malformed}, timeout=10)
+        assert response.status_code == 400 and "Last-Event-ID" in response.json()["error"], malformed
 
 
-@pytest.mark.parametrize("auth", [None, ("alice", "wrong"), ("nobody", "alice-password")])
-def test_the_stream_needs_a_login(server, alice, auth):
-    response = requests.get(server.url("/api/v1/events"), auth=auth, timeout=10)
-    assert response.status_code == 401 and "event:" not in response.text
+def test_the_stream_needs_a_login(server, alice):
+    for auth in (None, (alice.name, "wrong"), ("nobody", alice.password)):
+        response = requests.get(server.url("/api/v1/events"), auth=auth, timeout=10)
+        assert response.status_code == 401 and "event:" not in response.text, auth
 
 
-def test_a_user_may_hold_only_so_many_streams(make_server):
-    server = make_server(settings={**QUICK, "events.max_streams_per_user": 2})
-    server.add_user("alice", "alice-password")
-    server.add_user("bob", "bob-password-2")
-    alice = server.session("alice", "alice-password")
-    held = [Listener(alice, server.base_url) for _ in range(2)]
+def test_a_user_may_hold_only_so_many_streams(server, alice, bob):
+    held = [Listener(alice.session, server.base_url) for _ in range(2)]
     try:
-        refused = alice.get(server.url("/api/v1/events"), timeout=10)
+        refused = alice.session.get(server.url("/api/v1/events"), timeout=10)
         assert refused.status_code == 429 and "too many" in refused.json()["error"]
-        other = Listener(server.session("bob", "bob-password-2"), server.base_url)  # others are unaffected
+        other = Listener(bob.session, server.base_url)  # others are unaffected
         other.wait_for("ready")
         other.close()
     finally:
@@ -204,10 +193,12 @@ def _watch(server, account: Account, local, *extra: str) -> subprocess.Popen:
     )
 
 
-def test_sync_watch_follows_the_stream_and_catches_up_after_a_server_restart(make_server, tmp_path):
-    server = make_server(settings={**QUICK, "server.port": free_port()})
-    server.add_user("alice", "alice-password")
-    alice = Account("alice", "alice-password", server.session("alice", "alice-password"))
+def test_a_stream_and_sync_watch_resume_across_a_server_restart_missing_nothing(make_server, tmp_path):
+    """bob's stream resumes after the restart with what it missed; alice's `sync --watch`
+    follows the stream and catches up. (One restarted server for both: each on a server of
+    its own cost a start, a restart and a stop more.)"""
+    server = make_server(settings={**QUICK, "server.port": free_port()})  # the same port after the restart
+    alice, bob = new_account(server, "alice", "alice-password"), new_account(server, "bob", "bob-password-2")
     local = tmp_path / "mirror"
     # A fallback poll of an hour: whatever arrives sooner came by the event stream.
     watcher = _watch(server, alice, local, "--watch", "3600")
@@ -216,8 +207,8 @@ def test_sync_watch_follows_the_stream_and_catches_up_after_a_server_restart(mak
         wait_for(lambda: tree(local).get("first.txt") == b"first.txt", message="first file synced")
         _put_files(alice, server, ["second.txt"])
         wait_for(lambda: tree(local).get("second.txt") == b"second.txt", message="a new file synced live")
-        server.stop()
-        server.start()
+        second = _resumed(bob, server, "before.txt", ["not-yet-heard.txt"], "after-restart.txt", server.restart)
+        assert [event.data["path"] for event in second.events("file.created")] == ["not-yet-heard.txt", "after-restart.txt"]
         _put_files(alice, server, ["after-restart.txt"])
         wait_for(lambda: "after-restart.txt" in tree(local), timeout=60, message="a file put after a restart")
     finally:
