@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import yaml
 
 from server.settings import ConfigError, load_config
 from server.sizes import SizeError, parse_size
-from tests.server_process import REPO, run_cli
+from tests.forked_cli import fetchdrive
+from tests.server_process import REPO
 
 
 @pytest.fixture
@@ -18,6 +20,12 @@ def config(tmp_path: Path, database_url: str) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"storage": {"root": str(tmp_path / "data")}, "database": {"url": database_url}}))
     return path
+
+
+def cli(config: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """`fetchdrive --config CONFIG ARGS...` as a process forked with the app already imported
+    (tests/forked_cli.py); `serve` runs as `python -m server.cli` below and in every server."""
+    return fetchdrive("--config", str(config), *args, input=input)
 
 
 def one_line_error(result) -> str:
@@ -66,27 +74,27 @@ def test_bad_configuration_names_the_key(tmp_path, tree, message):
 def test_serve_with_a_bad_config_stops_with_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("server:\n  port: high\n")
-    assert "server.port" in one_line_error(run_cli(path, "serve"))
+    assert "server.port" in one_line_error(cli(path, "serve"))
 
 
 def test_serve_with_broken_yaml_or_a_missing_file_says_so(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("server: [unclosed\n")
-    assert "not valid YAML" in one_line_error(run_cli(path, "serve"))
-    assert "config file not found" in one_line_error(run_cli(tmp_path / "missing.yaml", "serve"))
+    assert "not valid YAML" in one_line_error(cli(path, "serve"))
+    assert "config file not found" in one_line_error(cli(tmp_path / "missing.yaml", "serve"))
 
 
 @pytest.mark.both_databases
 def test_user_commands_round_trip(config):
-    assert run_cli(config, "user", "add", "carol", "--password", "carol-password", "--quota", "500M").returncode == 0
-    listing = run_cli(config, "user", "list").stdout
+    assert cli(config, "user", "add", "carol", "--password", "carol-password", "--quota", "500M").returncode == 0
+    listing = cli(config, "user", "list").stdout
     assert re.search(r"carol\s+0B\s+500M", listing)
-    assert run_cli(config, "user", "quota", "carol", "1.5T").returncode == 0
-    assert "1.5T" in run_cli(config, "user", "list").stdout
-    assert run_cli(config, "user", "quota", "carol", "none").returncode == 0
-    assert run_cli(config, "user", "passwd", "carol", "--password-stdin", input="another-password\n").returncode == 0
-    assert run_cli(config, "user", "remove", "carol").returncode == 0
-    assert "carol" not in run_cli(config, "user", "list").stdout
+    assert cli(config, "user", "quota", "carol", "1.5T").returncode == 0
+    assert "1.5T" in cli(config, "user", "list").stdout
+    assert cli(config, "user", "quota", "carol", "none").returncode == 0
+    assert cli(config, "user", "passwd", "carol", "--password-stdin", input="another-password\n").returncode == 0
+    assert cli(config, "user", "remove", "carol").returncode == 0
+    assert "carol" not in cli(config, "user", "list").stdout
 
 
 @pytest.mark.parametrize(
@@ -107,32 +115,31 @@ def test_user_commands_round_trip(config):
     ],
 )
 def test_cli_mistakes_get_one_line_and_a_non_zero_exit(config, args, stdin, message):
-    assert message in one_line_error(run_cli(config, *args, input=stdin))
+    assert message in one_line_error(cli(config, *args, input=stdin))
 
 
 def test_adding_an_existing_user_is_refused_and_keeps_the_old_password(config):
-    added = run_cli(config, "user", "add", "erin", "--password", "first-password")
+    added = cli(config, "user", "add", "erin", "--password", "first-password")
     assert added.returncode == 0 and added.stdout.startswith("added user erin (quota ")
-    assert "already exists" in one_line_error(run_cli(config, "user", "add", "erin", "--password", "second-password"))
+    assert "already exists" in one_line_error(cli(config, "user", "add", "erin", "--password", "second-password"))
     # The name is judged before the password: a short one does not hide that erin exists.
     for password in ("short", ""):
-        assert "already exists" in one_line_error(run_cli(config, "user", "add", "erin", "--password-stdin", input=password + "\n"))
+        assert "already exists" in one_line_error(cli(config, "user", "add", "erin", "--password-stdin", input=password + "\n"))
 
 
 @pytest.mark.both_databases
 def test_catalog_commands_round_trip(config):
     digest = "ab" * 32
-    added = run_cli(config, "catalog", "add", "debian-iso", "https://example.com/d.iso", "--sha256", digest, "--filename", "d.iso")
+    added = cli(config, "catalog", "add", "debian-iso", "https://example.com/d.iso", "--sha256", digest, "--filename", "d.iso")
     assert added.returncode == 0, added.stderr
-    listing = run_cli(config, "catalog", "list").stdout
+    listing = cli(config, "catalog", "list").stdout
     assert "debian-iso" in listing and digest in listing and "d.iso" in listing
-    assert run_cli(config, "catalog", "remove", "debian-iso").returncode == 0
-    assert "debian-iso" not in run_cli(config, "catalog", "list").stdout
+    assert cli(config, "catalog", "remove", "debian-iso").returncode == 0
+    assert "debian-iso" not in cli(config, "catalog", "list").stdout
 
 
 def test_serve_takes_host_and_port_and_logs_its_config_and_both_urls(tmp_path: Path):
     import socket
-    import subprocess
     import sys
     import time
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.downloads_helpers import wait_for
+from tests.forked_cli import fetchdrive
 from tests.server_process import REPO
 from tests.slow_proxy import SlowProxy
 
@@ -18,11 +19,8 @@ pytestmark = pytest.mark.shared_server
 
 
 def client(*args: str, password: str | None = None, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ}
-    if password is not None:
-        env["FETCHDRIVE_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=REPO, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+    return fetchdrive(*args, input=stdin, env={"FETCHDRIVE_PASSWORD": password} if password is not None else None,
+                      timeout=timeout)
 
 
 def tree(folder: Path) -> dict[str, bytes]:

@@ -21,6 +21,7 @@ import yaml
 from wsgidav import util
 
 from provider.http_dates import rfc1123
+from tests.forked_cli import fetchdrive
 from tests.raw_http import raw_request
 from tests.test_credential_cache import NEAR_MISSES, USERS
 
@@ -227,7 +228,7 @@ def test_a_remembered_login_reading_a_file_ends_as_every_login_does(server, read
             for _ in range(5):
                 assert _read(server, user, "a-wrong-guess").status_code == 401
         else:
-            assert server.cli(*command, input="a-new-password\n").returncode == 0
+            assert fetchdrive("--config", str(server.config_path), *command, input="a-new-password\n").returncode == 0
         for method in ("GET", "HEAD"):
             refused = _read(server, user, reading[user], method)
             if command is None:

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import new_account
 from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
 
-SIZE = 32 * 1024 * 1024
+SIZE = 16 * 1024 * 1024  # four ranges of engine/segments.py's smallest, 4 MiB
 BODY = os.urandom(SIZE)
 
 
@@ -78,7 +78,8 @@ def test_progress_is_saved_every_half_second_whatever_the_number_of_segments(sha
     (read as another process would) shows several saved states, where one wait per segment
     per round had saved one every 4 s. At most one save per 0.5 s: tests/test_progress_saver.py."""
     server, alice = segmented_server(shared_servers, **{"engine.connections_per_task": 8})
-    origin.add("/paced.bin", BODY, rate=1024 * 1024)
+    body = BODY + BODY[::-1]  # eight ranges of the smallest size
+    origin.add("/paced.bin", body, rate=1024 * 1024)
     alice.session.put(server.dav("downloads/paced.url"), data=url_shortcut(origin.url("/paced.bin")))
     path = server.space(alice.name) / "downloads" / "paced.bin"
     seen: set[str] = set()
@@ -88,13 +89,13 @@ def test_progress_is_saved_every_half_second_whatever_the_number_of_segments(sha
             return path.exists()
 
         wait_for(saved_states, timeout=120, message="paced.bin")
-    assert path.read_bytes() == BODY
+    assert path.read_bytes() == body
     assert len(seen) >= 4, seen
 
 
 def test_a_dropping_origin_still_gives_an_intact_file_with_little_overhead(shared_servers, origin):
     server, alice = segmented_server(shared_servers)
-    origin.add("/drops.bin", BODY, drop_after=3 * 1024 * 1024)
+    origin.add("/drops.bin", BODY, drop_after=3 * 1024 * 1024)  # within each 4 MiB range
     alice.session.put(server.dav("downloads/drops.url"), data=url_shortcut(origin.url("/drops.bin")))
     assert delivered(server, alice.name, "drops.bin") == BODY
     assert origin.bytes_sent("/drops.bin") < 1.3 * SIZE
@@ -102,7 +103,7 @@ def test_a_dropping_origin_still_gives_an_intact_file_with_little_overhead(share
 
 def test_kill_9_mid_segmented_download_keeps_finished_ranges(make_server, origin):
     server, alice = segmented_server(make_server)
-    origin.add("/slow.bin", BODY, rate=3 * 1024 * 1024)
+    origin.add("/slow.bin", BODY, rate=3 * 1024 * 1024 // 2)
     alice.session.put(server.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin")))
     wait_for(lambda: alice.session.get(server.url("/api/v1/tasks")).json()[0]["bytes_done"] > SIZE // 3,
              timeout=30, message="a third saved")
@@ -138,7 +139,7 @@ def test_an_origin_without_ranges_is_fetched_in_one_stream(shared_servers, origi
 
 def test_a_range_that_stalls_is_resumed_from_where_it_stopped(shared_servers, origin):
     server, alice = segmented_server(shared_servers, **{"engine.read_timeout": 1})
-    origin.add("/stalls.bin", BODY, stall_after=5 * 1024 * 1024, stall_seconds=3)
+    origin.add("/stalls.bin", BODY, stall_after=2 * 1024 * 1024, stall_seconds=3)  # halfway through a range
     alice.session.put(server.dav("downloads/s.url"), data=url_shortcut(origin.url("/stalls.bin")))
     assert delivered(server, alice.name, "stalls.bin") == BODY
     assert origin.bytes_sent("/stalls.bin") < 1.3 * SIZE
@@ -147,7 +148,7 @@ def test_a_range_that_stalls_is_resumed_from_where_it_stopped(shared_servers, or
 def test_ranges_sent_chunked_arrive_intact(shared_servers, origin):
     """A chunked range cannot be spliced from the socket: it is read through Python."""
     server, alice = segmented_server(shared_servers)
-    origin.add("/chunked.bin", BODY, chunked=True, drop_after=6 * 1024 * 1024, drop_times=4)
+    origin.add("/chunked.bin", BODY, chunked=True, drop_after=3 * 1024 * 1024, drop_times=4)
     alice.session.put(server.dav("downloads/c.url"), data=url_shortcut(origin.url("/chunked.bin")))
     assert delivered(server, alice.name, "chunked.bin") == BODY
     assert len(range_starts(origin, "/chunked.bin")) >= 4

@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import Account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
+from tests.forked_cli import fetchdrive
 from tests.browser import open_page
 
 PRIVATE = [os.urandom(300_000 + n) for n in range(3)]
@@ -266,7 +267,9 @@ def test_a_sha256_line_that_contradicts_the_id_fails_before_anything_is_fetched(
 
 def test_retrying_a_failure_that_a_later_upload_made_good_copies_nothing_and_it_leaves_the_views(server, alice, origin):
     broken = {name: origin.add(f"/later/{name}", PRIVATE[n], status=404) for n, name in enumerate(("a.bin", "b.bin"))}
-    server.cli("catalog", "add", "later-id", origin.url("/later/b.bin"), "--filename", "b.bin")
+    added = fetchdrive("--config", str(server.config_path), "catalog", "add", "later-id", origin.url("/later/b.bin"),
+                       "--filename", "b.bin")
+    assert added.returncode == 0, added.stderr
     triggers = {"a.url": url_shortcut(origin.url("/later/a.bin")), "b.id": b"later-id\n"}
     for trigger, data in triggers.items():
         drop(alice, server, trigger, data)
