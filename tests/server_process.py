@@ -135,24 +135,28 @@ class ServerProcess:
         return run_cli(self.config_path, *args, input=input)
 
     def add_user(self, name: str, password: str, quota: str | None = None) -> None:
-        """`fetchdrive user add`, run in this process: the same code as the command, without
-        a new interpreter importing the whole app for each account (1 to 3 s each on CI; the
-        command as a process is tested in tests/test_cli_and_config.py)."""
-        from server.cli import main
-
+        """`fetchdrive user add`, run in this process (see `command`)."""
         PASSWORDS_USED.add(password)
         self.user_names.add(name)
-        args = ["--config", str(self.config_path), "user", "add", name, "--password", password]
-        errors = io.StringIO()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+        self.command("user", "add", name, "--password", password, *(["--quota", quota] if quota else []))
+
+    def command(self, *args: str) -> str:
+        """`fetchdrive --config CONFIG ARGS...` run in this process; returns what it printed. The
+        same code as the command, without a new interpreter importing the whole app each time
+        (1 to 3 s each on CI; the commands as processes are tested in tests/test_cli_and_config.py)."""
+        from server.cli import main
+
+        output, errors = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
             try:
-                main(args + (["--quota", quota] if quota else []))
+                main(["--config", str(self.config_path), *args])
             except SystemExit as exit:
-                raise AssertionError(f"user add {name} failed ({exit.code}): {errors.getvalue()}") from None
+                raise AssertionError(f"{' '.join(args[:2])} failed ({exit.code}): {errors.getvalue()}") from None
             finally:
                 # The command's database connection must not outlive it here (as it would not
                 # in its own process): a test may unmount the data folder afterwards.
                 gc.collect()
+        return output.getvalue()
 
     def unused_user_name(self, name: str) -> str:
         """`name`, or the first of `name2`, `name3`... that no test has added here yet."""

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import new_account
 from tests.downloads_helpers import files_in, url_shortcut, wait_for
+from tests.origin import Origin
+from tests.server_process import ServerProcess
 
 CONTENT = os.urandom(2 * 1024 * 1024)
 DIGEST = hashlib.sha256(CONTENT).hexdigest()
@@ -37,8 +41,7 @@ def store_objects(server) -> list:
 @pytest.mark.shared_server
 def test_an_id_resolves_through_the_catalog_with_its_checksum_and_name(server, alice, origin):
     origin.add("/iso", CONTENT)
-    added = server.cli("catalog", "add", "distro-1", origin.url("/iso"), "--sha256", DIGEST, "--filename", "distro.iso")
-    assert added.returncode == 0, added.stderr
+    server.command("catalog", "add", "distro-1", origin.url("/iso"), "--sha256", DIGEST, "--filename", "distro.iso")
     alice.session.put(server.dav("downloads/get.id"), data=b"distro-1\n")
     assert delivered(server, alice.name, "distro.iso") == CONTENT
 
@@ -46,7 +49,7 @@ def test_an_id_resolves_through_the_catalog_with_its_checksum_and_name(server, a
 @pytest.mark.shared_server
 def test_a_catalog_checksum_mismatch_fails_and_leaves_no_file(server, alice, origin):
     origin.add("/tampered", CONTENT)
-    server.cli("catalog", "add", "tampered", origin.url("/tampered"), "--sha256", "1" * 64, "--filename", "t.bin")
+    server.command("catalog", "add", "tampered", origin.url("/tampered"), "--sha256", "1" * 64, "--filename", "t.bin")
     alice.session.put(server.dav("downloads/t.id"), data=b"tampered\n")
     assert "checksum mismatch" in error_text(server, alice.name, "t.id")
     assert not (server.space(alice.name) / "downloads" / "t.bin").exists()
@@ -93,30 +96,48 @@ def test_a_changed_origin_is_downloaded_again_not_served_from_cache(server, alic
     assert delivered(server, bob.name, "changing") == b"new version"
 
 
-def test_a_stored_sha256_id_that_a_mirror_confirms_completes_without_a_transfer(make_server, origin):
-    origin.add("/blob", CONTENT)
-    origin.add(f"/mirror/{DIGEST}", CONTENT)
-    server = make_server(settings={"engine.mirrors": [origin.url("/mirror/{sha256}")]})
-    for user in ("alice", "bob"):
-        server.add_user(user, f"{user}-password")
-    alice, bob = (server.session(user, f"{user}-password") for user in ("alice", "bob"))
-    alice.put(server.dav("downloads/b.url"), data=url_shortcut(origin.url("/blob")))
-    delivered(server, "alice", "blob")
-    bob.put(server.dav("downloads/copy.id"), data=f"sha256:{DIGEST}\nfilename=copy.bin\n".encode())
-    assert delivered(server, "bob", "copy.bin") == CONTENT
-    assert [(r.method, r.range) for r in origin.requests if r.path.startswith("/mirror/")] == [("GET", "bytes=0-4095")]
+@pytest.fixture(scope="module")
+def mirror_origin() -> Iterator[Origin]:
+    """The origin of the file's mirror server: its `engine.mirrors` names this one."""
+    with Origin() as running:
+        yield running
 
 
-def test_an_absent_sha256_id_is_fetched_from_a_mirror_and_verified(make_server, origin):
-    origin.add(f"/mirror/{DIGEST}", CONTENT)
+@pytest.fixture
+def mirrored(shared_servers, mirror_origin: Origin) -> ServerProcess:
+    """One server for the file's tests of mirrors, with users and content of each test's own."""
+    return shared_servers({"engine.mirrors": [mirror_origin.url("/mirror/{sha256}")]})
+
+
+def content_of_its_own(size: int = len(CONTENT)) -> tuple[bytes, str]:
+    """Bytes no other test stores on the shared server, and their SHA-256."""
+    content = os.urandom(size)
+    return content, hashlib.sha256(content).hexdigest()
+
+
+def test_a_stored_sha256_id_that_a_mirror_confirms_completes_without_a_transfer(mirrored, mirror_origin):
+    server, origin = mirrored, mirror_origin
+    content, digest = content_of_its_own()
+    origin.add("/blob", content)
+    origin.add(f"/mirror/{digest}", content)
+    alice, bob = (new_account(server, user, f"{user}-password") for user in ("alice", "bob"))
+    alice.session.put(server.dav("downloads/b.url"), data=url_shortcut(origin.url("/blob")))
+    delivered(server, alice.name, "blob")
+    bob.session.put(server.dav("downloads/copy.id"), data=f"sha256:{digest}\nfilename=copy.bin\n".encode())
+    assert delivered(server, bob.name, "copy.bin") == content
+    assert [(r.method, r.range) for r in origin.requests if r.path == f"/mirror/{digest}"] == [("GET", "bytes=0-4095")]
+
+
+def test_an_absent_sha256_id_is_fetched_from_a_mirror_and_verified(mirrored, mirror_origin):
+    server, origin = mirrored, mirror_origin
+    content, digest = content_of_its_own()
+    origin.add(f"/mirror/{digest}", content)
     origin.add(f"/bad-mirror/{'2' * 64}", b"wrong bytes")
-    server = make_server(settings={"engine.mirrors": [origin.url("/mirror/{sha256}")]})
-    server.add_user("alice", "alice-password")
-    session = server.session("alice", "alice-password")
-    session.put(server.dav("downloads/m.id"), data=f"sha256:{DIGEST}\nfilename=m.bin\n".encode())
-    assert delivered(server, "alice", "m.bin") == CONTENT
-    session.put(server.dav("downloads/missing.id"), data=f"sha256:{'3' * 64}\n".encode())
-    assert "no mirror had content" in error_text(server, "alice", "missing.id")
+    alice = new_account(server, "alice", "alice-password")
+    alice.session.put(server.dav("downloads/m.id"), data=f"sha256:{digest}\nfilename=m.bin\n".encode())
+    assert delivered(server, alice.name, "m.bin") == content
+    alice.session.put(server.dav("downloads/missing.id"), data=f"sha256:{'3' * 64}\n".encode())
+    assert "no mirror had content" in error_text(server, alice.name, "missing.id")
 
 
 @pytest.mark.shared_server
@@ -130,10 +151,9 @@ def test_gc_removes_stored_content_nobody_uses(server, alice, origin):
     alice.session.put(server.dav("downloads/t.url"), data=url_shortcut(origin.url("/temp.bin")))
     delivered(server, alice.name, "temp.bin")
     wait_for(lambda: len(store_objects(server)) == 1, message="the download filed in the store")
-    assert server.cli("gc").stdout.startswith("removed 0")
+    assert server.command("gc").startswith("removed 0")
     alice.session.delete(server.dav("downloads/temp.bin"))
-    result = server.cli("gc")
-    assert result.returncode == 0 and result.stdout.startswith("removed 1")
+    assert server.command("gc").startswith("removed 1")
     assert store_objects(server) == []
     wait_for(lambda: files_in(server.space(alice.name) / "downloads") == [], message="the trigger gone too")
 
@@ -174,21 +194,20 @@ def test_a_download_published_but_not_yet_filed_when_the_server_died_is_filed_at
     assert published.read_bytes() == CONTENT
 
 
-def test_content_id_downloads_get_sensible_names(make_server, origin):
+def test_content_id_downloads_get_sensible_names(mirrored, mirror_origin):
     """The catalog's filename, else the mirror's Content-Disposition or URL name (not a bare
     hash), else the trigger's stem."""
-    other = os.urandom(1024)
-    other_digest = hashlib.sha256(other).hexdigest()
-    origin.add(f"/mirror/{DIGEST}", CONTENT, content_disposition='attachment; filename="debian-12.iso"')
+    server, origin = mirrored, mirror_origin
+    content, digest = content_of_its_own()
+    other, other_digest = content_of_its_own(1024)
+    origin.add(f"/mirror/{digest}", content, content_disposition='attachment; filename="debian-12.iso"')
     origin.add(f"/mirror/{other_digest}", other)
     origin.add("/files/fedora-40.iso", b"fedora")
-    server = make_server(settings={"engine.mirrors": [origin.url("/mirror/{sha256}")]})
-    server.add_user("alice", "alice-password")
-    session = server.session("alice", "alice-password")
-    server.cli("catalog", "add", "fedora", origin.url("/files/fedora-40.iso"))
-    session.put(server.dav("downloads/linux.id"), data=f"sha256:{DIGEST}\n".encode())
-    session.put(server.dav("downloads/holiday photos.id"), data=f"sha256:{other_digest}\n".encode())
-    session.put(server.dav("downloads/f.id"), data=b"fedora\n")
-    assert delivered(server, "alice", "debian-12.iso") == CONTENT
-    assert delivered(server, "alice", "holiday photos") == other
-    assert delivered(server, "alice", "fedora-40.iso") == b"fedora"
+    alice = new_account(server, "alice", "alice-password")
+    server.command("catalog", "add", "fedora", origin.url("/files/fedora-40.iso"))
+    alice.session.put(server.dav("downloads/linux.id"), data=f"sha256:{digest}\n".encode())
+    alice.session.put(server.dav("downloads/holiday photos.id"), data=f"sha256:{other_digest}\n".encode())
+    alice.session.put(server.dav("downloads/f.id"), data=b"fedora\n")
+    assert delivered(server, alice.name, "debian-12.iso") == content
+    assert delivered(server, alice.name, "holiday photos") == other
+    assert delivered(server, alice.name, "fedora-40.iso") == b"fedora"

@@ -17,6 +17,7 @@ LOCK_BODY = (
 )
 
 
+@pytest.mark.shared_server
 @pytest.mark.both_databases
 @pytest.mark.parametrize("folder", ["", "downloads/"])
 def test_litmus_passes_every_group(server, alice, folder):
@@ -30,6 +31,7 @@ def test_litmus_passes_every_group(server, alice, folder):
         assert failed == "0" and run == passed, f"litmus {name}: {result.stdout}"
 
 
+@pytest.mark.shared_server
 def test_webdavclient3_uploads_lists_downloads_moves_and_deletes_a_tree(server, alice, tmp_path):
     client = Client({"webdav_hostname": server.base_url, "webdav_root": "/dav/", "webdav_login": alice.name, "webdav_password": alice.password})
     local = tmp_path / "tree"
@@ -91,13 +93,14 @@ LOCK_BODY = ('<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:ex
              "<D:locktype><D:write/></D:locktype></D:lockinfo>")
 
 
+@pytest.mark.shared_server
 def test_racing_locks_unlocks_puts_and_deletes_never_fail_with_500(server, alice):
     """Found by the load test: WsgiDAV's lock storage upgrading a read lock to purge an unknown
     token deadlocked, and a LOCK whose new empty file another client deleted at once crashed."""
     alice.session.put(server.dav("stale.txt"), data=b"x")
 
     def unlock_many(statuses: list[int]) -> None:
-        session = server.session("alice", alice.password)
+        session = server.session(alice.name, alice.password)
         for _ in range(20):
             response = session.request("UNLOCK", server.dav("stale.txt"), headers={"Lock-Token": "<opaquelocktoken:gone>"})
             statuses.append(response.status_code)

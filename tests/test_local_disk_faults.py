@@ -50,7 +50,7 @@ def test_a_disk_that_fills_mid_transfer_makes_the_task_wait_not_fail_as_a_networ
     server = small_disk
     server.add_user("filler", "filler-password", quota="none")
     session = server.session("filler", "filler-password")
-    origin.add("/big.bin", BODY, rate=2 * 1024 * 1024)
+    resource = origin.add("/big.bin", BODY, rate=2 * 1024 * 1024)
     tasks_url = server.url("/api/v1/tasks")
     assert session.post(tasks_url, json={"url": origin.url("/big.bin")}).status_code == 201
     wait_for(lambda: session.get(tasks_url).json()[0]["bytes_done"] >= 2 * 1024 * 1024, timeout=60,
@@ -70,6 +70,7 @@ def test_a_disk_that_fills_mid_transfer_makes_the_task_wait_not_fail_as_a_networ
     assert errors and all("disk" in error for error in errors), errors
     assert not any(word in error for error in errors for word in ("connect", "dropped", "segment", "network")), errors
     ballast.unlink()  # space returns
+    resource.rate = None  # the throttle only kept the transfer running until the disk was full
     path = server.space("filler") / "downloads" / "big.bin"
     wait_for(path.exists, timeout=60, message="the download once space returned")
     assert path.read_bytes() == BODY

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser import open_page
+from tests.conftest import new_account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.server_process import PASSWORDS_USED
 
@@ -136,11 +137,15 @@ def test_a_failing_target_is_retried_and_never_holds_up_a_download(server, alice
     flaky.stop()
 
 
+def guarded(allowlist: list[str]) -> dict:
+    """Settings of a server that fetches from no private address but those of `allowlist`."""
+    return {"engine.allow_private_networks": False, "engine.private_allowlist": allowlist}
+
+
 @pytest.mark.parametrize("allowlist, reachable", [([], set()), (["127.0.0.1/32"], {"127.0.0.1"})])
-def test_targets_obey_the_address_rules(make_server, origin, allowlist, reachable):
-    server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": allowlist})
-    server.add_user("carol", "carol-password", quota="10M")
-    session = server.session("carol", "carol-password")
+def test_targets_obey_the_address_rules(shared_servers, allowlist, reachable):
+    server = shared_servers(guarded(allowlist))
+    session = new_account(server, "carol", "carol-password").session
     receivers = [Receiver("127.0.0.1"), Receiver("127.0.0.2")]
     try:
         session.request("MKCOL", server.dav(".fetchdrive/"))
@@ -156,10 +161,9 @@ def test_targets_obey_the_address_rules(make_server, origin, allowlist, reachabl
             receiver.stop()
 
 
-def test_a_target_cannot_redirect_a_message_past_the_address_rules(make_server):
-    server = make_server(settings={"engine.allow_private_networks": False, "engine.private_allowlist": ["127.0.0.1/32"]})
-    server.add_user("carol", "carol-password", quota="10M")
-    session = server.session("carol", "carol-password")
+def test_a_target_cannot_redirect_a_message_past_the_address_rules(shared_servers):
+    server = shared_servers(guarded(["127.0.0.1/32"]))
+    session = new_account(server, "carol", "carol-password").session
     inside = Receiver("127.0.0.2")
     door = Receiver("127.0.0.1", redirect_to=f"http://127.0.0.2:{inside._server.server_address[1]}/hook")
     try:

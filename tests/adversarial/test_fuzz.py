@@ -10,6 +10,7 @@ import random
 import unicodedata
 from urllib.parse import quote, quote_from_bytes
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -33,6 +34,8 @@ HEADERS = st.dictionaries(
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80).map(str.lstrip),
     max_size=4,
 )
+# One server for the file: each test has a user of its own, and none restarts the server.
+pytestmark = pytest.mark.shared_server
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 # Header values as raw bytes: anything but CR and LF, which would end the header.
 HEADER_BYTES = st.binary(max_size=300).map(lambda value: value.replace(b"\r", b"").replace(b"\n", b""))
@@ -103,7 +106,7 @@ HOSTILE_TRIGGERS = {
 
 
 def test_hostile_trigger_files_get_an_error_file_each_and_nothing_else(server, alice, tally):
-    downloads = server.space("alice") / "downloads"
+    downloads = server.space(alice.name) / "downloads"
     for name, data in HOSTILE_TRIGGERS.items():
         response = alice.session.put(server.dav(f"downloads/{name}"), data=data)
         tally["hostile inputs tried"] += 1
@@ -137,7 +140,7 @@ def test_malformed_authorization_headers_never_cause_a_server_error(server, alic
 
 
 def test_undecodable_paths_never_cause_a_server_error_or_a_dropped_connection(server, alice, tally):
-    credentials = {"Authorization": b"Basic " + base64.b64encode(f"alice:{alice.password}".encode())}
+    credentials = {"Authorization": b"Basic " + base64.b64encode(f"{alice.name}:{alice.password}".encode())}
 
     @FUZZ
     @given(st.sampled_from(["GET", "HEAD", "PUT", "PROPFIND", "DELETE", "MKCOL", "COPY", "MOVE", "LOCK", "POST"]),
@@ -198,7 +201,7 @@ def test_hostile_names_from_clients_and_origins_never_break_a_listing_or_pass_fo
     assert alice.session.request("MKCOL", server.dav("names")).status_code == 201
     assert alice.session.request("MKCOL", server.dav("downloads/names")).status_code == 201
     name_something()
-    downloads = server.space("alice") / "downloads" / "names"
+    downloads = server.space(alice.name) / "downloads" / "names"
     wait_for(lambda: not [name for name in os.listdir(downloads) if name.endswith(".url")], timeout=120,
              message="every origin download finished and its trigger gone")
     for folder in ("names/", "downloads/names/"):
