@@ -24,11 +24,12 @@ import os
 import threading
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterator, Protocol
-
-import psycopg
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 from engine.database import Database
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class ClusterLocks(Protocol):
@@ -107,6 +108,8 @@ class AdvisoryLocks:
         """This thread's connection and how deep it holds each key."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
+            import psycopg  # loaded by PostgreSQL drives only: it adds a fifth to every start
+
             conn = self._local.conn = psycopg.connect(self._url, autocommit=True)
             self._local.held = {}  # a closed session held nothing
         return conn, self._local.held
