@@ -31,11 +31,12 @@ import os
 import threading
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
-
-import psycopg
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 from engine.database import Database
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class ClusterLocks(Protocol):
@@ -166,6 +167,8 @@ class AdvisoryLocks:
         """This thread's connection and, per key it holds, whether exclusively and how deep."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
+            import psycopg  # loaded by PostgreSQL drives only: it adds a fifth to every start
+
             conn = self._local.conn = psycopg.connect(self._url, autocommit=True)
             self._local.held = {}  # a closed session held nothing
         return conn, self._local.held

@@ -13,15 +13,13 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable, Iterator, NoReturn
 
 from engine.catalog import CatalogError
 from engine.database import SQLITE_URL, DatabaseError, masked_url
 from engine.database_move import MoveError, Moved, move_embedded
 from engine.schema import SchemaError
 from provider.accounts import AccountError
-from server.client import ClientError, add, server_from
-from server.live_sync import sync
 from server.settings import Config, ConfigError, load_config
 from server.sizes import SizeError, format_size, parse_size
 
@@ -206,17 +204,36 @@ def _client_password(args: argparse.Namespace) -> str | None:
     return os.environ.get("FETCHDRIVE_PASSWORD")
 
 
+@contextlib.contextmanager
+def _client_errors() -> Iterator[None]:
+    """The client commands' failures, as any command's. Their code (with webdav3 and tqdm) is
+    imported by these commands alone: every `serve` would pay a tenth of a second for it."""
+    from server.client import ClientError
+
+    try:
+        yield
+    except ClientError as error:
+        raise CommandError(str(error)) from None
+
+
 def cmd_add(config: Config | None, args: argparse.Namespace) -> None:
     if args.timeout is not None and not args.wait:
-        raise ClientError("--timeout limits --wait; give both, or neither")
-    server = server_from(args.server, args.user, _client_password(args))
-    raise SystemExit(add(server, args.sources, folder=args.folder, wait=args.wait, timeout=args.timeout))
+        raise CommandError("--timeout limits --wait; give both, or neither")
+    with _client_errors():
+        from server.client import add, server_from
+
+        server = server_from(args.server, args.user, _client_password(args))
+        raise SystemExit(add(server, args.sources, folder=args.folder, wait=args.wait, timeout=args.timeout))
 
 
 def cmd_sync(config: Config | None, args: argparse.Namespace) -> None:
-    server = server_from(args.server, args.user, _client_password(args))
-    raise SystemExit(sync(server, args.folder, Path(args.local_dir), delete=args.delete, watch=args.watch,
-                          device=args.device))
+    with _client_errors():
+        from server.client import server_from
+        from server.live_sync import sync
+
+        server = server_from(args.server, args.user, _client_password(args))
+        raise SystemExit(sync(server, args.folder, Path(args.local_dir), delete=args.delete, watch=args.watch,
+                              device=args.device))
 
 
 def _catalog(config: Config):
@@ -333,8 +350,7 @@ def main(argv: list[str] | None = None) -> None:
             config = load_config(_config_file(args), overrides)
         with _opened:
             run(config, args)
-    except (ConfigError, AccountError, CatalogError, CommandError, ClientError, SchemaError, DatabaseError,
-            MoveError) as error:
+    except (ConfigError, AccountError, CatalogError, CommandError, SchemaError, DatabaseError, MoveError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted", status=130)

@@ -193,7 +193,19 @@ class ElasticServer(wsgi.Server):
 
     def stop(self) -> None:
         self._keeper_stop.set()
+        self._end_select_wait()
         super().stop()
+
+    def _end_select_wait(self) -> None:
+        """cheroot's selector loop looks at its stop flag only when its select() returns, after
+        up to `expiration_interval` (half a second) on an idle server; a connection to our own
+        socket, made after the flag is set, ends that wait at once."""
+        listening = self.socket
+        if listening is None:
+            return
+        self._connections._stop_requested = True  # what cheroot's ConnectionManager.stop() sets first
+        with contextlib.suppress(OSError):
+            socket.create_connection(listening.getsockname()[:2], timeout=1).close()
 
     def _keep(self) -> None:
         pool = self.requests
