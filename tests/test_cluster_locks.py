@@ -73,7 +73,9 @@ def test_a_key_held_in_one_process_excludes_every_other_thread_and_process(tmp_p
 
 
 
-# Each process: two threads hold "/f" shared at once; then a mover rewrites the state holding
+SHARED_ROUNDS = 50  # each a rewrite of the state that a sharer must never see half done
+
+# Each process: two threads hold a key shared at once; then a mover rewrites the state holding
 # "/f" exclusively while two threads read it holding "/f" shared: never a move half done.
 SHARED_WORKER = """
 import sys, threading, time
@@ -94,7 +96,9 @@ def mover():
             state.write_text("still")
 
 def together_once():
-    with locks.locked(shared=["/", "/f"]):
+    # A key of this process's own: one another process's mover waits for would queue the second
+    # sharer behind that mover (PostgreSQL grants in turn) while the first waits for the second.
+    with locks.locked(shared=["/", f"/together-{{process}}"]):
         together.wait()
 
 def below(thread):
@@ -118,7 +122,7 @@ for thread in threads:
 for thread in threads:
     thread.join()
 sys.exit(f"seen: {{errors[:3]}}" if errors else 0)
-""".format(rounds=ROUNDS)
+""".format(rounds=SHARED_ROUNDS)
 
 UPGRADE = """
 import sys
