@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,11 +62,16 @@ def make_torrent(folder: Path, name: str, trackers: tuple[str, ...] = ()) -> byt
         return lt.bencode(creator.generate())
 
 
-def _wait_until(check, what: str) -> None:
+def _wait_until(check: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 30
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def _holds(handle: lt.torrent_handle, states: tuple, pieces: int) -> bool:
+    status = handle.status()
+    return status.state in states and status.num_pieces == pieces
 
 
 def _pieces(info: lt.torrent_info, folder: Path) -> list[bytes]:
@@ -155,7 +161,7 @@ class Seeder:
         _wait_until(lambda: handle.status().state in ready, "the seeder to check its files")
         for index, piece in held.items():
             handle.add_piece(index, piece, 0)
-        _wait_until(lambda: handle.status().num_pieces == info.num_pieces() - len(lacking), "the seeder's pieces")
+        _wait_until(lambda: _holds(handle, ready, info.num_pieces() - len(lacking)), "the seeder's pieces")
         return Shared(metainfo, str(info.info_hashes().v1), handle, f"127.0.0.1:{self.session.listen_port()}", lacking)
 
     def stop(self) -> None:
