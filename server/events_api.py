@@ -74,9 +74,13 @@ class EventStream:
         subscription = self._log.subscribe(user, device)
         try:
             renewed = self._online(user, device)
-            yield f"retry: {_RETRY_MS}\n\n".encode()
-            if after is None:
+            fresh = after is None
+            if fresh:
+                # Before the first bytes, which carry the status line: a change the client makes
+                # once it has the answer must come after the point `ready` names, not before it.
                 after = self._log.latest(user)
+            yield f"retry: {_RETRY_MS}\n\n".encode()
+            if fresh:
                 yield Event("ready", {"last": after}, after).sse()
             while not subscription.closed:
                 events = self._log.since(user, after)
