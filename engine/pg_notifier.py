@@ -1,7 +1,7 @@
 """Live events across nodes on PostgreSQL: the `engine.events.Notifier` over `LISTEN/NOTIFY`.
 
 Every node sends on one channel and listens on it with one connection of its own, held by a
-thread. A message is a small JSON object: the sending process (`o`, a random token, so that a
+thread (which also listens on a channel of the node's own, where the node's stop wakes it). A message is a small JSON object: the sending process (`o`, a random token, so that a
 node skips its own messages: it has already woken its streams), the user (`u`) and, for a
 transient event only, its kind (`k`) and data (`d`). A stored event travels as its user alone:
 streams read it from the shared `events` table, so the payload never holds a stored event's
@@ -17,6 +17,7 @@ wakes every stream, which reads the table again and so misses nothing stored mea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -36,7 +37,7 @@ CHANNEL = "fetchdrive_events"
 APPLICATION_NAME = "fetchdrive events listener"  # how the listening connections show in pg_stat_activity
 PAYLOAD_LIMIT = 7999  # bytes; PostgreSQL refuses a NOTIFY payload of 8000 or more
 _NAMES = ("name", "folder", "path", "error")  # what a progress event sheds to fit the limit
-_STOP_CHECK = 1.0  # seconds between looks at whether the node is stopping
+_STOP_CHECK = 1.0  # seconds between looks at whether the node is stopping, if its wake-up note is lost
 _IDLE_CHECK = 5.0  # seconds without news after which the listening connection is checked
 _FIRST_RETRY, _LONGEST_RETRY = 0.5, 10.0  # back-off between reconnections, seconds
 # A connection whose peer vanished without closing it is given up after about 10 s.
@@ -74,6 +75,8 @@ class PostgresNotifier:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._origin = secrets.token_hex(8)
+        # This node's own channel, on which `close` wakes the listening thread.
+        self._wake_channel = f"{CHANNEL}_{self._origin}"
         self._callbacks: list[Callable[[str | None, Event | None], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,6 +101,10 @@ class PostgresNotifier:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
+            # Without it, every stop of a node waited up to _STOP_CHECK for the listener's wait to end.
+            with contextlib.suppress(psycopg.Error):
+                with self._database.write() as db:
+                    db.execute("select pg_notify(?, '')", [self._wake_channel])
             self._thread.join(timeout=_STOP_CHECK + 5)
 
     def _listen(self) -> None:
@@ -107,6 +114,7 @@ class PostgresNotifier:
                 with psycopg.connect(self._database.url, autocommit=True, connect_timeout=10,
                                      application_name=APPLICATION_NAME, **_KEEPALIVES) as conn:
                     conn.execute(f"listen {CHANNEL}")
+                    conn.execute(f"listen {self._wake_channel}")
                     delay = _FIRST_RETRY
                     self._tell(None, None)  # what came while no connection listened is in the table
                     self._receive(conn)
@@ -123,6 +131,8 @@ class PostgresNotifier:
         while not self._stop.is_set():
             idle += _STOP_CHECK
             for note in conn.notifies(timeout=_STOP_CHECK):
+                if note.channel == self._wake_channel:
+                    break  # (only close() sends there: the loop sees the node stopping)
                 idle = 0.0
                 message = decode(note.payload)
                 if message is not None and message[0] != self._origin:

@@ -82,7 +82,7 @@ class Accounts:
         self._verified = CredentialCache(root / "credentials.generation", shared)
         # What an unknown name is checked against. Its digest is random bytes of a real digest's
         # length: checking a password against it costs the scrypt a stored hash costs, while
-        # making it costs none (an scrypt here took a fifth of a second of every start).
+        # making it costs none (an scrypt here took 50 to 250 ms of every start and command).
         self._unknown_user_hash = _stored_hash(secrets.token_bytes(16), secrets.token_bytes(64))
 
     def get(self, name: str) -> User | None:

@@ -206,8 +206,8 @@ def _client_password(args: argparse.Namespace) -> str | None:
 
 @contextlib.contextmanager
 def _client_errors() -> Iterator[None]:
-    """The client commands' failures, as any command's. Their code (with webdav3 and tqdm) is
-    imported by these commands alone: every `serve` would pay a tenth of a second for it."""
+    """The client commands' failures, as any command's. Their code (with webdav3, dateutil and
+    tqdm) is imported by these commands alone, not by every `serve` and admin command."""
     from server.client import ClientError
 
     try:
