@@ -123,12 +123,11 @@ def test_each_task_runs_once_over_the_nodes(cluster, origin: Origin, node_count:
 def big_download_under_way(cluster: Cluster, origin: Origin, name: str, other: str, settings: dict) -> tuple:
     """Node `name` started with `settings`, alice's download of /big.bin running on it, then node
     `other` started beside it, and some progress saved; (node, other node, alice, the origin's
-    resource, the task). The origin sends 64 KiB/s over all the task's connections, slow enough
-    that the node is still at it whatever the test does next, however slowly a loaded machine
-    starts `other`."""
+    resource, the task). The origin sends 64 KiB/s a connection, slow enough that the node is
+    still at it whatever the test does next, however slowly a loaded machine starts `other`."""
     node = cluster.start(name, settings)
     alice = cluster.account("alice")
-    resource = origin.add("/big.bin", BODY, rate=64 * 1024 // settings["engine.connections_per_task"])
+    resource = origin.add("/big.bin", BODY, rate=64 * 1024)
     task = add(node, alice, origin.url("/big.bin"))
     # Claimed and leased by `name` before `other` exists, so that `other` cannot take it first.
     wait_for(lambda: cluster.row(task["id"]).node == name, timeout=60, message=f"the task claimed by {name}")
