@@ -125,10 +125,11 @@ class EventLog:
         self._events: EventRepository = SqliteEvents(database)
         self.history = history
         self._notifier = notifier or LocalNotifier()
-        self._notifier.listen(self._heard)
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._closed = False
+        # Last: the notifier may call back at once, from its own thread, and `_heard` needs the above.
+        self._notifier.listen(self._heard)
 
     def publish(self, user: str, kind: str, data: dict[str, Any]) -> Event:
         """Store a durable event and wake the user's streams."""

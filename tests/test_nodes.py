@@ -26,6 +26,8 @@ MIB = 1024 * 1024
 SIZE = 6 * MIB
 BODY = hashlib.sha256(b"nodes").digest() * (SIZE // 32)
 RUNNING = ("downloading", "verifying")
+# A node starved of the CPU for this long on a loaded machine loses its task to another early.
+LEASE = 5
 
 pytestmark = pytest.mark.on_postgresql
 
@@ -136,7 +138,7 @@ def big_download_under_way(cluster: Cluster, origin: Origin, name: str, other: s
 
 @pytest.mark.parametrize("connections", [1, 4])
 def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin, connections: int) -> None:
-    settings = {"engine.lease": 3, "engine.connections_per_task": connections}
+    settings = {"engine.lease": LEASE, "engine.connections_per_task": connections}
     first, second, alice, resource, _ = big_download_under_way(cluster, origin, "first", "second", settings)
     first.kill()
     assert not (cluster.space("alice") / "downloads" / "big.bin").exists()
@@ -153,7 +155,7 @@ def test_a_download_of_a_killed_node_resumes_on_another(cluster, origin: Origin,
 @pytest.mark.parametrize("connections", [1, 4])
 def test_a_node_that_stalled_past_its_lease_gives_the_task_up_unpublished(cluster, origin: Origin,
                                                                            connections: int) -> None:
-    settings = {"engine.lease": 3, "engine.connections_per_task": connections}
+    settings = {"engine.lease": LEASE, "engine.connections_per_task": connections}
     stalled, _, alice, resource, task = big_download_under_way(cluster, origin, "stalled", "taker", settings)
     stalled.process.send_signal(signal.SIGSTOP)  # as a node under swap storm, or cut off the network, might
     try:
@@ -185,7 +187,7 @@ def test_a_restarted_node_resumes_its_own_tasks_at_once_and_leaves_the_others(cl
         paced.append(origin.add(f"/{name}.bin", BODY, rate=MIB // 4))
         added[name] = add(node, alice, origin.url(f"/{name}.bin"))["id"]
         # Its one worker busy with it: the next node's task can only go to the next node.
-        wait_for(lambda: cluster.row(added[name]).node == name, timeout=60, message=f"{name} node downloading")
+        wait_for(lambda: origin.bytes_sent(f"/{name}.bin") > 0, timeout=60, message=f"{name} node downloading")
     for name, task_id in added.items():
         wait_for(lambda: cluster.row(task_id).bytes_done > MIB // 8, timeout=60,
                  message=f"{name} node's progress saved")
