@@ -89,6 +89,16 @@ def database(request) -> str:
     return getattr(request, "param", "sqlite")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A file whose tests share a server runs on one worker (`--dist loadgroup`): spread over
+    several, each worker started the file's server again, and again whenever it came back to
+    the file after another one's tests."""
+    for item in items:
+        if item.get_closest_marker("shared_server") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_generate_tests(metafunc) -> None:
     if "database" not in metafunc.fixturenames:
         return
