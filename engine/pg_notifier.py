@@ -1,8 +1,9 @@
 """Live events across nodes on PostgreSQL: the `engine.events.Notifier` over `LISTEN/NOTIFY`.
 
 Every node sends on one channel and listens on it with one connection of its own, held by a
-thread (which also listens on a channel of the node's own, where the node's stop wakes it). A message is a small JSON object: the sending process (`o`, a random token, so that a
-node skips its own messages: it has already woken its streams), the user (`u`) and, for a
+thread (which also listens on a channel of the node's own, where the node's stop wakes it).
+A message is a small JSON object: the sending process (`o`, a random token, so that a node
+skips its own messages: it has already woken its streams), the user (`u`) and, for a
 transient event only, its kind (`k`) and data (`d`). A stored event travels as its user alone:
 streams read it from the shared `events` table, so the payload never holds a stored event's
 contents. Progress data is the user's own task; where it would not fit PostgreSQL's payload

@@ -5,9 +5,8 @@ changes and, shared, those of the folders above it (provider/path_locks.py: so n
 DELETE of a folder comes between a change's reads and writes below it), reads the size there
 before and after, and books the difference in the quota (provider/quota.py): bytes on their
 way in under a `Reservation` settled once they are in place, removals refunded by what was
-actually removed. Bytes are
-booked before they appear in a space and refunded after they are gone, never the other way
-round, so the used figure is never below what the space holds: a client may delete a file
+actually removed. Bytes are booked before they appear in a space and refunded after they are
+gone, never the other way round, so the used figure is never below what the space holds: a client may delete a file
 the moment it appears (issue 13: a client's DELETE of a download just published refunded
 its bytes before the engine had booked them, so the figure dipped below the disk, letting
 other writes past the quota, and a dip below zero was cut off there, for good). The change

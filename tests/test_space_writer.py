@@ -14,6 +14,7 @@ import ast
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,17 @@ def test_only_the_space_writer_writes_into_user_spaces(package):
 # --- the engine and clients on the same paths ---------------------------------
 
 BROKEN = b"please fetch this for me\n"  # a trigger the engine answers with an .error.txt
+
+
+def run_together(*works: Callable[[], None]) -> None:
+    """Run each of `works` on a thread of its own, all at once, and wait for them all."""
+    threads = [threading.Thread(target=work) for work in works]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 ROUNDS = 120
 
 
@@ -184,11 +196,7 @@ def test_engine_and_client_writes_on_the_same_paths_keep_the_quota_and_the_trigg
                     failures.append(f"DELETE {name}: {answer.status_code}")
         client.put(server.dav(base + "good.url"), data=BROKEN)  # the last upload: it must stay
 
-    threads = [threading.Thread(target=work) for work in (broken_triggers, client_notes, finished_triggers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(broken_triggers, client_notes, finished_triggers)
     assert not failures
 
     def idle() -> bool:
@@ -239,11 +247,7 @@ def test_error_notes_for_a_folder_moved_meanwhile_fail_no_request_and_no_worker(
             if answer.status_code >= 500:
                 failures.append(f"MOVE {there}: {answer.status_code}")
 
-    threads = [threading.Thread(target=work) for work in (uploads, moves)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(uploads, moves)
     assert not failures
 
     origin.add("/after.bin", b"still working")
@@ -314,11 +318,7 @@ def test_changes_to_files_racing_a_move_delete_or_copy_of_their_grandparent_keep
             else:
                 checked("COPY", "a", headers={"Destination": server.dav("copy"), "Overwrite": "T"})
 
-    threads = [threading.Thread(target=work) for work in (file_changes, grandparent)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(file_changes, grandparent)
     assert not failures
     assert_exact_quota(client, server, carol.name)
 
