@@ -1,33 +1,89 @@
-"""Runs `fetchdrive` commands as real processes without paying Python's start-up for each.
+"""Runs `fetchdrive` commands and servers as real processes without paying Python's start-up for each.
 
-A command run as `python -m server.cli` spends most of its time importing the app (1 to 5 s
-on a busy CI machine), and the CLI tests run dozens. Here one helper process per test worker
-imports `server.cli` once and forks a child for each command: a process of its own, with its
-own environment, working folder, standard input, output and error (files, dup'ed onto fds 0,
-1 and 2) and exit status, as after `python -m server.cli ARGS`; only the imports are done
-before it starts. The helper has no threads when it forks (it only reads requests).
-`python -m server.cli` itself still runs for every server the tests start, and as a command in
-tests/test_cli_and_config.py's serve tests.
+A `python -m server.cli` process spends most of its start importing the app (0.5 s of CPU,
+1 to 5 s of waiting on a busy CI machine), and the tests start some 250 servers and run
+dozens of commands. Here one helper process per test worker imports the app once and forks a
+child for each: a process of its own, with its own environment, working folder, standard
+input, output and error (files, dup'ed onto fds 0, 1 and 2), signals and exit status, as after
+`python -m server.cli ARGS`; only the imports are done before it starts. The helper has no
+threads when it forks (it only reads requests, and reaps its children in a signal handler).
+`ForkedProcess` is the child as the tests see it, with the part of `subprocess.Popen` they use.
+What a fork cannot show (how the interpreter starts: `PYTHON*` variables, what a run imports)
+still runs as `python -m server.cli`: `ServerProcess(..., forked=False)` and the `serve` tests
+of tests/test_cli_and_config.py.
 
 Run as `python -m tests.forked_cli`, the module is that helper: one JSON request a line on
-stdin, one JSON answer a line on stdout.
+stdin, one JSON answer (the child's pid) a line on stdout; a child's exit status is written to
+a file named after its pid once the helper has reaped it.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
-from tests.server_process import REPO
-
+REPO = Path(__file__).resolve().parent.parent
 _helper: subprocess.Popen | None = None
+
+
+class ForkedProcess:
+    """A child of the helper: its pid, signals sent straight to it, its exit status as
+    `Popen.returncode` gives it (minus the signal's number if one ended it)."""
+
+    def __init__(self, pid: int, status_file: Path) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._status_file = status_file
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._status_file.exists():
+            self.returncode = int(self._status_file.read_text())
+            self._status_file.unlink()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(["fetchdrive"], timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+    def send_signal(self, number: int) -> None:
+        if self.poll() is None:  # once reaped, the pid may be another process's
+            os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def start(args: list[str], *, env: dict[str, str], stdout: Path, stdin: Path | None = None,
+          stderr: Path | None = None) -> ForkedProcess:
+    """`fetchdrive ARGS...` started in a forked child with exactly `env` as its environment,
+    its output appended to `stdout` and its errors to `stderr` (or to `stdout` if None)."""
+    global _helper
+    if _helper is None or _helper.poll() is not None:
+        _helper = subprocess.Popen([sys.executable, "-m", "tests.forked_cli"], cwd=REPO, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+    for stream in (stdout, stderr or stdout):
+        stream.touch()  # there at once, as Popen's would be
+    request = {"args": args, "env": env, "cwd": str(REPO), "stdin": str(stdin) if stdin else os.devnull,
+               "stdout": str(stdout), "stderr": str(stderr or stdout)}
+    _helper.stdin.write(json.dumps(request) + "\n")
+    _helper.stdin.flush()
+    answer = json.loads(_helper.stdout.readline())
+    return ForkedProcess(answer["pid"], Path(answer["status_file"]))
 
 
 def fetchdrive(*args: str, input: str | None = None, env: dict | None = None,
@@ -35,27 +91,32 @@ def fetchdrive(*args: str, input: str | None = None, env: dict | None = None,
     """`fetchdrive ARGS...` in a forked process, with `env` added to this environment and
     `input` on its standard input; its output, as `subprocess.run(..., capture_output=True,
     text=True)` gives it. Raises subprocess.TimeoutExpired (the child killed) after `timeout`."""
-    global _helper
-    if _helper is None or _helper.poll() is not None:
-        _helper = subprocess.Popen([sys.executable, "-m", "tests.forked_cli"], cwd=REPO, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True)
-        atexit.register(_helper.kill)
-    request = {"args": list(args), "input": input or "", "env": {**os.environ, **(env or {})}, "cwd": str(REPO),
-               "timeout": timeout}
-    _helper.stdin.write(json.dumps(request) + "\n")
-    _helper.stdin.flush()
-    answer = json.loads(_helper.stdout.readline())
-    if answer["timed_out"]:
-        raise subprocess.TimeoutExpired(["fetchdrive", *args], timeout, answer["stdout"], answer["stderr"])
-    return subprocess.CompletedProcess(["fetchdrive", *args], answer["returncode"], answer["stdout"], answer["stderr"])
+    with tempfile.TemporaryDirectory() as folder:
+        streams = {name: Path(folder) / name for name in ("stdin", "stdout", "stderr")}
+        streams["stdin"].write_text(input or "")
+        child = start(list(args), env={**os.environ, **(env or {})}, **streams)
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise subprocess.TimeoutExpired(["fetchdrive", *args], timeout, streams["stdout"].read_text(),
+                                            streams["stderr"].read_text()) from None
+        output, errors = (streams[name].read_text(errors="replace") for name in ("stdout", "stderr"))
+    return subprocess.CompletedProcess(["fetchdrive", *args], child.returncode, output, errors)
 
 
-def _child(request: dict, stdin: int, stdout: int, stderr: int) -> None:
+def _child(request: dict) -> None:
     """In the forked child: become `python -m server.cli ARGS` and never return."""
     from server.cli import main
 
-    for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    streams = (os.open(request["stdin"], os.O_RDONLY),
+               os.open(request["stdout"], os.O_WRONLY | os.O_APPEND | os.O_CREAT),
+               os.open(request["stderr"], os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+    for source, target in zip(streams, (0, 1, 2)):
         os.dup2(source, target)
+        os.close(source)
     # New stream objects: the helper's own hold its request pipe's buffers.
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", closefd=False)
@@ -79,44 +140,45 @@ def _child(request: dict, stdin: int, stdout: int, stderr: int) -> None:
     os._exit(status)
 
 
-def _run(request: dict) -> dict:
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        stdin.write(request["input"].encode())
-        stdin.seek(0)
-        pid = os.fork()
-        if pid == 0:
-            _child(request, stdin.fileno(), stdout.fileno(), stderr.fileno())
-        deadline = time.monotonic() + request["timeout"]
-        timed_out = False
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                _, status = os.waitpid(pid, 0)
-                timed_out = True
-                break
-            time.sleep(0.005)
-        outputs = []
-        for stream in (stdout, stderr):
-            stream.seek(0)
-            outputs.append(stream.read().decode(errors="replace"))
-    return {"returncode": os.waitstatus_to_exitcode(status), "stdout": outputs[0], "stderr": outputs[1],
-            "timed_out": timed_out}
-
-
 def _serve() -> None:
-    # Imported once, before any fork: what the commands import, at the top of server/cli.py
-    # or when they run.
+    # Imported once, before any fork: what the commands and `serve` import, at the top of
+    # server/cli.py or when they run; psycopg for the servers on PostgreSQL.
+    import cheroot.ssl.builtin  # noqa: F401
+    import cheroot.wsgi  # noqa: F401
     import engine.content_store  # noqa: F401
+    import psycopg  # noqa: F401
+    import psycopg_pool  # noqa: F401
     import server.app  # noqa: F401
     import server.cli  # noqa: F401
+    import server.serve  # noqa: F401
     import server.user_service  # noqa: F401
 
+    statuses = Path(tempfile.mkdtemp(prefix="forked-"))
+
+    def reap(*_) -> None:
+        """SIGCHLD: each ended child's status into its file, written whole before it is seen."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            written = statuses / f"{pid}.part"
+            written.write_text(str(os.waitstatus_to_exitcode(status)))
+            written.rename(statuses / f"{pid}.status")
+
+    signal.signal(signal.SIGCHLD, reap)
     sys.stdout.flush()
-    for line in sys.stdin:
-        print(json.dumps(_run(json.loads(line))), flush=True)
+    try:
+        for line in sys.stdin:
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                _child(request)
+            print(json.dumps({"pid": pid, "status_file": str(statuses / f"{pid}.status")}), flush=True)
+    finally:
+        shutil.rmtree(statuses, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,31 +23,27 @@ import requests
 import yaml
 
 from engine.database import SQLITE_URL, open_database
+from tests import forked_cli
+from tests.forked_cli import REPO, ForkedProcess, fetchdrive
 
-REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORDS_USED: set[str] = {ADMIN_PASSWORD}  # every log of the run is searched for these
 _STARTED = re.compile(r"map the drive at (https?)://([^/]+)/dav/")
 
 
 def run_cli(config: Path, *args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `fetchdrive --config CONFIG ARGS...` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", "--config", str(config), *args],
-        cwd=REPO,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+    """Run `fetchdrive --config CONFIG ARGS...` (forked: tests/forked_cli.py) and capture its output."""
+    return fetchdrive("--config", str(config), *args, input=input, env=env)
 
 
 class ServerProcess:
     """One fetchdrive server with its own data folder under `base`."""
 
-    def __init__(self, base: Path, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, base: Path, settings: dict[str, Any] | None = None, forked: bool = True) -> None:
+        """`forked`: started as a child of tests/forked_cli.py's helper, which has imported the
+        app already; False for a `python -m server.cli serve` of its own."""
         self.base = base
+        self.forked = forked
         self.base.mkdir(parents=True, exist_ok=True)
         self.config_path = base / "config.yaml"
         self.log_path = base / "server.log"
@@ -66,7 +62,7 @@ class ServerProcess:
             node[last] = value
         self.config_path.write_text(yaml.safe_dump(tree))
         self.database_url: str = (settings or {}).get("database.url", SQLITE_URL)
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | ForkedProcess | None = None
         self.base_url = ""
         self.user_names: set[str] = set()
 
@@ -79,15 +75,14 @@ class ServerProcess:
 
     def start(self, timeout: float = 60) -> ServerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--config", str(self.config_path), "serve"],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "FETCHDRIVE_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        )
-        log.close()
+        args = ["--config", str(self.config_path), "serve"]
+        env = {**os.environ, "FETCHDRIVE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        if self.forked:
+            self.process = forked_cli.start(args, env=env, stdout=self.log_path)
+        else:
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen([sys.executable, "-m", "server.cli", *args], cwd=REPO, stdout=log,
+                                                stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")

@@ -24,7 +24,7 @@ def config(tmp_path: Path, database_url: str) -> Path:
 
 def cli(config: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     """`fetchdrive --config CONFIG ARGS...` as a process forked with the app already imported
-    (tests/forked_cli.py); `serve` runs as `python -m server.cli` below and in every server."""
+    (tests/forked_cli.py), as the tests' servers are; `serve` runs as `python -m server.cli` below."""
     return fetchdrive("--config", str(config), *args, input=input)
 
 
