@@ -26,12 +26,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 _helper: subprocess.Popen | None = None
+_helper_lock = threading.Lock()  # one request and its answer at a time (tests start nodes from threads)
 
 
 class ForkedProcess:
@@ -73,16 +75,17 @@ def start(args: list[str], *, env: dict[str, str], stdout: Path, stdin: Path | N
     """`fetchdrive ARGS...` started in a forked child with exactly `env` as its environment,
     its output appended to `stdout` and its errors to `stderr` (or to `stdout` if None)."""
     global _helper
-    if _helper is None or _helper.poll() is not None:
-        _helper = subprocess.Popen([sys.executable, "-m", "tests.forked_cli"], cwd=REPO, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True)
     for stream in (stdout, stderr or stdout):
         stream.touch()  # there at once, as Popen's would be
     request = {"args": args, "env": env, "cwd": str(REPO), "stdin": str(stdin) if stdin else os.devnull,
                "stdout": str(stdout), "stderr": str(stderr or stdout)}
-    _helper.stdin.write(json.dumps(request) + "\n")
-    _helper.stdin.flush()
-    answer = json.loads(_helper.stdout.readline())
+    with _helper_lock:
+        if _helper is None or _helper.poll() is not None:
+            _helper = subprocess.Popen([sys.executable, "-m", "tests.forked_cli"], cwd=REPO, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+        _helper.stdin.write(json.dumps(request) + "\n")
+        _helper.stdin.flush()
+        answer = json.loads(_helper.stdout.readline())
     return ForkedProcess(answer["pid"], Path(answer["status_file"]))
 
 
@@ -142,14 +145,19 @@ def _child(request: dict) -> None:
 
 def _serve() -> None:
     # Imported once, before any fork: what the commands and `serve` import, at the top of
-    # server/cli.py or when they run; psycopg for the servers on PostgreSQL.
+    # server/cli.py or when they run, and what some servers load later (psycopg on
+    # PostgreSQL, libtorrent for a torrent, apprise to notify).
+    import apprise  # noqa: F401
     import cheroot.ssl.builtin  # noqa: F401
     import cheroot.wsgi  # noqa: F401
     import engine.content_store  # noqa: F401
+    import libtorrent  # noqa: F401
     import psycopg  # noqa: F401
     import psycopg_pool  # noqa: F401
     import server.app  # noqa: F401
     import server.cli  # noqa: F401
+    import server.client  # noqa: F401
+    import server.live_sync  # noqa: F401
     import server.serve  # noqa: F401
     import server.user_service  # noqa: F401
 
