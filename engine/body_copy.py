@@ -40,24 +40,47 @@ def copy_body(response: requests.Response, out: int, offset: int, context: Trans
         landed(moved)
         context.landed(moved)
 
-    copied = _splice_body(response, out, offset, count, done, write_lock) if splice else None
-    if copied is None:
-        copied = 0
-        while count is None or copied < count:
-            # Read to the end: within the room held; with none left, one byte more says whether the body goes on.
-            allowed = context.room_for_next_read(offset + copied) if count is None else min(CHUNK, count - copied)
-            chunk = read(response, allowed or 1, decode_content=count is None)
-            if not chunk:
-                break
-            if not allowed:
-                raise failure(Outcome.QUOTA, detail=f"{offset + copied} bytes saved and the quota has no room for more")
-            with write_lock, on_local_disk():
-                write_all(out, chunk, offset + copied)
-            copied += len(chunk)
-            done(len(chunk))
+    with context.interrupting(lambda: _cut(response)):
+        try:
+            copied = _copy(response, out, offset, context, done, count, splice, write_lock)
+        except Exception:
+            context.stop_if_cancelled()  # a read cut by the cancel fails: that is the cancel, not a fault
+            raise
+        context.stop_if_cancelled()  # a cut read may also look like the body's end
     if count is not None and copied < count:
         raise Dropped(f"body ended after {copied} of {count} bytes")
     return copied
+
+
+def _copy(response: requests.Response, out: int, offset: int, context: TransferContext,
+          done: Callable[[int], None], count: int | None, splice: bool,
+          write_lock: AbstractContextManager[object]) -> int:
+    copied = _splice_body(response, out, offset, count, done, write_lock) if splice else None
+    if copied is not None:
+        return copied
+    copied = 0
+    while count is None or copied < count:
+        # Read to the end: within the room held; with none left, one byte more says whether the body goes on.
+        allowed = context.room_for_next_read(offset + copied) if count is None else min(CHUNK, count - copied)
+        chunk = read(response, allowed or 1, decode_content=count is None)
+        if not chunk:
+            break
+        if not allowed:
+            raise failure(Outcome.QUOTA, detail=f"{offset + copied} bytes saved and the quota has no room for more")
+        with write_lock, on_local_disk():
+            write_all(out, chunk, offset + copied)
+        copied += len(chunk)
+        done(len(chunk))
+    return copied
+
+
+def _cut(response: requests.Response) -> None:
+    """End the connection under `response` for both sides, so that a read blocked on it returns
+    at once (from another thread: the plain socket's shutdown, never TLS's, which is not safe
+    while the reader is inside it)."""
+    sock = getattr(response.raw.connection, "sock", None)
+    if sock is not None:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def cut_short(error: Exception, url: str) -> Exception:

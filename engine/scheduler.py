@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.download import Download
+from engine.cancel_signal import CancelSignal
 from engine.kinds import TaskState
 from engine.tasks import RUNNING, UNFINISHED, Task, TaskStore
 from engine.torrent_client import TorrentProgress
@@ -36,7 +37,7 @@ class Running:
     task_id: int
     user: str
     source: str
-    cancel: threading.Event
+    cancel: CancelSignal
     download: Download | None = None
     started: float = 0.0
     torrent: TorrentProgress | None = None
@@ -138,7 +139,7 @@ class Scheduler:
                 if len(self._running) < self.workers:
                     task = self.tasks.claim(self.node, lease=self.lease, per_user=self.per_user)
                     if task is not None:
-                        running = Running(task.id, task.user, task.source, threading.Event(), started=time.monotonic())
+                        running = Running(task.id, task.user, task.source, CancelSignal(), started=time.monotonic())
                         self._running[task.id] = running
                         return task, running
                 next_wake = self.tasks.next_wake()

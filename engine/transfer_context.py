@@ -3,6 +3,7 @@ the user's quota and the bandwidth throttle, in one object shared by its stream 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,10 +25,15 @@ class TransferContext:
     is_cancelled: Callable[[], bool]
     room: Callable[..., int]
     throttle: Callable[[int], None] = lambda count: None
+    # `interrupting(cut)`: while inside, a cancel calls `cut` (engine/cancel_signal.py)
+    interrupting: Callable[[Callable[[], None]], AbstractContextManager[None]] = lambda cut: nullcontext()
 
     def landed(self, count: int) -> None:
         """`count` more bytes are in the file: pace the transfer, and stop it if it was cancelled."""
         self.throttle(count)
+        self.stop_if_cancelled()
+
+    def stop_if_cancelled(self) -> None:
         if self.is_cancelled():
             raise Cancelled()
 

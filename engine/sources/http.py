@@ -81,7 +81,8 @@ class HttpSource:
             try:
                 context = TransferContext(on_progress=save_progress, is_cancelled=running.cancel.is_set,
                                           room=self._allowances.allowance(task).claim,
-                                          throttle=self._bandwidth.throttle(task.user))
+                                          throttle=self._bandwidth.throttle(task.user),
+                                          interrupting=running.cancel.interrupting)
                 transfer(self._fetcher, download, context, connections=self.settings.connections_per_task)
             except PermanentError as error:
                 if not is_content_hash(task):

@@ -12,12 +12,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
+from engine.cancel_signal import CancelSignal
 from engine.download import Download, dump_segments, load_segments
 from engine.errors import (Cancelled, FetchError, LocalStorageError, PermanentError, Restart, TransientError,
                            classify, most_telling)
@@ -27,6 +30,7 @@ from engine.safe_http import make_session
 from engine.segments import MIN_SEGMENT, transfer
 from engine.socket_splice import FileWriteError
 from engine.transfer_context import TransferContext
+from tests.downloads_helpers import wait_for
 from tests.origin import Origin
 
 KIB = 1024
@@ -136,6 +140,32 @@ def test_a_stall_after_some_bytes_is_resumed_from_them(splice: bool, origin: Ori
     assert download.temp_path.read_bytes() == body
     ranges = _ranges_asked(origin, "/slow.bin")
     assert ranges[0] is None and all(asked and asked.startswith("bytes=") for asked in ranges[1:]), ranges
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+@pytest.mark.parametrize("splice", [False, True], ids=["read", "splice"])
+def test_a_cancel_while_the_origin_is_silent_cuts_the_transfer_at_once(splice: bool, connections: int, origin: Origin,
+                                                                       tmp_path: Path):
+    """Each request's body goes silent for a minute after 300 KiB, within a read time-out of ten;
+    the cancel comes in the silence. Cut at once, the transfer ends as cancelled and the origin
+    never sends past the silence: a cancel seen only at the next block would have waited it out,
+    holding the worker (and the task's temporary data) all that while."""
+    origin.add("/silent.bin", os.urandom(2 * MIN_SEGMENT), stall_after=300 * KIB, stall_seconds=60)
+    cancel = CancelSignal()
+    download = Download(url=origin.url("/silent.bin"), temp_path=tmp_path / "1.part")
+
+    def cancel_in_the_silence() -> None:
+        wait_for(lambda: any(entry.body_bytes_sent >= 300 * KIB for entry in origin.requests), message="300 KiB sent")
+        time.sleep(0.2)  # (the client's read is then waiting on the silent socket, or soon will be)
+        cancel.set()
+
+    canceller = threading.Thread(target=cancel_in_the_silence)
+    canceller.start()
+    error = _run(_fetcher(read_timeout=600, splice=splice), download,
+                 _context(is_cancelled=cancel.is_set, interrupting=cancel.interrupting), connections)
+    canceller.join()
+    assert error is not None and error.outcome is Outcome.CANCELLED, error
+    assert max(entry.body_bytes_sent for entry in origin.requests) == 300 * KIB
 
 
 LOCAL_CASES = {
