@@ -26,13 +26,22 @@ import stat
 import tempfile
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from provider.free_names import link_under_free_name, move_under_free_name
 from provider.own_copy import private_copy
 from provider.path_locks import PathLocks, size_or_zero
 from provider.quota import Quota, Reservation
 from provider.upload import AtomicUpload
+
+T = TypeVar("T")
+Then = Callable[[], None]
+"""What a change does beside the disk while it still holds its path locks: the space's dead
+properties (PROPPATCH, and those a COPY, MOVE or DELETE takes along), kept in the database."""
+
+
+def _nothing() -> None:
+    """No change beside the disk's."""
 
 
 class SpaceWriter:
@@ -110,15 +119,19 @@ class SpaceWriter:
         return AtomicUpload(target=target, temp_dir=self._temp_dir, reservation=self._quota.reserve(user),
                             place=self.put_in_place, environ=environ, splice_timeout=splice_timeout)
 
-    def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int) -> tuple[os.stat_result, bool]:
+    def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int, *,
+                     then: Then = _nothing) -> tuple[os.stat_result, bool]:
         """Rename `temp` (`size` bytes, held by `reservation`) over `target` and book the
-        difference; the new file's stat as of the rename, and whether it replaced one."""
-        with self._locked_paths(str(target)), self._quota.booking(reservation.user), open(temp, "rb") as new:
-            existed = os.path.lexists(target)
-            replaced = size_or_zero(str(target))
-            with self._booked(reservation, size - replaced):
-                os.replace(temp, target)
-            info = os.fstat(new.fileno())  # not by path: a client may have moved the folder since
+        difference, then run `then`; the new file's stat as of the rename, and whether it
+        replaced one."""
+        with self._locked_paths(str(target)):
+            with self._quota.booking(reservation.user), open(temp, "rb") as new:
+                existed = os.path.lexists(target)
+                replaced = size_or_zero(str(target))
+                with self._booked(reservation, size - replaced):
+                    os.replace(temp, target)
+                info = os.fstat(new.fileno())  # not by path: a client may have moved the folder since
+            then()  # outside the quota lock, which dead-property changes take after their own
         return info, existed
 
     def book_entry(self, user: str, path: str) -> int:
@@ -149,19 +162,20 @@ class SpaceWriter:
         except FileExistsError:
             pass
 
-    def make_folder(self, user: str, path: str, *, like: str | None = None) -> None:
+    def make_folder(self, user: str, path: str, *, like: str | None = None, then: Then = _nothing) -> None:
         """A folder at `path` (kept if one is there and `like` is given), with the times and
-        mode of the folder `like`."""
+        mode of the folder `like`; then `then`."""
         with self.creating(user, path), self._locked_paths(path):
             if like is None or not os.path.isdir(path):
                 os.mkdir(path)
             if like is not None:
                 shutil.copystat(like, path)
+            then()
 
-    def copy_file(self, user: str, source: str, dest: str, expected: int) -> bool:
+    def copy_file(self, user: str, source: str, dest: str, expected: int, *, then: Then = _nothing) -> bool:
         """Copy the file `source` over `dest` (made aside, then renamed in, so a failed copy
-        leaves `dest` intact; its `expected` size is reserved first); whether it replaced one.
-        FileNotFoundError if `source` went away."""
+        leaves `dest` intact; its `expected` size is reserved first), then run `then`; whether
+        it replaced one. FileNotFoundError if `source` went away."""
         with self.creating(user, dest), self._quota.reserve(user, expected) as reservation:
             fd, temp = tempfile.mkstemp(dir=self._temp_dir, prefix="copy-")
             os.close(fd)
@@ -169,26 +183,39 @@ class SpaceWriter:
                 shutil.copy2(source, temp)
                 size = os.stat(temp).st_size
                 reservation.require(size)  # it grew since the stat
-                return self.put_in_place(Path(temp), Path(dest), reservation, size)[1]
+                return self.put_in_place(Path(temp), Path(dest), reservation, size, then=then)[1]
             finally:
                 Path(temp).unlink(missing_ok=True)
 
-    def move(self, user: str, source: str, dest: str) -> None:
+    def move(self, user: str, source: str, dest: str, *, then: Then = _nothing) -> None:
         """Rename the file or folder `source` to `dest`, refunding a file that was at `dest`
-        (WsgiDAV deleted an existing target already, but another client may have put one back).
-        FileNotFoundError if `source` went away."""
-        with self._locked_paths(source, dest), self._quota.booking(user):
-            put_back = os.path.lexists(dest)
-            if put_back and os.path.isdir(source):
-                raise FileExistsError(f"{dest} appeared meanwhile")  # a rename would replace an empty folder
-            replaced = size_or_zero(dest)
-            os.rename(source, dest)
-            self._quota.charge(user, -replaced)
+        (WsgiDAV deleted an existing target already, but another client may have put one back),
+        then run `then`. FileNotFoundError if `source` went away."""
+        with self._locked_paths(source, dest):
+            with self._quota.booking(user):
+                put_back = os.path.lexists(dest)
+                if put_back and os.path.isdir(source):
+                    raise FileExistsError(f"{dest} appeared meanwhile")  # a rename would replace an empty folder
+                replaced = size_or_zero(dest)
+                os.rename(source, dest)
+                self._quota.charge(user, -replaced)
+            then()
         self._quota.remove_entries(user, int(put_back))
 
-    def delete(self, user: str, path: str) -> bool:
-        """A client's DELETE of a file or folder: refunds its bytes and its entries."""
-        return self._remove(user, path, count_entries=True)
+    def delete(self, user: str, path: str, *, then: Then = _nothing) -> bool:
+        """A client's DELETE of a file or folder: refunds its bytes and its entries, then runs
+        `then` (unless nothing was there)."""
+        return self._remove(user, path, count_entries=True, then=then)
+
+    def change_properties(self, path: str, change: Callable[[], T]) -> T:
+        """Run `change` of the dead properties of the file or folder at `path` while holding
+        its path lock; FileNotFoundError if nothing is there any more (a client moved or
+        deleted it, or a folder above it), as a property kept for no file would count in the
+        quota unseen, or turn up on a later file of that name."""
+        with self._locked_paths(path):
+            if not os.path.lexists(path):
+                raise FileNotFoundError(path)
+            return change()
 
     def set_times(self, path: str, seconds: int) -> None:
         """Set the modification time of this user's file alone (see own_copy)."""
@@ -216,7 +243,7 @@ class SpaceWriter:
 
     # --- removal -----------------------------------------------------------
 
-    def _remove(self, user: str, path: str, *, count_entries: bool) -> bool:
+    def _remove(self, user: str, path: str, *, count_entries: bool, then: Then = _nothing) -> bool:
         with self._locked_paths(path):
             try:
                 info = os.lstat(path)
@@ -227,6 +254,7 @@ class SpaceWriter:
             else:
                 self._unlink(user, path, info)
                 entries = 1
+            then()
         if count_entries:
             self._quota.remove_entries(user, entries)
         return True
