@@ -39,7 +39,7 @@ OLD = "old"  # the property of what the MOVE or COPY overwrites
 # (method, folder moved, deleted or copied, destination), both below the round's own folder.
 OPERATIONS = [("MOVE", "a", "moved"), ("DELETE", "a", None), ("COPY", "a", "copied"),
               ("MOVE", "a/b", "a/moved"), ("DELETE", "a/b", None), ("COPY", "a/b", "a/copied")]
-TARGETS = ["a/b/", "a/b/f0.txt", "a/b/f1.txt", "a/b/f2.txt"]  # what the PROPPATCHes change
+TARGETS = ["a/b/", "a/b/f0.txt", "a/b/f1.txt"]  # what the PROPPATCHes change
 
 
 def _set_body(value: str | None) -> bytes:
@@ -104,8 +104,8 @@ class Round:
                 old = self.moved(target)
                 if old.endswith("/"):
                     parts = old.rstrip("/").split("/")
-                    for depth in range(1, len(parts) + 1):
-                        session.request("MKCOL", f"{self.url}/{'/'.join(parts[:depth])}")
+                    for depth in range(len(self.source.split("/")), len(parts) + 1):
+                        assert session.request("MKCOL", f"{self.url}/{'/'.join(parts[:depth])}").status_code == 201
                 else:
                     assert session.put(f"{self.url}/{old}", data=b"old " * 7).status_code == 201
                 assert proppatch(session, f"{self.url}/{old}", OLD)
@@ -118,19 +118,19 @@ class Round:
         return self.destination + target[len(self.source):]
 
     def patch(self, target: str) -> None:
-        """Set and remove the target's property until the operation is over, and twice more."""
+        """Set and remove the target's property until the operation is over, and once more."""
         session = self.session()  # one per thread: a requests.Session is not shared safely
         rng = random.Random(f"{self.seed}-{self.source}-{self.method}-{target}")
-        after = 0
         count = 0
-        while after < 2:
-            if self.done.is_set():
-                after += 1
+        while True:
+            over = self.done.is_set()
             value = None if rng.random() < 0.3 else f"{target}-{count}-" + "x" * rng.randrange(0, 200)
             if proppatch(session, f"{self.url}/{target}", value):
                 self.history[target].append(value)
             count += 1
             self.started.set()
+            if over:
+                return
 
     def operate(self) -> None:
         self.started.wait(60)
