@@ -147,10 +147,9 @@ class SpaceResourceMixin:
         return partial(self.provider.prop_manager.copy_properties, self.get_ref_url(), dest)
 
     def _delete_on_disk(self) -> None:
-        """DELETE this file or folder with its dead properties (and those of what it holds)."""
+        """DELETE this file or folder; the writer removes its dead properties with it."""
         self._refuse_protected(self.path, "deleted")
-        forget = partial(self.provider.prop_manager.remove_properties_under, self.get_ref_url())
-        if not self.provider.writer.delete(self.user, self._file_path, then=forget):
+        if not self.provider.writer.delete(self.user, self._file_path):
             raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile")
 
 

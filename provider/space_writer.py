@@ -14,6 +14,12 @@ and its booking happen under the user's quota lock (`Quota.booking`, taken insid
 locks), so a recount on another node sees both or neither. The engine reaches it as its
 `SpaceAccess` (engine/engine.py), so error notes, trigger removals and published downloads
 take the same locks as a client's PUT, DELETE or MOVE on the same path.
+Dead properties (kept in the database, counted in the quota) change under the same locks as
+the file or folder they belong to: a removal takes them along, whoever removed it; a COPY's or
+MOVE's hand them on in a `then` hook run while the change still holds its locks; a PROPPATCH
+changes them in `change_properties`, only while something is there (issue 13: changed outside
+the locks, a PROPPATCH racing a MOVE or DELETE of a folder above left a property where no file
+was, and a MOVE's properties could overwrite a PROPPATCH's on the destination).
 No other module opens a user's path for writing (tests/test_space_writer.py checks the
 sources); the helpers it uses (free_names, own_copy, upload) write only to the temporary area.
 """
@@ -48,8 +54,11 @@ class SpaceWriter:
     """Writes into the spaces of all users, with their path locks and quota bookings."""
 
     def __init__(self, quota: Quota, path_locks: PathLocks, temp_dir: Path, space_root: Callable[[str], Path],
-                 min_free: int | None) -> None:
-        """`temp_dir`: on the spaces' filesystem, for files made before they are renamed in."""
+                 min_free: int | None, forget_properties: Callable[[str, str], None] | None = None) -> None:
+        """`temp_dir`: on the spaces' filesystem, for files made before they are renamed in;
+        `forget_properties(user, path)`: remove the dead properties of a file or folder (and of
+        what it held) that was removed, whoever removed it (a client, or the engine)."""
+        self._forget_properties = forget_properties
         self._quota = quota
         self._locked_paths = path_locks.locked_paths
         self._temp_dir = temp_dir
@@ -202,10 +211,9 @@ class SpaceWriter:
             then()
         self._quota.remove_entries(user, int(put_back))
 
-    def delete(self, user: str, path: str, *, then: Then = _nothing) -> bool:
-        """A client's DELETE of a file or folder: refunds its bytes and its entries, then runs
-        `then` (unless nothing was there)."""
-        return self._remove(user, path, count_entries=True, then=then)
+    def delete(self, user: str, path: str) -> bool:
+        """A client's DELETE of a file or folder: refunds its bytes and its entries."""
+        return self._remove(user, path, count_entries=True)
 
     def change_properties(self, path: str, change: Callable[[], T]) -> T:
         """Run `change` of the dead properties of the file or folder at `path` while holding
@@ -243,7 +251,7 @@ class SpaceWriter:
 
     # --- removal -----------------------------------------------------------
 
-    def _remove(self, user: str, path: str, *, count_entries: bool, then: Then = _nothing) -> bool:
+    def _remove(self, user: str, path: str, *, count_entries: bool) -> bool:
         with self._locked_paths(path):
             try:
                 info = os.lstat(path)
@@ -254,7 +262,8 @@ class SpaceWriter:
             else:
                 self._unlink(user, path, info)
                 entries = 1
-            then()
+            if self._forget_properties:
+                self._forget_properties(user, path)
         if count_entries:
             self._quota.remove_entries(user, entries)
         return True

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from tests.conftest import Account, new_account
+from tests.downloads_helpers import url_shortcut, wait_for
 from tests.quota_helpers import recounted, used
 from tests.server_process import ServerProcess
 from tests.test_space_writer import run_together
@@ -200,3 +201,34 @@ def test_proppatch_racing_a_move_delete_or_copy_of_a_folder_above_leaves_no_stra
     run_all([race.check for race in rounds])
     assert properties_without_a_file(server, carol.name) == []
     assert used(carol.session, server) == recounted(server, carol.name)
+
+
+BROKEN = b"please fetch this for me\n"  # no link in it: the engine answers with an .error.txt
+
+
+TRIGGER_FOLDERS = ["downloads", "downloads/sub", "downloads/sub/deeper"]
+
+
+def test_files_the_engine_removes_take_their_dead_properties_along(server, origin):
+    """An error note goes when its trigger is uploaded again, a trigger when its download is
+    done: their properties go with them, not left counted in the quota for a later file of
+    that name to find."""
+    dave = new_account(server, "dave", "dave-password-3")
+    session = dave.session
+    for folder in TRIGGER_FOLDERS[1:]:
+        assert session.request("MKCOL", server.dav(folder)).status_code == 201
+    origin.add("/file.bin", b"fetched " * 64)
+    triggers = [f"{folder}/get.url" for folder in TRIGGER_FOLDERS]
+    for trigger in triggers:
+        assert session.put(server.dav(trigger), data=BROKEN).status_code == 201
+    for trigger in triggers:
+        note = server.space(dave.name) / f"{trigger}.error.txt"
+        wait_for(note.exists, message=f"the error note of {trigger}")
+        assert proppatch(session, server.dav(f"{trigger}.error.txt"), "on the note")
+        assert proppatch(session, server.dav(trigger), "on the trigger")
+        assert session.put(server.dav(trigger), data=url_shortcut(origin.url("/file.bin"))).status_code == 204
+    for trigger in triggers:
+        wait_for(lambda: not (server.space(dave.name) / trigger).exists(), message=f"{trigger} done and removed")
+        assert not (server.space(dave.name) / f"{trigger}.error.txt").exists()
+    assert properties_without_a_file(server, dave.name) == []
+    assert used(session, server) == recounted(server, dave.name)
