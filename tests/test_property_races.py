@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import unquote
@@ -29,7 +29,7 @@ from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
 from tests.quota_helpers import recounted, used
 from tests.server_process import ServerProcess
-from tests.test_space_writer import run_together
+from tests.test_space_writer import BROKEN, run_together
 
 pytestmark = [pytest.mark.shared_server, pytest.mark.both_databases]
 
@@ -140,8 +140,8 @@ class Round:
         if self.destination is not None:
             headers["Destination"] = f"{self.url}/{self.destination}"
         try:
-            self.status = self.session().request(self.method, f"{self.url}/{self.source}", headers=headers,
-                                                      timeout=60).status_code
+            answer = self.session().request(self.method, f"{self.url}/{self.source}", headers=headers, timeout=60)
+            self.status = answer.status_code
         finally:
             self.done.set()
 
@@ -203,9 +203,6 @@ def test_proppatch_racing_a_move_delete_or_copy_of_a_folder_above_leaves_no_stra
     assert used(carol.session, server) == recounted(server, carol.name)
 
 
-BROKEN = b"please fetch this for me\n"  # no link in it: the engine answers with an .error.txt
-
-
 TRIGGER_FOLDERS = ["downloads", "downloads/sub", "downloads/sub/deeper"]
 
 
@@ -223,12 +220,13 @@ def test_files_the_engine_removes_take_their_dead_properties_along(server, origi
         assert session.put(server.dav(trigger), data=BROKEN).status_code == 201
     for trigger in triggers:
         note = server.space(dave.name) / f"{trigger}.error.txt"
-        wait_for(note.exists, message=f"the error note of {trigger}")
+        wait_for(note.exists, timeout=60, message=f"the error note of {trigger}")
         assert proppatch(session, server.dav(f"{trigger}.error.txt"), "on the note")
         assert proppatch(session, server.dav(trigger), "on the trigger")
         assert session.put(server.dav(trigger), data=url_shortcut(origin.url("/file.bin"))).status_code == 204
     for trigger in triggers:
-        wait_for(lambda: not (server.space(dave.name) / trigger).exists(), message=f"{trigger} done and removed")
+        wait_for(lambda: not (server.space(dave.name) / trigger).exists(), timeout=60,
+                 message=f"{trigger} done and removed")
         assert not (server.space(dave.name) / f"{trigger}.error.txt").exists()
     assert properties_without_a_file(server, dave.name) == []
     assert used(session, server) == recounted(server, dave.name)
