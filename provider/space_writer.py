@@ -128,19 +128,15 @@ class SpaceWriter:
         return AtomicUpload(target=target, temp_dir=self._temp_dir, reservation=self._quota.reserve(user),
                             place=self.put_in_place, environ=environ, splice_timeout=splice_timeout)
 
-    def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int, *,
-                     then: Then = _nothing) -> tuple[os.stat_result, bool]:
+    def put_in_place(self, temp: Path, target: Path, reservation: Reservation, size: int) -> tuple[os.stat_result, bool]:
         """Rename `temp` (`size` bytes, held by `reservation`) over `target` and book the
-        difference, then run `then`; the new file's stat as of the rename, and whether it
-        replaced one."""
-        with self._locked_paths(str(target)):
-            with self._quota.booking(reservation.user), open(temp, "rb") as new:
-                existed = os.path.lexists(target)
-                replaced = size_or_zero(str(target))
-                with self._booked(reservation, size - replaced):
-                    os.replace(temp, target)
-                info = os.fstat(new.fileno())  # not by path: a client may have moved the folder since
-            then()  # outside the quota lock, which dead-property changes take after their own
+        difference; the new file's stat as of the rename, and whether it replaced one."""
+        with self._locked_paths(str(target)), self._quota.booking(reservation.user), open(temp, "rb") as new:
+            existed = os.path.lexists(target)
+            replaced = size_or_zero(str(target))
+            with self._booked(reservation, size - replaced):
+                os.replace(temp, target)
+            info = os.fstat(new.fileno())  # not by path: a client may have moved the folder since
         return info, existed
 
     def book_entry(self, user: str, path: str) -> int:
@@ -174,25 +170,30 @@ class SpaceWriter:
     def make_folder(self, user: str, path: str, *, like: str | None = None, then: Then = _nothing) -> None:
         """A folder at `path` (kept if one is there and `like` is given), with the times and
         mode of the folder `like`; then `then`."""
-        with self.creating(user, path), self._locked_paths(path):
-            if like is None or not os.path.isdir(path):
-                os.mkdir(path)
-            if like is not None:
-                shutil.copystat(like, path)
-            then()
+        with self._locked_paths(path):
+            with self.creating(user, path):
+                if like is None or not os.path.isdir(path):
+                    os.mkdir(path)
+                if like is not None:
+                    shutil.copystat(like, path)
+            then()  # a failure here leaves the folder made, and counted
 
     def copy_file(self, user: str, source: str, dest: str, expected: int, *, then: Then = _nothing) -> bool:
         """Copy the file `source` over `dest` (made aside, then renamed in, so a failed copy
         leaves `dest` intact; its `expected` size is reserved first), then run `then`; whether
         it replaced one. FileNotFoundError if `source` went away."""
-        with self.creating(user, dest), self._quota.reserve(user, expected) as reservation:
+        with self._quota.reserve(user, expected) as reservation:
             fd, temp = tempfile.mkstemp(dir=self._temp_dir, prefix="copy-")
             os.close(fd)
             try:
                 shutil.copy2(source, temp)
                 size = os.stat(temp).st_size
                 reservation.require(size)  # it grew since the stat
-                return self.put_in_place(Path(temp), Path(dest), reservation, size, then=then)[1]
+                with self._locked_paths(dest):
+                    with self.creating(user, dest):
+                        existed = self.put_in_place(Path(temp), Path(dest), reservation, size)[1]
+                    then()  # a failure here leaves the copy in place, and counted
+                return existed
             finally:
                 Path(temp).unlink(missing_ok=True)
 
@@ -208,8 +209,8 @@ class SpaceWriter:
                 replaced = size_or_zero(dest)
                 os.rename(source, dest)
                 self._quota.charge(user, -replaced)
+            self._quota.remove_entries(user, int(put_back))
             then()
-        self._quota.remove_entries(user, int(put_back))
 
     def delete(self, user: str, path: str) -> bool:
         """A client's DELETE of a file or folder: refunds its bytes and its entries."""
@@ -262,10 +263,10 @@ class SpaceWriter:
             else:
                 self._unlink(user, path, info)
                 entries = 1
+            if count_entries:
+                self._quota.remove_entries(user, entries)
             if self._forget_properties:
                 self._forget_properties(user, path)
-        if count_entries:
-            self._quota.remove_entries(user, entries)
         return True
 
     def _remove_tree(self, user: str, root: str) -> int:
