@@ -249,15 +249,30 @@ class SqlitePropertyManager(PropertyManager):
         return {} if value is None else {name: value}
 
     def move_properties(self, src_url, dest_url, with_children, environ=None):
-        """A move keeps the properties' bytes (within one user's space), so it needs no room."""
+        """What was at `dest_url` (and below it, `with_children`) makes way for what is at
+        `src_url` (and below): another client may have set properties there since WsgiDAV
+        deleted the destination. A move keeps the bytes (within one user's space), so it needs
+        no room."""
+        self._lock.acquire_write()
+        try:
+            self._remove_under(dest_url, with_children)
+            for key in self._keys_under(src_url, with_children):
+                self._dict.rename(key, dest_url + key[len(src_url):])
+        finally:
+            self._lock.release()
+
+    def copy_properties(self, src_url, dest_url, environ=None):
+        """The properties at `dest_url` become a copy of those at `src_url`: none if it has
+        none (WsgiDAV's keeps what a file overwritten by the COPY had)."""
         self._lock.acquire_write()
         try:
             if not self._loaded:
                 self._lazy_open()
-            under = src_url.rstrip("/") + "/"
-            for key, _value in self._dict.items_with_prefix(src_url):
-                if key == src_url or (with_children and key.startswith(under)):
-                    self._dict.rename(key, dest_url + key[len(src_url):])
+            properties = self._dict.get(src_url)
+            if properties:
+                self._dict[dest_url] = properties
+            else:
+                self._remove_under(dest_url, with_children=False)
         finally:
             self._lock.release()
 
@@ -266,14 +281,21 @@ class SqlitePropertyManager(PropertyManager):
         DELETE removes the folder's own only, leaving its members' counted in the quota)."""
         self._lock.acquire_write()
         try:
-            if not self._loaded:
-                self._lazy_open()
-            under = ref_url.rstrip("/") + "/"
-            for key, _value in self._dict.items_with_prefix(ref_url.rstrip("/")):
-                if key == ref_url or key.startswith(under):
-                    del self._dict[key]
+            self._remove_under(ref_url, with_children=True)
         finally:
             self._lock.release()
+
+    def _keys_under(self, ref_url: str, with_children: bool) -> list[str]:
+        """The keys of `ref_url` and, `with_children`, of everything below it."""
+        if not self._loaded:
+            self._lazy_open()
+        under = ref_url.rstrip("/") + "/"
+        return [key for key, _value in self._dict.items_with_prefix(ref_url.rstrip("/"))
+                if key == ref_url or (with_children and key.startswith(under))]
+
+    def _remove_under(self, ref_url: str, with_children: bool) -> None:
+        for key in self._keys_under(ref_url, with_children):
+            del self._dict[key]
 
     def bytes_under(self, ref_prefix: str) -> int:
         """Quota bytes of the dead properties of every ref URL starting with `ref_prefix`."""

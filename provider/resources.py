@@ -4,12 +4,17 @@ What they add: ref URLs that carry the user (locks and dead properties are per u
 a `downloads/` folder that cannot be deleted or moved, and notices to the downloads engine
 when a trigger file is complete, unlocked and non-empty, or goes away. Every change on disk
 (atomic PUTs, DELETE, COPY, MOVE, MKCOL, times), with its quota booking, is made by the
-provider's space writer (provider/space_writer.py), never by WsgiDAV's filesystem code.
+provider's space writer (provider/space_writer.py), never by WsgiDAV's filesystem code, and
+so is every change of dead properties: a PROPPATCH under its resource's path lock, the
+properties a COPY, MOVE or DELETE takes along under that change's locks (issue 13: made after
+them, a PROPPATCH racing a MOVE or DELETE of a folder above left its property where no file
+was, counted in the quota, and a MOVE's properties could overwrite a PROPPATCH's).
 """
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote
@@ -21,6 +26,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from wsgidav.fs_dav_provider import FileResource, FolderResource
 
 from engine.naming import client_name_problem, xml_safe_name
+from provider.space_writer import Then
 from provider.upload import AtomicUpload
 
 LOCK_ROOT_LOOKUP = "fetchdrive.lock_root_lookup"
@@ -71,6 +77,15 @@ class SpaceResourceMixin:
         finally:
             del self.environ[LOCK_ROOT_LOOKUP]
 
+    def set_property_value(self, name, value, *, dry_run=False):
+        if dry_run:
+            return super().set_property_value(name, value, dry_run=True)
+        try:
+            return self.provider.writer.change_properties(
+                self._file_path, partial(super().set_property_value, name, value, dry_run=False))
+        except FileNotFoundError:
+            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
+
     def get_display_name(self) -> str:
         return xml_safe_name(super().get_display_name())
 
@@ -110,21 +125,32 @@ class SpaceResourceMixin:
     def _move_on_disk(self, dest_path: str) -> None:
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         try:
-            self.provider.writer.move(self.user, self._file_path, dest_file)
+            self.provider.writer.move(self.user, self._file_path, dest_file,
+                                      then=self._properties_along(dest_path, is_move=True,
+                                                                  with_children=self.is_collection))
         except FileNotFoundError:
             raise DAVError(HTTP_NOT_FOUND, f"{self.path} was moved or deleted meanwhile") from None
         except FileExistsError:
             raise DAVError(HTTP_PRECONDITION_FAILED, f"{dest_path} was created meanwhile") from None
 
-    def _copy_dead_properties(self, dest_path: str, *, is_move: bool, with_children: bool = False) -> None:
-        prop_manager = self.provider.prop_manager
-        dest = self.provider.get_resource_inst(dest_path, self.environ)
-        if not prop_manager or dest is None:
-            return
+    def _properties_along(self, dest_path: str, *, is_move: bool, with_children: bool = False) -> Then:
+        """For the space writer to run under the locks of a COPY or MOVE to `dest_path`: the
+        dead properties there become this resource's (`with_children`: and those of what it
+        holds, for a folder's MOVE in one rename)."""
+        # WsgiDAV's COPY onto an existing folder names its members "dest//name".
+        normal = "/".join(filter(None, dest_path.split("/")))
+        dest = user_ref_url(self.provider.share_path, self.user,
+                            f"/{normal}/" if self.is_collection and normal else f"/{normal}")
         if is_move:
-            prop_manager.move_properties(self.get_ref_url(), dest.get_ref_url(), with_children=with_children)
-        else:
-            prop_manager.copy_properties(self.get_ref_url(), dest.get_ref_url())
+            return partial(self.provider.prop_manager.move_properties, self.get_ref_url(), dest,
+                           with_children=with_children)
+        return partial(self.provider.prop_manager.copy_properties, self.get_ref_url(), dest)
+
+    def _delete_on_disk(self) -> None:
+        """DELETE this file or folder; the writer removes its dead properties with it."""
+        self._refuse_protected(self.path, "deleted")
+        if not self.provider.writer.delete(self.user, self._file_path):
+            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile")
 
 
 class SpaceFile(SpaceResourceMixin, FileResource):
@@ -195,11 +221,8 @@ class SpaceFile(SpaceResourceMixin, FileResource):
         self.provider.file_arrived(self.path, self.environ)
 
     def delete(self):
-        self._refuse_protected(self.path, "deleted")
-        if not self.provider.writer.delete(self.user, self._file_path):
-            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile")
+        self._delete_on_disk()
         self.provider.deleted_in_request(self.path, self.environ)
-        self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
         self.provider.announce(self.environ, "deleted", self.path)
         self.provider.path_left(self.path, self.environ)
@@ -207,16 +230,15 @@ class SpaceFile(SpaceResourceMixin, FileResource):
     def copy_move_single(self, dest_path, *, is_move):
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         try:
-            existed = self.provider.writer.copy_file(self.user, self._file_path, dest_file, self.file_stat.st_size)
+            existed = self.provider.writer.copy_file(self.user, self._file_path, dest_file, self.file_stat.st_size,
+                                                     then=self._properties_along(dest_path, is_move=is_move))
         except FileNotFoundError:
             raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile") from None
-        self._copy_dead_properties(dest_path, is_move=is_move)
         self.provider.announce(self.environ, "changed" if existed else "created", dest_path)
         self.provider.file_arrived(dest_path, self.environ)
 
     def move_recursive(self, dest_path):
         self._move_on_disk(dest_path)
-        self._copy_dead_properties(dest_path, is_move=True)
         self.provider.announce(self.environ, "moved", self.path, to=dest_path)
         self.provider.path_left(self.path, self.environ)
         self.provider.file_arrived(dest_path, self.environ)
@@ -276,24 +298,18 @@ class SpaceFolder(SpaceResourceMixin, FolderResource):
     def copy_move_single(self, dest_path, *, is_move):
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         # WsgiDAV copies a folder's members one by one after this.
-        self.provider.writer.make_folder(self.user, dest_file, like=self._file_path)
-        self._copy_dead_properties(dest_path, is_move=is_move)
+        self.provider.writer.make_folder(self.user, dest_file, like=self._file_path,
+                                         then=self._properties_along(dest_path, is_move=is_move))
         self.provider.announce(self.environ, "created", dest_path, folder=True)
 
     def delete(self):
-        self._refuse_protected(self.path, "deleted")
-        if not self.provider.writer.delete(self.user, self._file_path):
-            raise DAVError(HTTP_NOT_FOUND, f"{self.path} was deleted meanwhile")
-        self.remove_all_properties(recursive=True)
+        self._delete_on_disk()
         self.remove_all_locks(recursive=True)
-        if self.provider.prop_manager:
-            self.provider.prop_manager.remove_properties_under(self.get_ref_url())
         self.provider.announce(self.environ, "deleted", self.path, folder=True)
         self.provider.path_left(self.path, self.environ)
 
     def move_recursive(self, dest_path):
         self._move_on_disk(dest_path)
-        self._copy_dead_properties(dest_path, is_move=True, with_children=True)
         self.provider.announce(self.environ, "moved", self.path, to=dest_path, folder=True)
         self.provider.path_left(self.path, self.environ)
         self.provider.tree_arrived(dest_path, self.environ)

@@ -14,6 +14,12 @@ and its booking happen under the user's quota lock (`Quota.booking`, taken insid
 locks), so a recount on another node sees both or neither. The engine reaches it as its
 `SpaceAccess` (engine/engine.py), so error notes, trigger removals and published downloads
 take the same locks as a client's PUT, DELETE or MOVE on the same path.
+Dead properties (kept in the database, counted in the quota) change under the same locks as
+the file or folder they belong to: a removal takes them along, whoever removed it; a COPY's or
+MOVE's hand them on in a `then` hook run while the change still holds its locks; a PROPPATCH
+changes them in `change_properties`, only while something is there (issue 13: changed outside
+the locks, a PROPPATCH racing a MOVE or DELETE of a folder above left a property where no file
+was, and a MOVE's properties could overwrite a PROPPATCH's on the destination).
 No other module opens a user's path for writing (tests/test_space_writer.py checks the
 sources); the helpers it uses (free_names, own_copy, upload) write only to the temporary area.
 """
@@ -26,7 +32,7 @@ import stat
 import tempfile
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from provider.free_names import link_under_free_name, move_under_free_name
 from provider.own_copy import private_copy
@@ -34,13 +40,25 @@ from provider.path_locks import PathLocks, size_or_zero
 from provider.quota import Quota, Reservation
 from provider.upload import AtomicUpload
 
+T = TypeVar("T")
+Then = Callable[[], None]
+"""What a change does beside the disk while it still holds its path locks: the space's dead
+properties (PROPPATCH, and those a COPY, MOVE or DELETE takes along), kept in the database."""
+
+
+def _nothing() -> None:
+    """No change beside the disk's."""
+
 
 class SpaceWriter:
     """Writes into the spaces of all users, with their path locks and quota bookings."""
 
     def __init__(self, quota: Quota, path_locks: PathLocks, temp_dir: Path, space_root: Callable[[str], Path],
-                 min_free: int | None) -> None:
-        """`temp_dir`: on the spaces' filesystem, for files made before they are renamed in."""
+                 min_free: int | None, forget_properties: Callable[[str, str], None] | None = None) -> None:
+        """`temp_dir`: on the spaces' filesystem, for files made before they are renamed in;
+        `forget_properties(user, path)`: remove the dead properties of a file or folder (and of
+        what it held) that was removed, whoever removed it (a client, or the engine)."""
+        self._forget_properties = forget_properties
         self._quota = quota
         self._locked_paths = path_locks.locked_paths
         self._temp_dir = temp_dir
@@ -149,46 +167,64 @@ class SpaceWriter:
         except FileExistsError:
             pass
 
-    def make_folder(self, user: str, path: str, *, like: str | None = None) -> None:
+    def make_folder(self, user: str, path: str, *, like: str | None = None, then: Then = _nothing) -> None:
         """A folder at `path` (kept if one is there and `like` is given), with the times and
-        mode of the folder `like`."""
-        with self.creating(user, path), self._locked_paths(path):
-            if like is None or not os.path.isdir(path):
-                os.mkdir(path)
-            if like is not None:
-                shutil.copystat(like, path)
+        mode of the folder `like`; then `then`."""
+        with self._locked_paths(path):
+            with self.creating(user, path):
+                if like is None or not os.path.isdir(path):
+                    os.mkdir(path)
+                if like is not None:
+                    shutil.copystat(like, path)
+            then()  # a failure here leaves the folder made, and counted
 
-    def copy_file(self, user: str, source: str, dest: str, expected: int) -> bool:
+    def copy_file(self, user: str, source: str, dest: str, expected: int, *, then: Then = _nothing) -> bool:
         """Copy the file `source` over `dest` (made aside, then renamed in, so a failed copy
-        leaves `dest` intact; its `expected` size is reserved first); whether it replaced one.
-        FileNotFoundError if `source` went away."""
-        with self.creating(user, dest), self._quota.reserve(user, expected) as reservation:
+        leaves `dest` intact; its `expected` size is reserved first), then run `then`; whether
+        it replaced one. FileNotFoundError if `source` went away."""
+        with self._quota.reserve(user, expected) as reservation:
             fd, temp = tempfile.mkstemp(dir=self._temp_dir, prefix="copy-")
             os.close(fd)
             try:
                 shutil.copy2(source, temp)
                 size = os.stat(temp).st_size
                 reservation.require(size)  # it grew since the stat
-                return self.put_in_place(Path(temp), Path(dest), reservation, size)[1]
+                with self._locked_paths(dest):
+                    with self.creating(user, dest):
+                        existed = self.put_in_place(Path(temp), Path(dest), reservation, size)[1]
+                    then()  # a failure here leaves the copy in place, and counted
+                return existed
             finally:
                 Path(temp).unlink(missing_ok=True)
 
-    def move(self, user: str, source: str, dest: str) -> None:
+    def move(self, user: str, source: str, dest: str, *, then: Then = _nothing) -> None:
         """Rename the file or folder `source` to `dest`, refunding a file that was at `dest`
-        (WsgiDAV deleted an existing target already, but another client may have put one back).
-        FileNotFoundError if `source` went away."""
-        with self._locked_paths(source, dest), self._quota.booking(user):
-            put_back = os.path.lexists(dest)
-            if put_back and os.path.isdir(source):
-                raise FileExistsError(f"{dest} appeared meanwhile")  # a rename would replace an empty folder
-            replaced = size_or_zero(dest)
-            os.rename(source, dest)
-            self._quota.charge(user, -replaced)
-        self._quota.remove_entries(user, int(put_back))
+        (WsgiDAV deleted an existing target already, but another client may have put one back),
+        then run `then`. FileNotFoundError if `source` went away."""
+        with self._locked_paths(source, dest):
+            with self._quota.booking(user):
+                put_back = os.path.lexists(dest)
+                if put_back and os.path.isdir(source):
+                    raise FileExistsError(f"{dest} appeared meanwhile")  # a rename would replace an empty folder
+                replaced = size_or_zero(dest)
+                os.rename(source, dest)
+                self._quota.charge(user, -replaced)
+            self._quota.remove_entries(user, int(put_back))
+            then()
 
     def delete(self, user: str, path: str) -> bool:
         """A client's DELETE of a file or folder: refunds its bytes and its entries."""
         return self._remove(user, path, count_entries=True)
+
+    def change_properties(self, path: str, change: Callable[[], T]) -> T:
+        """Run `change` of the dead properties of the file or folder at `path` while holding
+        its path lock; FileNotFoundError if nothing is there any more (a client moved or
+        deleted it, or a folder above it), as a property kept for no file would count in the
+        quota unseen, or turn up on a later file of that name."""
+        with self._locked_paths(path):
+            if not os.path.lexists(path):
+                raise FileNotFoundError(path)
+            return change()
 
     def set_times(self, path: str, seconds: int) -> None:
         """Set the modification time of this user's file alone (see own_copy)."""
@@ -227,8 +263,10 @@ class SpaceWriter:
             else:
                 self._unlink(user, path, info)
                 entries = 1
-        if count_entries:
-            self._quota.remove_entries(user, entries)
+            if count_entries:
+                self._quota.remove_entries(user, entries)
+            if self._forget_properties:
+                self._forget_properties(user, path)
         return True
 
     def _remove_tree(self, user: str, root: str) -> int:

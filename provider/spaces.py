@@ -49,7 +49,8 @@ class SpacesProvider(FilesystemProvider):
         self.upload_temp_dir.mkdir(parents=True, exist_ok=True)
         self.splice_timeout = body_timeout if splice_supported(self.upload_temp_dir) else None
         self.quota = quota
-        self.writer = SpaceWriter(quota, path_locks, self.upload_temp_dir, self.space_root, min_free)
+        self.writer = SpaceWriter(quota, path_locks, self.upload_temp_dir, self.space_root, min_free,
+                                  self._forget_properties)
         self.hooks: DownloadsHooks | None = None
         self.events: EventLog | None = None
         self._prepared: dict[str, str] = {}  # user -> their folder, as text
@@ -125,6 +126,13 @@ class SpacesProvider(FilesystemProvider):
         except (FileNotFoundError, IsADirectoryError):
             return None  # deleted or replaced by a folder since the lstat: gone for this GET
         return SpaceFile(path, environ, file_path, os.fstat(content.fileno()), content)
+
+    def _forget_properties(self, user: str, file_path: str) -> None:
+        """Remove the dead properties of the removed file or folder at `file_path` and of what
+        it held (the space writer calls it under the removal's path lock)."""
+        if self.prop_manager:
+            path = os.path.relpath(file_path, self.space_root(user)).replace(os.sep, "/")
+            self.prop_manager.remove_properties_under(user_ref_url(self.share_path, user, "/" + path))
 
     def deleted_in_request(self, path: str, environ: dict) -> None:
         """Note a path this request deleted; see `exists`."""
