@@ -324,10 +324,11 @@ def test_changes_to_files_racing_a_move_delete_or_copy_of_their_grandparent_keep
 
 
 @pytest.mark.parametrize("away", ["MOVE", "DELETE"])
-def test_a_put_whose_folder_goes_away_before_its_body_ends_gets_409_and_stores_nothing(make_server, away):
-    server = make_server()
-    server.add_user("carol", "carol-password-1", quota="10M")
-    client = server.session("carol", "carol-password-1")
+def test_a_put_whose_folder_goes_away_before_its_body_ends_gets_409_and_stores_nothing(shared_servers, away):
+    server = shared_servers()  # the grandparent races' server
+    carol = new_account(server, "carol", "carol-password-1")
+    client = carol.session
+    assert not uploads_left(server)  # then the one seen below is this PUT's
     client.request("MKCOL", server.dav("docs"))
     gone = threading.Event()
 
@@ -341,10 +342,10 @@ def test_a_put_whose_folder_goes_away_before_its_body_ends_gets_409_and_stores_n
     putting.start()
     wait_for(lambda: uploads_left(server), message="the PUT's body on its way in")
     headers = {"Destination": server.dav("elsewhere")} if away == "MOVE" else {}
-    assert server.session("carol", "carol-password-1").request(away, server.dav("docs"), headers=headers).status_code < 300
+    assert server.session(carol.name, carol.password).request(away, server.dav("docs"), headers=headers).status_code < 300
     gone.set()
     putting.join()
     assert answers[0].status_code == 409 and "moved or deleted meanwhile" in answers[0].text
     assert not uploads_left(server)
-    assert not list(server.space("carol").rglob("report.txt"))
-    assert used(client, server) == recounted(server, "carol") == 0
+    assert not list(server.space(carol.name).rglob("report.txt"))
+    assert used(client, server) == recounted(server, carol.name) == 0
