@@ -152,7 +152,11 @@ class _KeptAlive:
         def ask(method: str, headers: dict[str, str]) -> tuple:
             self._connection.request(method, prepared.path_url, headers={**prepared.headers, **headers})
             response = self._connection.getresponse()  # (reconnects after an answer that closed)
-            return _answer(response.status, response.getheaders(), response.read())
+            answer = _answer(response.status, response.getheaders(), response.read())
+            if 300 <= response.status < 400:  # a folder's GET leads to the web page: that page too
+                followed = self._session.request(method, self._server.dav(path), headers=headers)
+                answer += _answer(followed.status_code, list(followed.raw.headers.items()), followed.content)
+            return answer
 
         return ask
 
