@@ -24,7 +24,7 @@ from engine.triggers import is_trigger_name
 from provider.downloads_view import DownloadsHooks, PartResource, Placeholder
 from provider.path_locks import PathLocks
 from provider.quota import Quota
-from provider.resources import LOCK_ROOT_LOOKUP, SpaceFile, SpaceFolder, user_ref_url
+from provider.resources import LOCK_ROOT_LOOKUP, SpaceFile, SpaceFolder, refuse_unlistable_name, user_ref_url
 from provider.space_writer import SpaceWriter
 
 DOWNLOADS = "downloads"
@@ -87,7 +87,12 @@ class SpacesProvider(FilesystemProvider):
                 break
         return os.path.join(root, *parts)
 
-    def get_resource_inst(self, path: str, environ: dict):
+    def get_resource_inst(self, path: str | None, environ: dict):
+        if path is None:
+            # WsgiDAV's util.get_uri_parent() strips white space: a PUT or MKCOL of a name of
+            # control characters alone in the root (`/%09`) asks for the parent of nothing.
+            refuse_unlistable_name(environ["PATH_INFO"])
+            return None
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return self._resource(path, environ)
         # Read-only requests look the same path up more than once (directory browser, then

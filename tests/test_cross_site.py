@@ -60,7 +60,9 @@ attack();
 
 def test_another_sites_page_cannot_add_cancel_or_write_with_the_users_credentials(browser, server, alice, origin):
     origin.add("/wanted.bin", b"w" * 1000)
-    origin.add("/stalled.bin", b"s" * 100_000, stall_after=10, stall_seconds=60)
+    # Downloading for three minutes, a block a second: a worker notices a cancel when a block
+    # arrives, so one stalled for 60 s had the server's stop wait 10 s for it at the end.
+    origin.add("/stalled.bin", b"s" * 3_000_000, rate=16 * 1024)
     dashboard = open_page(browser, server, alice)
     add(dashboard, origin.url("/stalled.bin"))  # the dashboard's own POST works
     expect(dashboard.locator("li.task").first).to_have_attribute("data-state", "downloading")
