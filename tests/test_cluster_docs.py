@@ -29,6 +29,10 @@ from tests.postgres import PostgresCluster
 from tests.server_process import ServerProcess
 from tests.sse_helpers import Listener, free_port
 
+# One worker runs the whole file (`--dist loadgroup`): spread over several, each started the
+# three nodes and the balancers again, and again whenever it came back to the file.
+pytestmark = pytest.mark.xdist_group("test_cluster_docs")
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
 DOC_NODES = ("10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080")
 USER, PASSWORD = "carol", "carol-cluster-pw-5"

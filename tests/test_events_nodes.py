@@ -28,6 +28,10 @@ from tests.server_process import REPO, ServerProcess
 from tests.sse_helpers import Listener
 from tests.test_client_commands import tree
 
+# One worker runs the whole file (`--dist loadgroup`): spread over several, each started the
+# file's two nodes again, and again whenever it came back to the file after another one's tests.
+pytestmark = pytest.mark.xdist_group("test_events_nodes")
+
 KEEPALIVE = 60  # seconds: beyond every deadline below, within `sync`'s read time-out (90 s)
 SIZE = 768 * 1024  # a download's bytes: 1.5 s at the origin's pace, two progress reports on the way
 
