@@ -127,13 +127,14 @@ def big_download_under_way(cluster: Cluster, origin: Origin, name: str, other: s
     resource, the task). The origin sends 64 KiB/s a connection, slow enough that the node is
     still at it whatever the test does next, however slowly a loaded machine starts `other`.
     With several connections a task first asks for its first MiB alone (engine/segments.py's
-    probe), which saves no progress until it ends: that request goes at 1 MiB/s (at 64 KiB/s
+    probe), which saves no progress until it ends: that request goes at 256 KiB/s (at 64 KiB/s
     it took 16 s), and the origin slows to 64 KiB/s once the next one has begun (a pace counts
-    from the start of each answer, so what the next one got before is made up for by a pause)."""
+    from the start of each answer, so what the next one got before is made up for by a pause;
+    it could finish the file only if this test were held up 20 s between the two)."""
     node = cluster.start(name, settings)
     alice = cluster.account("alice")
     probing = settings["engine.connections_per_task"] > 1
-    resource = origin.add("/big.bin", BODY, rate=MIB if probing else SLOW)
+    resource = origin.add("/big.bin", BODY, rate=4 * SLOW if probing else SLOW)
     task = add(node, alice, origin.url("/big.bin"))
     if probing:
         wait_for(lambda: origin.count("/big.bin") > 1, timeout=60, message=f"{name} past its probe")
