@@ -24,9 +24,14 @@ import pytest
 import requests
 
 from tests.downloads_helpers import wait_for
+from tests.forked_cli import fetchdrive
 from tests.postgres import PostgresCluster
-from tests.server_process import ServerProcess, run_cli
+from tests.server_process import ServerProcess
 from tests.sse_helpers import Listener, free_port
+
+# One worker runs the whole file (`--dist loadgroup`): spread over several, each started the
+# three nodes and the balancers again, and again whenever it came back to the file.
+pytestmark = pytest.mark.xdist_group("test_cluster_docs")
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
 DOC_NODES = ("10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080")
@@ -235,5 +240,5 @@ def test_the_documented_node_config_is_accepted(node: str, tmp_path: Path) -> No
     config = (documented("yaml").replace("postgresql://fetchdrive@db.internal:5432/fetchdrive", "'sqlite:'")
               .replace("/srv/fetchdrive", str(tmp_path / "shared")).replace("node: a ", f"node: {node} "))
     (tmp_path / "config.yaml").write_text(config)
-    listed = run_cli(tmp_path / "config.yaml", "user", "list")
+    listed = fetchdrive("--config", str(tmp_path / "config.yaml"), "user", "list")
     assert listed.returncode == 0, listed.stderr

@@ -27,7 +27,9 @@ from tests.downloads_helpers import wait_for
 from tests.quota_helpers import quota_props, recounted
 from tests.server_process import ServerProcess
 
-pytestmark = pytest.mark.on_postgresql
+# One worker runs the whole file (`--dist loadgroup`): spread over several, each started the
+# file's three nodes again, and again whenever it came back to the file after another one's tests.
+pytestmark = [pytest.mark.on_postgresql, pytest.mark.xdist_group("test_cluster_drive")]
 
 LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
              b"<D:locktype><D:write/></D:locktype><D:owner>tests</D:owner></D:lockinfo>")

@@ -28,6 +28,10 @@ from tests.server_process import REPO, ServerProcess
 from tests.sse_helpers import Listener
 from tests.test_client_commands import tree
 
+# One worker runs the whole file (`--dist loadgroup`): spread over several, each started the
+# file's two nodes again, and again whenever it came back to the file after another one's tests.
+pytestmark = pytest.mark.xdist_group("test_events_nodes")
+
 KEEPALIVE = 60  # seconds: beyond every deadline below, within `sync`'s read time-out (90 s)
 SIZE = 768 * 1024  # a download's bytes: 1.5 s at the origin's pace, two progress reports on the way
 
@@ -206,7 +210,7 @@ def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin,
     for account, names in ((owner, {"laptop", "phone"}), (other, {"laptop"})):
         for node in nodes:  # each device listed online on the node its stream is not on too
             wait_for(lambda: {name for name, d in _devices(account, node).items() if d["online"]} == names,
-                     message=f"{account.name}'s devices {names} online as seen from {node.base_url}")
+                     timeout=60, message=f"{account.name}'s devices {names} online as seen from {node.base_url}")
     body = os.urandom(100_000)
     if how == "api":
         assert owner.session.put(a.dav("film.mkv"), data=body).status_code == 201
@@ -222,20 +226,30 @@ def test_a_device_following_node_b_receives_a_file_sent_on_node_a(nodes, origin,
     assert sorted(tree(laptop)) == ["film.mkv"]
 
 
+@pytest.fixture(scope="module")
+def quick_nodes(tmp_path_factory, postgres_cluster) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Nodes a and b of another drive, with a short keep-alive: node b notices a stream's client
+    gone at its next write."""
+    with _two_nodes(tmp_path_factory.mktemp("quick"), postgres_cluster.new_database(), keepalive=1) as pair:
+        yield pair
+
+
 @pytest.mark.parametrize("end", ["the device stops", "its node is killed"])
-def test_a_device_whose_stream_ends_on_node_b_is_listed_offline_on_node_a(tmp_path, postgres_cluster, syncs, end):
-    # A short keep-alive here: node b notices a stream's client gone at its next write.
-    with _two_nodes(tmp_path / "drive", postgres_cluster.new_database(), keepalive=1) as (a, b):
-        owner = new_account(a, "ivan", "ivan-password-7")
-        syncs.start(b, owner, "laptop")
-        syncs.start(a, owner, "phone")
-        online = lambda: {name for name, d in _devices(owner, a).items() if d["online"]}  # noqa: E731
-        wait_for(lambda: online() == {"laptop", "phone"}, message="both devices online as seen from node a")
-        if end == "the device stops":
-            syncs.stop(owner, "laptop")
-        else:
-            b.kill()  # its streams' marks lapse: two keep-alive intervals and a margin
-        wait_for(lambda: online() == {"phone"}, timeout=60, message="the laptop listed offline, the phone still online")
+def test_a_device_whose_stream_ends_on_node_b_is_listed_offline_on_node_a(quick_nodes, syncs, end):
+    a, b = quick_nodes
+    if b.process.poll() is not None:  # killed by the other case, run first
+        b.start()
+    owner = new_account(a, "ivan", "ivan-password-7")
+    syncs.start(b, owner, "laptop")
+    syncs.start(a, owner, "phone")
+    online = lambda: {name for name, d in _devices(owner, a).items() if d["online"]}  # noqa: E731
+    # (Each sync is a new interpreter: on a loaded machine one took over 20 s to connect.)
+    wait_for(lambda: online() == {"laptop", "phone"}, timeout=60, message="both devices online as seen from node a")
+    if end == "the device stops":
+        syncs.stop(owner, "laptop")
+    else:
+        b.kill()  # its streams' marks lapse: two keep-alive intervals and a margin
+    wait_for(lambda: online() == {"phone"}, timeout=60, message="the laptop listed offline, the phone still online")
 
 
 def _listening(url: str, terminate: bool = False) -> int:

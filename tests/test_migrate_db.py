@@ -19,6 +19,7 @@ import yaml
 
 from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
+from tests.forked_cli import fetchdrive
 from tests.postgres import PASSWORD
 from tests.server_process import ADMIN_PASSWORD, PASSWORDS_USED, REPO, ServerProcess
 
@@ -42,8 +43,14 @@ def use_database(server: ServerProcess, url: str) -> None:
     server.config_path.write_text(yaml.safe_dump(tree))
 
 
+def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess:
+    """`fetchdrive --config CONFIG ARGS...` as a process of its own, forked with the app already
+    imported (tests/forked_cli.py: a new interpreter took 1 to 3 s a command)."""
+    return fetchdrive("--config", str(server.config_path), *args)
+
+
 def migrate(server: ServerProcess, url: str) -> subprocess.CompletedProcess:
-    return server.cli("migrate-db", "--to", url)
+    return cli(server, "migrate-db", "--to", url)
 
 
 def assert_refused(result: subprocess.CompletedProcess, *words: str) -> None:
@@ -80,8 +87,8 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
                 (("alice", "50M"), ("bob", "20M"), ("carol", "none"))]
     alice, bob, carol = accounts
     origin.add("/catalogued.bin", b"from the catalog")
-    assert server.cli("catalog", "add", "manual", origin.url("/catalogued.bin"), "--filename", "manual.pdf").returncode == 0
-    assert server.cli("catalog", "add", "other", origin.url("/never.bin")).returncode == 0
+    assert cli(server, "catalog", "add", "manual", origin.url("/catalogued.bin"), "--filename", "manual.pdf").returncode == 0
+    assert cli(server, "catalog", "add", "other", origin.url("/never.bin")).returncode == 0
     for account in accounts:
         body = f"{account.name}'s notes".encode()
         assert account.session.put(server.dav("notes.txt"), data=body).status_code == 201
@@ -111,7 +118,7 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     tasks_before = {account.name: tasks_by_id(server, account) for account in accounts}
     me_before = {account.name: quota_of(server, account) for account in (bob, carol)}
     server.stop()
-    users_before = server.cli("user", "list").stdout
+    users_before = cli(server, "user", "list").stdout
 
     moved = migrate(server, postgres_url)
 
@@ -125,7 +132,7 @@ def test_a_drive_moved_to_postgresql_serves_as_before(make_server, origin, postg
     assert next_step.startswith(f"next: set database.url to {masked}")
     assert PASSWORD not in moved.stdout + moved.stderr
     use_database(server, postgres_url)
-    assert server.cli("user", "list").stdout == users_before
+    assert cli(server, "user", "list").stdout == users_before
     origin.add("/running.bin", BODY)  # the same content and validators, without the throttle
     server.start()
 
@@ -262,7 +269,7 @@ def test_migrate_db_refuses_a_target_it_cannot_open(tmp_path, postgres_url, faul
     result = migrate(server, url)
     assert_refused(result, "cannot open the database")
     assert WRONG_PASSWORD not in result.stderr
-    assert server.cli("user", "list").stdout.count("dora") == 1  # the source is as it was
+    assert cli(server, "user", "list").stdout.count("dora") == 1  # the source is as it was
 
 
 @pytest.mark.parametrize("earlier", ["a server ran on it", "a catalog entry", "an earlier move"])
@@ -271,7 +278,7 @@ def test_migrate_db_refuses_a_target_that_holds_data(tmp_path, postgres_url, ear
         ServerProcess(tmp_path / "other", {"database.url": postgres_url}).start().stop()
     elif earlier == "a catalog entry":
         other = ServerProcess(tmp_path / "other", {"database.url": postgres_url})
-        assert other.cli("catalog", "add", "kept", "https://example.org/kept.iso").returncode == 0
+        assert cli(other, "catalog", "add", "kept", "https://example.org/kept.iso").returncode == 0
     else:
         assert migrate(embedded_drive(tmp_path / "other"), postgres_url).returncode == 0
     counts = {table: rows(postgres_url, table) for table in ("users", "catalog", "tasks")}
@@ -287,7 +294,7 @@ def test_migrate_db_refuses_a_target_that_holds_data(tmp_path, postgres_url, ear
 ])
 def test_a_move_that_fails_midway_leaves_the_target_empty(tmp_path, postgres_url, table, column, value):
     server = embedded_drive(tmp_path / "drive")
-    assert server.cli("catalog", "add", "image", "https://example.org/image.iso").returncode == 0
+    assert cli(server, "catalog", "add", "image", "https://example.org/image.iso").returncode == 0
     # A row PostgreSQL refuses, written behind fetchdrive's back: the move fails at that row,
     # after the rows before it went in.
     with closing(sqlite3.connect(server.data / "fetchdrive.sqlite")) as database, database:

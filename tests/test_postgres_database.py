@@ -25,8 +25,9 @@ from engine.postgres_database import postgres_ddl, psycopg_sql
 from engine.schema import MIGRATIONS, latest_version
 from server.shares_table import Share, SqliteShares
 from tests.downloads_helpers import url_shortcut, wait_for
+from tests.forked_cli import fetchdrive
 from tests.postgres import PASSWORD
-from tests.server_process import REPO, ServerProcess, run_cli
+from tests.server_process import REPO, ServerProcess
 
 
 @pytest.mark.parametrize("sqlite, postgresql", [
@@ -284,7 +285,7 @@ def test_commands_and_serve_end_with_a_one_line_error_on_a_wrong_database_passwo
     url = f"postgresql://postgres:wrong-{PASSWORD}@127.0.0.1:{postgres_cluster.port}/postgres"
     config = ServerProcess(tmp_path / "node", {"database.url": url}).config_path
     for command in (["user", "list"], ["serve"]):
-        result = run_cli(config, *command)
+        result = fetchdrive("--config", str(config), *command)  # forked with the app imported: a process of its own
         assert result.returncode == 2
         # `serve` logs which config file it read before it opens the database
         lines = result.stderr.strip().splitlines()[-1 if command == ["serve"] else 0:]
