@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.downloads_helpers import wait_for
+from tests import forked_cli
 from tests.forked_cli import fetchdrive
-from tests.server_process import REPO
 from tests.slow_proxy import SlowProxy
 
 pytestmark = pytest.mark.shared_server
@@ -121,11 +120,8 @@ def test_an_interrupted_sync_resumes_with_range(server, alice, tmp_path):
     local = tmp_path / "mirror"
     host, port = server.base_url.split("//")[1].split(":")
     proxy = SlowProxy((host, int(port)), rate=2 * 1024 * 1024)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "sync", "--server", proxy.base_url, "--user", alice.name, str(local)],
-        cwd=REPO, env={**os.environ, "FETCHDRIVE_PASSWORD": alice.password},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    process = forked_cli.start(["sync", "--server", proxy.base_url, "--user", alice.name, str(local)],
+                               env={**os.environ, "FETCHDRIVE_PASSWORD": alice.password}, stdout=tmp_path / "sync.log")
     partial_dir = local / ".fetchdrive-sync" / "partial"
     wait_for(lambda: partial_dir.is_dir() and any(p.stat().st_size > 0 for p in partial_dir.iterdir()),
              timeout=30, message="a partial transfer")

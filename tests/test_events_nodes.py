@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -24,7 +22,9 @@ from engine.events import Event
 from engine.pg_notifier import APPLICATION_NAME, PAYLOAD_LIMIT, decode, encode
 from tests.conftest import Account, new_account
 from tests.downloads_helpers import url_shortcut, wait_for
-from tests.server_process import REPO, ServerProcess
+from tests import forked_cli
+from tests.forked_cli import ForkedProcess
+from tests.server_process import ServerProcess
 from tests.sse_helpers import Listener
 from tests.test_client_commands import tree
 
@@ -165,17 +165,16 @@ class DeviceSyncs:
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
-        self._running: dict[tuple[str, str], subprocess.Popen] = {}
+        self._running: dict[tuple[str, str], ForkedProcess] = {}
 
     def start(self, node: ServerProcess, account: Account, name: str) -> Path:
-        """Start the device `name` of `account`; its local folder."""
+        """Start the device `name` of `account` (forked: tests/forked_cli.py); its local folder."""
         local = self._folder / f"{account.name}-{name}"
-        command = [sys.executable, "-m", "server.cli", "sync", "--server", node.base_url, "--user", account.name,
-                   "--device", name, "--watch", "3600", str(local)]
-        with open(self._folder / f"{account.name}-{name}.log", "w") as log:
-            self._running[account.name, name] = subprocess.Popen(
-                command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "FETCHDRIVE_PASSWORD": account.password})
+        command = ["sync", "--server", node.base_url, "--user", account.name, "--device", name, "--watch", "3600",
+                   str(local)]
+        self._running[account.name, name] = forked_cli.start(
+            command, env={**os.environ, "FETCHDRIVE_PASSWORD": account.password},
+            stdout=self._folder / f"{account.name}-{name}.log")
         return local
 
     def stop(self, account: Account, name: str) -> None:
@@ -187,7 +186,7 @@ class DeviceSyncs:
         self._running.clear()
 
 
-def _end(process: subprocess.Popen) -> None:
+def _end(process: ForkedProcess) -> None:
     process.terminate()
     process.wait(timeout=30)
 

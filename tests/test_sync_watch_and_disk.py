@@ -6,25 +6,23 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import forked_cli
 from tests.downloads_helpers import wait_for
-from tests.server_process import REPO
+from tests.forked_cli import fetchdrive
 from tests.test_client_commands import tree
 
 
 def test_watch_follows_new_and_changed_files_until_interrupted(server, alice, tmp_path):
     local = tmp_path / "mirror"
     alice.session.put(server.dav("first.txt"), data=b"one")
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "sync", "--server", server.base_url, "--user", "alice",
-         "--watch", "0.5", str(local)],
-        cwd=REPO, env={**os.environ, "FETCHDRIVE_PASSWORD": alice.password},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    errors = tmp_path / "errors.log"
+    watcher = forked_cli.start(["sync", "--server", server.base_url, "--user", "alice", "--watch", "0.5", str(local)],
+                               env={**os.environ, "FETCHDRIVE_PASSWORD": alice.password}, stdout=tmp_path / "output.log",
+                               stderr=errors)
     try:
         wait_for(lambda: tree(local).get("first.txt") == b"one", message="first file synced")
         alice.session.put(server.dav("second.txt"), data=b"two")
@@ -33,7 +31,8 @@ def test_watch_follows_new_and_changed_files_until_interrupted(server, alice, tm
         wait_for(lambda: tree(local).get("first.txt") == b"one, changed", message="a changed file synced")
     finally:
         watcher.send_signal(signal.SIGINT)
-        _out, err = watcher.communicate(timeout=30)
+        watcher.wait(timeout=30)
+    err = errors.read_text()
     assert watcher.returncode == 130
     assert err.strip().splitlines()[-1].endswith("interrupted") and "Traceback" not in err
     assert sorted(tree(local)) == ["first.txt", "second.txt"]
@@ -55,10 +54,8 @@ def tiny_disk(tmp_path) -> Path:
 def test_a_full_local_disk_stops_sync_with_one_line_and_no_partial_file(server, alice, tiny_disk):
     alice.session.put(server.dav("small.txt"), data=b"fits")
     alice.session.put(server.dav("big.bin"), data=os.urandom(3 * 1024 * 1024))
-    result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "sync", "--server", server.base_url, "--user", "alice", str(tiny_disk)],
-        cwd=REPO, env={**os.environ, "FETCHDRIVE_PASSWORD": alice.password}, capture_output=True, text=True, timeout=120,
-    )
+    result = fetchdrive("sync", "--server", server.base_url, "--user", "alice", str(tiny_disk),
+                        env={"FETCHDRIVE_PASSWORD": alice.password}, timeout=120)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
