@@ -18,7 +18,9 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 from tests.test_client_commands import client
 from tests.torrent_seeder import Seeder
 
-pytestmark = pytest.mark.shared_server
+# The shared server's finished triggers linger 0.2 s, not 1: no client here reads its upload
+# back, and tests wait for them to go.
+pytestmark = pytest.mark.shared_server(settings={"engine.trigger_linger": 0.2})
 BIG = os.urandom(3 * 1024 * 1024)
 
 
