@@ -39,6 +39,11 @@ def temp_downloads(data: Path) -> list[str]:
     return files_in(data / "tmp" / "downloads")
 
 
+def saved_bytes(server) -> int:
+    """The bytes the server's task rows hold as saved: what a restart resumes from."""
+    return sum(saved or 0 for saved, in server.query("SELECT bytes_done FROM tasks"))
+
+
 @contextmanager
 def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
     """A real filesystem of `size` (e.g. "64m") mounted on `folder`; the test is skipped where

@@ -10,7 +10,7 @@ from contextlib import closing
 import pytest
 
 from tests.conftest import new_account
-from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
+from tests.downloads_helpers import saved_bytes, temp_downloads, url_shortcut, wait_for
 
 SIZE = 16 * 1024 * 1024  # four ranges of engine/segments.py's smallest, 4 MiB
 BODY = os.urandom(SIZE)
@@ -99,11 +99,6 @@ def test_a_dropping_origin_still_gives_an_intact_file_with_little_overhead(share
     alice.session.put(server.dav("downloads/drops.url"), data=url_shortcut(origin.url("/drops.bin")))
     assert delivered(server, alice.name, "drops.bin") == BODY
     assert origin.bytes_sent("/drops.bin") < 1.3 * SIZE
-
-
-def saved_bytes(server) -> int:
-    """The bytes the task row holds as saved."""
-    return sum(saved or 0 for saved, in server.query("SELECT bytes_done FROM tasks"))
 
 
 def test_kill_9_mid_segmented_download_keeps_finished_ranges(make_server, origin):
