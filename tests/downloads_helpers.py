@@ -39,6 +39,19 @@ def temp_downloads(data: Path) -> list[str]:
     return files_in(data / "tmp" / "downloads")
 
 
+def saved_bytes(server) -> int:
+    """The bytes the server's task rows hold as saved: what a restart resumes from."""
+    return sum(saved or 0 for saved, in server.query("SELECT bytes_done FROM tasks"))
+
+
+def refetch_allowed(size: int, saved: int) -> int:
+    """The most an origin may send of a `size`-byte download after a restart that resumes from
+    `saved` bytes: the rest, plus what its own cut connections had in flight (a range split
+    mid-way hangs up on bytes already written to the socket); well below `size`, which a
+    restart from zero would take, as long as more than a quarter was saved."""
+    return size - saved + size // 4
+
+
 @contextmanager
 def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
     """A real filesystem of `size` (e.g. "64m") mounted on `folder`; the test is skipped where

@@ -68,6 +68,7 @@ class RequestLog:
     status: int = 0
     body_bytes_sent: int = 0
     at: float = field(default_factory=time.monotonic)
+    finished: bool = False  # the response is over: nothing more is sent for this request
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,8 +85,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(head=False)
 
     def _serve(self, *, head: bool) -> None:
-        origin = self.server.origin
         entry = RequestLog(self.command, self.path, dict(self.headers), self.headers.get("Range"))
+        try:
+            self._respond(entry, head=head)
+        finally:
+            entry.finished = True
+
+    def _respond(self, entry: RequestLog, *, head: bool) -> None:
+        origin = self.server.origin
         with origin._lock:
             origin.requests.append(entry)
             resource = origin._resources.get(self.path)
@@ -304,3 +311,8 @@ class Origin:
     def count(self, path: str) -> int:
         with self._lock:
             return sum(1 for entry in self.requests if entry.path == path)
+
+    def sending(self, path: str) -> int:
+        """Responses for `path` not yet over (a client that hung up ends its response at the next write)."""
+        with self._lock:
+            return sum(1 for entry in self.requests if entry.path == path and not entry.finished)

@@ -76,7 +76,9 @@ def assert_one_task_per_trigger(account, server, folder: str, expected: dict[str
     assert {trigger: counts[f"{folder}/{trigger}"] for trigger in expected} == {trigger: 1 for trigger in expected}
 
 
-LINGERING = {"engine.trigger_linger": 3}  # long enough for rclone's check, short enough to see them go
+# Long enough for each client's look at its upload right after its PUT (milliseconds later,
+# here), short enough to see them go: the tests wait for it again and again.
+LINGERING = {"engine.trigger_linger": 2}
 pytestmark = pytest.mark.shared_server(settings=LINGERING)
 
 
@@ -209,7 +211,9 @@ def test_an_identical_trigger_starts_nothing_while_its_file_is_there_but_does_on
 
 
 def test_a_trigger_still_lingering_at_a_crash_goes_after_the_restart_and_starts_nothing(make_server, origin, tmp_path):
-    server = make_server(settings=LINGERING)  # killed: a server of its own
+    # Killed: a server of its own, whose triggers linger long enough to be there at the kill
+    # after the test has seen the last file arrive.
+    server = make_server(settings={"engine.trigger_linger": 3})
     carol = new_account(server, "carol", "carol-password")
     expected = make_links(origin, tmp_path / "links", "crash")
     upload(carol, server, tmp_path / "links", expected)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import new_account
-from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait_for
+from tests.downloads_helpers import files_in, refetch_allowed, saved_bytes, temp_downloads, url_shortcut, wait_for
 
 SIZE = 8 * 1024 * 1024
 BODY = hashlib.sha256(b"seed").digest() * (SIZE // 32)
@@ -96,20 +96,21 @@ def test_a_stalled_origin_times_out_and_the_download_completes(shared_servers, o
 
 def test_kill_9_mid_download_loses_nothing_and_resumes(make_server, origin):
     server, alice = server_and_alice(make_server)
-    # Four ranges at 512 KiB/s each: little arrives between the save seen below and the kill.
+    # Four ranges at 512 KiB/s each, so that the download is under way at the kill.
     origin.add("/big.bin", BODY, rate=512 * 1024)
     start(server, alice, origin, "/big.bin")
-    # What the task row holds is what a restart resumes from. (The temporary file's size said
-    # nothing: the ranges write into it sparsely, so it passed 2 MiB before anything was saved,
-    # and the kill then cost a refetch of more than the 30 % allowed below.)
-    wait_for(lambda: any((saved or 0) > 2 * 1024 * 1024 for saved, in server.query("SELECT bytes_done FROM tasks")),
-             message="2 MiB saved")
+    # What the task row holds is what a restart resumes from. (The temporary file's size says
+    # nothing: the ranges write into it sparsely, so it passes 2 MiB before anything is saved.)
+    wait_for(lambda: saved_bytes(server) > 2 * 1024 * 1024, message="2 MiB saved")
     server.kill()
+    saved, sent_before = saved_bytes(server), origin.bytes_sent("/big.bin")
     assert not (server.space(alice.name) / "downloads" / "big.bin").exists()
     origin.add("/big.bin", BODY)  # same content and validators, no throttle
     server.start()
     assert delivered(server, alice.name, "big.bin") == BODY
-    assert origin.bytes_sent("/big.bin") < 1.3 * SIZE
+    # Only what the row had not saved comes again. (A bound on all bytes sent, 1.3x the size,
+    # failed under load: it counted what the origin sent after the last save, before the kill.)
+    assert origin.bytes_sent("/big.bin") - sent_before <= refetch_allowed(SIZE, saved), (saved, sent_before, origin.bytes_sent("/big.bin"))
     wait_for(lambda: not temp_downloads(server.data), message="temporary data removed")
 
 

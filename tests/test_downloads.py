@@ -14,7 +14,9 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
 # One worker runs the whole file (--dist loadgroup), so each of its shared servers starts once, not once a worker.
-pytestmark = [pytest.mark.shared_server, pytest.mark.xdist_group("test_downloads")]
+# Its finished triggers linger 0.2 s, not 1: no client here reads its upload back, and a dozen
+# tests wait for them to go.
+pytestmark = [pytest.mark.shared_server(settings={"engine.trigger_linger": 0.2}), pytest.mark.xdist_group("test_downloads")]
 
 
 def delivered(server, user: str, name: str, folder: str = "downloads") -> bytes:

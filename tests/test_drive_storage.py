@@ -147,7 +147,7 @@ def test_a_large_put_arriving_in_uneven_pieces_is_stored_byte_identical(server, 
 
 
 def test_a_put_whose_body_stalls_past_server_timeout_changes_nothing(make_server):
-    server = make_server(settings={"server.timeout": 2})
+    server = make_server(settings={"server.timeout": 1})
     server.add_user("alice", "alice-password")
     session = server.session("alice", "alice-password")
     assert session.put(server.dav("doc.bin"), data=b"old content").status_code == 201
@@ -156,7 +156,7 @@ def test_a_put_whose_body_stalls_past_server_timeout_changes_nothing(make_server
         name, password = "alice", "alice-password"
 
     body = os.urandom(3 * 1024 * 1024)
-    answer = raw_put_in_pieces(server, Account, "doc.bin", body, [1024 * 1024, 1024 * 1024], pause=4)
+    answer = raw_put_in_pieces(server, Account, "doc.bin", body, [1024 * 1024, 1024 * 1024], pause=2)
     assert not answer.startswith(b"HTTP/1.1 2")
     assert session.get(server.dav("doc.bin")).content == b"old content"
     assert not uploads_left(server)

@@ -10,7 +10,7 @@ from contextlib import closing
 import pytest
 
 from tests.conftest import new_account
-from tests.downloads_helpers import temp_downloads, url_shortcut, wait_for
+from tests.downloads_helpers import refetch_allowed, saved_bytes, temp_downloads, url_shortcut, wait_for
 
 SIZE = 16 * 1024 * 1024  # four ranges of engine/segments.py's smallest, 4 MiB
 BODY = os.urandom(SIZE)
@@ -105,14 +105,15 @@ def test_kill_9_mid_segmented_download_keeps_finished_ranges(make_server, origin
     server, alice = segmented_server(make_server)
     origin.add("/slow.bin", BODY, rate=3 * 1024 * 1024 // 2)
     alice.session.put(server.dav("downloads/slow.url"), data=url_shortcut(origin.url("/slow.bin")))
-    wait_for(lambda: alice.session.get(server.url("/api/v1/tasks")).json()[0]["bytes_done"] > SIZE // 3,
-             timeout=30, message="a third saved")
+    # What the task row holds is what a restart resumes from; the origin has sent more by the
+    # kill, the more the later the kill comes on a loaded machine, and those bytes come again.
+    wait_for(lambda: saved_bytes(server) > SIZE // 3, timeout=30, message="a third saved")
     server.kill()
-    sent_before = origin.bytes_sent("/slow.bin")
+    saved, sent_before = saved_bytes(server), origin.bytes_sent("/slow.bin")
     origin.add("/slow.bin", BODY)  # same content and validators, no throttle
     server.start()
     assert delivered(server, alice.name, "slow.bin") == BODY
-    assert origin.bytes_sent("/slow.bin") < 1.3 * SIZE, (sent_before, origin.bytes_sent("/slow.bin"))
+    assert origin.bytes_sent("/slow.bin") - sent_before <= refetch_allowed(SIZE, saved), (saved, sent_before, origin.bytes_sent("/slow.bin"))
     # The hash follows the segments as they write; after the restart it starts again from byte 0.
     assert wait_for(lambda: alice.session.get(server.url("/api/v1/tasks")).json()[0]["sha256"],
                     message="sha256") == hashlib.sha256(BODY).hexdigest()

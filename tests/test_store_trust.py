@@ -20,7 +20,10 @@ DIGESTS = [hashlib.sha256(body).hexdigest() for body in PRIVATE]
 NOBODYS = hashlib.sha256(b"content nobody on this server holds").hexdigest()
 WRONG = "e" * 64
 
-pytestmark = pytest.mark.shared_server
+# Finished triggers linger 0.2 s, not 1: no client here reads its upload back, and several
+# tests wait for them to go.
+BRIEF_LINGER = {"engine.trigger_linger": 0.2}
+pytestmark = pytest.mark.shared_server(settings=BRIEF_LINGER)
 
 
 def dead_url(path: str = "/gone.bin") -> str:
@@ -218,7 +221,7 @@ def test_a_wrong_sha256_fails_on_every_delivery_path_and_a_right_one_succeeds(ma
     origin.add(f"/mirror/{DIGESTS[2]}", PRIVATE[2])
     server = make_server(settings={
         "engine.mirrors": [origin.url("/mirror/{sha256}")],
-        "catalog": [{"id": "pinned", "url": origin.url("/pinned.bin"), "sha256": DIGESTS[1]}],
+        "catalog": [{"id": "pinned", "url": origin.url("/pinned.bin"), "sha256": DIGESTS[1]}], **BRIEF_LINGER,
     })
     owner, other = make_account(server, "owner"), make_account(server, "other")
     download(owner, server, origin, "/fresh.bin", PRIVATE[0], "fresh.url")

@@ -18,7 +18,9 @@ from tests.downloads_helpers import files_in, temp_downloads, url_shortcut, wait
 from tests.test_client_commands import client
 from tests.torrent_seeder import Seeder
 
-pytestmark = pytest.mark.shared_server
+# The shared server's finished triggers linger 0.2 s, not 1: no client here reads its upload
+# back, and tests wait for them to go.
+pytestmark = pytest.mark.shared_server(settings={"engine.trigger_linger": 0.2})
 BIG = os.urandom(3 * 1024 * 1024)
 
 
@@ -248,8 +250,8 @@ def test_fetchdrive_add_takes_a_magnet_link_and_a_local_torrent_file(server, ali
 
 def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
     port = free_port()
-    # Eight seconds: the leecher below needs two at most, even at a load of 28 on two cores.
-    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 8})
+    # Six seconds: the leecher below needs two at most, even at a load of 28 on two cores.
+    server = make_server(settings={"engine.torrent.port": port, "engine.torrent.seed_time": 6})
     server.add_user("alice", "alice-password", quota="50M")
     shared = seeder.share("shared.bin", BIG)
     server.session("alice", "alice-password").put(server.dav("downloads/s.url"), data=url_shortcut(shared.magnet))
@@ -264,7 +266,7 @@ def test_seeding_follows_seed_time_then_stops(make_server, seeder, tmp_path):
         deadline = time.monotonic() + 15
         while not handle.status().is_seeding and time.monotonic() < deadline:
             handle.connect_peer(("127.0.0.1", port))
-            time.sleep(0.5)
+            time.sleep(0.1)
         assert (leecher.folder / "shared.bin").read_bytes() == BIG
     finally:
         leecher.stop()

@@ -4,7 +4,6 @@ and nothing of them comes back, while other users' downloads go on."""
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import pytest
 
@@ -38,14 +37,10 @@ def _start_download(server, account, origin, how: str, number: int) -> str:
 
 
 def _settled(origin, paths: list[str]) -> int:
-    """Bytes the origin has sent for `paths`, once that figure stops growing."""
-    def unchanged() -> int | None:
-        before = sum(origin.bytes_sent(path) for path in paths)
-        time.sleep(1)
-        after = sum(origin.bytes_sent(path) for path in paths)
-        return after if after == before else None
-
-    return wait_for(unchanged, timeout=30, message="the origin to stop sending")
+    """Bytes the origin has sent for `paths`, once no response to them is under way: those
+    requests can send nothing more (a new one would show in the checks after)."""
+    wait_for(lambda: not any(origin.sending(path) for path in paths), timeout=30, message="the origin to stop sending")
+    return sum(origin.bytes_sent(path) for path in paths)
 
 
 # (user, how each of their downloads starts, --keep-files); per_user is 2, so "mixed"'s third waits in the queue.
