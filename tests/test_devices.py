@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -15,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from playwright.sync_api import expect
 
+from tests import forked_cli
 from tests.conftest import Account
+from tests.forked_cli import ForkedProcess, fetchdrive
 from tests.downloads_helpers import url_shortcut, wait_for
-from tests.server_process import REPO
 from tests.sse_helpers import Listener
 from tests.test_client_commands import tree
 from tests.browser import open_page
@@ -28,8 +28,7 @@ pytestmark = [pytest.mark.shared_server(settings={"events.keepalive": 0.5}), pyt
 
 
 def _device(server, account: Account, name: str, local: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", "sync", "--server", server.base_url, "--user", account.name,
-            "--device", name, *extra, str(local)]
+    return ["sync", "--server", server.base_url, "--user", account.name, "--device", name, *extra, str(local)]
 
 
 def _env(account: Account) -> dict[str, str]:
@@ -37,8 +36,7 @@ def _env(account: Account) -> dict[str, str]:
 
 
 def _run_once(server, account: Account, name: str, local: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(_device(server, account, name, local), cwd=REPO, env=_env(account),
-                          capture_output=True, text=True, timeout=120)
+    return fetchdrive(*_device(server, account, name, local), env=_env(account), timeout=120)
 
 
 def _devices(account: Account, server) -> dict[str, dict]:
@@ -47,14 +45,14 @@ def _devices(account: Account, server) -> dict[str, dict]:
 
 @pytest.fixture
 def watching(server, tmp_path):
-    """Start `sync --device NAME --watch` subprocesses; all are stopped at the end."""
-    started: list[subprocess.Popen] = []
+    """Start `sync --device NAME --watch` processes (forked: tests/forked_cli.py); all are
+    stopped at the end."""
+    started: list[ForkedProcess] = []
 
     def start(account: Account, name: str) -> Path:
         local = tmp_path / f"{account.name}-{name}"
-        log = open(tmp_path / f"{account.name}-{name}.log", "w")
-        started.append(subprocess.Popen(_device(server, account, name, local, "--watch", "3600"), cwd=REPO,
-                                        env=_env(account), stdout=log, stderr=subprocess.STDOUT))
+        started.append(forked_cli.start(_device(server, account, name, local, "--watch", "3600"), env=_env(account),
+                                        stdout=tmp_path / f"{account.name}-{name}.log"))
         return local
 
     yield start
@@ -66,7 +64,7 @@ def watching(server, tmp_path):
 def test_a_trigger_sends_its_file_to_the_named_devices_only(server, alice, origin, watching):
     folders = {name: watching(alice, name) for name in ("laptop", "phone", "tablet")}
     wait_for(lambda: len(_devices(alice, server)) == 3 and all(d["online"] for d in _devices(alice, server).values()),
-             message="three devices registered and following their streams")
+             timeout=60, message="three devices registered and following their streams")
     body = os.urandom(200_000)
     origin.add("/film.mkv", body)
     trigger = url_shortcut(origin.url("/film.mkv"), **{"send-to": "laptop, phone"})

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests import forked_cli
 from tests.conftest import Account, new_account
+from tests.forked_cli import ForkedProcess
 from tests.downloads_helpers import url_shortcut, wait_for
-from tests.server_process import REPO
 from tests.sse_helpers import Listener, free_port
 from tests.test_client_commands import tree
 from tests.browser import open_page
@@ -185,12 +184,11 @@ def test_a_user_may_hold_only_so_many_streams(server, alice, bob):
             listener.close()
 
 
-def _watch(server, account: Account, local, *extra: str) -> subprocess.Popen:
-    log = open(local.parent / f"{local.name}.log", "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "sync", "--server", server.base_url, "--user", account.name, *extra, str(local)],
-        cwd=REPO, env={**os.environ, "FETCHDRIVE_PASSWORD": account.password}, stdout=log, stderr=subprocess.STDOUT,
-    )
+def _watch(server, account: Account, local, *extra: str) -> ForkedProcess:
+    """`fetchdrive sync` forked (tests/forked_cli.py), its output in a log beside `local`."""
+    return forked_cli.start(["sync", "--server", server.base_url, "--user", account.name, *extra, str(local)],
+                            env={**os.environ, "FETCHDRIVE_PASSWORD": account.password},
+                            stdout=local.parent / f"{local.name}.log")
 
 
 def test_a_stream_and_sync_watch_resume_across_a_server_restart_missing_nothing(make_server, tmp_path):
