@@ -18,12 +18,18 @@ import io
 import json
 import netrc
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from http.cookiejar import LoadError, MozillaCookieJar
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from engine.errors import PermanentError
+
+# http.cookiejar reports a line it cannot read as an "http.cookiejar bug!" warning carrying the
+# traceback, whose message can quote the line's fields (a cookie's value) into the server's
+# log; the user gets a clear error instead (_read_cookies).
+warnings.filterwarnings("ignore", message="http.cookiejar bug!", category=UserWarning)
 
 NETRC_FILE = ".fetchdrive/netrc"
 COOKIES_FILE = ".fetchdrive/cookies.txt"

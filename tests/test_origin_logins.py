@@ -179,6 +179,8 @@ UNUSABLE_FILES = [
     ("netrc", "machine 127.0.0.1 login fetcher password x {secret}\n", "not in netrc format near line"),
     ("netrc", "# mine\n{secret} machine 127.0.0.1\n", "not in netrc format near line"),
     ("cookies.txt", "127.0.0.1\tFALSE\t/\tFALSE\tnever\tsession\t{secret}\n", "not a Netscape cookies file"),
+    # a value in the expiry's place: http.cookiejar's own warning would log it
+    ("cookies.txt", "127.0.0.1\tFALSE\t/\tFALSE\t{secret}\tsession\tvalue\n", "not a Netscape cookies file"),
     ("cookies.txt", "# Netscape HTTP Cookie File\n127.0.0.1 {secret}\n", "not a Netscape cookies file"),
     ("cookies.txt", "\xff{secret}", "not UTF-8"),
 ]
