@@ -114,6 +114,10 @@ def _child(request: dict) -> None:
     from server.cli import main
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # Ctrl-C raises KeyboardInterrupt, as in a `python -m server.cli` started from a terminal,
+    # even where the test run itself was started in the background (a shell's `&` makes it,
+    # and so the helper, ignore SIGINT; `sync --watch` is stopped with it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     streams = (os.open(request["stdin"], os.O_RDONLY),
                os.open(request["stdout"], os.O_WRONLY | os.O_APPEND | os.O_CREAT),
                os.open(request["stderr"], os.O_WRONLY | os.O_APPEND | os.O_CREAT))
