@@ -6,21 +6,30 @@ dozens of commands. Here one helper process per test worker imports the app once
 child for each: a process of its own, with its own environment, working folder, standard
 input, output and error (files, dup'ed onto fds 0, 1 and 2), signals and exit status, as after
 `python -m server.cli ARGS`; only the imports are done before it starts. The helper has no
-threads when it forks (it only reads requests, and reaps its children in a signal handler).
+threads when it forks: one loop reads requests and reaps ended children.
 `ForkedProcess` is the child as the tests see it, with the part of `subprocess.Popen` they use.
+
+Process ids are reused, and soon: the kernel's limit here is 32,768, and a run's servers,
+threads and browsers go through them several times. So a child's exit status is filed under
+a number of its own, not under its pid, and the tests signal a child through a pidfd, which
+always names that process. The helper files a status before it reaps the child (until then
+the pid stays taken), so a pidfd opened while no status is filed is the child's.
 What a fork cannot show (how the interpreter starts: `PYTHON*` variables, what a run imports)
 still runs as `python -m server.cli`: `ServerProcess(..., forked=False)` and the `serve` tests
 of tests/test_cli_and_config.py.
 
 Run as `python -m tests.forked_cli`, the module is that helper: one JSON request a line on
-stdin, one JSON answer (the child's pid) a line on stdout; a child's exit status is written to
-a file named after its pid once the helper has reaped it.
+stdin, one JSON answer (the child's pid and status file) a line on stdout; the child's exit
+status is written whole to that file when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -37,18 +46,25 @@ _helper_lock = threading.Lock()  # one request and its answer at a time (tests s
 
 
 class ForkedProcess:
-    """A child of the helper: its pid, signals sent straight to it, its exit status as
+    """A child of the helper: its pid, signals sent to it through a pidfd, its exit status as
     `Popen.returncode` gives it (minus the signal's number if one ended it)."""
 
     def __init__(self, pid: int, status_file: Path) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self._status_file = status_file
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:  # reaped already, so its status is filed
+            self._pidfd = None
+        if self.poll() is not None:  # the pidfd may name a process that took the pid since
+            self._close()
 
     def poll(self) -> int | None:
         if self.returncode is None and self._status_file.exists():
             self.returncode = int(self._status_file.read_text())
             self._status_file.unlink()
+            self._close()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -60,14 +76,23 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, number: int) -> None:
-        if self.poll() is None:  # once reaped, the pid may be another process's
-            os.kill(self.pid, number)
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # reaped since: its status is filed
+                signal.pidfd_send_signal(self._pidfd, number)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+    def _close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def __del__(self) -> None:
+        self._close()
 
 
 def start(args: list[str], *, env: dict[str, str], stdout: Path, stdin: Path | None = None,
@@ -166,31 +191,50 @@ def _serve() -> None:
     import server.user_service  # noqa: F401
 
     statuses = Path(tempfile.mkdtemp(prefix="forked-"))
-
-    def reap(*_) -> None:
-        """SIGCHLD: each ended child's status into its file, written whole before it is seen."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not pid:
-                return
-            written = statuses / f"{pid}.part"
-            written.write_text(str(os.waitstatus_to_exitcode(status)))
-            written.rename(statuses / f"{pid}.status")
-
-    signal.signal(signal.SIGCHLD, reap)
-    sys.stdout.flush()
+    status_files: dict[int, Path] = {}  # pid -> where its exit status goes
+    numbers = itertools.count()
+    # SIGCHLD only wakes the loop below (a handler of its own could run in the middle of a
+    # fork or of itself); the loop reaps.
+    woken, wake = os.pipe()
+    os.set_blocking(wake, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake)
+    pending = b""
     try:
-        for line in sys.stdin:
-            request = json.loads(line)
-            pid = os.fork()
-            if pid == 0:
-                _child(request)
-            print(json.dumps({"pid": pid, "status_file": str(statuses / f"{pid}.status")}), flush=True)
+        while True:
+            readable, _, _ = select.select([0, woken], [], [])
+            if woken in readable:
+                os.read(woken, 4096)
+                _reap(status_files)
+            if 0 not in readable:
+                continue
+            data = os.read(0, 65536)
+            if not data:
+                return
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                pid = os.fork()
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    os.close(woken)
+                    os.close(wake)
+                    _child(json.loads(line))
+                status_files[pid] = statuses / f"{next(numbers)}.status"
+                os.write(1, json.dumps({"pid": pid, "status_file": str(status_files[pid])}).encode() + b"\n")
     finally:
         shutil.rmtree(statuses, ignore_errors=True)
+
+
+def _reap(status_files: dict[int, Path]) -> None:
+    """Each ended child's exit status into its file (written whole before it is seen), then
+    the child reaped: its pid is not given out again while a test could find no status."""
+    while status_files and (ended := os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)):
+        code = ended.si_status if ended.si_code == os.CLD_EXITED else -ended.si_status
+        status_file = status_files.pop(ended.si_pid)
+        written = status_file.with_suffix(".part")
+        written.write_text(str(code))
+        written.rename(status_file)
+        os.waitpid(ended.si_pid, 0)
 
 
 if __name__ == "__main__":
