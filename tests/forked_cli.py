@@ -215,10 +215,15 @@ def _serve() -> None:
             for line in lines:
                 pid = os.fork()
                 if pid == 0:
-                    signal.set_wakeup_fd(-1)
-                    os.close(woken)
-                    os.close(wake)
-                    _child(json.loads(line))
+                    try:
+                        signal.set_wakeup_fd(-1)
+                        os.close(woken)
+                        os.close(wake)
+                        _child(json.loads(line))
+                    except BaseException:  # before the command ran: a Ctrl-C, a stream it cannot open
+                        traceback.print_exc()
+                    finally:  # never on into this loop, as a second helper reading the requests
+                        os._exit(1)
                 status_files[pid] = statuses / f"{next(numbers)}.status"
                 os.write(1, json.dumps({"pid": pid, "status_file": str(status_files[pid])}).encode() + b"\n")
     finally:
