@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.downloads_helpers import wait_for
 from tests.forked_cli import ForkedProcess, fetchdrive, start
 from tests.server_process import ServerProcess
 
@@ -21,8 +22,7 @@ LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
 def _ended_unread(folder: Path) -> ForkedProcess:
     """A child that has ended and been reaped (its pid free again), its status not yet read."""
     child = start(["--help"], env=dict(os.environ), stdout=folder / "help.out")
-    while Path(f"/proc/{child.pid}").exists():
-        pass
+    wait_for(lambda: not Path(f"/proc/{child.pid}").exists(), message="the child ended and reaped")
     return child
 
 
