@@ -37,9 +37,10 @@ def splice_supported(folder: Path) -> bool:
         return False
     read_end, write_end = os.pipe()
     fd, name = tempfile.mkstemp(dir=folder, prefix="splice-check-")
-    # Unlinked at once: a node starting beside this one on the same storage root removes
-    # strays from the folder, this file among them (its unlink here crashed the start).
-    os.unlink(name)
+    # Unlinked at once. A node starting beside this one on the same storage root removes
+    # strays from the folder, and may have taken this file already (that crashed the start).
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
     try:
         os.write(write_end, b"x")
         return os.splice(read_end, fd, 1) == 1

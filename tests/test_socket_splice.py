@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -33,6 +34,26 @@ def send_later(sender: socket.socket, data: bytes, *, close: bool) -> threading.
 
 def test_the_folder_of_the_tests_takes_splice_writes(tmp_path):
     assert splice_supported(tmp_path)
+
+
+def test_the_check_holds_while_another_node_starting_removes_strays_from_the_folder(tmp_path):
+    """Two nodes starting on one storage root: one's clean-up of the temporary folder may
+    take the other's check file before that one unlinks it."""
+    done = threading.Event()
+
+    def remove_strays() -> None:
+        while not done.is_set():
+            for entry in os.scandir(tmp_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    remover = threading.Thread(target=remove_strays, daemon=True)
+    remover.start()
+    try:
+        assert all(splice_supported(tmp_path) for _ in range(3000))
+    finally:
+        done.set()
+        remover.join(timeout=10)
 
 
 def test_bytes_land_at_the_offset_and_nothing_else_changes(tmp_path, sockets):
