@@ -5,7 +5,9 @@ holds is delivered from the store without a transfer (engine/instant.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -108,14 +110,18 @@ class Delivery:
             return None
         folder = source.is_dir()
         size = tree_size(source) if folder else source.stat().st_size
-        allowance = self._allowances.allowance(task)
-        if allowance.claim(size) < size:
-            raise PermanentError(
-                f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
-                "delete some files first"
-            )
-        placed = self._spaces.place(source, self._spaces.root(task.user) / task.folder, name, allowance, size)
-        self._allowances.drop_allowance(task)
+        placed = None if folder or instant else self._published_before(task, source)
+        if placed is not None:
+            self._allowances.release_room(task)  # the published bytes were booked before the link
+        else:
+            allowance = self._allowances.allowance(task)
+            if allowance.claim(size) < size:
+                raise PermanentError(
+                    f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
+                    "delete some files first"
+                )
+            placed = self._spaces.place(source, self._spaces.root(task.user) / task.folder, name, allowance, size)
+            self._allowances.drop_allowance(task)
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
@@ -132,6 +138,20 @@ class Delivery:
             f"fetchdrive: {placed.name} is ready", f"{placed.name} ({human_size(size)}) finished downloading into {task.folder}/."))
         self._trigger_finished(task)
         return placed
+
+    def _published_before(self, task: Task, source: Path) -> Path | None:
+        """Where a kill left the downloaded file `source` published, after its link into the
+        task's folder and before the task was marked done: that folder's entry that is the same
+        file. None if it was not published. A resumed task is not published a second time."""
+        info = source.stat()
+        if info.st_nlink < 2:
+            return None
+        with contextlib.suppress(FileNotFoundError), os.scandir(self._spaces.root(task.user) / task.folder) as entries:
+            for entry in entries:
+                if entry.inode() == info.st_ino and entry.stat(follow_symlinks=False).st_dev == info.st_dev:
+                    _log.info("task %d: found published before the server stopped, as %s", task.id, entry.name)
+                    return Path(entry.path)
+        return None
 
     def deliver_instantly(self, task: Task, login: Login) -> bool:
         """Content this server already holds, and the task's own source leads to (see

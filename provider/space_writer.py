@@ -112,7 +112,9 @@ class SpaceWriter:
         `downloaded` file (same bytes, same size: the quota does not move)."""
         with self._locked_paths(str(published)):
             try:
-                if not os.path.samefile(published, downloaded):
+                # Already the stored object (a download filed before a kill kept its task
+                # from being marked done): a rename onto another link of one file does nothing.
+                if not os.path.samefile(published, downloaded) or os.path.samefile(published, stored):
                     return
             except FileNotFoundError:
                 return
