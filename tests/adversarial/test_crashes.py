@@ -1,6 +1,7 @@
 """kill -9 of the server at random moments during uploads and downloads, ten times over.
 After each restart: the database is sound, every completed upload and download is intact,
-unfinished tasks resume and complete, no temporary data is left, and quota equals a recount."""
+unfinished tasks resume and complete, each download is published once, no temporary data is
+left, and quota equals a recount."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def test_kill_9_at_random_moments_loses_nothing(make_server, origin, tally):
     wait_for(lambda: not any((server.data / "tmp" / "downloads").iterdir()), message="no temporary data")
     assert not uploads_left(server)
     wait_for(lambda: not [name for name in os.listdir(downloads) if name.endswith(".url")], message="triggers gone")
+    assert sorted(os.listdir(downloads)) == sorted(f"file{n}.bin" for n in range(CRASHES))  # each once
     assert session.get(server.url("/api/v1/me")).json()["used_bytes"] == tree_size(server.space("crash"))
     tasks = session.get(server.url("/api/v1/tasks?limit=1000")).json()
     assert {task["state"] for task in tasks} == {"done"}
