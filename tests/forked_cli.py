@@ -9,11 +9,12 @@ input, output and error (files, dup'ed onto fds 0, 1 and 2), signals and exit st
 threads when it forks: one loop reads requests and reaps ended children.
 `ForkedProcess` is the child as the tests see it, with the part of `subprocess.Popen` they use.
 
-Process ids are reused, and soon: the kernel's limit here is 32,768, and a run's servers,
-threads and browsers go through them several times. So a child's exit status is filed under
+Process ids are reused within a run: the kernel's limit here is 32,768, and a run's servers,
+threads and browsers take some 25,000. So a child's exit status is filed under
 a number of its own, not under its pid, and the tests signal a child through a pidfd, which
 always names that process. The helper files a status before it reaps the child (until then
 the pid stays taken), so a pidfd opened while no status is filed is the child's.
+
 What a fork cannot show (how the interpreter starts: `PYTHON*` variables, what a run imports)
 still runs as `python -m server.cli`: `ServerProcess(..., forked=False)` and the `serve` tests
 of tests/test_cli_and_config.py.
