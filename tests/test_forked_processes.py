@@ -1,7 +1,7 @@
 """The tests' forked processes (tests/forked_cli.py) when process ids are reused.
 
-The kernel here gives out at most 32,768 pids, and a run's servers, threads and browsers go
-through them several times, so a test's process can get the pid of one that has ended and
+The kernel here gives out at most 32,768 pids, and a run's servers, threads and browsers take
+some 25,000, so a test's process can get the pid of one that has ended and
 whose status nobody has read yet. Each must still get its own exit status, and a signal must
 reach the process it was meant for. The pid a fork gets is chosen here by writing the last
 one given out to /proc/sys/kernel/ns_last_pid (the tests run as root).
