@@ -58,7 +58,8 @@ class TempArea:
     def remove_orphan_temp_files(self, file_away: FileAway, others_alive: Collection[str] = ()) -> None:
         """Temporary files nobody needs go; a published download that a crash kept from being
         filed in the content store is filed now, on a thread of its own (it needs hashing).
-        One that a node in `others_alive` published is left to it: it may be filing it now."""
+        What a node in `others_alive` ran is left to it: it may be filing it now (a finished
+        task's temporary file, or the link its filing swaps in)."""
         unfiled: list[tuple[Task, Path]] = []
         for item in self.root.iterdir():
             stem = item.name.split(".", 1)[0]
@@ -66,7 +67,7 @@ class TempArea:
             if task is not None and task.state == TaskState.DONE and not task.sha256 and task.path and item.suffix == ".part":
                 if task.node not in others_alive:
                     unfiled.append((task, item))
-            elif task is None or not task.unfinished:
+            elif task is None or not (task.unfinished or task.node in others_alive):
                 _remove_temp(item)
         if unfiled:
             threading.Thread(target=self._file_away_after_restart, args=(unfiled, file_away), name="filing",

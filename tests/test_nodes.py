@@ -1,8 +1,8 @@
 """Several nodes as one drive's download workers (SPEC 8, issue 17): real server processes sharing
 one storage root and one database, each with its own `server.node` name. Tasks run once, a node
 killed with SIGKILL has its download taken over and resumed by another, a restarted node resumes
-its own tasks at once and leaves the others' alone, the per-user limit holds over nodes, and a
-cancel on one node stops the transfer on the node that runs it. On SQLite (the nodes share its
+its own tasks at once and leaves the others' alone (their temporary files too), the per-user
+limit holds over nodes, and a cancel on one node stops the transfer on the node that runs it. On SQLite (the nodes share its
 file in the root) and on PostgreSQL."""
 
 from __future__ import annotations
@@ -216,6 +216,26 @@ def test_a_restarted_node_resumes_its_own_tasks_at_once_and_leaves_the_others(cl
     again = origin.requests[asked_before_kill:]
     assert {entry.path for entry in again} <= {f"/{killed}.bin"}, "the other node's download was restarted"
     assert all(entry.range for entry in again), "the restarted node fetched its download from the start"
+
+
+def test_a_starting_node_leaves_another_live_nodes_filing_alone(cluster, origin: Origin) -> None:
+    # Filing a download in the content store swaps a link in beside its temporary file (see
+    # SpaceWriter.relink). A node starting meanwhile removed it as a stray, and the filing
+    # failed. What the finished task's node holds there is its own while it is alive.
+    first = cluster.start("first")
+    alice = cluster.account("alice")
+    origin.add("/filed.bin", BODY[:100_000])
+    task_id = add(first, alice, origin.url("/filed.bin"))["id"]
+    assert cluster.delivered("alice", "filed.bin") == BODY[:100_000]
+    wait_for(lambda: cluster.row(task_id).sha256, message="filed")
+    swap = cluster.root / "tmp" / "downloads" / f"{task_id}.part.link"
+    swap.write_bytes(b"the first node's, mid-swap")
+    stray = cluster.root / "tmp" / "downloads" / "stray"
+    stray.write_bytes(b"nobody's")
+    cluster.start("second")
+    assert swap.exists() and not stray.exists()
+    first.restart()  # its own start: what it left is a crash's leftover
+    assert not swap.exists()
 
 
 @pytest.mark.parametrize("per_user", [1, 2])
