@@ -108,9 +108,8 @@ class Delivery:
         took it over (this one stalled past its lease): that node publishes it."""
         if not self.tasks.holds(task):
             return None
-        folder = source.is_dir()
-        size = tree_size(source) if folder else source.stat().st_size
-        placed = None if folder or instant else self._published_before(task, source)
+        size = tree_size(source) if source.is_dir() else source.stat().st_size
+        placed = None if instant else self._published_before(task, source)
         if placed is not None:
             self._allowances.release_room(task)  # the published bytes were booked before the link
         else:
@@ -140,15 +139,23 @@ class Delivery:
         return placed
 
     def _published_before(self, task: Task, source: Path) -> Path | None:
-        """Where a kill left the downloaded file `source` published, after its link into the
-        task's folder and before the task was marked done: that folder's entry that is the same
-        file. None if it was not published. A resumed task is not published a second time."""
-        info = source.stat()
-        if info.st_nlink < 2:
+        """Where a kill left the task's own download `source` published, after its link (a
+        folder: its move) into the task's folder and before the task was marked done: the
+        entry there that is `source`'s file, or holds it, under any name the user may have
+        given it since. None if it was not published. A resumed task is not published twice.
+        (Not for instant deliveries: a stored object may be linked anywhere.)"""
+        files = source.rglob("*") if source.is_dir() else (source,)
+        probe = next((path for path in files if path.is_file() and path.stat().st_nlink > 1), None)
+        if probe is None:  # linked nowhere else, so not published
             return None
+        info, inside = probe.stat(), probe.relative_to(source)
         with contextlib.suppress(FileNotFoundError), os.scandir(self._spaces.root(task.user) / task.folder) as entries:
             for entry in entries:
-                if entry.inode() == info.st_ino and entry.stat(follow_symlinks=False).st_dev == info.st_dev:
+                try:
+                    found = (Path(entry.path) / inside).stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if (found.st_ino, found.st_dev) == (info.st_ino, info.st_dev):
                     _log.info("task %d: found published before the server stopped, as %s", task.id, entry.name)
                     return Path(entry.path)
         return None

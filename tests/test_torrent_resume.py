@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
@@ -206,3 +207,37 @@ def test_data_cut_short_after_the_resume_data_was_saved_is_checked_not_trusted(m
     log = server.log_text()[offset:]
     for download in downloads:
         assert f"torrent {download.shared.info_hash}: its data on disk is shorter" in log
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_torrent_published_just_before_a_kill_9_is_not_published_again(make_server, seeder, shape):
+    # The state a kill -9 leaves between a torrent's link (one file) or move (a folder) into
+    # downloads/ and its task being marked done, as test_download_faults builds it for HTTP:
+    # the data where the swarm left it, one with what was published, its metadata known, the
+    # task still downloading, nothing shelved yet. The restart checks the pieces, finds them
+    # all, and must find the torrent published rather than publish it again beside itself.
+    server = make_server()
+    download = Download(server, seeder, shape)
+    download.shared.complete()
+    download.assert_completes()
+    shelved = server.data / "torrents" / f"{download.shared.info_hash}.json"
+    wait_for(shelved.exists, message="the torrent shelved")
+    server.stop()
+    downloads = server.space(download.user) / "downloads"
+    published, temp = downloads / download.name, server.data / "tmp" / "downloads"
+    (temp / f"{download.task_id}.torrent").write_bytes(download.shared.metainfo)
+    files = [published] if published.is_file() else [path for path in published.rglob("*") if path.is_file()]
+    for file in files:
+        target = temp / f"{download.task_id}.bt" / download.name / file.relative_to(published)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(file, target)
+    shelved.unlink()
+    with sqlite3.connect(server.data / "fetchdrive.sqlite") as database:
+        database.execute("UPDATE tasks SET state = 'downloading', path = NULL, sha256 = NULL, finished_at = NULL"
+                         " WHERE id = ?", [download.task_id])
+    server.start()
+    wait_for(lambda: download.session.get(server.url(f"/api/v1/tasks/{download.task_id}")).json()["state"] == "done",
+             message="done again")
+    download.assert_completes()
+    wait_for(lambda: sorted(os.listdir(downloads)) == [download.name], message="it alone, its trigger gone")
+    assert f"task {download.task_id}: found published before the server stopped, as {download.name}" in server.log_text()
