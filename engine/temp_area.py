@@ -29,6 +29,12 @@ def _remove_temp(item: Path) -> None:
         item.unlink(missing_ok=True)
 
 
+def _kept(task: Task | None, others_alive: Collection[str]) -> bool:
+    """Whether a temporary file of `task` is still needed: it is unfinished (resumable), or a
+    live node ran it."""
+    return task is not None and (task.unfinished or task.node in others_alive)
+
+
 class TempArea:
     def __init__(self, root: Path, tasks: TaskStore, allowances: Allowances, spaces: SpaceAccess) -> None:
         self.root = root
@@ -59,19 +65,31 @@ class TempArea:
         """Temporary files nobody needs go; a published download that a crash kept from being
         filed in the content store is filed now, on a thread of its own (it needs hashing).
         What a node in `others_alive` ran is left to it: it may be filing it now (a finished
-        task's temporary file, or the link its filing swaps in)."""
+        task's temporary file, or the link its filing swaps in), or seeding it."""
         unfiled: list[tuple[Task, Path]] = []
         for item in self.root.iterdir():
-            stem = item.name.split(".", 1)[0]
-            task = self.tasks.get(int(stem)) if stem.isdigit() else None
-            if task is not None and task.state == TaskState.DONE and not task.sha256 and task.path and item.suffix == ".part":
+            task = self._task_named_by(item)
+            if item == self.seeding_root:
+                for seeded in item.iterdir():
+                    if not _kept(self._task_named_by(seeded), others_alive):
+                        _remove_temp(seeded)
+            elif task is not None and task.state == TaskState.DONE and not task.sha256 and task.path and item.suffix == ".part":
                 if task.node not in others_alive:
                     unfiled.append((task, item))
-            elif task is None or not (task.unfinished or task.node in others_alive):
+            elif not _kept(task, others_alive):
                 _remove_temp(item)
         if unfiled:
             threading.Thread(target=self._file_away_after_restart, args=(unfiled, file_away), name="filing",
                              daemon=True).start()
+
+    @property
+    def seeding_root(self) -> Path:
+        """Where finished torrents are seeded from, a folder per task."""
+        return self.root / "seeding"
+
+    def _task_named_by(self, item: Path) -> Task | None:
+        stem = item.name.split(".", 1)[0]
+        return self.tasks.get(int(stem)) if stem.isdigit() else None
 
     def _file_away_after_restart(self, unfiled: list[tuple[Task, Path]], file_away: FileAway) -> None:
         for task, temp in unfiled:

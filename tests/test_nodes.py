@@ -1,9 +1,9 @@
 """Several nodes as one drive's download workers (SPEC 8, issue 17): real server processes sharing
 one storage root and one database, each with its own `server.node` name. Tasks run once, a node
 killed with SIGKILL has its download taken over and resumed by another, a restarted node resumes
-its own tasks at once and leaves the others' alone (their temporary files too), the per-user
-limit holds over nodes, and a cancel on one node stops the transfer on the node that runs it. On SQLite (the nodes share its
-file in the root) and on PostgreSQL."""
+its own tasks at once and leaves the others' alone (their temporary files and seeding too), the
+per-user limit holds over nodes, and a cancel on one node stops the transfer on the node that
+runs it. On SQLite (the nodes share its file in the root) and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -218,24 +218,29 @@ def test_a_restarted_node_resumes_its_own_tasks_at_once_and_leaves_the_others(cl
     assert all(entry.range for entry in again), "the restarted node fetched its download from the start"
 
 
-def test_a_starting_node_leaves_another_live_nodes_filing_alone(cluster, origin: Origin) -> None:
+def test_a_starting_node_leaves_another_live_nodes_filing_and_seeding_alone(cluster, origin: Origin) -> None:
     # Filing a download in the content store swaps a link in beside its temporary file (see
-    # SpaceWriter.relink). A node starting meanwhile removed it as a stray, and the filing
-    # failed. What the finished task's node holds there is its own while it is alive.
+    # SpaceWriter.relink), and a finished torrent is seeded from a tree in the temporary area.
+    # A node starting meanwhile removed both as strays: the filing failed, the seeding lost
+    # its files. What the finished task's node holds there is its own while it is alive.
     first = cluster.start("first")
     alice = cluster.account("alice")
     origin.add("/filed.bin", BODY[:100_000])
     task_id = add(first, alice, origin.url("/filed.bin"))["id"]
     assert cluster.delivered("alice", "filed.bin") == BODY[:100_000]
     wait_for(lambda: cluster.row(task_id).sha256, message="filed")
-    swap = cluster.root / "tmp" / "downloads" / f"{task_id}.part.link"
+    temp = cluster.root / "tmp" / "downloads"
+    swap, seeded = temp / f"{task_id}.part.link", temp / "seeding" / str(task_id) / "filed.bin"
     swap.write_bytes(b"the first node's, mid-swap")
-    stray = cluster.root / "tmp" / "downloads" / "stray"
-    stray.write_bytes(b"nobody's")
+    seeded.parent.mkdir(parents=True)
+    seeded.write_bytes(b"the first node's, seeding")
+    strays = [temp / "stray", temp / "seeding" / "stray", temp / "seeding" / str(task_id + 1000)]
+    for stray in strays:
+        stray.write_bytes(b"nobody's")
     cluster.start("second")
-    assert swap.exists() and not stray.exists()
+    assert swap.exists() and seeded.exists() and not any(stray.exists() for stray in strays)
     first.restart()  # its own start: what it left is a crash's leftover
-    assert not swap.exists()
+    assert not swap.exists() and not seeded.exists()
 
 
 @pytest.mark.parametrize("per_user", [1, 2])

@@ -120,7 +120,7 @@ class TorrentSource:
             self.tasks.update(task.id, sha256=filed[0].sha256)
         self.shelf.record(meta.info_hash, ShelvedTorrent(meta.name, meta.multi_file, tuple(filed)))
         if self._torrents().seeds:
-            tree = self._temp.root / "seeding" / f"{task.id}"
+            tree = self._temp.seeding_root / f"{task.id}"
             stage_tree([(self.store.object_path(kept.sha256), (file.disk_path,)) for file, kept in zip(meta.files, filed)], tree)
             self._torrents().seed(state.metainfo_path.read_bytes(), tree)
         self._temp.remove_torrent_temp(task)
