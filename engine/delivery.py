@@ -109,7 +109,8 @@ class Delivery:
         if not self.tasks.holds(task):
             return None
         size = tree_size(source) if source.is_dir() else source.stat().st_size
-        placed = None if instant else self._published_before(task, source)
+        root = self._spaces.root(task.user)
+        placed = self._published_before(task, source, instant=instant)
         if placed is not None:
             self._allowances.release_room(task)  # the published bytes were booked before the link
         else:
@@ -119,13 +120,17 @@ class Delivery:
                     f"not enough space: the file is {size} bytes and the quota leaves {allowance.held} bytes; "
                     "delete some files first"
                 )
-            placed = self._spaces.place(source, self._spaces.root(task.user) / task.folder, name, allowance, size)
+
+            def trying(path: Path) -> None:  # recorded first, so a kill after the link leaves it findable
+                self.tasks.update(task.id, publishing_to=str(path.relative_to(root)))
+
+            placed = self._spaces.place(source, root / task.folder, name, allowance, size, trying=trying)
             self._allowances.drop_allowance(task)
         etag, last_modified = validators
         rel = f"{task.folder}/{placed.name}"
         if not self.tasks.set_state_if(
             task.id, (TaskState.DOWNLOADING, TaskState.VERIFYING), holder=task.node, state=TaskState.DONE, path=rel, sha256=digest, bytes_done=size,
-            bytes_total=size, error=None, finished_at=time.time(), instant=int(instant),
+            bytes_total=size, error=None, finished_at=time.time(), instant=int(instant), publishing_to=None,
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
             # Cancelled at the last moment, or taken over by another node: take the file back.
@@ -138,26 +143,30 @@ class Delivery:
         self._trigger_finished(task)
         return placed
 
-    def _published_before(self, task: Task, source: Path) -> Path | None:
-        """Where a kill left the task's own download `source` published, after its link (a
-        folder: its move) into the task's folder and before the task was marked done: the
-        entry there that is `source`'s file, or holds it, under any name the user may have
-        given it since. None if it was not published. A resumed task is not published twice.
-        (Not for instant deliveries: a stored object may be linked anywhere.)"""
+    def _published_before(self, task: Task, source: Path, *, instant: bool) -> Path | None:
+        """Where a kill left `source` published, after its link (a folder: its move) into the
+        task's folder and before the task was marked done; None if it was not published. A
+        resumed task is not published twice. Found where the task was publishing it
+        (`publishing_to`); a download of the task's own (not a stored object, which may be
+        linked anywhere) also under any name the user has given it since."""
         files = source.rglob("*") if source.is_dir() else (source,)
         probe = next((path for path in files if path.is_file() and path.stat().st_nlink > 1), None)
         if probe is None:  # linked nowhere else, so not published
             return None
-        info, inside = probe.stat(), probe.relative_to(source)
-        with contextlib.suppress(FileNotFoundError), os.scandir(self._spaces.root(task.user) / task.folder) as entries:
-            for entry in entries:
-                try:
-                    found = (Path(entry.path) / inside).stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if (found.st_ino, found.st_dev) == (info.st_ino, info.st_dev):
-                    _log.info("task %d: found published before the server stopped, as %s", task.id, entry.name)
-                    return Path(entry.path)
+        root, inside = self._spaces.root(task.user), probe.relative_to(source)
+        candidates = [root / task.publishing_to] if task.publishing_to else []
+        if not instant:
+            with contextlib.suppress(FileNotFoundError), os.scandir(root / task.folder) as entries:
+                candidates += [Path(entry.path) for entry in entries]
+        info = probe.stat()
+        for candidate in candidates:
+            try:
+                found = (candidate / inside).stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (found.st_ino, found.st_dev) == (info.st_ino, info.st_dev):
+                _log.info("task %d: found published before the server stopped, as %s", task.id, candidate.name)
+                return candidate
         return None
 
     def deliver_instantly(self, task: Task, login: Login) -> bool:

@@ -152,6 +152,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         # (provider/credential_cache.py).
         "create table credential_generation (id integer primary key, value text not null)",
     )),
+    Migration(6, "where a task's file is being published, for a restart after a kill to find it", (
+        # Set just before the link (or a folder's move) into the user's folder, cleared when the
+        # task is marked done (engine/delivery.py).
+        "alter table tasks add column publishing_to text",
+    )),
 )
 
 # `other` is another task of the same request as `tasks`: same user, source, folder, trigger

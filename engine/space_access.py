@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class Allowance(Protocol):
@@ -52,9 +52,11 @@ class SpaceAccess(Protocol):
     def remove(self, user: str, path: Path) -> bool:
         """Remove a file or folder and refund its bytes; False if nothing was there."""
 
-    def place(self, source: Path, folder: Path, name: str, allowance: Allowance, size: int) -> Path:
+    def place(self, source: Path, folder: Path, name: str, allowance: Allowance, size: int, *,
+              trying: Callable[[Path], None] = lambda path: None) -> Path:
         """Hard-link the file, or rename the folder, `source` into `folder` under a free name
-        and book its `size` bytes from `allowance`; where it went."""
+        and book its `size` bytes from `allowance`; where it went. `trying(path)` is told each
+        name just before it is tried."""
 
     def relink(self, stored: Path, published: Path, downloaded: Path) -> None:
         """Make `published` a link to the content store's `stored`, if it is still `downloaded`."""

@@ -50,6 +50,7 @@ class Task:
     fetched_url: str | None = None  # the URL the content came from: the source, or the one behind an ID
     superseded_by: int | None = None  # a later task of the same trigger and source that finished
     send_to: str | None = None  # comma-separated devices that receive the finished file
+    publishing_to: str | None = None  # where its file goes, from just before the link until done
     # JSON [[name, value], ...]: the trigger's header= lines and its URL's Basic login (SPEC 4c).
     # A secret: never shown, logged or returned by the API.
     origin_headers: str | None = field(default=None, repr=False)

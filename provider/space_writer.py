@@ -98,14 +98,16 @@ class SpaceWriter:
         Files the engine removes are not taken off storage.max_files' count (see quota)."""
         return self._remove(user, str(path), count_entries=False)
 
-    def place(self, source: Path, folder: Path, name: str, allowance: Reservation, size: int) -> Path:
+    def place(self, source: Path, folder: Path, name: str, allowance: Reservation, size: int, *,
+              trying: Callable[[Path], None] = lambda path: None) -> Path:
         """Hard-link the file `source`, or rename the folder `source`, into `folder` under a
-        free name, and book its `size` bytes from `allowance`; where it went."""
+        free name, and book its `size` bytes from `allowance`; where it went. `trying(path)`
+        is told each name just before it is tried."""
         put = move_under_free_name if source.is_dir() else link_under_free_name
         # `name`'s lock holds the folder where it is; a free name beside it replaces nothing.
         with self._locked_paths(str(folder / name)), self._quota.booking(allowance.user), \
                 self._booked(allowance, size):
-            return put(source, folder, name)
+            return put(source, folder, name, trying)
 
     def relink(self, stored: Path, published: Path, downloaded: Path) -> None:
         """Make `published` a link to the content store's `stored` object, if it is still the

@@ -194,6 +194,40 @@ def test_a_download_published_but_not_yet_filed_when_the_server_died_is_filed_at
     assert published.read_bytes() == CONTENT
 
 
+def test_an_instant_delivery_linked_just_before_a_kill_9_is_not_published_again(make_server, origin):
+    # The state a kill -9 leaves between an instant delivery's link of the stored file into the
+    # folder and its task being marked done (test_download_faults has the same for a transfer).
+    # The stored file is linked elsewhere too, here as the same user's earlier copy beside it:
+    # only the name the task was publishing under tells which link is its.
+    server = make_server()
+    bob = new_account(server, "bob", "bob-password")
+    content, _ = content_of_its_own()
+    origin.add("/same.bin", content)
+
+    def task_of(trigger: str) -> tuple:
+        rows = server.query("SELECT id, state, instant, sha256 FROM tasks WHERE trigger_path = ?", [f"downloads/{trigger}"])
+        return rows[0] if rows else (None, None, None, None)
+
+    for trigger, options in (("first.url", {}), ("second.url", {"filename": "copy.bin"})):
+        bob.session.put(server.dav(f"downloads/{trigger}"), data=url_shortcut(origin.url("/same.bin"), **options))
+        wait_for(lambda: task_of(trigger)[3], message=f"{trigger}'s download filed")
+    task_id, _, instant, _ = task_of("second.url")
+    assert instant
+    downloads = server.space(bob.name) / "downloads"
+    wait_for(lambda: files_in(downloads) == ["copy.bin", "same.bin"], message="both copies, the triggers gone")
+    server.stop()
+    with sqlite3.connect(server.data / "fetchdrive.sqlite") as database:
+        database.execute("UPDATE tasks SET state = 'downloading', path = NULL, finished_at = NULL,"
+                         " publishing_to = 'downloads/copy.bin' WHERE id = ?", [task_id])
+    server.start()
+    wait_for(lambda: task_of("second.url")[1] == "done", message="done again")
+    assert files_in(downloads) == ["copy.bin", "same.bin"]
+    assert server.query("SELECT path, publishing_to FROM tasks WHERE id = ?", [task_id]) == [("downloads/copy.bin", None)]
+    assert f"task {task_id}: found published before the server stopped, as copy.bin" in server.log_text()
+    wait_for(lambda: bob.session.get(server.url("/api/v1/me")).json()["used_bytes"] == 2 * len(content),
+             message="bob's quota counts his two copies")
+
+
 def test_content_id_downloads_get_sensible_names(mirrored, mirror_origin):
     """The catalog's filename, else the mirror's Content-Disposition or URL name (not a bare
     hash), else the trigger's stem."""
