@@ -133,8 +133,12 @@ class Delivery:
             bytes_total=size, error=None, finished_at=time.time(), instant=int(instant), publishing_to=None,
             etag=etag or task.etag, last_modified=last_modified or task.last_modified, fetched_url=task.fetched_url,
         ):
-            # Cancelled at the last moment, or taken over by another node: take the file back.
-            self._spaces.remove(task.user, placed)
+            # Cancelled at the last moment: the file goes. Taken over by another node (this one
+            # stalled past its lease): it stays for that node to find (`_published_before`), as
+            # it would after a kill; that node may have found it already.
+            now = self.tasks.get(task.id)
+            if now is None or not (now.unfinished or (now.state == TaskState.DONE and now.path == rel)):
+                self._spaces.remove(task.user, placed)
             return None
         _log.info("task %d done: %s (%d bytes%s)", task.id, rel, size, ", instant" if instant else "")
         self.tasks.supersede(task.id)
