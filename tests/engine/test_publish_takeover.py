@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,29 +78,44 @@ def nodes(database_url: str, tmp_path: Path) -> Iterator[tuple[Node, Node]]:
         node.database.close()
 
 
+def publish_stalled(node: Node, task: Task, part: Path, name: str, meanwhile: Callable[[], None]) -> Path | None:
+    """`node` publishes `part` as `name` for `task`, held up on the path lock (which this holds)
+    after its check that it holds the task, while `meanwhile` runs; what publish returned."""
+    published: list[Path | None] = []
+    with node.writer.locked(node.writer.root(task.user) / task.folder / name):
+        publishing = threading.Thread(target=lambda: published.append(
+            node.delivery.publish(task, part, name, digest=None, instant=False)))
+        publishing.start()
+        time.sleep(0.5)
+        assert publishing.is_alive(), "the publish did not wait for the path"
+        meanwhile()
+    publishing.join(timeout=30)
+    return published[0]
+
+
+def claimed_with_its_file(node: Node, root: Path, name: str) -> tuple[Task, Path]:
+    node.tasks.add(user="carol", source=f"http://origin.test/{name}", kind="url", folder="downloads",
+                   trigger_path=None, display_name=name)
+    task = node.claim()
+    part = root / "tmp" / f"{task.id}.part"  # the shared temporary file any node resumes
+    part.write_bytes(BODY)
+    return task, part
+
+
 def test_a_node_that_lost_its_task_while_linking_leaves_the_link_for_the_node_that_took_it_over(nodes, tmp_path):
     a, b = nodes
     downloads = tmp_path / "spaces" / "carol" / "downloads"
-    task = a.tasks.add(user="carol", source="http://origin.test/film.bin", kind="url", folder="downloads",
-                       trigger_path=None, display_name="film.bin")
-    task = a.claim()
-    part = tmp_path / "tmp" / f"{task.id}.part"  # the shared temporary file both nodes resume
-    part.write_bytes(BODY)
+    task, part = claimed_with_its_file(a, tmp_path, "film.bin")
+    taken: list[Task] = []
 
-    published: list[Path | None] = []
-    with a.writer.locked(downloads / "film.bin"):
-        publishing = threading.Thread(target=lambda: published.append(
-            a.delivery.publish(task, part, "film.bin", digest=None, instant=False)))
-        publishing.start()
-        time.sleep(0.5)  # a has checked that it holds the task and waits for the path
-        assert publishing.is_alive()
-        a.tasks.update(task.id, lease_until=time.time() - 1)  # a stalled past its lease
-        taken = b.claim()
-    publishing.join(timeout=30)
-    assert published == [None]  # a gives the task up
+    def stalled_and_taken_over() -> None:
+        a.tasks.update(task.id, lease_until=time.time() - 1)
+        taken.append(b.claim())
+
+    assert publish_stalled(a, task, part, "film.bin", stalled_and_taken_over) is None  # a gives the task up
     assert sorted(path.name for path in downloads.iterdir()) == ["film.bin"]  # its link stays
 
-    assert b.delivery.publish(taken, part, "film.bin", digest=None, instant=False) == downloads / "film.bin"
+    assert b.delivery.publish(taken[0], part, "film.bin", digest=None, instant=False) == downloads / "film.bin"
     done = b.tasks.get(task.id)
     assert (done.state, done.node, done.path, done.publishing_to) == (TaskState.DONE, "b", "downloads/film.bin", None)
     assert sorted(path.name for path in downloads.iterdir()) == ["film.bin"]  # found, not published again
@@ -110,21 +125,7 @@ def test_a_node_that_lost_its_task_while_linking_leaves_the_link_for_the_node_th
 
 def test_a_node_whose_task_was_cancelled_while_linking_takes_the_link_back(nodes, tmp_path):
     a, _ = nodes
-    downloads = tmp_path / "spaces" / "carol" / "downloads"
-    a.tasks.add(user="carol", source="http://origin.test/gone.bin", kind="url", folder="downloads",
-                trigger_path=None, display_name="gone.bin")
-    task = a.claim()
-    part = tmp_path / "tmp" / f"{task.id}.part"
-    part.write_bytes(BODY)
-    published: list[Path | None] = []
-    with a.writer.locked(downloads / "gone.bin"):
-        publishing = threading.Thread(target=lambda: published.append(
-            a.delivery.publish(task, part, "gone.bin", digest=None, instant=False)))
-        publishing.start()
-        time.sleep(0.5)
-        assert publishing.is_alive()
-        a.tasks.update(task.id, state=TaskState.CANCELLED)
-    publishing.join(timeout=30)
-    assert published == [None]
-    assert list(downloads.iterdir()) == []
+    task, part = claimed_with_its_file(a, tmp_path, "gone.bin")
+    assert publish_stalled(a, task, part, "gone.bin", lambda: a.tasks.update(task.id, state=TaskState.CANCELLED)) is None
+    assert list((tmp_path / "spaces" / "carol" / "downloads").iterdir()) == []
     assert a.quota.used("carol") == 0
