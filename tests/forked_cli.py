@@ -58,8 +58,8 @@ class ForkedProcess:
             self._pidfd: int | None = os.pidfd_open(pid)
         except ProcessLookupError:  # reaped already, so its status is filed
             self._pidfd = None
-        if self.poll() is not None:  # the pidfd may name a process that took the pid since
-            self._close()
+        # A status filed already: the pidfd may name a process that took the pid since; poll closes it.
+        self.poll()
 
     def poll(self) -> int | None:
         if self.returncode is None and self._status_file.exists():
